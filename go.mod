@@ -1,0 +1,3 @@
+module github.com/dimtorch/dimtorch
+
+go 1.26.8

@@ -1,0 +1,138 @@
+package torch
+
+import "fmt"
+
+// DType is a tensor's element type. The values are libtorch's ScalarType codes.
+type DType int8
+
+// Element types.
+const (
+	Invalid  DType = -1
+	Uint8    DType = 0
+	Int8     DType = 1
+	Int16    DType = 2
+	Int32    DType = 3
+	Int64    DType = 4
+	Float16  DType = 5
+	Float32  DType = 6
+	Float64  DType = 7
+	Bool     DType = 11
+	BFloat16 DType = 15
+)
+
+// ElemSize returns the size of one element in bytes, or 0 if unknown.
+func (d DType) ElemSize() int {
+	switch d {
+	case Uint8, Int8, Bool:
+		return 1
+	case Int16, Float16, BFloat16:
+		return 2
+	case Int32, Float32:
+		return 4
+	case Int64, Float64:
+		return 8
+	}
+	return 0
+}
+
+// IsFloat reports whether d is a floating-point type.
+func (d DType) IsFloat() bool {
+	return d == Float16 || d == Float32 || d == Float64 || d == BFloat16
+}
+
+func (d DType) String() string {
+	switch d {
+	case Uint8:
+		return "uint8"
+	case Int8:
+		return "int8"
+	case Int16:
+		return "int16"
+	case Int32:
+		return "int32"
+	case Int64:
+		return "int64"
+	case Float16:
+		return "float16"
+	case Float32:
+		return "float32"
+	case Float64:
+		return "float64"
+	case Bool:
+		return "bool"
+	case BFloat16:
+		return "bfloat16"
+	}
+	return fmt.Sprintf("dtype(%d)", int(d))
+}
+
+// DeviceType is libtorch's device type code.
+type DeviceType int8
+
+// Device types.
+const (
+	CPUDevice  DeviceType = 0
+	CUDADevice DeviceType = 1
+)
+
+// Device names where a tensor lives.
+type Device struct {
+	Type  DeviceType
+	Index int
+}
+
+// CPU is the host device.
+var CPU = Device{Type: CPUDevice}
+
+// CUDA returns the CUDA device with the given index.
+func CUDA(index int) Device { return Device{Type: CUDADevice, Index: index} }
+
+// ParseDevice reads "cpu", "cuda" or "cuda:N".
+func ParseDevice(s string) (Device, error) {
+	switch s {
+	case "cpu", "":
+		return CPU, nil
+	case "cuda":
+		return CUDA(0), nil
+	}
+	var i int
+	if _, err := fmt.Sscanf(s, "cuda:%d", &i); err == nil && i >= 0 {
+		return CUDA(i), nil
+	}
+	return CPU, fmt.Errorf("unknown device %q (want cpu, cuda or cuda:N)", s)
+}
+
+func (d Device) String() string {
+	if d.Type == CUDADevice {
+		return fmt.Sprintf("cuda:%d", d.Index)
+	}
+	if d.Type == CPUDevice {
+		return "cpu"
+	}
+	return fmt.Sprintf("device(%d:%d)", d.Type, d.Index)
+}
+
+// Option configures a tensor created by a factory: a DType, a Device or a
+// *Scope may be passed, in any order.
+type Option interface{ apply(*options) }
+
+type options struct {
+	dtype    DType
+	dtypeSet bool
+	device   Device
+	scope    *Scope
+}
+
+func (d DType) apply(o *options)  { o.dtype = d; o.dtypeSet = true }
+func (d Device) apply(o *options) { o.device = d }
+func (s *Scope) apply(o *options) { o.scope = s }
+
+func makeOptions(def DType, opts []Option) options {
+	o := options{dtype: def}
+	for _, op := range opts {
+		if op != nil {
+			op.apply(&o)
+		}
+	}
+	return o
+}

@@ -1,0 +1,77 @@
+package torch
+
+/*
+#include "shim.h"
+*/
+import "C"
+
+// Fused optimiser kernels, used by package optim: one cgo call updates a whole
+// parameter list.
+
+// AdamStep applies one Adam (or AdamW, with decoupled) update at the given
+// 1-based step to every parameter that has a gradient; m and v are the first
+// and second moment buffers, one per parameter.
+func AdamStep(params, m, v []*Tensor, lr, beta1, beta2, eps, weightDecay float64, decoupled bool, step int64) error {
+	if len(m) != len(params) || len(v) != len(params) {
+		return &Error{Op: "adam", Msg: "one moment buffer per parameter is required"}
+	}
+	if len(params) == 0 {
+		return nil
+	}
+	hp, err := handles(params)
+	if err != nil {
+		return err
+	}
+	hm, err := handles(m)
+	if err != nil {
+		return err
+	}
+	hv, err := handles(v)
+	if err != nil {
+		return err
+	}
+	return cerr("adam", C.dt_adam_step(&hp[0], &hm[0], &hv[0], C.int(len(hp)), C.double(lr), C.double(beta1),
+		C.double(beta2), C.double(eps), C.double(weightDecay), cbool(decoupled), C.int64_t(step)))
+}
+
+// SGDStep applies one SGD update; buf holds one momentum buffer per parameter
+// (empty when momentum is 0), first marks the first step.
+func SGDStep(params, buf []*Tensor, lr, momentum, dampening, weightDecay float64, nesterov, first bool) error {
+	if len(params) == 0 {
+		return nil
+	}
+	if momentum != 0 && len(buf) != len(params) {
+		return &Error{Op: "sgd", Msg: "one momentum buffer per parameter is required"}
+	}
+	hp, err := handles(params)
+	if err != nil {
+		return err
+	}
+	var pb *C.dt_tensor
+	if momentum != 0 {
+		hb, err := handles(buf)
+		if err != nil {
+			return err
+		}
+		pb = &hb[0]
+	}
+	return cerr("sgd", C.dt_sgd_step(&hp[0], pb, C.int(len(hp)), C.double(lr), C.double(momentum),
+		C.double(dampening), C.double(weightDecay), cbool(nesterov), cbool(first)))
+}
+
+// ClipGradNorm scales the gradients of params so that their joint 2-norm is
+// at most maxNorm and returns the norm before clipping.
+func ClipGradNorm(params []*Tensor, maxNorm float64) (float64, error) {
+	if len(params) == 0 {
+		return 0, nil
+	}
+	hp, err := handles(params)
+	if err != nil {
+		return 0, err
+	}
+	var total C.double
+	if e := cerr("clip_grad_norm", C.dt_clip_grad_norm(&hp[0], C.int(len(hp)), C.double(maxNorm), &total)); e != nil {
+		return 0, e
+	}
+	return float64(total), nil
+}

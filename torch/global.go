@@ -1,0 +1,51 @@
+package torch
+
+/*
+#include "shim.h"
+*/
+import "C"
+
+import "errors"
+
+// Version returns the libtorch version the binding was built against.
+func Version() string { return C.GoString(C.dt_torch_version()) }
+
+// ManualSeed seeds libtorch's random generators (CPU and CUDA).
+func ManualSeed(seed uint64) error { return cerr("manual_seed", C.dt_manual_seed(C.uint64_t(seed))) }
+
+// SetNumThreads sets the number of intra-op threads libtorch uses on the CPU.
+func SetNumThreads(n int) error {
+	if n < 1 {
+		return errors.New("torch: SetNumThreads needs n >= 1")
+	}
+	C.dt_set_num_threads(C.int(n))
+	return nil
+}
+
+// NumThreads returns the number of intra-op threads.
+func NumThreads() int { return int(C.dt_get_num_threads()) }
+
+// CUDAAvailable reports whether libtorch has CUDA support and sees a GPU.
+func CUDAAvailable() bool { return C.dt_cuda_is_available() != 0 && C.dt_cuda_device_count() > 0 }
+
+// CUDADeviceCount returns the number of visible GPUs (0 without CUDA).
+func CUDADeviceCount() int { return int(C.dt_cuda_device_count()) }
+
+// CUDASynchronize waits until every queued operation on the device has finished.
+func CUDASynchronize(device int) error {
+	return cerr("cuda_synchronize", C.dt_cuda_synchronize(C.int(device)))
+}
+
+// ParallelInfo describes libtorch's threading configuration (OpenMP, MKL).
+func ParallelInfo() string {
+	s := C.dt_parallel_info()
+	defer C.dt_free_str(s)
+	return C.GoString(s)
+}
+
+// ABIVersion is the version of the C interface of the shim in use; it differs
+// from ShimABIVersion only when a stale libdimtorch_shim.so is linked.
+func ABIVersion() int { return int(C.dt_abi_version()) }
+
+// ShimABIVersion is the C interface version this Go package was written for.
+const ShimABIVersion = C.DT_ABI_VERSION

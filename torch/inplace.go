@@ -1,0 +1,147 @@
+package torch
+
+/*
+#include "shim.h"
+*/
+import "C"
+
+import "unsafe"
+
+// In-place operators modify t's storage and return an error; they are
+// recorded by autograd like PyTorch's trailing-underscore methods, so use them
+// on leaves that require gradients only inside NoGrad.
+
+const (
+	ipAdd = iota
+	ipMul
+	ipMulScalar
+	ipAddScalar
+	ipCopy
+	ipDiv
+	ipClamp
+	ipSub
+	ipDivScalar
+	ipSqrt
+	ipLerp
+)
+
+func (t *Tensor) inplace(op int, name string, o *Tensor, s1, s2 float64) error {
+	h, err := t.handle()
+	if err != nil {
+		return err
+	}
+	var ho C.dt_tensor
+	if o != nil {
+		if ho, err = o.handle(); err != nil {
+			return err
+		}
+	}
+	return cerr(name, C.dt_inplace(C.int(op), h, ho, C.double(s1), C.double(s2)))
+}
+
+// AddInPlace does t += alpha * o.
+func (t *Tensor) AddInPlace(o *Tensor, alpha float64) error {
+	return t.inplace(ipAdd, "add_", o, alpha, 0)
+}
+
+// SubInPlace does t -= alpha * o.
+func (t *Tensor) SubInPlace(o *Tensor, alpha float64) error {
+	return t.inplace(ipSub, "sub_", o, alpha, 0)
+}
+
+// MulInPlace does t *= o.
+func (t *Tensor) MulInPlace(o *Tensor) error { return t.inplace(ipMul, "mul_", o, 0, 0) }
+
+// DivInPlace does t /= o.
+func (t *Tensor) DivInPlace(o *Tensor) error { return t.inplace(ipDiv, "div_", o, 0, 0) }
+
+// MulScalarInPlace does t *= s.
+func (t *Tensor) MulScalarInPlace(s float64) error { return t.inplace(ipMulScalar, "mul_", nil, s, 0) }
+
+// DivScalarInPlace does t /= s.
+func (t *Tensor) DivScalarInPlace(s float64) error { return t.inplace(ipDivScalar, "div_", nil, s, 0) }
+
+// AddScalarInPlace does t += s.
+func (t *Tensor) AddScalarInPlace(s float64) error { return t.inplace(ipAddScalar, "add_", nil, s, 0) }
+
+// CopyFrom copies src's values into t (broadcasting, converting dtype and device).
+func (t *Tensor) CopyFrom(src *Tensor) error { return t.inplace(ipCopy, "copy_", src, 0, 0) }
+
+// ClampInPlace limits t's values to [min, max].
+func (t *Tensor) ClampInPlace(min, max float64) error {
+	return t.inplace(ipClamp, "clamp_", nil, min, max)
+}
+
+// SqrtInPlace replaces t by its square root.
+func (t *Tensor) SqrtInPlace() error { return t.inplace(ipSqrt, "sqrt_", nil, 0, 0) }
+
+// LerpInPlace does t += weight * (end - t), the update of an exponential moving average.
+func (t *Tensor) LerpInPlace(end *Tensor, weight float64) error {
+	return t.inplace(ipLerp, "lerp_", end, weight, 0)
+}
+
+// AddcmulInPlace does t += value * t1 * t2.
+func (t *Tensor) AddcmulInPlace(t1, t2 *Tensor, value float64) error {
+	return t.addc(0, "addcmul_", t1, t2, value)
+}
+
+// AddcdivInPlace does t += value * t1 / t2.
+func (t *Tensor) AddcdivInPlace(t1, t2 *Tensor, value float64) error {
+	return t.addc(1, "addcdiv_", t1, t2, value)
+}
+
+func (t *Tensor) addc(op int, name string, t1, t2 *Tensor, v float64) error {
+	if err := firstErr(t, t1, t2); err != nil {
+		return err
+	}
+	return cerr(name, C.dt_addcop_(C.int(op), t.mustH(), t1.mustH(), t2.mustH(), C.double(v)))
+}
+
+func (t *Tensor) initOp(op int, name string, a, b float64) error {
+	h, err := t.handle()
+	if err != nil {
+		return err
+	}
+	return cerr(name, C.dt_init_(C.int(op), h, C.double(a), C.double(b)))
+}
+
+// UniformInPlace fills t with samples from U(lo, hi), without recording gradients.
+func (t *Tensor) UniformInPlace(lo, hi float64) error { return t.initOp(0, "uniform_", lo, hi) }
+
+// NormalInPlace fills t with samples from N(mean, std^2), without recording gradients.
+func (t *Tensor) NormalInPlace(mean, std float64) error { return t.initOp(1, "normal_", mean, std) }
+
+// FillInPlace sets every element to v, without recording gradients.
+func (t *Tensor) FillInPlace(v float64) error { return t.initOp(2, "fill_", v, 0) }
+
+// ZeroInPlace sets every element to 0, without recording gradients.
+func (t *Tensor) ZeroInPlace() error { return t.initOp(3, "zero_", 0, 0) }
+
+// BernoulliInPlace fills t with 1 with probability p and 0 otherwise.
+func (t *Tensor) BernoulliInPlace(p float64) error { return t.initOp(4, "bernoulli_", p, 0) }
+
+// Replace makes t refer to src's tensor and frees what t held, so that every
+// holder of the *Tensor t (an optimiser, a module) sees the new value. src is
+// consumed: it must not be used afterwards.
+func (t *Tensor) Replace(src *Tensor) error {
+	if t == nil {
+		return &Error{Op: "replace", Msg: "nil tensor"}
+	}
+	hs, err := src.handle()
+	if err != nil {
+		return err
+	}
+	if src.scope != nil {
+		src.scope.remove(src)
+	}
+	// Move src's handle into t (it stays alive) and free what t held.
+	src.h = nil
+	old := t.h
+	t.h = unsafe.Pointer(hs)
+	t.err = nil
+	if old != nil {
+		C.dt_free(C.dt_tensor(old))
+		liveTensors.Add(-1)
+	}
+	return nil
+}

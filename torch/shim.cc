@@ -1,0 +1,869 @@
+//go:build !dimtorch_shim
+
+// dimtorch's C shim over ATen and autograd: the implementation of shim.h.
+//
+// Only ATen and the autograd entry point are included (not the C++ frontend's
+// torch/torch.h), which keeps this translation unit's compile time short and
+// limits it to API that is stable across libtorch 1.13 and 2.x.
+//
+// The build constraint above keeps cgo from compiling this file when the Go
+// package links a separately built libdimtorch_shim.so instead.
+
+#include "shim.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#if __has_include(<torch/version.h>)
+#include <torch/version.h>
+#endif
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+inline at::Tensor &T(dt_tensor t) { return *reinterpret_cast<at::Tensor *>(t); }
+
+inline dt_tensor wrap(at::Tensor t) { return reinterpret_cast<dt_tensor>(new at::Tensor(std::move(t))); }
+
+inline at::Tensor opt(dt_tensor t) { return t ? T(t) : at::Tensor(); }
+
+char *dup(const std::string &s) {
+  char *p = static_cast<char *>(std::malloc(s.size() + 1));
+  if (p) std::memcpy(p, s.c_str(), s.size() + 1);
+  return p;
+}
+
+at::TensorOptions options(int dtype, int dev_type, int dev_index) {
+  return at::TensorOptions()
+      .dtype(static_cast<at::ScalarType>(dtype))
+      .device(at::Device(static_cast<c10::DeviceType>(dev_type), static_cast<c10::DeviceIndex>(dev_index)));
+}
+
+at::IntArrayRef ints(const int64_t *p, int n) { return at::IntArrayRef(p, static_cast<size_t>(n)); }
+
+std::vector<at::Tensor> tensors(const dt_tensor *ts, int n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (int i = 0; i < n; i++) v.push_back(ts[i] ? T(ts[i]) : at::Tensor());
+  return v;
+}
+
+int64_t reduction(int r) {
+  switch (r) {
+    case 0: return at::Reduction::None;
+    case 2: return at::Reduction::Sum;
+    default: return at::Reduction::Mean;
+  }
+}
+
+}  // namespace
+
+// Every entry point runs its body inside TRY ... CATCH so that no C++
+// exception unwinds into Go: libtorch's message is returned instead.
+#define TRY try {
+#define CATCH                                                  \
+  }                                                            \
+  catch (const c10::Error &e) {                                \
+    return dup(e.what_without_backtrace());                    \
+  }                                                            \
+  catch (const std::exception &e) {                            \
+    return dup(e.what());                                      \
+  }                                                            \
+  catch (...) {                                                \
+    return dup("unknown C++ exception in libtorch");           \
+  }                                                            \
+  return nullptr;
+
+extern "C" {
+
+int dt_abi_version(void) { return DT_ABI_VERSION; }
+void dt_free(dt_tensor t) { delete reinterpret_cast<at::Tensor *>(t); }
+void dt_free_str(char *s) { std::free(s); }
+
+// ---- library ------------------------------------------------------------
+
+const char *dt_torch_version(void) {
+#ifdef TORCH_VERSION
+  return TORCH_VERSION;
+#else
+  return "unknown";
+#endif
+}
+
+dt_err dt_manual_seed(uint64_t seed) {
+  TRY
+  at::manual_seed(seed);
+  CATCH
+}
+
+void dt_set_num_threads(int n) { at::set_num_threads(n); }
+int dt_get_num_threads(void) { return at::get_num_threads(); }
+int dt_cuda_is_available(void) { return at::hasCUDA() ? 1 : 0; }
+
+int dt_cuda_device_count(void) {
+  try {
+    return at::hasCUDA() ? static_cast<int>(at::detail::getCUDAHooks().getNumGPUs()) : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+dt_err dt_cuda_synchronize(int device) {
+  TRY
+  if (at::hasCUDA()) {
+    // A device-to-host copy of one element waits for the device's queue.
+    auto t = at::zeros({1}, at::TensorOptions().device(at::Device(at::kCUDA, device)));
+    (void)t.cpu();
+  }
+  CATCH
+}
+
+char *dt_parallel_info(void) {
+  try {
+    return dup(at::get_parallel_info());
+  } catch (...) {
+    return dup("unavailable");
+  }
+}
+
+int dt_grad_enabled(void) { return c10::GradMode::is_enabled() ? 1 : 0; }
+void dt_set_grad_enabled(int enabled) { c10::GradMode::set_enabled(enabled != 0); }
+
+dt_err dt_set_autocast_cpu(int enabled, int dtype) {
+  TRY
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+  at::autocast::set_autocast_dtype(at::kCPU, static_cast<at::ScalarType>(dtype));
+  at::autocast::set_autocast_enabled(at::kCPU, enabled != 0);
+#else
+  at::autocast::set_autocast_cpu_dtype(static_cast<at::ScalarType>(dtype));
+  at::autocast::set_cpu_enabled(enabled != 0);
+#endif
+  if (!enabled) at::autocast::clear_cache();
+  CATCH
+}
+
+int dt_autocast_cpu_enabled(void) {
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+  return at::autocast::is_autocast_enabled(at::kCPU) ? 1 : 0;
+#else
+  return at::autocast::is_cpu_enabled() ? 1 : 0;
+#endif
+}
+
+// ---- metadata -------------------------------------------------------------
+
+int dt_dim(dt_tensor t) { return static_cast<int>(T(t).dim()); }
+void dt_shape(dt_tensor t, int64_t *out) {
+  auto s = T(t).sizes();
+  for (size_t i = 0; i < s.size(); i++) out[i] = s[i];
+}
+int dt_dtype(dt_tensor t) { return static_cast<int>(T(t).scalar_type()); }
+void dt_device(dt_tensor t, int *type, int *index) {
+  auto d = T(t).device();
+  *type = static_cast<int>(d.type());
+  *index = d.has_index() ? d.index() : 0;
+}
+int64_t dt_numel(dt_tensor t) { return T(t).numel(); }
+int dt_defined(dt_tensor t) { return T(t).defined() ? 1 : 0; }
+int dt_requires_grad(dt_tensor t) { return T(t).requires_grad() ? 1 : 0; }
+int dt_is_leaf(dt_tensor t) { return T(t).is_leaf() ? 1 : 0; }
+
+dt_err dt_to_string(dt_tensor t, char **out) {
+  TRY
+  std::ostringstream ss;
+  ss << T(t);
+  *out = dup(ss.str());
+  CATCH
+}
+
+// ---- creation and data ------------------------------------------------------
+
+dt_err dt_from_data(const void *data, const int64_t *shape, int ndim, int dtype, int dev_type,
+                    int dev_index, dt_tensor *out) {
+  TRY
+  auto cpu = at::empty(ints(shape, ndim), options(dtype, 0, 0));
+  if (cpu.numel() > 0) std::memcpy(cpu.data_ptr(), data, cpu.nbytes());
+  if (dev_type != 0) cpu = cpu.to(at::Device(static_cast<c10::DeviceType>(dev_type), dev_index));
+  *out = wrap(cpu);
+  CATCH
+}
+
+dt_err dt_copy_to(dt_tensor t, void *dst, size_t nbytes) {
+  TRY
+  auto c = T(t).detach().to(at::kCPU).contiguous();
+  if (c.nbytes() != nbytes)
+    throw std::runtime_error("copy_to: destination holds " + std::to_string(nbytes) + " bytes, tensor " +
+                             std::to_string(c.nbytes()));
+  if (nbytes) std::memcpy(dst, c.data_ptr(), nbytes);
+  CATCH
+}
+
+dt_err dt_item(dt_tensor t, double *out) {
+  TRY
+  *out = T(t).item<double>();
+  CATCH
+}
+
+#define FACTORY(name, expr)                                                                        \
+  dt_err name(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_index, dt_tensor *out) { \
+    TRY auto o = options(dtype, dev_type, dev_index);                                             \
+    *out = wrap(expr);                                                                             \
+    CATCH                                                                                          \
+  }
+FACTORY(dt_empty, at::empty(ints(shape, ndim), o))
+FACTORY(dt_zeros, at::zeros(ints(shape, ndim), o))
+FACTORY(dt_ones, at::ones(ints(shape, ndim), o))
+FACTORY(dt_rand, at::rand(ints(shape, ndim), o))
+FACTORY(dt_randn, at::randn(ints(shape, ndim), o))
+#undef FACTORY
+
+dt_err dt_full(const int64_t *shape, int ndim, double value, int dtype, int dev_type, int dev_index,
+               dt_tensor *out) {
+  TRY
+  *out = wrap(at::full(ints(shape, ndim), value, options(dtype, dev_type, dev_index)));
+  CATCH
+}
+
+dt_err dt_randint(int64_t low, int64_t high, const int64_t *shape, int ndim, int dtype, int dev_type,
+                  int dev_index, dt_tensor *out) {
+  TRY
+  *out = wrap(at::randint(low, high, ints(shape, ndim), options(dtype, dev_type, dev_index)));
+  CATCH
+}
+
+dt_err dt_randperm(int64_t n, int dtype, int dev_type, int dev_index, dt_tensor *out) {
+  TRY
+  *out = wrap(at::randperm(n, options(dtype, dev_type, dev_index)));
+  CATCH
+}
+
+dt_err dt_arange(double start, double end, double step, int dtype, int dev_type, int dev_index,
+                 dt_tensor *out) {
+  TRY
+  *out = wrap(at::arange(start, end, step, options(dtype, dev_type, dev_index)));
+  CATCH
+}
+
+dt_err dt_eye(int64_t n, int64_t m, int dtype, int dev_type, int dev_index, dt_tensor *out) {
+  TRY
+  *out = wrap(at::eye(n, m, options(dtype, dev_type, dev_index)));
+  CATCH
+}
+
+dt_err dt_to(dt_tensor t, int dtype, int dev_type, int dev_index, dt_tensor *out) {
+  TRY
+  *out = wrap(T(t).to(at::Device(static_cast<c10::DeviceType>(dev_type), dev_index),
+                      static_cast<at::ScalarType>(dtype)));
+  CATCH
+}
+
+dt_err dt_shallow_clone(dt_tensor t, dt_tensor *out) {
+  TRY
+  *out = wrap(T(t));
+  CATCH
+}
+
+// ---- generic operators ----------------------------------------------------------
+// The codes are mirrored by the constants in ops_codes.go; keep both in step.
+
+dt_err dt_unary(int op, dt_tensor a_, dt_tensor *out) {
+  TRY
+  const at::Tensor &a = T(a_);
+  at::Tensor r;
+  switch (op) {
+    case 0: r = at::neg(a); break;
+    case 1: r = at::exp(a); break;
+    case 2: r = at::log(a); break;
+    case 3: r = at::log1p(a); break;
+    case 4: r = at::sigmoid(a); break;
+    case 5: r = at::tanh(a); break;
+    case 6: r = at::relu(a); break;
+    case 7: r = at::sqrt(a); break;
+    case 8: r = at::abs(a); break;
+    case 9: r = at::square(a); break;
+    case 10: r = at::sign(a); break;
+    case 11: r = at::floor(a); break;
+    case 12: r = at::ceil(a); break;
+    case 13: r = at::round(a); break;
+    case 14: r = at::sin(a); break;
+    case 15: r = at::cos(a); break;
+    case 16: r = at::rsqrt(a); break;
+    case 17: r = at::logical_not(a); break;
+    case 18: r = a.contiguous(); break;
+    case 19: r = a.detach(); break;
+    case 20: r = a.clone(); break;
+    case 21: r = at::erf(a); break;
+    case 22: r = at::expm1(a); break;
+    case 23: r = at::reciprocal(a); break;
+    case 24: r = at::gelu(a); break;
+    case 25: r = at::log_sigmoid(a); break;
+    case 26: r = at::isnan(a); break;
+    case 27: r = at::isfinite(a); break;
+    case 28: r = a.t(); break;
+    case 29: r = at::elu(a); break;
+    default: throw std::runtime_error("unknown unary op code " + std::to_string(op));
+  }
+  *out = wrap(r);
+  CATCH
+}
+
+dt_err dt_binary(int op, dt_tensor a_, dt_tensor b_, dt_tensor *out) {
+  TRY
+  const at::Tensor &a = T(a_);
+  const at::Tensor &b = T(b_);
+  at::Tensor r;
+  switch (op) {
+    case 0: r = at::add(a, b); break;
+    case 1: r = at::sub(a, b); break;
+    case 2: r = at::mul(a, b); break;
+    case 3: r = at::div(a, b); break;
+    case 4: r = at::pow(a, b); break;
+    case 5: r = at::maximum(a, b); break;
+    case 6: r = at::minimum(a, b); break;
+    case 7: r = at::eq(a, b); break;
+    case 8: r = at::ne(a, b); break;
+    case 9: r = at::lt(a, b); break;
+    case 10: r = at::le(a, b); break;
+    case 11: r = at::gt(a, b); break;
+    case 12: r = at::ge(a, b); break;
+    case 13: r = at::matmul(a, b); break;
+    case 14: r = at::bmm(a, b); break;
+    case 15: r = at::mm(a, b); break;
+    case 16: r = at::logical_and(a, b); break;
+    case 17: r = at::logical_or(a, b); break;
+    case 18: r = at::remainder(a, b); break;
+    default: throw std::runtime_error("unknown binary op code " + std::to_string(op));
+  }
+  *out = wrap(r);
+  CATCH
+}
+
+dt_err dt_scalar_op(int op, dt_tensor a_, double s, dt_tensor *out) {
+  TRY
+  const at::Tensor &a = T(a_);
+  at::Tensor r;
+  switch (op) {
+    case 0: r = at::add(a, s); break;
+    case 1: r = at::sub(a, s); break;
+    case 2: r = at::mul(a, s); break;
+    case 3: r = at::div(a, s); break;
+    case 4: r = at::pow(a, s); break;
+    case 5: r = at::rsub(a, s); break;
+    case 6: r = at::eq(a, s); break;
+    case 7: r = at::ne(a, s); break;
+    case 8: r = at::lt(a, s); break;
+    case 9: r = at::le(a, s); break;
+    case 10: r = at::gt(a, s); break;
+    case 11: r = at::ge(a, s); break;
+    case 12: r = at::mul(at::reciprocal(a), s); break;
+    case 13: r = at::remainder(a, s); break;
+    case 14: r = at::pow(at::Scalar(s), a); break;
+    default: throw std::runtime_error("unknown scalar op code " + std::to_string(op));
+  }
+  *out = wrap(r);
+  CATCH
+}
+
+dt_err dt_inplace(int op, dt_tensor self_, dt_tensor other_, double s1, double s2) {
+  TRY
+  at::Tensor &self = T(self_);
+  switch (op) {
+    case 0: self.add_(T(other_), s1); break;
+    case 1: self.mul_(T(other_)); break;
+    case 2: self.mul_(s1); break;
+    case 3: self.add_(s1); break;
+    case 4: self.copy_(T(other_)); break;
+    case 5: self.div_(T(other_)); break;
+    case 6: self.clamp_(s1, s2); break;
+    case 7: self.sub_(T(other_), s1); break;
+    case 8: self.div_(s1); break;
+    case 9: self.sqrt_(); break;
+    case 10: self.lerp_(T(other_), s1); break;
+    default: throw std::runtime_error("unknown in-place op code " + std::to_string(op));
+  }
+  CATCH
+}
+
+dt_err dt_addcop_(int op, dt_tensor self, dt_tensor t1, dt_tensor t2, double value) {
+  TRY
+  if (op == 0)
+    T(self).addcmul_(T(t1), T(t2), value);
+  else
+    T(self).addcdiv_(T(t1), T(t2), value);
+  CATCH
+}
+
+dt_err dt_clamp(dt_tensor a, int has_min, double min, int has_max, double max, dt_tensor *out) {
+  TRY
+  c10::optional<at::Scalar> lo, hi;
+  if (has_min) lo = min;
+  if (has_max) hi = max;
+  *out = wrap(at::clamp(T(a), lo, hi));
+  CATCH
+}
+
+dt_err dt_leaky_relu(dt_tensor a, double slope, dt_tensor *out) {
+  TRY
+  *out = wrap(at::leaky_relu(T(a), slope));
+  CATCH
+}
+
+dt_err dt_softplus(dt_tensor a, double beta, double threshold, dt_tensor *out) {
+  TRY
+  *out = wrap(at::softplus(T(a), beta, threshold));
+  CATCH
+}
+
+dt_err dt_where(dt_tensor cond, dt_tensor a, dt_tensor b, dt_tensor *out) {
+  TRY
+  *out = wrap(at::where(T(cond), T(a), T(b)));
+  CATCH
+}
+
+dt_err dt_masked_fill(dt_tensor a, dt_tensor mask, double value, dt_tensor *out) {
+  TRY
+  *out = wrap(at::masked_fill(T(a), T(mask), value));
+  CATCH
+}
+
+// ---- reductions ---------------------------------------------------------------------
+
+dt_err dt_reduce(int op, dt_tensor a_, const int64_t *dims, int ndims, int keepdim, dt_tensor *out) {
+  TRY
+  const at::Tensor &a = T(a_);
+  std::vector<int64_t> all;
+  if (ndims < 0) {
+    for (int64_t i = 0; i < a.dim(); i++) all.push_back(i);
+    dims = all.data();
+    ndims = static_cast<int>(all.size());
+  }
+  at::IntArrayRef d = ints(dims, ndims);
+  bool k = keepdim != 0;
+  at::Tensor r;
+  switch (op) {
+    case 0: r = at::sum(a, d, k); break;
+    case 1: r = at::mean(a, d, k); break;
+    case 2: r = at::logsumexp(a, d, k); break;
+    case 3: r = at::amax(a, d, k); break;
+    case 4: r = at::amin(a, d, k); break;
+    case 5: {
+      r = a;
+      // prod reduces one dimension at a time; go from the last to keep indices valid.
+      std::vector<int64_t> sorted(d.begin(), d.end());
+      for (auto &x : sorted)
+        if (x < 0) x += a.dim();
+      std::sort(sorted.begin(), sorted.end());
+      for (auto it = sorted.rbegin(); it != sorted.rend(); ++it) r = at::prod(r, *it, k);
+      break;
+    }
+    case 6: r = at::var(a, d, true, k); break;
+    case 7: r = at::std(a, d, true, k); break;
+    case 8: r = at::var(a, d, false, k); break;
+    case 9: r = at::std(a, d, false, k); break;
+    default: throw std::runtime_error("unknown reduction code " + std::to_string(op));
+  }
+  *out = wrap(r);
+  CATCH
+}
+
+dt_err dt_minmax_dim(int op, dt_tensor a, int64_t dim, int keepdim, dt_tensor *values, dt_tensor *indices) {
+  TRY
+  auto r = op == 0 ? at::max(T(a), dim, keepdim != 0) : at::min(T(a), dim, keepdim != 0);
+  *values = wrap(std::get<0>(r));
+  *indices = wrap(std::get<1>(r));
+  CATCH
+}
+
+dt_err dt_argminmax(int op, dt_tensor a, int64_t dim, int all, int keepdim, dt_tensor *out) {
+  TRY
+  c10::optional<int64_t> d;
+  if (!all) d = dim;
+  *out = wrap(op == 0 ? at::argmax(T(a), d, keepdim != 0) : at::argmin(T(a), d, keepdim != 0));
+  CATCH
+}
+
+dt_err dt_dim_op(int op, dt_tensor a, int64_t dim, dt_tensor *out) {
+  TRY
+  at::Tensor r;
+  switch (op) {
+    case 0: r = at::softmax(T(a), dim); break;
+    case 1: r = at::log_softmax(T(a), dim); break;
+    case 2: r = at::cumsum(T(a), dim); break;
+    default: throw std::runtime_error("unknown dim op code " + std::to_string(op));
+  }
+  *out = wrap(r);
+  CATCH
+}
+
+dt_err dt_norm(dt_tensor a, double p, dt_tensor *out) {
+  TRY
+  *out = wrap(at::norm(T(a), p));
+  CATCH
+}
+
+// ---- shape ---------------------------------------------------------------------------
+
+dt_err dt_shape_op(int op, dt_tensor a_, const int64_t *dims, int ndims, dt_tensor *out) {
+  TRY
+  const at::Tensor &a = T(a_);
+  at::IntArrayRef d = ints(dims, ndims);
+  at::Tensor r;
+  switch (op) {
+    case 0: r = a.reshape(d); break;
+    case 1: r = a.view(d); break;
+    case 2: r = a.permute(d); break;
+    case 3: r = a.expand(d); break;
+    case 4: r = a.repeat(d); break;
+    case 5: r = a.flip(d); break;
+    default: throw std::runtime_error("unknown shape op code " + std::to_string(op));
+  }
+  *out = wrap(r);
+  CATCH
+}
+
+dt_err dt_transpose(dt_tensor a, int64_t d0, int64_t d1, dt_tensor *out) {
+  TRY
+  *out = wrap(T(a).transpose(d0, d1));
+  CATCH
+}
+
+dt_err dt_flatten(dt_tensor a, int64_t start, int64_t end, dt_tensor *out) {
+  TRY
+  *out = wrap(T(a).flatten(start, end));
+  CATCH
+}
+
+dt_err dt_squeeze(dt_tensor a, int64_t dim, int all, dt_tensor *out) {
+  TRY
+  *out = wrap(all ? T(a).squeeze() : T(a).squeeze(dim));
+  CATCH
+}
+
+dt_err dt_unsqueeze(dt_tensor a, int64_t dim, dt_tensor *out) {
+  TRY
+  *out = wrap(T(a).unsqueeze(dim));
+  CATCH
+}
+
+dt_err dt_narrow(dt_tensor a, int64_t dim, int64_t start, int64_t length, dt_tensor *out) {
+  TRY
+  *out = wrap(T(a).narrow(dim, start, length));
+  CATCH
+}
+
+dt_err dt_slice(dt_tensor a, int64_t dim, int64_t start, int64_t end, int64_t step, dt_tensor *out) {
+  TRY
+  *out = wrap(T(a).slice(dim, start, end, step));
+  CATCH
+}
+
+dt_err dt_select(dt_tensor a, int64_t dim, int64_t index, dt_tensor *out) {
+  TRY
+  *out = wrap(T(a).select(dim, index));
+  CATCH
+}
+
+dt_err dt_index_select(dt_tensor a, int64_t dim, dt_tensor index, dt_tensor *out) {
+  TRY
+  *out = wrap(at::index_select(T(a), dim, T(index)));
+  CATCH
+}
+
+dt_err dt_gather(dt_tensor a, int64_t dim, dt_tensor index, dt_tensor *out) {
+  TRY
+  *out = wrap(at::gather(T(a), dim, T(index)));
+  CATCH
+}
+
+dt_err dt_scatter(dt_tensor a, int64_t dim, dt_tensor index, dt_tensor src, dt_tensor *out) {
+  TRY
+  *out = wrap(at::scatter(T(a), dim, T(index), T(src)));
+  CATCH
+}
+
+dt_err dt_unfold(dt_tensor a, int64_t dim, int64_t size, int64_t step, dt_tensor *out) {
+  TRY
+  *out = wrap(T(a).unfold(dim, size, step));
+  CATCH
+}
+
+dt_err dt_cat(const dt_tensor *ts, int n, int64_t dim, int stack, dt_tensor *out) {
+  TRY
+  auto v = tensors(ts, n);
+  *out = wrap(stack ? at::stack(v, dim) : at::cat(v, dim));
+  CATCH
+}
+
+dt_err dt_split(dt_tensor a, int64_t split_size, int64_t dim, dt_tensor *outs, int cap, int *n) {
+  TRY
+  auto parts = at::split(T(a), split_size, dim);
+  if (static_cast<int>(parts.size()) > cap) throw std::runtime_error("split: too many parts");
+  for (size_t i = 0; i < parts.size(); i++) outs[i] = wrap(parts[i]);
+  *n = static_cast<int>(parts.size());
+  CATCH
+}
+
+dt_err dt_one_hot(dt_tensor a, int64_t classes, dt_tensor *out) {
+  TRY
+  *out = wrap(at::one_hot(T(a), classes));
+  CATCH
+}
+
+dt_err dt_pad(dt_tensor a, const int64_t *pad, int npad, int mode, double value, dt_tensor *out) {
+  TRY
+  static const char *modes[] = {"constant", "reflect", "replicate", "circular"};
+  if (mode < 0 || mode > 3) throw std::runtime_error("pad: unknown mode");
+  c10::optional<double> v;
+  if (mode == 0) v = value;
+  *out = wrap(at::pad(T(a), ints(pad, npad), modes[mode], v));
+  CATCH
+}
+
+dt_err dt_einsum(const char *eq, const dt_tensor *ts, int n, dt_tensor *out) {
+  TRY
+  *out = wrap(at::einsum(eq, tensors(ts, n)));
+  CATCH
+}
+
+// ---- neural-network functions ----------------------------------------------------------
+
+dt_err dt_linear(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor *out) {
+  TRY
+  *out = wrap(at::linear(T(x), T(w), opt(b)));
+  CATCH
+}
+
+dt_err dt_conv2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride, const int64_t *padding,
+                 const int64_t *dilation, int64_t groups, dt_tensor *out) {
+  TRY
+  *out = wrap(at::conv2d(T(x), T(w), opt(b), ints(stride, 2), ints(padding, 2), ints(dilation, 2), groups));
+  CATCH
+}
+
+dt_err dt_conv_transpose2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride,
+                           const int64_t *padding, const int64_t *output_padding, int64_t groups,
+                           const int64_t *dilation, dt_tensor *out) {
+  TRY
+  *out = wrap(at::conv_transpose2d(T(x), T(w), opt(b), ints(stride, 2), ints(padding, 2),
+                                   ints(output_padding, 2), groups, ints(dilation, 2)));
+  CATCH
+}
+
+dt_err dt_max_pool2d(dt_tensor x, const int64_t *kernel, const int64_t *stride, const int64_t *padding,
+                     const int64_t *dilation, int ceil_mode, dt_tensor *out) {
+  TRY
+  *out = wrap(at::max_pool2d(T(x), ints(kernel, 2), ints(stride, 2), ints(padding, 2), ints(dilation, 2),
+                             ceil_mode != 0));
+  CATCH
+}
+
+dt_err dt_avg_pool2d(dt_tensor x, const int64_t *kernel, const int64_t *stride, const int64_t *padding,
+                     int ceil_mode, int count_include_pad, dt_tensor *out) {
+  TRY
+  *out = wrap(at::avg_pool2d(T(x), ints(kernel, 2), ints(stride, 2), ints(padding, 2), ceil_mode != 0,
+                             count_include_pad != 0));
+  CATCH
+}
+
+dt_err dt_adaptive_pool2d(int op, dt_tensor x, const int64_t *size, dt_tensor *out) {
+  TRY
+  if (op == 0)
+    *out = wrap(at::adaptive_avg_pool2d(T(x), ints(size, 2)));
+  else
+    *out = wrap(std::get<0>(at::adaptive_max_pool2d(T(x), ints(size, 2))));
+  CATCH
+}
+
+dt_err dt_batch_norm(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor running_mean, dt_tensor running_var,
+                     int training, double momentum, double eps, dt_tensor *out) {
+  TRY
+  *out = wrap(at::batch_norm(T(x), opt(w), opt(b), opt(running_mean), opt(running_var), training != 0,
+                             momentum, eps, /*cudnn_enabled=*/true));
+  CATCH
+}
+
+dt_err dt_layer_norm(dt_tensor x, const int64_t *shape, int ndims, dt_tensor w, dt_tensor b, double eps,
+                     dt_tensor *out) {
+  TRY
+  *out = wrap(at::layer_norm(T(x), ints(shape, ndims), opt(w), opt(b), eps));
+  CATCH
+}
+
+dt_err dt_dropout(dt_tensor x, double p, int training, dt_tensor *out) {
+  TRY
+  *out = wrap(at::dropout(T(x), p, training != 0));
+  CATCH
+}
+
+dt_err dt_interpolate(dt_tensor x, const int64_t *size, int mode, int align_corners, dt_tensor *out) {
+  TRY
+  if (mode == 0)
+    *out = wrap(at::upsample_nearest2d(T(x), ints(size, 2)));
+  else
+    *out = wrap(at::upsample_bilinear2d(T(x), ints(size, 2), align_corners != 0));
+  CATCH
+}
+
+dt_err dt_cross_entropy(dt_tensor logits, dt_tensor target, int red, double label_smoothing, dt_tensor *out) {
+  TRY
+  *out = wrap(at::cross_entropy_loss(T(logits), T(target), {}, reduction(red), -100, label_smoothing));
+  CATCH
+}
+
+dt_err dt_mse_loss(dt_tensor a, dt_tensor b, int red, dt_tensor *out) {
+  TRY
+  *out = wrap(at::mse_loss(T(a), T(b), reduction(red)));
+  CATCH
+}
+
+dt_err dt_bce_with_logits(dt_tensor x, dt_tensor y, int red, dt_tensor *out) {
+  TRY
+  *out = wrap(at::binary_cross_entropy_with_logits(T(x), T(y), {}, {}, reduction(red)));
+  CATCH
+}
+
+// ---- autograd -------------------------------------------------------------------------------
+
+dt_err dt_set_requires_grad(dt_tensor t, int r) {
+  TRY
+  T(t).set_requires_grad(r != 0);
+  CATCH
+}
+
+dt_err dt_grad(dt_tensor t, dt_tensor *out) {
+  TRY
+  const at::Tensor &g = T(t).grad();
+  *out = g.defined() ? wrap(g) : nullptr;
+  CATCH
+}
+
+dt_err dt_zero_grad(dt_tensor t) {
+  TRY
+  T(t).mutable_grad().reset();
+  CATCH
+}
+
+dt_err dt_backward(dt_tensor t, dt_tensor grad, int retain_graph, int create_graph) {
+  TRY
+  c10::optional<bool> keep;
+  if (retain_graph) keep = true;
+  T(t).backward(opt(grad), keep, create_graph != 0);
+  CATCH
+}
+
+dt_err dt_autograd_grad(const dt_tensor *outputs, int nout, const dt_tensor *grad_outputs,
+                        const dt_tensor *inputs, int nin, int retain_graph, int create_graph,
+                        int allow_unused, dt_tensor *outs) {
+  TRY
+  auto outv = tensors(outputs, nout);
+  std::vector<at::Tensor> gov;
+  if (grad_outputs) gov = tensors(grad_outputs, nout);
+  auto inv = tensors(inputs, nin);
+  c10::optional<bool> keep;
+  if (retain_graph) keep = true;
+  auto gs = torch::autograd::grad(outv, inv, gov, keep, create_graph != 0, allow_unused != 0);
+  for (int i = 0; i < nin; i++) outs[i] = gs[i].defined() ? wrap(gs[i]) : nullptr;
+  CATCH
+}
+
+// ---- in-place initialisers --------------------------------------------------------------------
+
+dt_err dt_init_(int op, dt_tensor t_, double a, double b) {
+  TRY
+  at::NoGradGuard guard;
+  at::Tensor &t = T(t_);
+  switch (op) {
+    case 0: t.uniform_(a, b); break;
+    case 1: t.normal_(a, b); break;
+    case 2: t.fill_(a); break;
+    case 3: t.zero_(); break;
+    case 4: t.bernoulli_(a); break;
+    default: throw std::runtime_error("unknown init op code " + std::to_string(op));
+  }
+  CATCH
+}
+
+// ---- fused optimiser steps ------------------------------------------------------------------------
+
+dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq, int n,
+                    double lr, double beta1, double beta2, double eps, double weight_decay, int decoupled,
+                    int64_t step) {
+  TRY
+  at::NoGradGuard guard;
+  const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+  for (int i = 0; i < n; i++) {
+    at::Tensor &p = T(params[i]);
+    at::Tensor g = p.grad();
+    if (!g.defined()) continue;
+    if (weight_decay != 0) {
+      if (decoupled)
+        p.mul_(1.0 - lr * weight_decay);
+      else
+        g = g.add(p, weight_decay);
+    }
+    at::Tensor &m = T(exp_avg[i]);
+    at::Tensor &v = T(exp_avg_sq[i]);
+    m.mul_(beta1).add_(g, 1.0 - beta1);
+    v.mul_(beta2).addcmul_(g, g, 1.0 - beta2);
+    at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(eps);
+    p.addcdiv_(m, denom, -lr / bc1);
+  }
+  CATCH
+}
+
+dt_err dt_sgd_step(const dt_tensor *params, const dt_tensor *momentum_buf, int n, double lr, double momentum,
+                   double dampening, double weight_decay, int nesterov, int first) {
+  TRY
+  at::NoGradGuard guard;
+  for (int i = 0; i < n; i++) {
+    at::Tensor &p = T(params[i]);
+    at::Tensor g = p.grad();
+    if (!g.defined()) continue;
+    if (weight_decay != 0) g = g.add(p, weight_decay);
+    if (momentum != 0) {
+      at::Tensor &buf = T(momentum_buf[i]);
+      if (first)
+        buf.copy_(g);
+      else
+        buf.mul_(momentum).add_(g, 1.0 - dampening);
+      g = nesterov ? g.add(buf, momentum) : buf;
+    }
+    p.add_(g, -lr);
+  }
+  CATCH
+}
+
+dt_err dt_clip_grad_norm(const dt_tensor *params, int n, double max_norm, double *total) {
+  TRY
+  at::NoGradGuard guard;
+  std::vector<at::Tensor> norms;
+  for (int i = 0; i < n; i++) {
+    const at::Tensor &g = T(params[i]).grad();
+    if (g.defined()) norms.push_back(at::norm(g.detach(), 2).to(at::kFloat).to(at::kCPU));
+  }
+  if (norms.empty()) {
+    *total = 0;
+    return nullptr;
+  }
+  double t = at::norm(at::stack(norms), 2).item<double>();
+  *total = t;
+  double coef = max_norm / (t + 1e-6);
+  if (coef < 1.0) {
+    for (int i = 0; i < n; i++) {
+      at::Tensor g = T(params[i]).grad();
+      if (g.defined()) g.mul_(coef);
+    }
+  }
+  CATCH
+}
+
+}  // extern "C"

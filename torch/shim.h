@@ -1,0 +1,187 @@
+/*
+ * dimtorch's C interface to libtorch.
+ *
+ * Plain C (no C++ types cross this boundary) so that the implementation,
+ * shim.cc, can be compiled into the Go package by cgo (the default) or built
+ * on its own as libdimtorch_shim.so against any libtorch (see CMakeLists.txt)
+ * and linked by a Go binary built elsewhere with -tags dimtorch_shim.
+ *
+ * Conventions:
+ *   - dt_tensor is an owning handle to one at::Tensor (a reference-counted
+ *     view of storage). Every handle returned through an out parameter must be
+ *     released with dt_free exactly once.
+ *   - Every function that can fail returns NULL on success or a malloc'd,
+ *     NUL-terminated error message that the caller frees with dt_free_str.
+ *     No C++ exception ever crosses this interface.
+ *   - dtype codes are c10::ScalarType values; device types are
+ *     c10::DeviceType values (0 = CPU, 1 = CUDA).
+ */
+#ifndef DIMTORCH_SHIM_H
+#define DIMTORCH_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dt_tensor_s *dt_tensor;
+typedef char *dt_err;
+
+#define DT_ABI_VERSION 1
+
+int dt_abi_version(void);
+void dt_free(dt_tensor t);
+void dt_free_str(char *s);
+
+/* ---- library ---------------------------------------------------------- */
+const char *dt_torch_version(void);
+dt_err dt_manual_seed(uint64_t seed);
+void dt_set_num_threads(int n);
+int dt_get_num_threads(void);
+int dt_cuda_is_available(void);
+int dt_cuda_device_count(void);
+dt_err dt_cuda_synchronize(int device);
+char *dt_parallel_info(void);
+int dt_grad_enabled(void);
+void dt_set_grad_enabled(int enabled);
+dt_err dt_set_autocast_cpu(int enabled, int dtype);
+int dt_autocast_cpu_enabled(void);
+
+/* ---- metadata ----------------------------------------------------------- */
+int dt_dim(dt_tensor t);
+void dt_shape(dt_tensor t, int64_t *out); /* out has dt_dim entries */
+int dt_dtype(dt_tensor t);
+void dt_device(dt_tensor t, int *type, int *index);
+int64_t dt_numel(dt_tensor t);
+int dt_defined(dt_tensor t);
+int dt_requires_grad(dt_tensor t);
+int dt_is_leaf(dt_tensor t);
+dt_err dt_to_string(dt_tensor t, char **out);
+
+/* ---- creation and data -------------------------------------------------- */
+dt_err dt_from_data(const void *data, const int64_t *shape, int ndim, int dtype,
+                    int dev_type, int dev_index, dt_tensor *out);
+dt_err dt_copy_to(dt_tensor t, void *dst, size_t nbytes);
+dt_err dt_item(dt_tensor t, double *out);
+dt_err dt_empty(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_index, dt_tensor *out);
+dt_err dt_zeros(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_index, dt_tensor *out);
+dt_err dt_ones(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_index, dt_tensor *out);
+dt_err dt_full(const int64_t *shape, int ndim, double value, int dtype, int dev_type, int dev_index,
+               dt_tensor *out);
+dt_err dt_rand(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_index, dt_tensor *out);
+dt_err dt_randn(const int64_t *shape, int ndim, int dtype, int dev_type, int dev_index, dt_tensor *out);
+dt_err dt_randint(int64_t low, int64_t high, const int64_t *shape, int ndim, int dtype, int dev_type,
+                  int dev_index, dt_tensor *out);
+dt_err dt_randperm(int64_t n, int dtype, int dev_type, int dev_index, dt_tensor *out);
+dt_err dt_arange(double start, double end, double step, int dtype, int dev_type, int dev_index,
+                 dt_tensor *out);
+dt_err dt_eye(int64_t n, int64_t m, int dtype, int dev_type, int dev_index, dt_tensor *out);
+dt_err dt_to(dt_tensor t, int dtype, int dev_type, int dev_index, dt_tensor *out);
+dt_err dt_shallow_clone(dt_tensor t, dt_tensor *out);
+
+/* ---- generic operators ---------------------------------------------------
+ * dt_unary, dt_binary and dt_scalar_op select the operator by a code from
+ * the tables in shim.cc (mirrored in ops_codes.go). */
+dt_err dt_unary(int op, dt_tensor a, dt_tensor *out);
+dt_err dt_binary(int op, dt_tensor a, dt_tensor b, dt_tensor *out);
+dt_err dt_scalar_op(int op, dt_tensor a, double s, dt_tensor *out);
+dt_err dt_inplace(int op, dt_tensor self, dt_tensor other, double s1, double s2);
+dt_err dt_addcop_(int op, dt_tensor self, dt_tensor t1, dt_tensor t2, double value);
+
+dt_err dt_clamp(dt_tensor a, int has_min, double min, int has_max, double max, dt_tensor *out);
+dt_err dt_leaky_relu(dt_tensor a, double slope, dt_tensor *out);
+dt_err dt_softplus(dt_tensor a, double beta, double threshold, dt_tensor *out);
+dt_err dt_where(dt_tensor cond, dt_tensor a, dt_tensor b, dt_tensor *out);
+dt_err dt_masked_fill(dt_tensor a, dt_tensor mask, double value, dt_tensor *out);
+
+/* ---- reductions ---------------------------------------------------------- */
+/* op: 0 sum, 1 mean, 2 logsumexp, 3 amax, 4 amin, 5 prod, 6 var (unbiased), 7 std (unbiased),
+ *     8 var (biased), 9 std (biased).
+ * ndims < 0 reduces over every dimension. */
+dt_err dt_reduce(int op, dt_tensor a, const int64_t *dims, int ndims, int keepdim, dt_tensor *out);
+/* op: 0 max, 1 min; values and indices along dim. */
+dt_err dt_minmax_dim(int op, dt_tensor a, int64_t dim, int keepdim, dt_tensor *values,
+                     dt_tensor *indices);
+/* op: 0 argmax, 1 argmin; dim ignored when all != 0. */
+dt_err dt_argminmax(int op, dt_tensor a, int64_t dim, int all, int keepdim, dt_tensor *out);
+/* op: 0 softmax, 1 log_softmax, 2 cumsum */
+dt_err dt_dim_op(int op, dt_tensor a, int64_t dim, dt_tensor *out);
+dt_err dt_norm(dt_tensor a, double p, dt_tensor *out);
+
+/* ---- shape --------------------------------------------------------------- */
+/* op: 0 reshape, 1 view, 2 permute, 3 expand, 4 repeat, 5 flip */
+dt_err dt_shape_op(int op, dt_tensor a, const int64_t *dims, int ndims, dt_tensor *out);
+dt_err dt_transpose(dt_tensor a, int64_t d0, int64_t d1, dt_tensor *out);
+dt_err dt_flatten(dt_tensor a, int64_t start, int64_t end, dt_tensor *out);
+dt_err dt_squeeze(dt_tensor a, int64_t dim, int all, dt_tensor *out);
+dt_err dt_unsqueeze(dt_tensor a, int64_t dim, dt_tensor *out);
+dt_err dt_narrow(dt_tensor a, int64_t dim, int64_t start, int64_t length, dt_tensor *out);
+dt_err dt_slice(dt_tensor a, int64_t dim, int64_t start, int64_t end, int64_t step, dt_tensor *out);
+dt_err dt_select(dt_tensor a, int64_t dim, int64_t index, dt_tensor *out);
+dt_err dt_index_select(dt_tensor a, int64_t dim, dt_tensor index, dt_tensor *out);
+dt_err dt_gather(dt_tensor a, int64_t dim, dt_tensor index, dt_tensor *out);
+dt_err dt_scatter(dt_tensor a, int64_t dim, dt_tensor index, dt_tensor src, dt_tensor *out);
+dt_err dt_unfold(dt_tensor a, int64_t dim, int64_t size, int64_t step, dt_tensor *out);
+dt_err dt_cat(const dt_tensor *ts, int n, int64_t dim, int stack, dt_tensor *out);
+/* outs must hold ceil(size(dim)/split_size) handles; *n receives the count. */
+dt_err dt_split(dt_tensor a, int64_t split_size, int64_t dim, dt_tensor *outs, int cap, int *n);
+dt_err dt_one_hot(dt_tensor a, int64_t classes, dt_tensor *out);
+dt_err dt_pad(dt_tensor a, const int64_t *pad, int npad, int mode, double value, dt_tensor *out);
+dt_err dt_einsum(const char *eq, const dt_tensor *ts, int n, dt_tensor *out);
+
+/* ---- neural-network functions ------------------------------------------- */
+dt_err dt_linear(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor *out);
+dt_err dt_conv2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride, const int64_t *padding,
+                 const int64_t *dilation, int64_t groups, dt_tensor *out);
+dt_err dt_conv_transpose2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride,
+                           const int64_t *padding, const int64_t *output_padding, int64_t groups,
+                           const int64_t *dilation, dt_tensor *out);
+dt_err dt_max_pool2d(dt_tensor x, const int64_t *kernel, const int64_t *stride, const int64_t *padding,
+                     const int64_t *dilation, int ceil_mode, dt_tensor *out);
+dt_err dt_avg_pool2d(dt_tensor x, const int64_t *kernel, const int64_t *stride, const int64_t *padding,
+                     int ceil_mode, int count_include_pad, dt_tensor *out);
+/* op: 0 average, 1 max */
+dt_err dt_adaptive_pool2d(int op, dt_tensor x, const int64_t *size, dt_tensor *out);
+dt_err dt_batch_norm(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor running_mean,
+                     dt_tensor running_var, int training, double momentum, double eps, dt_tensor *out);
+dt_err dt_layer_norm(dt_tensor x, const int64_t *shape, int ndims, dt_tensor w, dt_tensor b, double eps,
+                     dt_tensor *out);
+dt_err dt_dropout(dt_tensor x, double p, int training, dt_tensor *out);
+/* mode: 0 nearest, 1 bilinear */
+dt_err dt_interpolate(dt_tensor x, const int64_t *size, int mode, int align_corners, dt_tensor *out);
+/* reduction: 0 none, 1 mean, 2 sum */
+dt_err dt_cross_entropy(dt_tensor logits, dt_tensor target, int reduction, double label_smoothing,
+                        dt_tensor *out);
+dt_err dt_mse_loss(dt_tensor a, dt_tensor b, int reduction, dt_tensor *out);
+dt_err dt_bce_with_logits(dt_tensor x, dt_tensor y, int reduction, dt_tensor *out);
+
+/* ---- autograd ------------------------------------------------------------ */
+dt_err dt_set_requires_grad(dt_tensor t, int r);
+/* *out is NULL when the tensor has no gradient. */
+dt_err dt_grad(dt_tensor t, dt_tensor *out);
+dt_err dt_zero_grad(dt_tensor t);
+dt_err dt_backward(dt_tensor t, dt_tensor grad, int retain_graph, int create_graph);
+/* outs[i] is NULL where inputs[i] was unused (allow_unused). */
+dt_err dt_autograd_grad(const dt_tensor *outputs, int nout, const dt_tensor *grad_outputs,
+                        const dt_tensor *inputs, int nin, int retain_graph, int create_graph,
+                        int allow_unused, dt_tensor *outs);
+
+/* ---- in-place initialisers ----------------------------------------------- */
+/* op: 0 uniform_(a, b), 1 normal_(mean=a, std=b), 2 fill_(a), 3 zero_, 4 bernoulli_(p=a) */
+dt_err dt_init_(int op, dt_tensor t, double a, double b);
+
+/* ---- fused optimiser steps (parameter lists, one call per step) ---------- */
+dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq,
+                    int n, double lr, double beta1, double beta2, double eps, double weight_decay,
+                    int decoupled, int64_t step);
+dt_err dt_sgd_step(const dt_tensor *params, const dt_tensor *momentum_buf, int n, double lr,
+                   double momentum, double dampening, double weight_decay, int nesterov, int first);
+/* Returns the total 2-norm of the gradients and scales them by min(1, max_norm / total). */
+dt_err dt_clip_grad_norm(const dt_tensor *params, int n, double max_norm, double *total);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
