@@ -1,0 +1,175 @@
+package torch_test
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
+)
+
+// rssBytes reads the resident set size from /proc.
+func rssBytes(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skipf("no /proc/self/statm: %v", err)
+	}
+	f := strings.Fields(string(b))
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+func smallNet() *nn.Sequential {
+	return nn.NewSequential(
+		nn.NewConv2d(1, 8, 3, torch.ConvOptions{Stride: 2, Padding: 1}, false),
+		nn.NewBatchNorm2d(8),
+		nn.ReLU(),
+		nn.Flatten(),
+		nn.NewLinear(8*8*8, 10, true),
+	)
+}
+
+// TestMemoryFlatOverManySteps runs thousands of forward/backward/Adam steps
+// and checks that resident memory and the number of live tensor handles stay
+// flat, and that nothing had to be rescued by the finalizer safety net.
+func TestMemoryFlatOverManySteps(t *testing.T) {
+	steps := 2000
+	if testing.Short() {
+		steps = 600
+	}
+	net := smallNet()
+	defer nn.Free(net)
+	opt, err := optim.NewAdam(nn.Parameters(net), optim.AdamOptions{LR: 1e-3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Free()
+	target := torch.RandInt(0, 10, []int64{32})
+	defer target.Free()
+	s := torch.NewScope()
+	defer s.Close()
+	step := func() {
+		x := torch.Randn([]int64{32, 1, 16, 16}, s)
+		loss := torch.CrossEntropy(net.Forward(x), target, torch.ReduceMean)
+		if err := opt.ZeroGrad(); err != nil {
+			t.Fatal(err)
+		}
+		if err := loss.Backward(); err != nil {
+			t.Fatal(err)
+		}
+		if err := opt.Step(); err != nil {
+			t.Fatal(err)
+		}
+		s.Reset()
+	}
+	warm := steps / 6
+	for i := 0; i < warm; i++ {
+		step()
+	}
+	runtime.GC()
+	live0, fin0, rss0 := torch.LiveTensors(), torch.FinalizedTensors(), rssBytes(t)
+	for i := 0; i < steps; i++ {
+		step()
+	}
+	runtime.GC()
+	live1, fin1, rss1 := torch.LiveTensors(), torch.FinalizedTensors(), rssBytes(t)
+	t.Logf("%d steps: RSS %.1f -> %.1f MiB, live tensors %d -> %d", steps, float64(rss0)/(1<<20), float64(rss1)/(1<<20), live0, live1)
+	if live1 != live0 {
+		t.Errorf("live tensor handles grew from %d to %d", live0, live1)
+	}
+	if fin1 != fin0 {
+		t.Errorf("%d tensors were only freed by finalizers", fin1-fin0)
+	}
+	if growth := rss1 - rss0; growth > 16<<20 {
+		t.Errorf("resident memory grew by %.1f MiB over %d steps", float64(growth)/(1<<20), steps)
+	}
+}
+
+// TestScopeFreesEverything checks the bookkeeping of scopes and MoveTo.
+func TestScopeFreesEverything(t *testing.T) {
+	before := torch.LiveTensors()
+	s := torch.NewScope()
+	x := torch.Randn([]int64{4, 4}, s)
+	y := x.Matmul(x).Relu().Sum()
+	kept := x.Exp().MoveTo(nil)
+	if s.Len() != 4 {
+		t.Fatalf("scope holds %d tensors, want 4", s.Len())
+	}
+	if y.Scope() != s || kept.Scope() != nil {
+		t.Fatal("results must join their operand's scope; MoveTo(nil) leaves it")
+	}
+	s.Close()
+	if got := torch.LiveTensors() - before; got != 1 {
+		t.Fatalf("%d tensors alive after Close, want only the kept one", got)
+	}
+	if err := kept.Err(); err != nil {
+		t.Fatalf("the kept tensor was freed: %v", err)
+	}
+	kept.Free()
+	if got := torch.LiveTensors() - before; got != 0 {
+		t.Fatalf("%d tensors alive after Free", got)
+	}
+}
+
+// TestGoroutinesWithOwnTensors trains independent models on several
+// goroutines at once and checks each gets the same result as a lone run.
+func TestGoroutinesWithOwnTensors(t *testing.T) {
+	run := func(seedOffset float64) float64 {
+		s := torch.NewScope()
+		defer s.Close()
+		w := torch.Full([]int64{8}, seedOffset, torch.Float64, s).SetRequiresGrad(true)
+		x := torch.Arange(0, 8, 1, torch.Float64, s)
+		for i := 0; i < 200; i++ {
+			loss := w.Mul(x).Sub(x.MulScalar(2)).Square().Sum()
+			g, err := torch.Grad([]*torch.Tensor{loss}, []*torch.Tensor{w}, torch.GradOptions{})
+			if err != nil {
+				return -1
+			}
+			var e error
+			torch.NoGrad(func() { e = w.SubInPlace(g[0], 0.001) })
+			if e != nil {
+				return -1
+			}
+		}
+		v, _ := w.Sum().Item()
+		return v
+	}
+	want := []float64{run(0), run(1), run(-1), run(3)}
+	var wg sync.WaitGroup
+	got := make([]float64, 16)
+	for i := range got {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			got[i] = run([]float64{0, 1, -1, 3}[i%4])
+		}(i)
+	}
+	wg.Wait()
+	for i, g := range got {
+		if g != want[i%4] {
+			t.Fatalf("goroutine %d: %v, alone %v", i, g, want[i%4])
+		}
+	}
+}
+
+// TestNoGradIsScoped checks that NoGrad turns recording off inside and
+// restores it outside.
+func TestNoGradIsScoped(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Ones([]int64{2}, s).SetRequiresGrad(true)
+	var inside *torch.Tensor
+	torch.NoGrad(func() { inside = x.MulScalar(2) })
+	if inside.RequiresGrad() {
+		t.Fatal("NoGrad recorded an operation")
+	}
+	if !x.MulScalar(2).RequiresGrad() {
+		t.Fatal("grad mode was not restored after NoGrad")
+	}
+}
