@@ -159,7 +159,9 @@ func LoadSafetensors(path string, opts ...Option) (map[string]*Tensor, map[strin
 			return nil, nil, bad("entry %q: %d bytes do not hold shape %v of %s", name, end-b, e.Shape, e.DType)
 		}
 		entries[name] = e
-		spans = append(spans, span{name, b, end})
+		if end > b { // empty tensors occupy no bytes and cannot overlap
+			spans = append(spans, span{name, b, end})
+		}
 	}
 	sort.Slice(spans, func(i, j int) bool { return spans[i].begin < spans[j].begin })
 	for i := 1; i < len(spans); i++ {

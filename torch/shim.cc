@@ -56,6 +56,14 @@ std::vector<at::Tensor> tensors(const dt_tensor *ts, int n) {
   return v;
 }
 
+// An integral value stays integral for integer tensors, so that in-place
+// arithmetic on them (e.g. a step counter) does not fail to cast a double.
+at::Scalar scalar_for(const at::Tensor &t, double v) {
+  if (!t.is_floating_point() && !t.is_complex() && v == static_cast<double>(static_cast<int64_t>(v)))
+    return at::Scalar(static_cast<int64_t>(v));
+  return at::Scalar(v);
+}
+
 int64_t reduction(int r) {
   switch (r) {
     case 0: return at::Reduction::None;
@@ -378,8 +386,8 @@ dt_err dt_inplace(int op, dt_tensor self_, dt_tensor other_, double s1, double s
   switch (op) {
     case 0: self.add_(T(other_), s1); break;
     case 1: self.mul_(T(other_)); break;
-    case 2: self.mul_(s1); break;
-    case 3: self.add_(s1); break;
+    case 2: self.mul_(scalar_for(self, s1)); break;
+    case 3: self.add_(scalar_for(self, s1)); break;
     case 4: self.copy_(T(other_)); break;
     case 5: self.div_(T(other_)); break;
     case 6: self.clamp_(s1, s2); break;

@@ -22,8 +22,8 @@ type Optimizer interface {
 	// LR returns the current learning rate; SetLR changes it (for schedules).
 	LR() float64
 	SetLR(lr float64)
-	// State returns the optimiser's state tensors by name (for checkpoints);
-	// LoadState restores it.
+	// State returns the optimiser's state tensors by name (for checkpoints),
+	// owned by the optimiser; LoadState restores it.
 	State() map[string]*torch.Tensor
 	LoadState(map[string]*torch.Tensor) error
 	// Free releases the state tensors (not the parameters).
@@ -55,6 +55,7 @@ type Adam struct {
 	params []*torch.Tensor
 	m, v   []*torch.Tensor
 	step   int64
+	stepT  *torch.Tensor // the step count as a tensor, for State
 }
 
 // NewAdam returns Adam over params. It fails on a non-positive learning rate,
@@ -109,7 +110,7 @@ func (a *Adam) Steps() int64 { return a.step }
 
 // State implements Optimizer: "exp_avg.i", "exp_avg_sq.i" and "step".
 func (a *Adam) State() map[string]*torch.Tensor {
-	st := map[string]*torch.Tensor{"step": torch.FromSlice([]int64{a.step}, nil)}
+	st := map[string]*torch.Tensor{"step": stepTensor(&a.stepT, a.step)}
 	for i := range a.params {
 		st["exp_avg."+strconv.Itoa(i)] = a.m[i]
 		st["exp_avg_sq."+strconv.Itoa(i)] = a.v[i]
@@ -141,6 +142,16 @@ func (a *Adam) Free() {
 		a.m[i].Free()
 		a.v[i].Free()
 	}
+	a.stepT.Free()
+}
+
+// stepTensor keeps *t, an int64 scalar owned by the optimiser, equal to step.
+func stepTensor(t **torch.Tensor, step int64) *torch.Tensor {
+	if *t == nil {
+		*t = torch.Zeros(nil, torch.Int64)
+	}
+	_ = (*t).FillInPlace(float64(step))
+	return *t
 }
 
 func loadStep(st map[string]*torch.Tensor) (int64, error) {
@@ -185,6 +196,7 @@ type SGD struct {
 	params []*torch.Tensor
 	buf    []*torch.Tensor
 	step   int64
+	stepT  *torch.Tensor
 }
 
 // NewSGD returns SGD over params. Nesterov needs momentum > 0 and no dampening.
@@ -231,7 +243,7 @@ func (s *SGD) SetLR(lr float64) { s.opts.LR = lr }
 
 // State implements Optimizer: "momentum_buffer.i" and "step".
 func (s *SGD) State() map[string]*torch.Tensor {
-	st := map[string]*torch.Tensor{"step": torch.FromSlice([]int64{s.step}, nil)}
+	st := map[string]*torch.Tensor{"step": stepTensor(&s.stepT, s.step)}
 	for i, b := range s.buf {
 		st["momentum_buffer."+strconv.Itoa(i)] = b
 	}
@@ -258,6 +270,7 @@ func (s *SGD) Free() {
 	for _, b := range s.buf {
 		b.Free()
 	}
+	s.stepT.Free()
 }
 
 // ClipGradNorm scales the gradients of params so that their joint 2-norm is

@@ -1,0 +1,153 @@
+package optim_test
+
+import (
+	"math"
+	"testing"
+
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/optim"
+)
+
+func grads(t *testing.T, p *torch.Tensor, g []float64) {
+	t.Helper()
+	s := torch.NewScope()
+	defer s.Close()
+	gt := torch.FromSlice(g, p.Shape(), s)
+	pp := p.Ref(s)
+	if err := pp.Mul(gt).Sum().Backward(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// One Adam step from zero state has the closed form
+// p - lr * g / (|g| + eps) (bias correction makes m-hat = g, v-hat = g^2).
+func TestAdamFirstStepClosedForm(t *testing.T) {
+	p0 := []float64{1, -2, 0.5}
+	g := []float64{0.3, -4, 1e-3}
+	p := torch.FromSlice(append([]float64(nil), p0...), []int64{3}).SetRequiresGrad(true)
+	defer p.Free()
+	opt, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamOptions{LR: 0.01, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Free()
+	grads(t, p, g)
+	if err := opt.Step(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := p.Float64s()
+	for i := range p0 {
+		want := p0[i] - 0.01*g[i]/(math.Abs(g[i])+1e-8)
+		if math.Abs(got[i]-want) > 1e-12 {
+			t.Fatalf("p[%d] = %v, closed form %v", i, got[i], want)
+		}
+	}
+}
+
+// One SGD step with momentum from zero state is p - lr * (g + wd * p).
+func TestSGDFirstStepClosedForm(t *testing.T) {
+	p0 := []float64{1, -2}
+	g := []float64{0.5, 3}
+	p := torch.FromSlice(append([]float64(nil), p0...), []int64{2}).SetRequiresGrad(true)
+	defer p.Free()
+	opt, err := optim.NewSGD([]*torch.Tensor{p}, optim.SGDOptions{LR: 0.1, Momentum: 0.9, WeightDecay: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Free()
+	grads(t, p, g)
+	if err := opt.Step(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := p.Float64s()
+	for i := range p0 {
+		want := p0[i] - 0.1*(g[i]+0.01*p0[i])
+		if math.Abs(got[i]-want) > 1e-12 {
+			t.Fatalf("p[%d] = %v, closed form %v", i, got[i], want)
+		}
+	}
+}
+
+// Saving and restoring the state continues exactly where it stopped.
+func TestAdamStateRoundTrip(t *testing.T) {
+	mk := func() (*torch.Tensor, *optim.Adam) {
+		p := torch.FromSlice([]float64{1, 2, 3}, []int64{3}).SetRequiresGrad(true)
+		a, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamOptions{LR: 0.1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, a
+	}
+	p1, a1 := mk()
+	p2, a2 := mk()
+	defer func() { p1.Free(); p2.Free(); a1.Free(); a2.Free() }()
+	for i := 0; i < 3; i++ {
+		_ = a1.ZeroGrad()
+		grads(t, p1, []float64{1, -1, 2})
+		_ = a1.Step()
+	}
+	// Copy parameters and state into the second optimiser.
+	var err error
+	torch.NoGrad(func() { err = p2.CopyFrom(p1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.LoadState(a1.State()); err != nil {
+		t.Fatal(err)
+	}
+	if a2.Steps() != 3 {
+		t.Fatalf("restored step %d", a2.Steps())
+	}
+	for _, pa := range []struct {
+		p *torch.Tensor
+		a *optim.Adam
+	}{{p1, a1}, {p2, a2}} {
+		_ = pa.a.ZeroGrad()
+		grads(t, pa.p, []float64{0.5, 0.5, -3})
+		_ = pa.a.Step()
+	}
+	v1, _ := p1.Float64s()
+	v2, _ := p2.Float64s()
+	for i := range v1 {
+		if v1[i] != v2[i] {
+			t.Fatalf("resumed optimiser diverged: %v vs %v", v2, v1)
+		}
+	}
+}
+
+func TestOptimizerOptionErrors(t *testing.T) {
+	p := torch.Zeros([]int64{2}).SetRequiresGrad(true)
+	defer p.Free()
+	if _, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamOptions{}); err == nil {
+		t.Fatal("Adam without a learning rate must fail")
+	}
+	if _, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamOptions{LR: 1, Beta1: 1, Beta2: 0.9}); err == nil {
+		t.Fatal("beta1 = 1 must fail")
+	}
+	if _, err := optim.NewSGD([]*torch.Tensor{p}, optim.SGDOptions{LR: 1, Nesterov: true}); err == nil {
+		t.Fatal("Nesterov without momentum must fail")
+	}
+}
+
+func TestSchedulesClosedForm(t *testing.T) {
+	cases := []struct {
+		name  string
+		s     optim.Schedule
+		epoch int
+		want  float64
+	}{
+		{"step before", optim.StepLR{StepSize: 10, Gamma: 0.5}, 9, 1},
+		{"step after", optim.StepLR{StepSize: 10, Gamma: 0.5}, 25, 0.25},
+		{"multistep", optim.MultiStepLR{Milestones: []int{3, 8}, Gamma: 0.1}, 8, 0.01},
+		{"multistep between", optim.MultiStepLR{Milestones: []int{3, 8}, Gamma: 0.1}, 5, 0.1},
+		{"cosine start", optim.CosineLR{TMax: 10, EtaMin: 0.1}, 0, 1},
+		{"cosine middle", optim.CosineLR{TMax: 10, EtaMin: 0.1}, 5, 0.55},
+		{"cosine end", optim.CosineLR{TMax: 10, EtaMin: 0.1}, 10, 0.1},
+		{"cosine past end", optim.CosineLR{TMax: 10, EtaMin: 0.1}, 30, 0.1},
+	}
+	for _, c := range cases {
+		if got := c.s.LR(1, c.epoch); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
