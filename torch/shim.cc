@@ -22,6 +22,9 @@
 #endif
 
 #include <cstdlib>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -156,6 +159,18 @@ dt_err dt_set_autocast_cpu(int enabled, int dtype) {
 #endif
   if (!enabled) at::autocast::clear_cache();
   CATCH
+}
+
+int dt_tune_allocator(int64_t mmap_threshold, int64_t trim_threshold) {
+#if defined(__GLIBC__)
+  int a = mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmap_threshold));
+  int b = mallopt(M_TRIM_THRESHOLD, static_cast<int>(trim_threshold));
+  return a && b;
+#else
+  (void)mmap_threshold;
+  (void)trim_threshold;
+  return 0;
+#endif
 }
 
 int dt_autocast_cpu_enabled(void) {

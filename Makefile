@@ -1,0 +1,52 @@
+# dimtorch: the commands the README documents.
+SHELL := /bin/bash
+GO ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+APT_PACKAGES := libtorch-dev cmake
+
+.PHONY: setup build test test-go test-shim lint fmt-check bench-ops shim clean
+
+## setup: install what building and testing need (Debian packages, Go modules); idempotent
+setup:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+	$(GO) mod download
+
+## build: the dimtorch command in bin/
+build:
+	$(GO) build -o bin/dimtorch ./cmd/dimtorch
+
+## test: formatting, vet, staticcheck, every Go test, and the shared-library build of the shim
+test: fmt-check lint test-go test-shim
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+lint:
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+test-go:
+	$(GO) test ./...
+
+## shim: libdimtorch_shim.so against the libtorch found by CMake (CMAKE_PREFIX_PATH picks another)
+shim:
+	cmake -S torch -B build/shim -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build/shim -j 2
+
+## test-shim: the torch tests again, linked against libdimtorch_shim.so instead of the embedded shim
+test-shim: shim
+	CGO_LDFLAGS="-L$(CURDIR)/build/shim -Wl,-rpath,$(CURDIR)/build/shim" \
+	  $(GO) test -tags dimtorch_shim -count=1 ./torch/...
+
+## bench-ops: the binding's per-op overhead and a conv forward+backward against PyTorch eager
+bench-ops: build
+	/usr/bin/python3 bench/compare_ops.py --threads 2 --repeats 5
+
+clean:
+	rm -rf bin build

@@ -1,0 +1,79 @@
+// Package ortlib finds the onnxruntime shared library that dimtorch's
+// inference side loads at run time.
+package ortlib
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// EnvVar names the environment variable that points at the library file.
+const EnvVar = "DIMTORCH_ONNXRUNTIME_LIB"
+
+// libNames are the file names onnxruntime ships under, newest convention first.
+var libNames = []string{"libonnxruntime.so", "libonnxruntime.so.1", "libonnxruntime.dylib", "onnxruntime.dll"}
+
+// Candidates lists the places searched, in order: the explicit path, the
+// environment variable, the project's third_party directory (where `make
+// setup` puts the library), the user's cache, and the system library
+// directories.
+func Candidates(explicit string) []string {
+	var c []string
+	if explicit != "" {
+		c = append(c, explicit)
+	}
+	if v := os.Getenv(EnvVar); v != "" {
+		c = append(c, v)
+	}
+	var dirs []string
+	if wd, err := os.Getwd(); err == nil {
+		// The repository root or any parent of the working directory.
+		for d := wd; ; d = filepath.Dir(d) {
+			dirs = append(dirs, filepath.Join(d, "third_party", "onnxruntime"))
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", "third_party", "onnxruntime"), filepath.Dir(exe))
+	}
+	if cache, err := os.UserCacheDir(); err == nil {
+		dirs = append(dirs, filepath.Join(cache, "dimtorch", "onnxruntime"))
+	}
+	dirs = append(dirs, "/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib")
+	for _, d := range dirs {
+		for _, n := range libNames {
+			c = append(c, filepath.Join(d, n))
+		}
+	}
+	return c
+}
+
+// ErrNotFound is returned by Find when no candidate exists.
+var ErrNotFound = errors.New("onnxruntime shared library not found")
+
+// Find returns the first existing candidate. An explicit path or the
+// environment variable that names a missing file is an error of its own, so a
+// typo is not silently replaced by another library.
+func Find(explicit string) (string, error) {
+	for _, p := range []string{explicit, os.Getenv(EnvVar)} {
+		if p == "" {
+			continue
+		}
+		if st, err := os.Stat(p); err != nil || st.IsDir() {
+			return "", fmt.Errorf("onnxruntime library %s: not a readable file", p)
+		}
+		return p, nil
+	}
+	for _, p := range Candidates("") {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: set %s to the file, or run `make setup` to fetch it (searched %s, ...)",
+		ErrNotFound, EnvVar, strings.Join(Candidates("")[:3], ", "))
+}
