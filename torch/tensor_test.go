@@ -269,3 +269,32 @@ func TestInPlaceAndReplace(t *testing.T) {
 		t.Fatalf("replace kept the old tensor: %v", z.Shape())
 	}
 }
+
+// bfloat16 on the CPU: arithmetic in bfloat16 and autocast of matmul.
+func TestBFloat16OnCPU(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	a := torch.Randn([]int64{32, 64}, s)
+	b := torch.Randn([]int64{64, 16}, s)
+	exact := a.Matmul(b)
+	var auto *torch.Tensor
+	if err := torch.Autocast(torch.BFloat16, func() { auto = a.Matmul(b) }); err != nil {
+		t.Fatal(err)
+	}
+	if auto.DType() != torch.BFloat16 {
+		t.Fatalf("autocast matmul gave %v, want bfloat16", auto.DType())
+	}
+	if plain := a.Matmul(b); plain.DType() != torch.Float32 {
+		t.Fatalf("autocast leaked out of its function: %v", plain.DType())
+	}
+	// bfloat16 keeps about 3 significant digits: the relative error of the
+	// product is small but not zero.
+	rel, _ := auto.To(torch.Float32).Sub(exact).Norm(2).Div(exact.Norm(2)).Item()
+	if rel == 0 || rel > 0.02 {
+		t.Fatalf("relative error of the bfloat16 matmul %v", rel)
+	}
+	conv := torch.Conv2d(torch.Randn([]int64{2, 3, 8, 8}, torch.BFloat16, s), torch.Randn([]int64{4, 3, 3, 3}, torch.BFloat16, s), nil, torch.ConvOptions{})
+	if conv.DType() != torch.BFloat16 || conv.Err() != nil {
+		t.Fatalf("bfloat16 conv: %v %v", conv.DType(), conv.Err())
+	}
+}
