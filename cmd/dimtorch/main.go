@@ -16,7 +16,7 @@ var version = "dev"
 
 func main() {
 	app := newApp()
-	if err := app.Run(os.Args); err != nil {
+	if err := app.Run(hoistFlags(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "dimtorch:", err)
 		os.Exit(1)
 	}
@@ -42,6 +42,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			versionCommand(),
 			envCommand(),
+			dataCommand(),
 			benchCommand(),
 		},
 	}

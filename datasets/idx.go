@@ -1,0 +1,144 @@
+package datasets
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// IDX is the format of MNIST and Fashion-MNIST: a magic number whose third
+// byte is the element type (0x08 = uint8) and fourth the number of
+// dimensions, the big-endian uint32 sizes, then the data.
+
+func init() {
+	for _, name := range []string{"fashion-mnist", "mnist"} {
+		name := name
+		get := "Run `dimtorch data download " + name + "`."
+		if name == "fashion-mnist" {
+			get = "Install it with `apt-get install dataset-fashion-mnist` (offline), or run `dimtorch data download fashion-mnist`."
+		}
+		classes := mnistClasses
+		if name == "fashion-mnist" {
+			classes = fashionClasses
+		}
+		register(&spec{
+			name:   name,
+			splits: []Split{Train, Test},
+			open: func(dir string, split Split) (Dataset, error) {
+				return openIDXPair(dir, split, classes)
+			},
+			files:    []string{"train-images-idx3-ubyte.gz", "train-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"},
+			howToGet: get,
+		})
+	}
+}
+
+var fashionClasses = []string{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
+var mnistClasses = []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+
+func openIDXPair(dir string, split Split, classes []string) (Dataset, error) {
+	prefix := "train"
+	if split == Test {
+		prefix = "t10k"
+	}
+	imgPath, err := findIDX(dir, prefix+"-images-idx3-ubyte")
+	if err != nil {
+		return nil, err
+	}
+	lblPath, err := findIDX(dir, prefix+"-labels-idx1-ubyte")
+	if err != nil {
+		return nil, err
+	}
+	dims, pix, err := ReadIDX(imgPath)
+	if err != nil {
+		return nil, err
+	}
+	if len(dims) != 3 {
+		return nil, fmt.Errorf("%s: an image file needs 3 dimensions, it has %v", imgPath, dims)
+	}
+	ldims, lab, err := ReadIDX(lblPath)
+	if err != nil {
+		return nil, err
+	}
+	if len(ldims) != 1 {
+		return nil, fmt.Errorf("%s: a label file needs 1 dimension, it has %v", lblPath, ldims)
+	}
+	if ldims[0] != dims[0] {
+		return nil, fmt.Errorf("%s holds %d images but %s holds %d labels: the files do not belong together", imgPath, dims[0], lblPath, ldims[0])
+	}
+	labels := make([]int, len(lab))
+	for i, l := range lab {
+		if int(l) >= len(classes) {
+			return nil, fmt.Errorf("%s: label %d of image %d is not a class (0..%d)", lblPath, l, i, len(classes)-1)
+		}
+		labels[i] = int(l)
+	}
+	return &memory{shape: Shape{1, dims[1], dims[2]}, pix: pix, labels: labels, classes: classes}, nil
+}
+
+// findIDX returns base.gz or base in dir, preferring whichever exists.
+func findIDX(dir, base string) (string, error) {
+	for _, n := range []string{base + ".gz", base} {
+		p := filepath.Join(dir, n)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: neither %s.gz nor %s is there (the dataset is incomplete)", dir, base, base)
+}
+
+// ReadIDX reads a uint8 IDX file, gzipped or not (detected from the content),
+// and returns its dimensions and data. Truncated, corrupt or inconsistent
+// files give an error naming the file and the problem.
+func ReadIDX(path string) ([]int, []uint8, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	data := raw
+	if len(raw) >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: corrupt gzip data: %v", path, err)
+		}
+		data, err = io.ReadAll(zr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: corrupt or truncated gzip data: %v", path, err)
+		}
+	}
+	if len(data) < 4 {
+		return nil, nil, fmt.Errorf("%s: %d bytes is too short for an IDX header (truncated?)", path, len(data))
+	}
+	if data[0] != 0 || data[1] != 0 {
+		return nil, nil, fmt.Errorf("%s: wrong magic number %#x (not an IDX file)", path, binary.BigEndian.Uint32(data[:4]))
+	}
+	if data[2] != 0x08 {
+		return nil, nil, fmt.Errorf("%s: IDX element type %#x is not uint8 (0x08)", path, data[2])
+	}
+	nd := int(data[3])
+	if nd < 1 || nd > 4 {
+		return nil, nil, fmt.Errorf("%s: IDX with %d dimensions is not supported", path, nd)
+	}
+	if len(data) < 4+4*nd {
+		return nil, nil, fmt.Errorf("%s: truncated IDX header", path)
+	}
+	dims := make([]int, nd)
+	n := int64(1)
+	for i := range dims {
+		dims[i] = int(binary.BigEndian.Uint32(data[4+4*i:]))
+		n *= int64(dims[i])
+	}
+	body := data[4+4*nd:]
+	if int64(len(body)) != n {
+		what := "truncated"
+		if int64(len(body)) > n {
+			what = "has trailing bytes"
+		}
+		return nil, nil, fmt.Errorf("%s: %s: the header announces %v = %d bytes of data, the file has %d", path, what, dims, n, len(body))
+	}
+	return dims, body, nil
+}

@@ -1,0 +1,257 @@
+package datasets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+
+	"github.com/dimtorch/dimtorch/torch"
+)
+
+// LoaderOptions configure a Loader. Zero values give: batch size 64, no
+// shuffling, one worker per CPU, prefetch of twice the workers, the last
+// partial batch kept, no transform, CPU tensors.
+type LoaderOptions struct {
+	BatchSize int
+	Shuffle   bool
+	Seed      uint64
+	Workers   int
+	Prefetch  int
+	DropLast  bool
+	Transform Transform
+	Device    torch.Device
+}
+
+// Loader turns a Dataset into batches of tensors: images as float32
+// [N, C, H, W] in [-1, 1] and labels as int64 [N] (-1 when unlabeled).
+// Worker goroutines decode, augment and convert images ahead of the
+// consumer. The batches of an epoch depend only on the seed and the epoch
+// number, never on the number of workers.
+type Loader struct {
+	ds    Dataset
+	o     LoaderOptions
+	shape Shape // of every transformed image
+}
+
+// NewLoader checks the options and the shape images have after the transform.
+func NewLoader(ds Dataset, o LoaderOptions) (*Loader, error) {
+	if o.BatchSize == 0 {
+		o.BatchSize = 64
+	}
+	if o.BatchSize < 0 {
+		return nil, fmt.Errorf("batch size %d must be positive", o.BatchSize)
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.NumCPU()
+	}
+	if o.Prefetch <= 0 {
+		o.Prefetch = 2 * o.Workers
+	}
+	if ds.Len() == 0 {
+		return nil, errors.New("the dataset is empty")
+	}
+	l := &Loader{ds: ds, o: o}
+	img, _, err := ds.Image(0)
+	if err != nil {
+		return nil, err
+	}
+	if o.Transform != nil {
+		img = o.Transform.Apply(img, rand.New(rand.NewPCG(0, 0)))
+	}
+	l.shape = Shape{img.C, img.H, img.W}
+	if l.NumBatches() == 0 {
+		return nil, fmt.Errorf("%d images make no full batch of %d (drop-last is on)", ds.Len(), o.BatchSize)
+	}
+	return l, nil
+}
+
+// Shape returns the shape of each image in a batch.
+func (l *Loader) Shape() Shape { return l.shape }
+
+// Dataset returns the dataset the loader reads.
+func (l *Loader) Dataset() Dataset { return l.ds }
+
+// NumBatches returns the number of batches per epoch.
+func (l *Loader) NumBatches() int {
+	n, b := l.ds.Len(), l.o.BatchSize
+	if l.o.DropLast {
+		return n / b
+	}
+	return (n + b - 1) / b
+}
+
+// Batch is one batch of tensors, owned by the caller: Free them, or move
+// them into a step's scope.
+type Batch struct {
+	X       *torch.Tensor // float32 [N, C, H, W] in [-1, 1]
+	Y       *torch.Tensor // int64 [N]
+	Index   int           // position in the epoch
+	Indices []int         // dataset indices of the images
+}
+
+// MoveTo moves both tensors into scope s.
+func (b *Batch) MoveTo(s *torch.Scope) {
+	b.X.MoveTo(s)
+	b.Y.MoveTo(s)
+}
+
+// Free releases both tensors.
+func (b *Batch) Free() {
+	b.X.Free()
+	b.Y.Free()
+}
+
+// Order returns the dataset indices of an epoch in the order they are served.
+func (l *Loader) Order(epoch int) []int {
+	n := l.ds.Len()
+	if !l.o.Shuffle {
+		idx := make([]int, n)
+		for i := range idx {
+			idx[i] = i
+		}
+		return idx
+	}
+	return rand.New(rand.NewPCG(l.o.Seed, 0x9e3779b97f4a7c15^uint64(epoch))).Perm(n)
+}
+
+// imageRNG is the random source of one image's augmentation in one epoch.
+func (l *Loader) imageRNG(epoch, index int) *rand.Rand {
+	return rand.New(rand.NewPCG(l.o.Seed^(uint64(epoch)*0xbf58476d1ce4e5b9), uint64(index)))
+}
+
+type result struct {
+	b   *Batch
+	err error
+}
+
+type job struct {
+	index   int
+	indices []int
+	out     chan result
+}
+
+// Epoch starts producing the batches of one epoch. Read them with Next and
+// call Close when done (also after an error or an early stop).
+func (l *Loader) Epoch(ctx context.Context, epoch int) *EpochIter {
+	ctx, cancel := context.WithCancel(ctx)
+	it := &EpochIter{order: make(chan chan result, l.o.Prefetch), cancel: cancel}
+	order := l.Order(epoch)
+	jobs := make(chan job)
+	it.wg.Add(1)
+	go func() { // feeder: batches in order, at most Prefetch ahead
+		defer it.wg.Done()
+		defer close(jobs)
+		defer close(it.order)
+		for b := 0; b < l.NumBatches(); b++ {
+			lo, hi := b*l.o.BatchSize, min((b+1)*l.o.BatchSize, len(order))
+			j := job{b, order[lo:hi], make(chan result, 1)}
+			select {
+			case it.order <- j.out:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case jobs <- j:
+			case <-ctx.Done():
+				j.out <- result{err: ctx.Err()}
+				return
+			}
+		}
+	}()
+	for w := 0; w < l.o.Workers; w++ {
+		it.wg.Add(1)
+		go func() {
+			defer it.wg.Done()
+			for j := range jobs {
+				b, err := l.build(epoch, j.index, j.indices)
+				j.out <- result{b, err}
+			}
+		}()
+	}
+	return it
+}
+
+// build assembles one batch.
+func (l *Loader) build(epoch, index int, indices []int) (*Batch, error) {
+	s := l.shape
+	per := s.C * s.H * s.W
+	xs := make([]float32, len(indices)*per)
+	ys := make([]int64, len(indices))
+	for k, i := range indices {
+		img, label, err := l.ds.Image(i)
+		if err != nil {
+			return nil, err
+		}
+		if l.o.Transform != nil {
+			img = l.o.Transform.Apply(img, l.imageRNG(epoch, i))
+		}
+		if img.C != s.C || img.H != s.H || img.W != s.W {
+			return nil, fmt.Errorf("image %d is %dx%dx%d after the transform, not %v like the first: add a Resize or crop to a fixed size", i, img.C, img.H, img.W, s)
+		}
+		Normalize(img, xs[k*per:(k+1)*per])
+		ys[k] = int64(label)
+	}
+	n := int64(len(indices))
+	x := torch.FromSlice(xs, []int64{n, int64(s.C), int64(s.H), int64(s.W)}, l.o.Device)
+	y := torch.FromSlice(ys, []int64{n}, l.o.Device)
+	if err := firstError(x, y); err != nil {
+		x.Free()
+		y.Free()
+		return nil, err
+	}
+	return &Batch{X: x, Y: y, Index: index, Indices: append([]int(nil), indices...)}, nil
+}
+
+func firstError(ts ...*torch.Tensor) error {
+	for _, t := range ts {
+		if err := t.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EpochIter yields the batches of one epoch in order.
+type EpochIter struct {
+	order  chan chan result
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	err    error
+}
+
+// Next returns the next batch, io.EOF after the last one, or the first error
+// (an unreadable image, a cancelled context).
+func (it *EpochIter) Next() (*Batch, error) {
+	if it.err != nil {
+		return nil, it.err
+	}
+	ch, ok := <-it.order
+	if !ok {
+		it.err = io.EOF
+		return nil, io.EOF
+	}
+	r := <-ch
+	if r.err != nil {
+		it.err = r.err
+		return nil, r.err
+	}
+	return r.b, nil
+}
+
+// Close stops the workers and frees batches produced but not taken. Every
+// result channel in the queue holds exactly one result once the goroutines
+// have finished (workers send to buffered channels; the feeder answers a job
+// it could not hand out with the context's error), so the drain never blocks.
+func (it *EpochIter) Close() {
+	it.cancel()
+	it.wg.Wait()
+	for ch := range it.order {
+		if r := <-ch; r.b != nil {
+			r.b.Free()
+		}
+	}
+}
