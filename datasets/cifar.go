@@ -22,7 +22,7 @@ func init() {
 		name:   "cifar10",
 		splits: []Split{Train, Test},
 		open: func(dir string, split Split) (Dataset, error) {
-			d := subdirWith(dir, "cifar-10-batches-bin", "test_batch.bin")
+			d := subdirWith(dir, "cifar-10-batches-bin")
 			files := []string{"test_batch.bin"}
 			if split == Train {
 				files = []string{"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"}
@@ -37,7 +37,7 @@ func init() {
 		name:   "cifar100",
 		splits: []Split{Train, Test},
 		open: func(dir string, split Split) (Dataset, error) {
-			d := subdirWith(dir, "cifar-100-binary", "test.bin")
+			d := subdirWith(dir, "cifar-100-binary")
 			f := "test.bin"
 			if split == Train {
 				f = "train.bin"
@@ -55,9 +55,10 @@ func init() {
 
 var cifar10Classes = []string{"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
 
-// subdirWith returns dir/sub when it holds marker, else dir.
-func subdirWith(dir, sub, marker string) string {
-	if _, err := os.Stat(filepath.Join(dir, sub, marker)); err == nil {
+// subdirWith returns dir/sub when it is a directory (the layout of the
+// unpacked archive), else dir (the files placed directly).
+func subdirWith(dir, sub string) string {
+	if isDir(filepath.Join(dir, sub)) {
 		return filepath.Join(dir, sub)
 	}
 	return dir

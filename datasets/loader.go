@@ -138,7 +138,7 @@ type job struct {
 // call Close when done (also after an error or an early stop).
 func (l *Loader) Epoch(ctx context.Context, epoch int) *EpochIter {
 	ctx, cancel := context.WithCancel(ctx)
-	it := &EpochIter{order: make(chan chan result, l.o.Prefetch), cancel: cancel}
+	it := &EpochIter{order: make(chan chan result, l.o.Prefetch), cancel: cancel, ctx: ctx, want: l.NumBatches()}
 	order := l.Order(epoch)
 	jobs := make(chan job)
 	it.wg.Add(1)
@@ -218,6 +218,9 @@ func firstError(ts ...*torch.Tensor) error {
 // EpochIter yields the batches of one epoch in order.
 type EpochIter struct {
 	order  chan chan result
+	ctx    context.Context
+	want   int // batches in the epoch
+	got    int // batches delivered
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	err    error
@@ -232,13 +235,18 @@ func (it *EpochIter) Next() (*Batch, error) {
 	ch, ok := <-it.order
 	if !ok {
 		it.err = io.EOF
-		return nil, io.EOF
+		if it.got < it.want {
+			// The feeder stopped early: the context was cancelled.
+			it.err = it.ctx.Err()
+		}
+		return nil, it.err
 	}
 	r := <-ch
 	if r.err != nil {
 		it.err = r.err
 		return nil, r.err
 	}
+	it.got++
 	return r.b, nil
 }
 

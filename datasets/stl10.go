@@ -21,7 +21,7 @@ func init() {
 		splits:   []Split{Train, Test, Unlabeled},
 		defaults: crops64,
 		open: func(dir string, split Split) (Dataset, error) {
-			return openSTL10(subdirWith(dir, "stl10_binary", "test_X.bin"), split)
+			return openSTL10(subdirWith(dir, "stl10_binary"), split)
 		},
 		files:    []string{"stl10_binary", "test_X.bin", "train_X.bin", "unlabeled_X.bin"},
 		howToGet: "Run `dimtorch data download stl10` (the binary version, 2.5 GiB).",

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"image"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var binary string
+
+// TestMain builds the dimtorch binary once; the tests run it as a user would
+// and check exit codes, output and that nothing panics.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dimtorch-cli")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "dimtorch")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run executes the binary and returns stdout, stderr and the exit code.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stderr.String(), "panic:") || strings.Contains(stderr.String(), "goroutine ") {
+		t.Fatalf("dimtorch %v panicked:\n%s", args, stderr.String())
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func TestEnvJSON(t *testing.T) {
+	out, _, code := run(t, "env", "--json")
+	var r envReport
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
+		t.Fatalf("env --json: code %d, %q", code, out)
+	}
+	if r.Libtorch == "" || r.Threads < 1 || r.ONNXRuntime == "" {
+		t.Fatalf("incomplete report %+v", r)
+	}
+}
+
+func TestDataInfoFashionMNIST(t *testing.T) {
+	if _, err := os.Stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); err != nil {
+		t.Skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
+	}
+	out, stderr, code := run(t, "data", "info", "fashion-mnist", "--json")
+	var info struct {
+		Train int `json:"train_images"`
+		Test  int `json:"test_images"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil {
+		t.Fatalf("code %d: %s %s", code, out, stderr)
+	}
+	if info.Train != 60000 || info.Test != 10000 {
+		t.Fatalf("train %d test %d", info.Train, info.Test)
+	}
+}
+
+func TestDataInfoFolder(t *testing.T) {
+	root := t.TempDir()
+	for class, n := range map[string]int{"a": 2, "b": 3} {
+		_ = os.MkdirAll(filepath.Join(root, class), 0o755)
+		for i := 0; i < n; i++ {
+			f, _ := os.Create(filepath.Join(root, class, string(rune('0'+i))+".png"))
+			_ = png.Encode(f, image.NewRGBA(image.Rect(0, 0, 5, 4)))
+			f.Close()
+		}
+	}
+	out, stderr, code := run(t, "data", "info", "folder:"+root, "--json")
+	var info struct {
+		Train   int      `json:"train_images"`
+		Classes []string `json:"classes"`
+		Shape   struct {
+			C int `json:"channels"`
+			H int `json:"height"`
+		} `json:"shape"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil {
+		t.Fatalf("code %d: %s %s", code, out, stderr)
+	}
+	if info.Train != 5 || len(info.Classes) != 2 || info.Shape.C != 3 || info.Shape.H != 4 {
+		t.Fatalf("%+v", info)
+	}
+}
+
+func TestDataInfoTruncatedFile(t *testing.T) {
+	src := "/usr/share/datasets/fashion-mnist"
+	if _, err := os.Stat(src); err != nil {
+		t.Skip("Debian's dataset-fashion-mnist is not installed")
+	}
+	dir := t.TempDir()
+	for _, n := range []string{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"} {
+		b, err := os.ReadFile(filepath.Join(src, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == "train-images-idx3-ubyte.gz" {
+			b = b[:len(b)/3]
+		}
+		_ = os.WriteFile(filepath.Join(dir, n), b, 0o644)
+	}
+	_, stderr, code := run(t, "data", "info", "fashion-mnist", "--data-dir", dir, "--json")
+	if code == 0 {
+		t.Fatal("a truncated file must give a non-zero exit")
+	}
+	if !strings.Contains(stderr, "train-images-idx3-ubyte.gz") || !strings.Contains(stderr, "truncated") {
+		t.Fatalf("the error should name the file and the problem: %s", stderr)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	if _, stderr, code := run(t, "data", "info"); code == 0 || !strings.Contains(stderr, "needs one dataset name") {
+		t.Fatalf("missing argument: %d %s", code, stderr)
+	}
+	if _, stderr, code := run(t, "data", "info", "imagenet"); code == 0 || !strings.Contains(stderr, "unknown dataset") {
+		t.Fatalf("unknown dataset: %d %s", code, stderr)
+	}
+	if _, _, code := run(t, "no-such-command"); code == 0 {
+		t.Fatal("an unknown command must fail")
+	}
+}
+
+func TestHoistFlags(t *testing.T) {
+	app := newApp()
+	got := hoistFlags(app, []string{"dimtorch", "--log-level", "debug", "data", "info", "fashion-mnist", "--data-dir", "/x", "--json"})
+	want := "dimtorch --log-level debug data info --data-dir /x --json fashion-mnist"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("got %q, want %q", strings.Join(got, " "), want)
+	}
+}
