@@ -16,6 +16,25 @@ func Version() string { return C.GoString(C.dt_torch_version()) }
 // ManualSeed seeds libtorch's random generators (CPU and CUDA).
 func ManualSeed(seed uint64) error { return cerr("manual_seed", C.dt_manual_seed(C.uint64_t(seed))) }
 
+// RNGState returns a copy of the CPU random generator's state (a uint8
+// tensor owned by the caller), for checkpoints that resume exactly.
+func RNGState() *Tensor {
+	var out C.dt_tensor
+	if e := cerr("rng_get_state", C.dt_rng_get_state(&out)); e != nil {
+		return errTensor(e)
+	}
+	return wrap(out, nil)
+}
+
+// SetRNGState restores a state returned by RNGState.
+func SetRNGState(state *Tensor) error {
+	h, err := state.handle()
+	if err != nil {
+		return err
+	}
+	return cerr("rng_set_state", C.dt_rng_set_state(h))
+}
+
 // SetNumThreads sets the number of intra-op threads libtorch uses on the CPU.
 func SetNumThreads(n int) error {
 	if n < 1 {

@@ -12,6 +12,7 @@
 #include "shim.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
@@ -22,6 +23,7 @@
 #endif
 
 #include <cstdlib>
+#include <mutex>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -112,6 +114,22 @@ const char *dt_torch_version(void) {
 dt_err dt_manual_seed(uint64_t seed) {
   TRY
   at::manual_seed(seed);
+  CATCH
+}
+
+dt_err dt_rng_get_state(dt_tensor *out) {
+  TRY
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  *out = wrap(gen.get_state());
+  CATCH
+}
+
+dt_err dt_rng_set_state(dt_tensor state) {
+  TRY
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(T(state));
   CATCH
 }
 

@@ -38,6 +38,9 @@ void dt_free_str(char *s);
 /* ---- library ---------------------------------------------------------- */
 const char *dt_torch_version(void);
 dt_err dt_manual_seed(uint64_t seed);
+/* The CPU generator's state as a uint8 tensor, and restoring it. */
+dt_err dt_rng_get_state(dt_tensor *out);
+dt_err dt_rng_set_state(dt_tensor state);
 void dt_set_num_threads(int n);
 int dt_get_num_threads(void);
 int dt_cuda_is_available(void);

@@ -298,3 +298,25 @@ func TestBFloat16OnCPU(t *testing.T) {
 		t.Fatalf("bfloat16 conv: %v %v", conv.DType(), conv.Err())
 	}
 }
+
+func TestRNGStateRestores(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	_ = torch.ManualSeed(5)
+	_ = torch.Randn([]int64{3}, s)
+	st := torch.RNGState().MoveTo(s)
+	a := mustF64(t, torch.Rand([]int64{4}, s))
+	_ = torch.Randn([]int64{100}, s)
+	if err := torch.SetRNGState(st); err != nil {
+		t.Fatal(err)
+	}
+	b := mustF64(t, torch.Rand([]int64{4}, s))
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("restored state draws %v, want %v", b, a)
+		}
+	}
+	if err := torch.SetRNGState(torch.Zeros([]int64{3}, torch.Uint8, s)); err == nil {
+		t.Fatal("a malformed state must be refused")
+	}
+}

@@ -1,0 +1,129 @@
+package models
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+)
+
+func eq(a []int64, b ...int64) bool { return fmt.Sprint(a) == fmt.Sprint(b) }
+
+// Every encoder's taps have the documented shapes, for 1 and 3 input channels.
+func TestEncoderTaps(t *testing.T) {
+	want := map[string]struct {
+		in             int64
+		local, conv    []int64
+		fc, y, globals int64
+	}{
+		"basic28":           {28, []int64{128, 7, 7}, []int64{128, 7, 7}, 1024, 64, 0},
+		"dcgan32":           {32, []int64{128, 8, 8}, []int64{256, 4, 4}, 1024, 64, 0},
+		"basic64":           {64, []int64{256, 8, 8}, []int64{512, 4, 4}, 1024, 64, 0},
+		"alex64":            {64, []int64{384, 15, 15}, []int64{192, 7, 7}, 4096, 64, 0},
+		"resnet32":          {32, []int64{512, 8, 8}, []int64{1024, 4, 4}, 1024, 64, 0},
+		"resnet64":          {64, []int64{512, 8, 8}, []int64{1024, 4, 4}, 1024, 64, 0},
+		"fold-alex64":       {64, []int64{256, 7, 7}, []int64{512, 4, 4}, 1024, 64, 0},
+		"fold-multi-alex64": {64, []int64{256, 7, 7}, []int64{512, 5, 5}, 512, 64, 25},
+		"fold-resnet32":     {32, []int64{512, 7, 7}, []int64{1024, 4, 4}, 1024, 64, 0},
+	}
+	if len(want) != len(Names()) {
+		t.Fatalf("test covers %d encoders, registry has %v", len(want), Names())
+	}
+	for name, w := range want {
+		for _, ch := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/%dch", name, ch), func(t *testing.T) {
+				e, err := New(Config{Name: name, InChannels: ch})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nn.Free(e)
+				s := torch.NewScope()
+				defer s.Close()
+				x := torch.Randn([]int64{2, int64(ch), w.in, w.in}, s)
+				if err := CheckInput(e, x); err != nil {
+					t.Fatal(err)
+				}
+				taps := e.Encode(x)
+				for _, tp := range []*torch.Tensor{taps.Local, taps.Conv, taps.FC, taps.Y} {
+					if err := tp.Err(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if !eq(taps.Local.Shape(), append([]int64{2}, w.local...)...) || !eq(taps.Conv.Shape(), append([]int64{2}, w.conv...)...) {
+					t.Fatalf("local %v conv %v", taps.Local.Shape(), taps.Conv.Shape())
+				}
+				if !eq(taps.FC.Shape(), 2, w.fc) || !eq(taps.Y.Shape(), 2, w.y) {
+					t.Fatalf("fc %v y %v", taps.FC.Shape(), taps.Y.Shape())
+				}
+				if w.globals > 0 && !eq(taps.Globals.Shape(), 2, w.globals, w.y) {
+					t.Fatalf("globals %v", taps.Globals.Shape())
+				}
+				sp := e.Spec()
+				if sp.Local[0] != int(w.local[0]) || sp.Y != 64 || sp.Input[0] != ch {
+					t.Fatalf("spec %+v", sp)
+				}
+				// A batch of the wrong size is refused with a clear message.
+				if err := CheckInput(e, torch.Zeros([]int64{1, int64(ch), w.in + 1, w.in}, s)); err == nil {
+					t.Fatal("wrong input size accepted")
+				}
+			})
+		}
+	}
+}
+
+// The folded crops are the image's windows, and folding back inverts the layout.
+func TestCropsAndFoldBack(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Arange(0, 2*1*32*32, 1, s).Reshape(2, 1, 32, 32)
+	c := Crops(x, 8, 4)
+	if !eq(c.Shape(), 98, 1, 8, 8) {
+		t.Fatalf("crops %v", c.Shape())
+	}
+	// Crop (image 1, row 2, col 3) starts at pixel (8, 12) of image 1.
+	v, _ := c.Select(0, 49+2*7+3).Select(0, 0).Select(0, 0).Select(0, 0).Item()
+	if want := float64(1*1024 + 8*32 + 12); v != want {
+		t.Fatalf("crop origin %v, want %v", v, want)
+	}
+	vec := torch.Arange(0, 98, 1, s).Reshape(98, 1)
+	m := FoldBack(vec, 2, 7)
+	if got, _ := m.Select(0, 1).Select(0, 0).Select(0, 2).Select(0, 3).Item(); got != 49+2*7+3 {
+		t.Fatalf("fold back %v", got)
+	}
+}
+
+func TestMIHeads(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	lh := NewLocalHead(128, 256)
+	defer nn.Free(lh)
+	out := lh.Forward(torch.Randn([]int64{4, 128, 7, 7}, s))
+	if !eq(out.Shape(), 4, 49, 256) {
+		t.Fatalf("local head %v", out.Shape())
+	}
+	// LayerNorm over units: each position's encoding has mean 0, variance 1.
+	m, _ := out.MeanDims([]int64{2}, false).Abs().Max().Item()
+	v, _ := out.Var([]int64{2}, false, false).SubScalar(1).Abs().Max().Item()
+	if m > 1e-4 || v > 1e-3 {
+		t.Fatalf("layer norm: mean %v var-1 %v", m, v)
+	}
+	gh := NewGlobalHead(64, 256)
+	defer nn.Free(gh)
+	if o := gh.Forward(torch.Randn([]int64{4, 64}, s)); !eq(o.Shape(), 4, 256) {
+		t.Fatalf("global head %v", o.Shape())
+	}
+	if o := gh.Forward(torch.Randn([]int64{4, 25, 64}, s)); !eq(o.Shape(), 4, 25, 256) {
+		t.Fatalf("multi-global head %v", o.Shape())
+	}
+	// The shortcut starts near the identity on the first channels.
+	for _, p := range gh.NamedParameters() {
+		if p.Name == "shortcut.weight" {
+			d, _ := p.Tensor.Select(0, 3).Select(0, 3).Item()
+			o, _ := p.Tensor.Select(0, 3).Select(0, 4).Item()
+			if d != 1 || o > 0.01 || o < -0.01 {
+				t.Fatalf("shortcut diagonal %v off-diagonal %v", d, o)
+			}
+		}
+	}
+}
