@@ -387,9 +387,10 @@ dt_err dt_binary(int op, dt_tensor a_, dt_tensor b_, dt_tensor *out) {
   CATCH
 }
 
-dt_err dt_scalar_op(int op, dt_tensor a_, double s, dt_tensor *out) {
+dt_err dt_scalar_op(int op, dt_tensor a_, double sv, dt_tensor *out) {
   TRY
   const at::Tensor &a = T(a_);
+  const at::Scalar s = scalar_for(a, sv);
   at::Tensor r;
   switch (op) {
     case 0: r = at::add(a, s); break;
@@ -406,7 +407,7 @@ dt_err dt_scalar_op(int op, dt_tensor a_, double s, dt_tensor *out) {
     case 11: r = at::ge(a, s); break;
     case 12: r = at::mul(at::reciprocal(a), s); break;
     case 13: r = at::remainder(a, s); break;
-    case 14: r = at::pow(at::Scalar(s), a); break;
+    case 14: r = at::pow(s, a); break;
     default: throw std::runtime_error("unknown scalar op code " + std::to_string(op));
   }
   *out = wrap(r);

@@ -1,0 +1,183 @@
+package objectives
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+)
+
+// Config selects and weighs DIM's objectives. It is stored in checkpoints.
+type Config struct {
+	Mode          string  `json:"mode"`      // "local", "global" or "local+global"
+	Estimator     string  `json:"estimator"` // see Estimators
+	Scorer        string  `json:"scorer"`    // "dot" (encode-and-dot) or "concat" (concat-and-convolve)
+	Alpha         float64 `json:"alpha"`     // weight of global DIM
+	Beta          float64 `json:"beta"`      // weight of local DIM
+	Gamma         float64 `json:"gamma"`     // weight of prior matching (0 turns it off)
+	MIUnits       int     `json:"mi_units"`  // width of the critic's common space
+	CoordWeight   float64 `json:"coord_weight"`
+	Occlusion     bool    `json:"occlusion"`
+	OcclusionSize int     `json:"occlusion_size"` // side of the occluded block; 0: half the image
+	GPWeight      float64 `json:"gp_weight"`      // gradient penalty of the prior's discriminator
+}
+
+// DefaultWeights returns alpha, beta and gamma for a mode, as in the paper:
+// DIM(L) 0, 1, 0.1; DIM(G) 1, 0, 1; local+global 0.5, 1, 0.1.
+func DefaultWeights(mode string) (alpha, beta, gamma float64) {
+	switch mode {
+	case "global":
+		return 1, 0, 1
+	case "local+global":
+		return 0.5, 1, 0.1
+	}
+	return 0, 1, 0.1
+}
+
+// Validate checks a configuration and fills defaults for zero fields
+// (scorer "dot", 256 MI units, gradient penalty 1).
+func (c *Config) Validate() error {
+	switch c.Mode {
+	case "local", "global", "local+global":
+	default:
+		return fmt.Errorf("unknown mode %q (want local, global or local+global)", c.Mode)
+	}
+	if _, err := GetEstimator(c.Estimator); err != nil {
+		return err
+	}
+	if c.Scorer == "" {
+		c.Scorer = "dot"
+	}
+	if c.Scorer != "dot" && c.Scorer != "concat" {
+		return fmt.Errorf("unknown scorer %q (want dot or concat)", c.Scorer)
+	}
+	if c.MIUnits == 0 {
+		c.MIUnits = 256
+	}
+	if c.GPWeight == 0 {
+		c.GPWeight = 1
+	}
+	if c.MIUnits < 1 || c.Alpha < 0 || c.Beta < 0 || c.Gamma < 0 || c.CoordWeight < 0 {
+		return fmt.Errorf("mi-units must be positive and the weights non-negative")
+	}
+	if c.usesLocal() && c.Beta == 0 && c.Mode == "local" {
+		return fmt.Errorf("mode local with beta 0 trains nothing")
+	}
+	if c.Mode == "global" && c.Alpha == 0 {
+		return fmt.Errorf("mode global with alpha 0 trains nothing")
+	}
+	return nil
+}
+
+func (c *Config) usesLocal() bool  { return strings.Contains(c.Mode, "local") && c.Beta > 0 }
+func (c *Config) usesGlobal() bool { return strings.Contains(c.Mode, "global") && c.Alpha > 0 }
+
+// DIM holds the trainable parts of the objective that are optimised with the
+// encoder: the MI heads or critics and the auxiliary task networks. The
+// prior's discriminator is separate (see Prior): it plays against them.
+type DIM struct {
+	nn.Base
+	Cfg  Config
+	est  Estimator
+	spec models.Spec
+
+	localHead   *models.MIHead // local DIM, encode-and-dot
+	globalHeadL *models.MIHead
+	concat      *ConcatScorer  // local DIM, concat-and-convolve
+	critic      *nn.Sequential // global DIM: local map -> vector
+	globalHeadG *models.MIHead
+	coord       *CoordPredictor
+}
+
+// New builds the objective's networks for an encoder with the given spec.
+func New(cfg Config, spec models.Spec) (*DIM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	est, _ := GetEstimator(cfg.Estimator)
+	d := &DIM{Cfg: cfg, est: est, spec: spec}
+	u := int64(cfg.MIUnits)
+	lc, lh, lw := int64(spec.Local[0]), int64(spec.Local[1]), int64(spec.Local[2])
+	yd := int64(spec.Y)
+	if cfg.usesLocal() {
+		if cfg.Scorer == "concat" {
+			if spec.Globals > 1 {
+				return nil, fmt.Errorf("the concat scorer takes one global vector; %s has %d: use the dot scorer", spec.Name, spec.Globals)
+			}
+			d.concat = nn.Child(&d.Base, "local_concat", NewConcatScorer(lc, yd, u))
+		} else {
+			d.localHead = nn.Child(&d.Base, "local_head", models.NewLocalHead(lc, u))
+			d.globalHeadL = nn.Child(&d.Base, "local_global_head", models.NewGlobalHead(yd, u))
+		}
+	}
+	if cfg.usesGlobal() {
+		d.critic = nn.Child(&d.Base, "global_critic", nn.NewSequential(
+			nn.NewConv2d(lc, 64, 3, torch.ConvOptions{Padding: 1}, true), nn.ReLU(),
+			nn.NewConv2d(64, 32, 3, torch.ConvOptions{Padding: 1}, true), nn.ReLU(),
+			nn.Flatten(), nn.NewLinear(32*lh*lw, 512, true), nn.ReLU(),
+			nn.NewLinear(512, u, true), nn.NewLayerNorm(u)))
+		d.globalHeadG = nn.Child(&d.Base, "global_head", models.NewGlobalHead(yd, u))
+	}
+	if cfg.CoordWeight > 0 {
+		d.coord = nn.Child(&d.Base, "coord", NewCoordPredictor(lc, yd, lh, lw))
+	}
+	if err := nn.FirstError(d); err != nil {
+		nn.Free(d)
+		return nil, err
+	}
+	return d, nil
+}
+
+// Terms are the parts of one step's loss (nil where unused).
+type Terms struct {
+	Total, Local, Global, Prior, Coord *torch.Tensor
+}
+
+// Loss encodes x and returns the weighted objective and the taps. prior may
+// be nil when gamma is 0.
+func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, models.Taps) {
+	taps := enc.Encode(x)
+	globalTaps := taps
+	if d.Cfg.Occlusion {
+		size := int64(d.Cfg.OcclusionSize)
+		if size <= 0 {
+			size = x.Size(2) / 2
+		}
+		globalTaps = enc.Encode(Occlude(x, size))
+	}
+	y := globalTaps.Y
+	var t Terms
+	total := torch.Zeros(nil, x.Device(), x.Scope())
+	if d.Cfg.usesLocal() {
+		var scores *torch.Tensor
+		if d.concat != nil {
+			scores = d.concat.Scores(taps.Local, y)
+		} else {
+			g := y
+			if globalTaps.Globals != nil {
+				g = globalTaps.Globals
+			}
+			scores = DotScores(d.localHead.Forward(taps.Local), d.globalHeadL.Forward(g))
+		}
+		t.Local = d.est.Loss(scores)
+		total = total.Add(t.Local.MulScalar(d.Cfg.Beta))
+	}
+	if d.Cfg.usesGlobal() {
+		v := d.critic.Forward(taps.Local)
+		scores := DotScores(v.Unsqueeze(1), d.globalHeadG.Forward(y).Unsqueeze(1))
+		t.Global = d.est.Loss(scores)
+		total = total.Add(t.Global.MulScalar(d.Cfg.Alpha))
+	}
+	if d.Cfg.Gamma > 0 && prior != nil {
+		t.Prior = prior.GeneratorLoss(taps.Y)
+		total = total.Add(t.Prior.MulScalar(d.Cfg.Gamma))
+	}
+	if d.coord != nil {
+		t.Coord = d.coord.Loss(taps.Local, y)
+		total = total.Add(t.Coord.MulScalar(d.Cfg.CoordWeight))
+	}
+	t.Total = total
+	return t, taps
+}

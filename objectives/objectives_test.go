@@ -1,0 +1,358 @@
+package objectives
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"testing"
+
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
+)
+
+// Every estimator against the independent reference (testdata/gen_estimators.py).
+func TestEstimatorsAgainstReference(t *testing.T) {
+	b, err := os.ReadFile("testdata/estimators.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Cases []struct {
+			Shape  []int64            `json:"shape"`
+			Scores []float64          `json:"scores"`
+			Losses map[string]float64 `json:"losses"`
+		} `json:"cases"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Cases[0].Losses) != len(Estimators()) {
+		t.Fatalf("fixtures cover %d estimators, dimtorch has %d", len(f.Cases[0].Losses), len(Estimators()))
+	}
+	for _, c := range f.Cases {
+		s := torch.NewScope()
+		scores := torch.FromSlice(c.Scores, c.Shape, s)
+		for name, want := range c.Losses {
+			e, err := GetEstimator(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.Loss(scores).Item()
+			if err != nil {
+				t.Fatalf("%s %v: %v", name, c.Shape, err)
+			}
+			if math.Abs(got-want) > 1e-10*(1+math.Abs(want)) {
+				t.Errorf("%s on %v: %.12g, reference %.12g", name, c.Shape, got, want)
+			}
+		}
+		s.Close()
+	}
+}
+
+// Closed forms: with all scores equal to c, JSD's loss is
+// -(log2 - softplus(-c) - softplus(c) + log2), and DV's is 0.
+func TestEstimatorClosedForms(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	c := 0.7
+	scores := torch.Full([]int64{3, 3, 2, 1}, c, torch.Float64, s)
+	sp := func(x float64) float64 { return math.Log1p(math.Exp(x)) }
+	cases := map[string]float64{
+		"jsd": -(math.Log(2) - sp(-c) - sp(c) + math.Log(2)),
+		"dv":  0,
+		"nce": math.Log(1 + 2*2), // one positive among 1 + (N-1)*L equal candidates
+		"kl":  -(c - math.Exp(c-1)),
+		"x2":  -(c - (c*c/4 + c)),
+	}
+	for name, want := range cases {
+		e, _ := GetEstimator(name)
+		got, _ := e.Loss(scores).Item()
+		if math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s: %v, closed form %v", name, got, want)
+		}
+	}
+	if err := (infoNCE{}).Loss(torch.Zeros([]int64{1, 1, 2, 1}, s)).Err(); err == nil {
+		t.Fatal("a batch of one has no negatives: must be an error")
+	}
+	if _, err := GetEstimator("nope"); err == nil {
+		t.Fatal("unknown estimator accepted")
+	}
+}
+
+func TestDotScoresLayout(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	local := torch.Randn([]int64{3, 4, 5}, torch.Float64, s)
+	global := torch.Randn([]int64{3, 2, 5}, torch.Float64, s)
+	sc := DotScores(local, global)
+	if sh := sc.Shape(); len(sh) != 4 || sh[0] != 3 || sh[1] != 3 || sh[2] != 4 || sh[3] != 2 {
+		t.Fatalf("shape %v", sh)
+	}
+	// S[n, k, l, m] = <local[n, l], global[k, m]>.
+	for _, idx := range [][4]int64{{0, 2, 3, 1}, {2, 0, 1, 0}, {1, 1, 0, 1}} {
+		got, _ := sc.Select(0, idx[0]).Select(0, idx[1]).Select(0, idx[2]).Select(0, idx[3]).Item()
+		want, _ := local.Select(0, idx[0]).Select(0, idx[2]).Mul(global.Select(0, idx[1]).Select(0, idx[3])).Sum().Item()
+		if math.Abs(got-want) > 1e-12 {
+			t.Fatalf("S%v = %v, want %v", idx, got, want)
+		}
+	}
+}
+
+func TestConcatScorerIsConcatenation(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	c := NewConcatScorer(6, 4, 8)
+	defer nn.Free(c)
+	m := torch.Randn([]int64{3, 6, 2, 2}, s)
+	y := torch.Randn([]int64{3, 4}, s)
+	sc := c.Scores(m, y)
+	if sh := sc.Shape(); sh[0] != 3 || sh[1] != 3 || sh[2] != 4 || sh[3] != 1 {
+		t.Fatalf("shape %v", sh)
+	}
+	// Recompute one pair as an explicit concatenation through one linear layer.
+	n, k, l := int64(2), int64(0), int64(3)
+	feat := m.Select(0, n).Flatten(1, -1).Select(1, l)         // [6]
+	cat := torch.Cat([]*torch.Tensor{feat, y.Select(0, k)}, 0) // [10]
+	w := torch.Cat([]*torch.Tensor{c.local.Weight, c.global.Weight}, 1)
+	h := torch.Linear(cat, w, c.local.Bias).Relu()
+	want, _ := c.out.Forward(c.hidden.Forward(h).Relu()).Item()
+	got, _ := sc.Select(0, n).Select(0, k).Select(0, l).Item()
+	if math.Abs(got-want) > 1e-5 {
+		t.Fatalf("pair score %v, explicit concatenation %v", got, want)
+	}
+}
+
+// Each estimator can be optimised: a few Adam steps on a tiny critic over
+// correlated pairs lower its loss.
+func TestEstimatorsOptimisable(t *testing.T) {
+	for _, name := range Estimators() {
+		t.Run(name, func(t *testing.T) {
+			_ = torch.ManualSeed(1)
+			est, _ := GetEstimator(name)
+			x := torch.Randn([]int64{16, 8})
+			defer x.Free()
+			fl := nn.NewLinear(8, 4*6, true) // 4 locals of 6 units
+			fg := nn.NewLinear(8, 6, true)
+			defer nn.Free(fl)
+			defer nn.Free(fg)
+			ps := append(nn.Parameters(fl), nn.Parameters(fg)...)
+			opt, _ := optim.NewAdam(ps, optim.AdamOptions{LR: 0.01})
+			defer opt.Free()
+			loss := func() (*torch.Tensor, *torch.Scope) {
+				s := torch.NewScope()
+				xs := x.Ref(s)
+				// Scale down so exp-based estimators start in range.
+				return est.Loss(DotScores(fl.Forward(xs).Reshape(16, 4, 6).MulScalar(0.3), fg.Forward(xs).MulScalar(0.3))), s
+			}
+			l0, s0 := loss()
+			first, _ := l0.Item()
+			s0.Close()
+			for i := 0; i < 30; i++ {
+				l, s := loss()
+				_ = opt.ZeroGrad()
+				if err := l.Backward(); err != nil {
+					t.Fatal(err)
+				}
+				_ = opt.Step()
+				s.Close()
+			}
+			l1, s1 := loss()
+			last, _ := l1.Item()
+			s1.Close()
+			if !(last < first-0.01) {
+				t.Fatalf("loss %v -> %v did not fall", first, last)
+			}
+		})
+	}
+}
+
+// The prior game: a discriminator step separates prior samples from
+// sigmoid(Y) (D(fake) falls), a generator step moves Y so that D(fake) rises;
+// neither player's step touches the other's parameters.
+func TestPriorGameMovesPlayersOppositely(t *testing.T) {
+	_ = torch.ManualSeed(2)
+	prior, err := NewPrior(8, optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prior.Free()
+	y := torch.Randn([]int64{64, 8}).MulScalar(0.5).SubScalar(2).SetRequiresGrad(true) // sigmoid(y) near 0.12
+	defer y.Free()
+	yOpt, _ := optim.NewAdam([]*torch.Tensor{y}, optim.AdamOptions{LR: 0.05})
+	defer yOpt.Free()
+	dFake := func() float64 {
+		var v float64
+		torch.NoGrad(func() {
+			s := torch.NewScope()
+			defer s.Close()
+			v, _ = prior.D.Forward(y.Ref(s).Sigmoid()).Mean().Item()
+		})
+		return v
+	}
+	snapshot := func(ts []*torch.Tensor) []float64 {
+		var out []float64
+		for _, p := range ts {
+			v, _ := p.Float64s()
+			out = append(out, v...)
+		}
+		return out
+	}
+	same := func(a, b []float64) bool {
+		for i := range a {
+			if a[i] != b[i] {
+				return false
+			}
+		}
+		return true
+	}
+	before := dFake()
+	yBefore := snapshot([]*torch.Tensor{y})
+	for i := 0; i < 20; i++ {
+		s := torch.NewScope()
+		if _, err := prior.Step(y.Ref(s)); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+	afterD := dFake()
+	if !(afterD < before) {
+		t.Fatalf("discriminator steps did not lower D(fake): %v -> %v", before, afterD)
+	}
+	if !same(yBefore, snapshot([]*torch.Tensor{y})) {
+		t.Fatal("the discriminator's step changed the encoder's output")
+	}
+	dBefore := snapshot(nn.Parameters(prior.D))
+	for i := 0; i < 20; i++ {
+		s := torch.NewScope()
+		_ = yOpt.ZeroGrad()
+		if err := prior.GeneratorLoss(y.Ref(s)).Backward(); err != nil {
+			t.Fatal(err)
+		}
+		_ = yOpt.Step()
+		s.Close()
+	}
+	afterG := dFake()
+	if !(afterG > afterD) {
+		t.Fatalf("generator steps did not raise D(fake): %v -> %v", afterD, afterG)
+	}
+	if !same(dBefore, snapshot(nn.Parameters(prior.D))) {
+		t.Fatal("the generator's step changed the discriminator")
+	}
+	// The generator's gradients left on D are cleared by the next D step.
+	s := torch.NewScope()
+	defer s.Close()
+	if _, err := prior.Step(y.Ref(s)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOcclude(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Ones([]int64{5, 2, 8, 8}, s)
+	o := Occlude(x, 3)
+	zeros, _ := o.EqScalar(0).To(torch.Float64).SumDims([]int64{1, 2, 3}, false).Float64s()
+	for i, z := range zeros {
+		if z != 2*9 {
+			t.Fatalf("image %d: %v zeroed values, want 18", i, z)
+		}
+	}
+}
+
+// Every mode and scorer gives a finite loss that backpropagates, and training
+// steps lower it.
+func TestDIMModes(t *testing.T) {
+	cases := []Config{
+		{Mode: "local", Estimator: "jsd"},
+		{Mode: "local", Estimator: "nce", Scorer: "concat"},
+		{Mode: "global", Estimator: "dv"},
+		{Mode: "local+global", Estimator: "jsd", CoordWeight: 1, Occlusion: true},
+	}
+	for _, cfg := range cases {
+		a, b, g := DefaultWeights(cfg.Mode)
+		cfg.Alpha, cfg.Beta, cfg.Gamma = a, b, g
+		cfg.MIUnits = 32
+		t.Run(cfg.Mode+"/"+cfg.Estimator+"/"+cfg.Scorer, func(t *testing.T) {
+			_ = torch.ManualSeed(3)
+			enc, err := models.New(models.Config{Name: "basic28", InChannels: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nn.Free(enc)
+			d, err := New(cfg, enc.Spec())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nn.Free(d)
+			prior, _ := NewPrior(int64(enc.Spec().Y), optim.AdamOptions{LR: 1e-4}, 1)
+			defer prior.Free()
+			ps := append(nn.Parameters(enc), nn.Parameters(d)...)
+			opt, _ := optim.NewAdam(ps, optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999})
+			defer opt.Free()
+			x := torch.Rand([]int64{16, 1, 28, 28}).MulScalar(2).SubScalar(1)
+			defer x.Free()
+			var first, last float64
+			for i := 0; i < 8; i++ {
+				s := torch.NewScope()
+				terms, _ := d.Loss(enc, x.Ref(s), prior)
+				v, err := terms.Total.Item()
+				if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+					t.Fatalf("step %d: loss %v, %v", i, v, err)
+				}
+				main := terms.Local
+				if main == nil {
+					main = terms.Global
+				}
+				mv, _ := main.Item()
+				if i == 0 {
+					first = mv
+				}
+				last = mv
+				_ = opt.ZeroGrad()
+				if err := terms.Total.Backward(); err != nil {
+					t.Fatal(err)
+				}
+				_ = opt.Step()
+				s.Close()
+			}
+			if !(last < first) {
+				t.Fatalf("MI loss %v -> %v", first, last)
+			}
+		})
+	}
+	if _, err := New(Config{Mode: "sideways", Estimator: "jsd"}, models.Spec{}); err == nil {
+		t.Fatal("unknown mode accepted")
+	}
+}
+
+func TestCoordPredictorLearns(t *testing.T) {
+	_ = torch.ManualSeed(4)
+	c := NewCoordPredictor(16, 8, 4, 4)
+	defer nn.Free(c)
+	opt, _ := optim.NewAdam(nn.Parameters(c), optim.AdamOptions{LR: 0.01})
+	defer opt.Free()
+	// Local features that encode position: a position embedding plus noise.
+	pe := torch.Randn([]int64{1, 16, 4, 4})
+	defer pe.Free()
+	var first, last float64
+	for i := 0; i < 60; i++ {
+		s := torch.NewScope()
+		m := pe.Ref(s).Add(torch.Randn([]int64{8, 16, 4, 4}, s).MulScalar(0.1))
+		l := c.Loss(m, torch.Randn([]int64{8, 8}, s))
+		v, _ := l.Item()
+		if i == 0 {
+			first = v
+		}
+		last = v
+		_ = opt.ZeroGrad()
+		_ = l.Backward()
+		_ = opt.Step()
+		s.Close()
+	}
+	// Chance is log 4 + log 4; a learnable map falls well below it.
+	if math.Abs(first-2*math.Log(4)) > 0.7 || !(last < 0.5) {
+		t.Fatalf("coordinate loss %v -> %v (chance %v)", first, last, 2*math.Log(4))
+	}
+}

@@ -1,0 +1,102 @@
+package objectives
+
+import (
+	"fmt"
+
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
+)
+
+// Prior is prior matching as a two-player game. Its discriminator
+// (d -> 1000 -> 200 -> 1, ReLU) learns to tell samples of the uniform prior on
+// [0, 1]^d from sigmoid(Y), with a gradient penalty on real and fake inputs;
+// it has its own optimiser and step. The encoder plays the non-saturating
+// generator: it minimises softplus(-D(sigmoid(Y))).
+type Prior struct {
+	D        *nn.Sequential
+	Opt      optim.Optimizer
+	GPWeight float64
+	Dim      int64
+	dparams  []*torch.Tensor
+}
+
+// PriorLosses are the discriminator's terms of one step.
+type PriorLosses struct {
+	D, GP float64 // discriminator loss (without penalty) and penalty
+}
+
+// NewPrior builds the discriminator for d-dimensional Y and its Adam.
+func NewPrior(d int64, opts optim.AdamOptions, gpWeight float64) (*Prior, error) {
+	p := &Prior{GPWeight: gpWeight, Dim: d}
+	p.D = nn.NewSequential(nn.NewLinear(d, 1000, true), nn.ReLU(), nn.NewLinear(1000, 200, true), nn.ReLU(), nn.NewLinear(200, 1, true))
+	if err := nn.FirstError(p.D); err != nil {
+		return nil, err
+	}
+	p.dparams = nn.Parameters(p.D)
+	opt, err := optim.NewAdam(p.dparams, opts)
+	if err != nil {
+		nn.Free(p.D)
+		return nil, err
+	}
+	p.Opt = opt
+	return p, nil
+}
+
+// Free releases the discriminator and its optimiser state.
+func (p *Prior) Free() {
+	p.Opt.Free()
+	nn.Free(p.D)
+}
+
+// penalty is E[||dD(x)/dx||^2] at x, recorded for backpropagation.
+func (p *Prior) penalty(x *torch.Tensor) *torch.Tensor {
+	x = x.Detach().SetRequiresGrad(true)
+	out := p.D.Forward(x)
+	g, err := torch.Grad([]*torch.Tensor{out.Sum()}, []*torch.Tensor{x}, torch.GradOptions{CreateGraph: true})
+	if err != nil {
+		return torch.Errored(err)
+	}
+	return g[0].Square().SumDims([]int64{1}, false).Mean()
+}
+
+// DiscriminatorLoss returns the discriminator's loss for one batch of Y
+// (detached: the encoder is not updated by it), and its two parts.
+func (p *Prior) DiscriminatorLoss(y *torch.Tensor) (total, adv, gp *torch.Tensor) {
+	fake := y.Detach().Sigmoid()
+	real := torch.Rand(fake.Shape(), fake.Device(), fake.Scope())
+	adv = p.D.Forward(real).Neg().Softplus().Mean().Add(p.D.Forward(fake).Softplus().Mean())
+	gp = p.penalty(real).Add(p.penalty(fake))
+	return adv.Add(gp.MulScalar(p.GPWeight)), adv, gp
+}
+
+// Step trains the discriminator one step on a batch of Y and returns its
+// losses. It clears the discriminator's gradients first, so gradients left by
+// the encoder's generator loss never reach this update.
+func (p *Prior) Step(y *torch.Tensor) (PriorLosses, error) {
+	if err := p.Opt.ZeroGrad(); err != nil {
+		return PriorLosses{}, err
+	}
+	total, adv, gp := p.DiscriminatorLoss(y)
+	if err := total.Backward(); err != nil {
+		return PriorLosses{}, fmt.Errorf("prior discriminator: %w", err)
+	}
+	if err := p.Opt.Step(); err != nil {
+		return PriorLosses{}, err
+	}
+	if err := p.Opt.ZeroGrad(); err != nil {
+		return PriorLosses{}, err
+	}
+	a, err := adv.Item()
+	if err != nil {
+		return PriorLosses{}, err
+	}
+	g, err := gp.Item()
+	return PriorLosses{D: a, GP: g}, err
+}
+
+// GeneratorLoss is the encoder's side: softplus(-D(sigmoid(Y))), minimised
+// when the discriminator takes sigmoid(Y) for prior samples.
+func (p *Prior) GeneratorLoss(y *torch.Tensor) *torch.Tensor {
+	return p.D.Forward(y.Sigmoid()).Neg().Softplus().Mean()
+}
