@@ -136,9 +136,15 @@ type job struct {
 
 // Epoch starts producing the batches of one epoch. Read them with Next and
 // call Close when done (also after an error or an early stop).
-func (l *Loader) Epoch(ctx context.Context, epoch int) *EpochIter {
+func (l *Loader) Epoch(ctx context.Context, epoch int) *EpochIter { return l.EpochFrom(ctx, epoch, 0) }
+
+// EpochFrom is Epoch starting at batch start (skipping the earlier batches
+// without loading them), for resuming mid-epoch: the batches are the same as
+// those of a full epoch from that point on.
+func (l *Loader) EpochFrom(ctx context.Context, epoch, start int) *EpochIter {
 	ctx, cancel := context.WithCancel(ctx)
-	it := &EpochIter{order: make(chan chan result, l.o.Prefetch), cancel: cancel, ctx: ctx, want: l.NumBatches()}
+	start = max(0, min(start, l.NumBatches()))
+	it := &EpochIter{order: make(chan chan result, l.o.Prefetch), cancel: cancel, ctx: ctx, want: l.NumBatches() - start}
 	order := l.Order(epoch)
 	jobs := make(chan job)
 	it.wg.Add(1)
@@ -146,7 +152,7 @@ func (l *Loader) Epoch(ctx context.Context, epoch int) *EpochIter {
 		defer it.wg.Done()
 		defer close(jobs)
 		defer close(it.order)
-		for b := 0; b < l.NumBatches(); b++ {
+		for b := start; b < l.NumBatches(); b++ {
 			lo, hi := b*l.o.BatchSize, min((b+1)*l.o.BatchSize, len(order))
 			j := job{b, order[lo:hi], make(chan result, 1)}
 			select {

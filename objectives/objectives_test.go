@@ -173,7 +173,7 @@ func TestEstimatorsOptimisable(t *testing.T) {
 // neither player's step touches the other's parameters.
 func TestPriorGameMovesPlayersOppositely(t *testing.T) {
 	_ = torch.ManualSeed(2)
-	prior, err := NewPrior(8, optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999}, 1)
+	prior, err := NewPrior(8, optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999}, 1, torch.CPU)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestDIMModes(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer nn.Free(d)
-			prior, _ := NewPrior(int64(enc.Spec().Y), optim.AdamOptions{LR: 1e-4}, 1)
+			prior, _ := NewPrior(int64(enc.Spec().Y), optim.AdamOptions{LR: 1e-4}, 1, torch.CPU)
 			defer prior.Free()
 			ps := append(nn.Parameters(enc), nn.Parameters(d)...)
 			opt, _ := optim.NewAdam(ps, optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999})

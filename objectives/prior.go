@@ -26,11 +26,16 @@ type PriorLosses struct {
 	D, GP float64 // discriminator loss (without penalty) and penalty
 }
 
-// NewPrior builds the discriminator for d-dimensional Y and its Adam.
-func NewPrior(d int64, opts optim.AdamOptions, gpWeight float64) (*Prior, error) {
+// NewPrior builds the discriminator for d-dimensional Y on device dev and
+// its Adam.
+func NewPrior(d int64, opts optim.AdamOptions, gpWeight float64, dev torch.Device) (*Prior, error) {
 	p := &Prior{GPWeight: gpWeight, Dim: d}
 	p.D = nn.NewSequential(nn.NewLinear(d, 1000, true), nn.ReLU(), nn.NewLinear(1000, 200, true), nn.ReLU(), nn.NewLinear(200, 1, true))
 	if err := nn.FirstError(p.D); err != nil {
+		return nil, err
+	}
+	if err := nn.MoveTo(p.D, dev); err != nil {
+		nn.Free(p.D)
 		return nil, err
 	}
 	p.dparams = nn.Parameters(p.D)
@@ -63,7 +68,7 @@ func (p *Prior) penalty(x *torch.Tensor) *torch.Tensor {
 // DiscriminatorLoss returns the discriminator's loss for one batch of Y
 // (detached: the encoder is not updated by it), and its two parts.
 func (p *Prior) DiscriminatorLoss(y *torch.Tensor) (total, adv, gp *torch.Tensor) {
-	fake := y.Detach().Sigmoid()
+	fake := y.Detach().To(torch.Float32).Sigmoid() // float32 even when Y came from a bfloat16 forward
 	real := torch.Rand(fake.Shape(), fake.Device(), fake.Scope())
 	adv = p.D.Forward(real).Neg().Softplus().Mean().Add(p.D.Forward(fake).Softplus().Mean())
 	gp = p.penalty(real).Add(p.penalty(fake))

@@ -3,10 +3,12 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 )
@@ -17,6 +19,11 @@ var version = "dev"
 func main() {
 	app := newApp()
 	if err := app.Run(hoistFlags(app, os.Args)); err != nil {
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(ec.ExitCode())
+		}
 		fmt.Fprintln(os.Stderr, "dimtorch:", err)
 		os.Exit(1)
 	}
@@ -39,9 +46,11 @@ func newApp() *cli.App {
 			zerolog.SetGlobalLevel(lvl)
 			return nil
 		},
+		ExitErrHandler: func(*cli.Context, error) {}, // main reports errors and exit codes
 		Commands: []*cli.Command{
 			versionCommand(),
 			envCommand(),
+			trainCommand(),
 			dataCommand(),
 			benchCommand(),
 		},
@@ -53,5 +62,6 @@ func logger(c *cli.Context) zerolog.Logger {
 	if c.String("log-format") == "json" {
 		return zerolog.New(os.Stderr).With().Timestamp().Logger()
 	}
-	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
+	return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly,
+		NoColor: !isatty.IsTerminal(os.Stderr.Fd())}).With().Timestamp().Logger()
 }

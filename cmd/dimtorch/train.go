@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/objectives"
+	"github.com/dimtorch/dimtorch/train"
+	"github.com/mattn/go-isatty"
+	"github.com/urfave/cli/v2"
+)
+
+func trainFlags() []cli.Flag {
+	d := train.Defaults()
+	return []cli.Flag{
+		&cli.StringFlag{Name: "data", Value: d.Data, Usage: "dataset name or folder:PATH"},
+		&cli.StringFlag{Name: "data-dir", Usage: "directory holding the dataset"},
+		&cli.IntFlag{Name: "limit", Usage: "train on the first N training images (0: all)"},
+		&cli.BoolFlag{Name: "augment", Usage: "use the dataset's standard augmentation (always on for STL-10 and folders)"},
+		&cli.StringFlag{Name: "encoder", Value: d.Encoder.Name, Usage: "one of: " + fmt.Sprint(models.Names())},
+		&cli.StringFlag{Name: "mode", Value: "local", Usage: "local, global or local+global"},
+		&cli.StringFlag{Name: "estimator", Value: "jsd", Usage: "one of: " + fmt.Sprint(objectives.Estimators())},
+		&cli.StringFlag{Name: "scorer", Value: "dot", Usage: "dot (encode-and-dot) or concat (concat-and-convolve)"},
+		&cli.Float64Flag{Name: "alpha", Value: -1, Usage: "weight of global DIM (default: the mode's; local 0, global 1, local+global 0.5)"},
+		&cli.Float64Flag{Name: "beta", Value: -1, Usage: "weight of local DIM (default: the mode's; local 1, global 0, local+global 1)"},
+		&cli.Float64Flag{Name: "gamma", Value: -1, Usage: "weight of prior matching, 0 turns it off (default: the mode's; local 0.1, global 1, local+global 0.1)"},
+		&cli.Float64Flag{Name: "coord", Usage: "weight of the coordinate-prediction task (0: off)"},
+		&cli.BoolFlag{Name: "occlusion", Usage: "compute the global features from an image with a random block occluded"},
+		&cli.IntFlag{Name: "mi-units", Value: d.Objective.MIUnits, Usage: "width of the critic's space (the paper: 2048; 256 is CPU-sized)"},
+		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize},
+		&cli.IntFlag{Name: "epochs", Value: d.Epochs},
+		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "Adam learning rate"},
+		&cli.Float64Flag{Name: "beta1", Value: d.Beta1, Usage: "Adam beta1"},
+		&cli.Float64Flag{Name: "beta2", Value: d.Beta2, Usage: "Adam beta2"},
+		&cli.Uint64Flag{Name: "seed", Value: d.Seed},
+		&cli.IntFlag{Name: "threads", Value: d.Threads, Usage: "libtorch intra-op threads"},
+		&cli.IntFlag{Name: "workers", Usage: "data-loading goroutines (default 2)"},
+		&cli.StringFlag{Name: "device", Value: d.Device, Usage: "cpu, cuda or cuda:N"},
+		&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass (CPUs with AVX512-BF16/AMX)"},
+		&cli.IntFlag{Name: "log-every", Value: d.LogEvery, Usage: "steps between metrics records"},
+		&cli.StringFlag{Name: "out", Usage: "run directory: checkpoint, metrics.jsonl, loss.png", Required: true},
+		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from its checkpoint (--epochs may extend it)"},
+		&cli.BoolFlag{Name: "json", Usage: "print the summary as one JSON object"},
+	}
+}
+
+func configFromFlags(c *cli.Context) train.Config {
+	cfg := train.Defaults()
+	cfg.Data, cfg.DataDir, cfg.Limit, cfg.Augment = c.String("data"), c.String("data-dir"), c.Int("limit"), c.Bool("augment")
+	cfg.Encoder = models.Config{Name: c.String("encoder"), YDim: 64}
+	mode := c.String("mode")
+	a, b, g := objectives.DefaultWeights(mode)
+	pick := func(name string, def float64) float64 {
+		if v := c.Float64(name); v >= 0 {
+			return v
+		}
+		return def
+	}
+	cfg.Objective = objectives.Config{
+		Mode: mode, Estimator: c.String("estimator"), Scorer: c.String("scorer"),
+		Alpha: pick("alpha", a), Beta: pick("beta", b), Gamma: pick("gamma", g),
+		MIUnits: c.Int("mi-units"), CoordWeight: c.Float64("coord"), Occlusion: c.Bool("occlusion"), GPWeight: 1,
+	}
+	cfg.BatchSize, cfg.Epochs, cfg.LR = c.Int("batch-size"), c.Int("epochs"), c.Float64("lr")
+	cfg.Beta1, cfg.Beta2, cfg.Seed = c.Float64("beta1"), c.Float64("beta2"), c.Uint64("seed")
+	cfg.Threads, cfg.Workers, cfg.Device, cfg.BF16 = c.Int("threads"), c.Int("workers"), c.String("device"), c.Bool("bf16")
+	cfg.LogEvery = c.Int("log-every")
+	return cfg
+}
+
+func trainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "train",
+		Usage: "train a Deep InfoMax encoder",
+		Flags: trainFlags(),
+		Action: func(c *cli.Context) error {
+			log := logger(c)
+			train.Version = version
+			opts := train.Options{Out: c.String("out"), Log: log}
+			if isatty.IsTerminal(os.Stderr.Fd()) {
+				opts.Progress = os.Stderr
+			}
+			var tr *train.Trainer
+			var err error
+			if c.Bool("resume") {
+				epochs := 0
+				if c.IsSet("epochs") {
+					epochs = c.Int("epochs")
+				}
+				tr, err = train.Resume(opts, epochs)
+			} else {
+				tr, err = train.New(configFromFlags(c), opts)
+			}
+			if err != nil {
+				return err
+			}
+			defer tr.Close()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			go func() {
+				<-ctx.Done()
+				log.Warn().Msg("interrupt: finishing the step and saving a checkpoint (interrupt again to quit at once)")
+				stop() // a second signal terminates the process
+			}()
+			sum, err := tr.Run(ctx)
+			if errors.Is(err, train.ErrInterrupted) {
+				return cli.Exit("dimtorch: "+err.Error(), 130)
+			}
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return json.NewEncoder(os.Stdout).Encode(sum)
+			}
+			fmt.Printf("trained %d epochs (%d steps) in %.1fs, %.0f images/s; final loss %.4f\n", sum.Epochs, sum.Steps, sum.Seconds, sum.ImagesPerSec, sum.Loss)
+			if sum.ProbeTestAcc != nil {
+				fmt.Printf("online probe (linear on Y, trained during pretraining): %.2f%% test accuracy\n", 100**sum.ProbeTestAcc)
+			}
+			fmt.Printf("run directory: %s (checkpoint/, metrics.jsonl, loss.png)\n", sum.Out)
+			return nil
+		},
+	}
+}

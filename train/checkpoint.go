@@ -1,0 +1,170 @@
+package train
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/dimtorch/dimtorch/internal/atomicfile"
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/torch"
+)
+
+// A checkpoint is the directory RUN/checkpoint holding model.safetensors
+// (encoder, objective networks, discriminator, probe), optim.safetensors
+// (optimiser states and the random generator) and checkpoint.json (the run's
+// Config and position). It is written to a temporary directory and swapped
+// in by renames, so a crash leaves either the old or the new checkpoint.
+
+// CheckpointDir is the checkpoint's directory name inside a run directory.
+const CheckpointDir = "checkpoint"
+
+// State is the position of a run.
+type State struct {
+	Epoch     int   `json:"epoch"`      // epoch in progress (or the next one when Batch is 0)
+	Batch     int   `json:"batch"`      // batches of Epoch already done
+	Step      int64 `json:"step"`       // optimisation steps so far
+	Completed bool  `json:"completed"`  // every epoch is done
+}
+
+// Meta is checkpoint.json.
+type Meta struct {
+	Format   int         `json:"format"`
+	Dimtorch string      `json:"dimtorch"`
+	Libtorch string      `json:"libtorch"`
+	Config   Config      `json:"config"`
+	Spec     models.Spec `json:"spec"`
+	State    State       `json:"state"`
+	Classes  []string    `json:"classes,omitempty"`
+}
+
+const checkpointFormat = 1
+
+// Version is recorded in checkpoints; the command sets it.
+var Version = "dev"
+
+func saveCheckpoint(run string, meta Meta, model, optim map[string]*torch.Tensor) error {
+	tmp, err := os.MkdirTemp(run, ".checkpoint-tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	meta.Format = checkpointFormat
+	meta.Dimtorch = Version
+	meta.Libtorch = torch.Version()
+	if err := torch.SaveSafetensors(filepath.Join(tmp, "model.safetensors"), model, map[string]string{"format": "dimtorch", "encoder": meta.Config.Encoder.Name}); err != nil {
+		return err
+	}
+	if err := torch.SaveSafetensors(filepath.Join(tmp, "optim.safetensors"), optim, nil); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(tmp, "checkpoint.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	dst := filepath.Join(run, CheckpointDir)
+	old := dst + ".old"
+	os.RemoveAll(old)
+	if _, err := os.Stat(dst); err == nil {
+		if err := os.Rename(dst, old); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		_ = os.Rename(old, dst)
+		return err
+	}
+	if d, err := os.Open(run); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return os.RemoveAll(old)
+}
+
+// Checkpoint is a loaded checkpoint.
+type Checkpoint struct {
+	Dir   string
+	Meta  Meta
+	Model map[string]*torch.Tensor
+	Optim map[string]*torch.Tensor // nil unless requested
+}
+
+// Free releases the loaded tensors.
+func (c *Checkpoint) Free() {
+	for _, t := range c.Model {
+		t.Free()
+	}
+	for _, t := range c.Optim {
+		t.Free()
+	}
+}
+
+// FindCheckpoint resolves a path to a checkpoint directory: the run
+// directory, or the checkpoint directory itself. A swap interrupted by a
+// crash is recovered from checkpoint.old.
+func FindCheckpoint(path string) (string, error) {
+	for _, d := range []string{path, filepath.Join(path, CheckpointDir), filepath.Join(path, CheckpointDir+".old")} {
+		if _, err := os.Stat(filepath.Join(d, "checkpoint.json")); err == nil {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("no checkpoint in %s (expected %s/checkpoint.json: is this a dimtorch run directory?)", path, CheckpointDir)
+}
+
+// LoadCheckpoint reads a checkpoint; withOptim also loads the optimiser state.
+// Damaged files give an error naming them.
+func LoadCheckpoint(path string, withOptim bool, opts ...torch.Option) (*Checkpoint, error) {
+	dir, err := FindCheckpoint(path)
+	if err != nil {
+		return nil, err
+	}
+	c := &Checkpoint{Dir: dir}
+	b, err := os.ReadFile(filepath.Join(dir, "checkpoint.json"))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &c.Meta); err != nil {
+		return nil, fmt.Errorf("%s: damaged checkpoint.json: %v", dir, err)
+	}
+	if c.Meta.Format != checkpointFormat {
+		return nil, fmt.Errorf("%s: checkpoint format %d, this dimtorch reads format %d", dir, c.Meta.Format, checkpointFormat)
+	}
+	if c.Model, _, err = torch.LoadSafetensors(filepath.Join(dir, "model.safetensors"), opts...); err != nil {
+		return nil, err
+	}
+	if withOptim {
+		if c.Optim, _, err = torch.LoadSafetensors(filepath.Join(dir, "optim.safetensors"), opts...); err != nil {
+			c.Free()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// subDict returns the entries of sd under prefix, with the prefix removed.
+func subDict(sd map[string]*torch.Tensor, prefix string) map[string]*torch.Tensor {
+	out := map[string]*torch.Tensor{}
+	for k, v := range sd {
+		if len(k) > len(prefix) && k[:len(prefix)] == prefix {
+			out[k[len(prefix):]] = v
+		}
+	}
+	return out
+}
+
+func prefixed(sd map[string]*torch.Tensor, prefix string, into map[string]*torch.Tensor) {
+	for k, v := range sd {
+		into[prefix+k] = v
+	}
+}
+
+// ErrInterrupted reports a run stopped by a signal after saving its checkpoint.
+var ErrInterrupted = errors.New("training interrupted")
+
+// ErrDiverged reports a loss that became NaN or infinite.
+var ErrDiverged = errors.New("training diverged")

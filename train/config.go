@@ -1,0 +1,96 @@
+// Package train runs Deep InfoMax training: the loop over batches, the
+// prior's two-player game, an online probe, metrics, plots, atomic
+// checkpoints, exact resumption and clean interruption.
+package train
+
+import (
+	"fmt"
+
+	"github.com/dimtorch/dimtorch/datasets"
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/objectives"
+	"github.com/dimtorch/dimtorch/torch"
+)
+
+// Config is everything that defines a run; it is stored in every checkpoint.
+type Config struct {
+	Data      string            `json:"data"`
+	DataDir   string            `json:"data_dir,omitempty"`
+	Limit     int               `json:"limit"` // first N training images (0: all)
+	Augment   bool              `json:"augment"`
+	Encoder   models.Config     `json:"encoder"`
+	Objective objectives.Config `json:"objective"`
+	BatchSize int               `json:"batch_size"`
+	Epochs    int               `json:"epochs"`
+	LR        float64           `json:"lr"`
+	Beta1     float64           `json:"beta1"`
+	Beta2     float64           `json:"beta2"`
+	Seed      uint64            `json:"seed"`
+	Threads   int               `json:"threads"`
+	Device    string            `json:"device"`
+	Workers   int               `json:"workers"`
+	BF16      bool              `json:"bf16"`     // bfloat16 autocast of the forward pass on the CPU
+	ProbeLR   float64           `json:"probe_lr"` // the online probe's Adam learning rate
+	LogEvery  int               `json:"log_every"`
+}
+
+// Defaults returns the original's hyperparameters (Adam 1e-4, betas 0.5 and
+// 0.999, batch 64) with a CPU-sized 256 MI units, DIM(L) with JSD.
+func Defaults() Config {
+	a, b, g := objectives.DefaultWeights("local")
+	return Config{
+		Data:      "fashion-mnist",
+		Encoder:   models.Config{Name: "basic28", YDim: 64},
+		Objective: objectives.Config{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g, MIUnits: 256, GPWeight: 1},
+		BatchSize: 64, Epochs: 1, LR: 1e-4, Beta1: 0.5, Beta2: 0.999, Seed: 1, Threads: 2, Device: "cpu",
+		ProbeLR: 1e-3, LogEvery: 20,
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if err := c.Objective.Validate(); err != nil {
+		return err
+	}
+	if _, _, err := models.InputSize(c.Encoder.Name); err != nil {
+		return err
+	}
+	switch {
+	case c.BatchSize < 2:
+		return fmt.Errorf("--batch-size must be at least 2 (DIM needs negative pairs), got %d", c.BatchSize)
+	case c.Epochs < 1:
+		return fmt.Errorf("--epochs must be at least 1")
+	case !(c.LR > 0):
+		return fmt.Errorf("--lr must be positive")
+	case c.Threads < 1:
+		return fmt.Errorf("--threads must be at least 1")
+	case c.Limit < 0:
+		return fmt.Errorf("--limit must be non-negative")
+	}
+	if _, err := torch.ParseDevice(c.Device); err != nil {
+		return err
+	}
+	return nil
+}
+
+// transforms returns the training and test transforms: the dataset's
+// defaults when Augment is set (or when the dataset's images are not the
+// encoder's input size), otherwise a resize only where sizes differ.
+func (c *Config) transforms(trainShape datasets.Shape) (train, test datasets.Transform) {
+	h, w, _ := models.InputSize(c.Encoder.Name)
+	fits := trainShape.H == h && trainShape.W == w
+	if c.Augment || !fits {
+		train = datasets.DefaultTransform(c.Data, datasets.Train)
+		test = datasets.DefaultTransform(c.Data, datasets.Test)
+	}
+	resize := func(t datasets.Transform) datasets.Transform {
+		if t == nil {
+			if fits {
+				return nil
+			}
+			return datasets.Resize(h, w)
+		}
+		return datasets.Compose(t, datasets.Resize(h, w))
+	}
+	return resize(train), resize(test)
+}

@@ -1,0 +1,77 @@
+package train
+
+import (
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
+)
+
+// probe is the online monitor: a linear classifier trained during
+// pretraining on detached Y, with its own optimiser. Its accuracy is an
+// online probe, reported as such; `dimtorch eval` gives offline probes on
+// the frozen encoder.
+type probe struct {
+	lin           *nn.Linear
+	opt           *optim.Adam
+	correct, seen int64
+}
+
+func newProbe(in, classes int64, lr float64, dev torch.Device) (*probe, error) {
+	p := &probe{lin: nn.NewLinear(in, classes, true)}
+	if err := nn.FirstError(p.lin); err != nil {
+		return nil, err
+	}
+	if err := nn.MoveTo(p.lin, dev); err != nil {
+		return nil, err
+	}
+	opt, err := optim.NewAdam(nn.Parameters(p.lin), optim.AdamOptions{LR: lr})
+	if err != nil {
+		return nil, err
+	}
+	p.opt = opt
+	return p, nil
+}
+
+func (p *probe) free() {
+	p.opt.Free()
+	nn.Free(p.lin)
+}
+
+// step trains on one batch of features (detached here) and counts its
+// training accuracy before the update. Unlabeled batches (label -1) are
+// skipped.
+func (p *probe) step(feat, labels *torch.Tensor) error {
+	if v, err := labels.Min().Item(); err != nil || v < 0 {
+		return err
+	}
+	logits := p.lin.Forward(feat.Detach().To(torch.Float32))
+	if err := p.count(logits, labels); err != nil {
+		return err
+	}
+	if err := p.opt.ZeroGrad(); err != nil {
+		return err
+	}
+	if err := torch.CrossEntropy(logits, labels, torch.ReduceMean).Backward(); err != nil {
+		return err
+	}
+	return p.opt.Step()
+}
+
+func (p *probe) count(logits, labels *torch.Tensor) error {
+	c, err := logits.Argmax(1, false).Eq(labels).Sum().Item()
+	if err != nil {
+		return err
+	}
+	p.correct += int64(c)
+	p.seen += labels.Size(0)
+	return nil
+}
+
+func (p *probe) accuracy() float64 {
+	if p.seen == 0 {
+		return 0
+	}
+	return float64(p.correct) / float64(p.seen)
+}
+
+func (p *probe) reset() { p.correct, p.seen = 0, 0 }

@@ -1,0 +1,606 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/dimtorch/dimtorch/datasets"
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/objectives"
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
+	"github.com/rs/zerolog"
+	"github.com/schollz/progressbar/v3"
+)
+
+// Options are how a run reports, not what it computes.
+type Options struct {
+	Out      string         // the run directory
+	Log      zerolog.Logger // structured logs
+	Progress io.Writer      // where the progress bar goes; nil for periodic log lines instead
+}
+
+// Trainer owns everything a run needs. Close releases it.
+type Trainer struct {
+	cfg     Config
+	o       Options
+	dev     torch.Device
+	enc     models.Encoder
+	dim     *objectives.DIM
+	prior   *objectives.Prior // nil when gamma is 0
+	opt     *optim.Adam
+	probe   *probe // nil for unlabeled data
+	train   *datasets.Loader
+	test    *datasets.Loader // nil without a labeled test split
+	classes []string
+	state   State
+	metrics *metrics
+	closers []func()
+}
+
+// Summary is what a finished (or interrupted) run reports.
+type Summary struct {
+	Out          string   `json:"out"`
+	Epochs       int      `json:"epochs"`
+	Steps        int64    `json:"steps"`
+	Seconds      float64  `json:"seconds"`
+	ImagesPerSec float64  `json:"images_per_sec"`
+	Loss         float64  `json:"loss"`
+	ProbeTestAcc *float64 `json:"probe_test_acc,omitempty"`
+}
+
+// New prepares a fresh run in o.Out. A directory that already holds a
+// checkpoint is refused: resume it, or choose another directory.
+func New(cfg Config, o Options) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := FindCheckpoint(o.Out); err == nil {
+		return nil, fmt.Errorf("%s already holds a run: continue it with --resume, or choose another --out", o.Out)
+	}
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	t, err := build(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	if t.metrics, err = openMetrics(o.Out, -1); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// Resume continues the run in o.Out from its checkpoint exactly where it
+// stopped: same batches, same random numbers, same optimiser state. epochs,
+// when positive, replaces the planned number of epochs (to train longer).
+func Resume(o Options, epochs int) (*Trainer, error) {
+	ck, err := LoadCheckpoint(o.Out, true)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Free()
+	cfg := ck.Meta.Config
+	if epochs > 0 {
+		cfg.Epochs = epochs
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", ck.Dir, err)
+	}
+	t, err := build(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.load(ck); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("checkpoint %s: %w", ck.Dir, err)
+	}
+	t.state = ck.Meta.State
+	t.state.Completed = false
+	if t.metrics, err = openMetrics(o.Out, t.state.Step); err != nil {
+		t.Close()
+		return nil, err
+	}
+	o.Log.Info().Str("checkpoint", ck.Dir).Int("epoch", t.state.Epoch+1).Int("batch", t.state.Batch).Int64("step", t.state.Step).Msg("resuming")
+	return t, nil
+}
+
+// build constructs the networks, optimisers and loaders from the seed.
+func build(cfg Config, o Options) (*Trainer, error) {
+	dev, _ := torch.ParseDevice(cfg.Device)
+	if dev.Type == torch.CUDADevice && !torch.CUDAAvailable() {
+		return nil, fmt.Errorf("--device %s: this libtorch has no CUDA or sees no GPU (dimtorch env shows what it found)", cfg.Device)
+	}
+	if err := torch.SetNumThreads(cfg.Threads); err != nil {
+		return nil, err
+	}
+	if err := torch.ManualSeed(cfg.Seed); err != nil {
+		return nil, err
+	}
+	t := &Trainer{cfg: cfg, o: o, dev: dev}
+	ok := false
+	defer func() {
+		if !ok {
+			t.Close()
+		}
+	}()
+
+	// Data.
+	trainSet, err := datasets.Open(cfg.Data, datasets.Train, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	t.closers = append(t.closers, func() { datasets.Close(trainSet) })
+	t.classes = trainSet.Classes()
+	if cfg.Encoder.InChannels == 0 {
+		cfg.Encoder.InChannels = trainSet.Shape().C
+		t.cfg.Encoder.InChannels = cfg.Encoder.InChannels
+	}
+	trainT, testT := cfg.transforms(trainSet.Shape())
+	workers := cfg.Workers
+	if workers <= 0 {
+		workers = 2
+	}
+	t.train, err = datasets.NewLoader(datasets.Subset(trainSet, cfg.Limit), datasets.LoaderOptions{
+		BatchSize: cfg.BatchSize, Shuffle: true, Seed: cfg.Seed, Workers: workers, DropLast: true, Transform: trainT, Device: dev,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("training data: %w", err)
+	}
+	if t.classes != nil {
+		if testSet, err := datasets.Open(cfg.Data, datasets.Test, cfg.DataDir); err == nil && testSet.Classes() != nil {
+			t.closers = append(t.closers, func() { datasets.Close(testSet) })
+			t.test, err = datasets.NewLoader(testSet, datasets.LoaderOptions{BatchSize: 256, Workers: workers, Transform: testT, Device: dev})
+			if err != nil {
+				return nil, fmt.Errorf("test data: %w", err)
+			}
+		}
+	}
+	if s := t.train.Shape(); s.C != cfg.Encoder.InChannels {
+		return nil, fmt.Errorf("%s has %d-channel images but the encoder takes %d", cfg.Data, s.C, cfg.Encoder.InChannels)
+	}
+
+	// Networks, in a fixed order so that the seed fixes every weight.
+	if t.enc, err = models.New(cfg.Encoder); err != nil {
+		return nil, err
+	}
+	if t.dim, err = objectives.New(cfg.Objective, t.enc.Spec()); err != nil {
+		return nil, err
+	}
+	for _, m := range []nn.Module{t.enc, t.dim} {
+		if err := nn.MoveTo(m, dev); err != nil {
+			return nil, err
+		}
+	}
+	adam := optim.AdamOptions{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2}
+	if cfg.Objective.Gamma > 0 {
+		if t.prior, err = objectives.NewPrior(int64(t.enc.Spec().Y), adam, cfg.Objective.GPWeight, dev); err != nil {
+			return nil, err
+		}
+	}
+	if t.classes != nil {
+		if t.probe, err = newProbe(int64(t.enc.Spec().Y), int64(len(t.classes)), cfg.ProbeLR, dev); err != nil {
+			return nil, err
+		}
+	}
+	params := append(nn.Parameters(t.enc), nn.Parameters(t.dim)...)
+	if t.opt, err = optim.NewAdam(params, adam); err != nil {
+		return nil, err
+	}
+	ok = true
+	return t, nil
+}
+
+// Close releases networks, optimisers and data files.
+func (t *Trainer) Close() {
+	if t.opt != nil {
+		t.opt.Free()
+	}
+	if t.prior != nil {
+		t.prior.Free()
+	}
+	if t.probe != nil {
+		t.probe.free()
+	}
+	if t.dim != nil {
+		nn.Free(t.dim)
+	}
+	if t.enc != nil {
+		nn.Free(t.enc)
+	}
+	if t.metrics != nil {
+		t.metrics.close()
+	}
+	for _, c := range t.closers {
+		c()
+	}
+}
+
+// Encoder returns the encoder being trained.
+func (t *Trainer) Encoder() models.Encoder { return t.enc }
+
+// State returns the run's position.
+func (t *Trainer) State() State { return t.state }
+
+func (t *Trainer) modelDict() map[string]*torch.Tensor {
+	m := map[string]*torch.Tensor{}
+	prefixed(nn.StateDict(t.enc, ""), "encoder.", m)
+	prefixed(nn.StateDict(t.dim, ""), "objective.", m)
+	if t.prior != nil {
+		prefixed(nn.StateDict(t.prior.D, ""), "prior.", m)
+	}
+	if t.probe != nil {
+		prefixed(nn.StateDict(t.probe.lin, ""), "probe.", m)
+	}
+	return m
+}
+
+func (t *Trainer) save() error {
+	optState := map[string]*torch.Tensor{}
+	prefixed(t.opt.State(), "encoder.", optState)
+	if t.prior != nil {
+		prefixed(t.prior.Opt.State(), "prior.", optState)
+	}
+	if t.probe != nil {
+		prefixed(t.probe.opt.State(), "probe.", optState)
+		optState["probe_counts"] = torch.FromSlice([]int64{t.probe.correct, t.probe.seen}, []int64{2})
+		defer optState["probe_counts"].Free()
+	}
+	rng := torch.RNGState()
+	defer rng.Free()
+	optState["rng"] = rng
+	meta := Meta{Config: t.cfg, Spec: t.enc.Spec(), State: t.state, Classes: t.classes}
+	return saveCheckpoint(t.o.Out, meta, t.modelDict(), optState)
+}
+
+func (t *Trainer) load(ck *Checkpoint) error {
+	m := ck.Model
+	loads := []struct {
+		mod    nn.Module
+		prefix string
+	}{{t.enc, "encoder."}, {t.dim, "objective."}}
+	if t.prior != nil {
+		loads = append(loads, struct {
+			mod    nn.Module
+			prefix string
+		}{t.prior.D, "prior."})
+	}
+	if t.probe != nil {
+		loads = append(loads, struct {
+			mod    nn.Module
+			prefix string
+		}{t.probe.lin, "probe."})
+	}
+	for _, l := range loads {
+		if err := nn.LoadStateDict(l.mod, subDict(m, l.prefix), ""); err != nil {
+			return fmt.Errorf("%s: %w", l.prefix[:len(l.prefix)-1], err)
+		}
+	}
+	if err := t.opt.LoadState(subDict(ck.Optim, "encoder.")); err != nil {
+		return err
+	}
+	if t.prior != nil {
+		if err := t.prior.Opt.LoadState(subDict(ck.Optim, "prior.")); err != nil {
+			return err
+		}
+	}
+	if t.probe != nil {
+		if err := t.probe.opt.LoadState(subDict(ck.Optim, "probe.")); err != nil {
+			return err
+		}
+		if c, ok := ck.Optim["probe_counts"]; ok {
+			v, err := c.Int64s()
+			if err == nil && len(v) == 2 {
+				t.probe.correct, t.probe.seen = v[0], v[1]
+			}
+		}
+	}
+	rng, ok := ck.Optim["rng"]
+	if !ok {
+		return errors.New("no random generator state")
+	}
+	return torch.SetRNGState(rng)
+}
+
+// stepValues are the scalars of one step.
+type stepValues struct {
+	loss, local, global, prior, coord, dLoss, gp float64
+	has                                          [6]bool // local, global, prior, coord, d, gp
+}
+
+// step runs one optimisation step on a batch (which it frees).
+func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
+	s := torch.NewScope()
+	defer s.Close()
+	b.MoveTo(s)
+	var terms objectives.Terms
+	var taps models.Taps
+	forward := func() { terms, taps = t.dim.Loss(t.enc, b.X, t.prior) }
+	if t.cfg.BF16 {
+		if err := torch.Autocast(torch.BFloat16, forward); err != nil {
+			return stepValues{}, err
+		}
+	} else {
+		forward()
+	}
+	var v stepValues
+	var err error
+	if v.loss, err = terms.Total.Item(); err != nil {
+		return v, err
+	}
+	parts := []*torch.Tensor{terms.Local, terms.Global, terms.Prior, terms.Coord}
+	dst := []*float64{&v.local, &v.global, &v.prior, &v.coord}
+	for i, p := range parts {
+		if p != nil {
+			if *dst[i], err = p.Item(); err != nil {
+				return v, err
+			}
+			v.has[i] = true
+		}
+	}
+	if math.IsNaN(v.loss) || math.IsInf(v.loss, 0) {
+		return v, fmt.Errorf("%w: the loss became %v at step %d (epoch %d; local %v, global %v, prior %v)",
+			ErrDiverged, v.loss, t.state.Step+1, t.state.Epoch+1, v.local, v.global, v.prior)
+	}
+	if err := t.opt.ZeroGrad(); err != nil {
+		return v, err
+	}
+	if err := terms.Total.Backward(); err != nil {
+		return v, err
+	}
+	if err := t.opt.Step(); err != nil {
+		return v, err
+	}
+	if t.prior != nil {
+		pl, err := t.prior.Step(taps.Y)
+		if err != nil {
+			return v, err
+		}
+		v.dLoss, v.gp, v.has[4], v.has[5] = pl.D, pl.GP, true, true
+	}
+	if t.probe != nil {
+		if err := t.probe.step(taps.Y, b.Y); err != nil {
+			return v, err
+		}
+	}
+	return v, nil
+}
+
+// evalProbe scores the online probe on the test split with the encoder in
+// evaluation mode.
+func (t *Trainer) evalProbe(ctx context.Context) (float64, error) {
+	if t.probe == nil || t.test == nil {
+		return 0, errors.New("no probe")
+	}
+	t.enc.Train(false)
+	defer t.enc.Train(true)
+	var correct, seen int64
+	it := t.test.Epoch(ctx, 0)
+	defer it.Close()
+	var err error
+	torch.NoGrad(func() {
+		for {
+			b, e := it.Next()
+			if e == io.EOF {
+				return
+			}
+			if e != nil {
+				err = e
+				return
+			}
+			s := torch.NewScope()
+			b.MoveTo(s)
+			taps := t.enc.Encode(b.X)
+			c, e := t.probe.lin.Forward(taps.Y).Argmax(1, false).Eq(b.Y).Sum().Item()
+			s.Close()
+			if e != nil {
+				err = e
+				return
+			}
+			correct += int64(c)
+			seen += int64(len(b.Indices))
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return float64(correct) / float64(seen), nil
+}
+
+// Run trains until the planned epochs are done, ctx is cancelled (the run is
+// saved, then ErrInterrupted is returned) or the loss diverges (the last
+// checkpoint is kept, ErrDiverged is returned).
+func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
+	// libtorch's thread pool and grad mode belong to the OS thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := torch.SetNumThreads(t.cfg.Threads); err != nil {
+		return nil, err
+	}
+	log := t.o.Log
+	start := time.Now()
+	var images int64
+	sum := &Summary{Out: t.o.Out, Epochs: t.cfg.Epochs}
+	log.Info().Str("data", t.cfg.Data).Int("images", t.train.Dataset().Len()).Str("encoder", t.cfg.Encoder.Name).
+		Str("mode", t.cfg.Objective.Mode).Str("estimator", t.cfg.Objective.Estimator).Int("mi_units", t.cfg.Objective.MIUnits).
+		Int("batch", t.cfg.BatchSize).Int("epochs", t.cfg.Epochs).Str("device", t.dev.String()).Int("threads", t.cfg.Threads).
+		Int64("parameters", nn.NumParameters(t.enc)+nn.NumParameters(t.dim)).Msg("training")
+	for t.state.Epoch < t.cfg.Epochs {
+		epoch := t.state.Epoch
+		t.enc.Train(true)
+		t.dim.Train(true)
+		if t.state.Batch == 0 && t.probe != nil {
+			t.probe.reset()
+		}
+		nb := t.train.NumBatches()
+		var bar *progressbar.ProgressBar
+		if t.o.Progress != nil {
+			bar = progressbar.NewOptions(nb, progressbar.OptionSetWriter(t.o.Progress),
+				progressbar.OptionSetDescription(fmt.Sprintf("epoch %d/%d", epoch+1, t.cfg.Epochs)),
+				progressbar.OptionShowCount(), progressbar.OptionSetWidth(24), progressbar.OptionThrottle(200*time.Millisecond),
+				progressbar.OptionClearOnFinish())
+			_ = bar.Set(t.state.Batch)
+		}
+		it := t.train.EpochFrom(ctx, epoch, t.state.Batch)
+		var acc stepAccumulator
+		window := time.Now()
+		for {
+			b, err := it.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				it.Close()
+				if ctx.Err() != nil {
+					return sum, t.interrupt()
+				}
+				return sum, err
+			}
+			n := int64(len(b.Indices))
+			v, err := t.step(b)
+			if err != nil {
+				it.Close()
+				if errors.Is(err, ErrDiverged) {
+					return sum, fmt.Errorf("%w; the last good checkpoint is %s (try a lower --lr or another --estimator)", err, t.lastCheckpoint())
+				}
+				return sum, err
+			}
+			t.state.Batch++
+			t.state.Step++
+			images += n
+			sum.Loss = v.loss
+			acc.add(v, n)
+			if t.state.Step%int64(max(1, t.cfg.LogEvery)) == 0 || t.state.Batch == nb {
+				rate := float64(acc.images) / time.Since(window).Seconds()
+				rec := acc.record(epoch, t.state.Step, rate)
+				if err := t.metrics.write(rec); err != nil {
+					it.Close()
+					return sum, err
+				}
+				if bar == nil {
+					log.Info().Int("epoch", epoch+1).Int64("step", t.state.Step).Float64("loss", rec.Loss).Float64("images_per_sec", math.Round(rate)).Msg("step")
+				}
+				acc = stepAccumulator{}
+				window = time.Now()
+			}
+			if bar != nil {
+				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.cfg.Epochs, v.loss))
+				_ = bar.Add(1)
+			}
+			if ctx.Err() != nil {
+				it.Close()
+				return sum, t.interrupt()
+			}
+		}
+		it.Close()
+		if bar != nil {
+			_ = bar.Finish()
+		}
+		rec := Record{Kind: "epoch", Epoch: epoch, Step: t.state.Step, Loss: sum.Loss, Seconds: time.Since(start).Seconds()}
+		if t.probe != nil {
+			tr := t.probe.accuracy()
+			rec.ProbeTrainAcc = &tr
+			if t.test != nil {
+				te, err := t.evalProbe(ctx)
+				if err != nil && ctx.Err() == nil {
+					return sum, err
+				}
+				if err == nil {
+					rec.ProbeTestAcc = &te
+					sum.ProbeTestAcc = &te
+				}
+			}
+		}
+		t.state.Epoch++
+		t.state.Batch = 0
+		t.state.Completed = t.state.Epoch >= t.cfg.Epochs
+		if err := t.metrics.write(rec); err != nil {
+			return sum, err
+		}
+		if err := t.save(); err != nil {
+			return sum, fmt.Errorf("save checkpoint: %w", err)
+		}
+		if err := t.metrics.plot(t.o.Out); err != nil {
+			log.Warn().Err(err).Msg("could not draw loss.png")
+		}
+		ev := log.Info().Int("epoch", epoch+1).Float64("loss", sum.Loss).Str("checkpoint", filepath.Join(t.o.Out, CheckpointDir))
+		if rec.ProbeTrainAcc != nil {
+			ev = ev.Float64("probe_train_acc", *rec.ProbeTrainAcc)
+		}
+		if rec.ProbeTestAcc != nil {
+			ev = ev.Float64("probe_test_acc (online)", *rec.ProbeTestAcc)
+		}
+		ev.Msg("epoch done")
+		if ctx.Err() != nil && t.state.Epoch < t.cfg.Epochs {
+			return sum, t.interrupt()
+		}
+	}
+	sum.Steps = t.state.Step
+	sum.Seconds = time.Since(start).Seconds()
+	if sum.Seconds > 0 {
+		sum.ImagesPerSec = float64(images) / sum.Seconds
+	}
+	return sum, nil
+}
+
+func (t *Trainer) interrupt() error {
+	if err := t.save(); err != nil {
+		return fmt.Errorf("%w, and saving the checkpoint failed: %v", ErrInterrupted, err)
+	}
+	if err := t.metrics.plot(t.o.Out); err != nil {
+		t.o.Log.Warn().Err(err).Msg("could not draw loss.png")
+	}
+	return fmt.Errorf("%w at epoch %d, batch %d (step %d); the checkpoint is saved: continue with `dimtorch train --resume --out %s`",
+		ErrInterrupted, t.state.Epoch+1, t.state.Batch, t.state.Step, t.o.Out)
+}
+
+func (t *Trainer) lastCheckpoint() string {
+	if d, err := FindCheckpoint(t.o.Out); err == nil {
+		return d
+	}
+	return "none yet (the run diverged in its first epoch)"
+}
+
+// stepAccumulator averages step values between metric records.
+type stepAccumulator struct {
+	n      int
+	images int64
+	sum    stepValues
+}
+
+func (a *stepAccumulator) add(v stepValues, images int64) {
+	a.n++
+	a.images += images
+	a.sum.loss += v.loss
+	a.sum.local += v.local
+	a.sum.global += v.global
+	a.sum.prior += v.prior
+	a.sum.coord += v.coord
+	a.sum.dLoss += v.dLoss
+	a.sum.gp += v.gp
+	a.sum.has = v.has
+}
+
+func (a *stepAccumulator) record(epoch int, step int64, rate float64) Record {
+	n := float64(max(1, a.n))
+	opt := func(has bool, v float64) *float64 {
+		if !has {
+			return nil
+		}
+		x := v / n
+		return &x
+	}
+	return Record{Kind: "step", Epoch: epoch, Step: step, Loss: a.sum.loss / n,
+		Local: opt(a.sum.has[0], a.sum.local), Global: opt(a.sum.has[1], a.sum.global), Prior: opt(a.sum.has[2], a.sum.prior),
+		Coord: opt(a.sum.has[3], a.sum.coord), DLoss: opt(a.sum.has[4], a.sum.dLoss), GradPenalty: opt(a.sum.has[5], a.sum.gp),
+		ImagesPerSec: rate}
+}
