@@ -23,10 +23,10 @@ const CheckpointDir = "checkpoint"
 
 // State is the position of a run.
 type State struct {
-	Epoch     int   `json:"epoch"`      // epoch in progress (or the next one when Batch is 0)
-	Batch     int   `json:"batch"`      // batches of Epoch already done
-	Step      int64 `json:"step"`       // optimisation steps so far
-	Completed bool  `json:"completed"`  // every epoch is done
+	Epoch     int   `json:"epoch"`     // epoch in progress (or the next one when Batch is 0)
+	Batch     int   `json:"batch"`     // batches of Epoch already done
+	Step      int64 `json:"step"`      // optimisation steps so far
+	Completed bool  `json:"completed"` // every epoch is done
 }
 
 // Meta is checkpoint.json.

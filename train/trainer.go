@@ -44,6 +44,10 @@ type Trainer struct {
 	state   State
 	metrics *metrics
 	closers []func()
+
+	// Test hooks: called after each step, and to replace a step's loss value.
+	afterStep func(step int64)
+	lossHook  func(step int64, loss float64) float64
 }
 
 // Summary is what a finished (or interrupted) run reports.
@@ -347,6 +351,9 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 			v.has[i] = true
 		}
 	}
+	if t.lossHook != nil {
+		v.loss = t.lossHook(t.state.Step+1, v.loss)
+	}
 	if math.IsNaN(v.loss) || math.IsInf(v.loss, 0) {
 		return v, fmt.Errorf("%w: the loss became %v at step %d (epoch %d; local %v, global %v, prior %v)",
 			ErrDiverged, v.loss, t.state.Step+1, t.state.Epoch+1, v.local, v.global, v.prior)
@@ -491,6 +498,9 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 				}
 				acc = stepAccumulator{}
 				window = time.Now()
+			}
+			if t.afterStep != nil {
+				t.afterStep(t.state.Step)
 			}
 			if bar != nil {
 				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.cfg.Epochs, v.loss))

@@ -1,0 +1,277 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dimtorch/dimtorch/datasets/datasetstest"
+	"github.com/rs/zerolog"
+)
+
+func smallConfig(t *testing.T) Config {
+	t.Helper()
+	dir := t.TempDir()
+	if err := datasetstest.WriteMNISTLike(dir, 256, 64, 1); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.Data, cfg.DataDir = "mnist", dir
+	cfg.Limit = 128
+	cfg.BatchSize = 32
+	cfg.Objective.MIUnits = 32
+	cfg.Epochs = 2
+	cfg.LR = 1e-3
+	cfg.Threads = 1
+	cfg.LogEvery = 1
+	return cfg
+}
+
+func opts(out string) Options { return Options{Out: out, Log: zerolog.Nop()} }
+
+func runAll(t *testing.T, tr *Trainer) *Summary {
+	t.Helper()
+	defer tr.Close()
+	s, err := tr.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func loadWeights(t *testing.T, run string) map[string][]float64 {
+	t.Helper()
+	ck, err := LoadCheckpoint(run, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Free()
+	out := map[string][]float64{}
+	for k, v := range ck.Model {
+		out[k], _ = v.Float64s()
+	}
+	return out
+}
+
+func sameWeights(t *testing.T, a, b map[string][]float64) {
+	t.Helper()
+	if len(a) != len(b) {
+		t.Fatalf("%d vs %d tensors", len(a), len(b))
+	}
+	for k, va := range a {
+		vb := b[k]
+		for i := range va {
+			if va[i] != vb[i] {
+				t.Fatalf("%s[%d]: %v vs %v", k, i, va[i], vb[i])
+			}
+		}
+	}
+}
+
+func TestTrainWritesRunDirectory(t *testing.T) {
+	cfg := smallConfig(t)
+	out := t.TempDir()
+	tr, err := New(cfg, opts(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := runAll(t, tr)
+	if s.Steps != 8 || s.ProbeTestAcc == nil {
+		t.Fatalf("summary %+v", s)
+	}
+	for _, f := range []string{"checkpoint/model.safetensors", "checkpoint/optim.safetensors", "checkpoint/checkpoint.json", "metrics.jsonl", "loss.png"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	m, err := openMetrics(out, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.close()
+	steps, epochs := 0, 0
+	for _, r := range m.recs {
+		switch r.Kind {
+		case "step":
+			steps++
+			if r.Local == nil || r.Prior == nil || r.DLoss == nil {
+				t.Fatalf("step record lacks terms: %+v", r)
+			}
+		case "epoch":
+			epochs++
+		}
+	}
+	if steps != 8 || epochs != 2 {
+		t.Fatalf("%d step and %d epoch records", steps, epochs)
+	}
+	ck, err := LoadCheckpoint(out, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Free()
+	if !ck.Meta.State.Completed || ck.Meta.Config.Encoder.InChannels != 1 || ck.Meta.Spec.Y != 64 {
+		t.Fatalf("checkpoint meta %+v", ck.Meta)
+	}
+	// A second fresh run into the same directory is refused.
+	if _, err := New(cfg, opts(out)); err == nil || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("reusing a run directory: %v", err)
+	}
+}
+
+// Two epochs in one go and one epoch plus a resumed epoch give identical
+// weights, discriminator and probe included.
+func TestResumeIsExact(t *testing.T) {
+	cfg := smallConfig(t)
+	straight := t.TempDir()
+	tr, err := New(cfg, opts(straight))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, tr)
+
+	split := t.TempDir()
+	one := cfg
+	one.Epochs = 1
+	tr, err = New(one, opts(split))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, tr)
+	tr, err = Resume(opts(split), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, tr)
+	sameWeights(t, loadWeights(t, straight), loadWeights(t, split))
+}
+
+// An interruption mid-epoch saves the position; resuming finishes the run
+// with the same weights as an uninterrupted one.
+func TestInterruptMidEpochAndResume(t *testing.T) {
+	cfg := smallConfig(t)
+	straight := t.TempDir()
+	tr, err := New(cfg, opts(straight))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, tr)
+
+	out := t.TempDir()
+	tr, err = New(cfg, opts(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tr.afterStep = func(step int64) {
+		if step == 6 { // epoch 2, batch 2
+			cancel()
+		}
+	}
+	_, err = tr.Run(ctx)
+	tr.Close()
+	if !errors.Is(err, ErrInterrupted) || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("want an interruption telling how to resume, got %v", err)
+	}
+	ck, err := LoadCheckpoint(out, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := ck.Meta.State
+	ck.Free()
+	if st.Epoch != 1 || st.Batch != 2 || st.Step != 6 {
+		t.Fatalf("saved position %+v", st)
+	}
+	tr, err = Resume(opts(out), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, tr)
+	sameWeights(t, loadWeights(t, straight), loadWeights(t, out))
+}
+
+// A NaN loss stops the run with a clear error and leaves the last good
+// checkpoint untouched.
+func TestDivergenceKeepsLastCheckpoint(t *testing.T) {
+	cfg := smallConfig(t)
+	out := t.TempDir()
+	tr, err := New(cfg, opts(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.lossHook = func(step int64, loss float64) float64 {
+		if step == 6 {
+			return math.NaN()
+		}
+		return loss
+	}
+	_, err = tr.Run(context.Background())
+	tr.Close()
+	if !errors.Is(err, ErrDiverged) || !strings.Contains(err.Error(), "NaN") || !strings.Contains(err.Error(), "checkpoint") {
+		t.Fatalf("want a divergence error naming the checkpoint, got %v", err)
+	}
+	ck, err := LoadCheckpoint(out, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Free()
+	if ck.Meta.State.Epoch != 1 || ck.Meta.State.Batch != 0 {
+		t.Fatalf("the checkpoint should be the end of epoch 1, got %+v", ck.Meta.State)
+	}
+}
+
+func TestDamagedCheckpointIsReported(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Epochs = 1
+	out := t.TempDir()
+	tr, err := New(cfg, opts(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, tr)
+	p := filepath.Join(out, CheckpointDir, "model.safetensors")
+	b, _ := os.ReadFile(p)
+	_ = os.WriteFile(p, b[:len(b)/2], 0o644)
+	if _, err := Resume(opts(out), 2); err == nil || !strings.Contains(err.Error(), "model.safetensors") {
+		t.Fatalf("damaged checkpoint: %v", err)
+	}
+	if _, err := Resume(opts(t.TempDir()), 0); err == nil || !strings.Contains(err.Error(), "no checkpoint") {
+		t.Fatalf("missing checkpoint: %v", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	cfg := smallConfig(t)
+	bad := map[string]func(c *Config){
+		"batch of one":      func(c *Config) { c.BatchSize = 1 },
+		"unknown encoder":   func(c *Config) { c.Encoder.Name = "vgg" },
+		"unknown estimator": func(c *Config) { c.Objective.Estimator = "mine" },
+		"unknown device":    func(c *Config) { c.Device = "tpu" },
+		"no epochs":         func(c *Config) { c.Epochs = 0 },
+	}
+	for name, f := range bad {
+		c := cfg
+		f(&c)
+		if _, err := New(c, opts(t.TempDir())); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+// An encoder of another input size trains on resized images (28x28 -> 32x32).
+func TestResizesToEncoderInput(t *testing.T) {
+	c := smallConfig(t)
+	c.Encoder.Name = "dcgan32"
+	c.Limit, c.Epochs = 64, 1
+	tr, err := New(c, opts(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := tr.train.Shape(); s.H != 32 || s.W != 32 {
+		t.Fatalf("batches of %v", s)
+	}
+	runAll(t, tr)
+}
