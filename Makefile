@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-APT_PACKAGES := libtorch-dev cmake dataset-fashion-mnist
+APT_PACKAGES := libtorch-dev cmake dataset-fashion-mnist python3-torch
 
 .PHONY: setup build test test-go test-shim lint fmt-check bench-ops shim clean
 

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/objectives"
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
+	"github.com/urfave/cli/v2"
+)
+
+func benchTrainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "train",
+		Usage: "time DIM(L)-JSD training steps on synthetic data of the encoder's input shape (compare: bench/train_dim.py)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "encoder", Value: "dcgan32"},
+			&cli.IntFlag{Name: "channels", Value: 3, Usage: "input channels"},
+			&cli.IntFlag{Name: "batch-size", Value: 64},
+			&cli.IntFlag{Name: "mi-units", Value: 512},
+			&cli.IntFlag{Name: "steps", Value: 20, Usage: "timed steps"},
+			&cli.IntFlag{Name: "warmup", Value: 3, Usage: "untimed steps first"},
+			&cli.IntFlag{Name: "threads", Value: 2},
+			&cli.StringFlag{Name: "estimator", Value: "jsd"},
+			&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass"},
+			&cli.Uint64Flag{Name: "seed", Value: 0},
+			&cli.BoolFlag{Name: "json", Usage: "end with one JSON object"},
+		},
+		Action: benchTrain,
+	}
+}
+
+type benchTrainResult struct {
+	Impl         string  `json:"impl"`
+	Encoder      string  `json:"encoder"`
+	BatchSize    int     `json:"batch_size"`
+	MIUnits      int     `json:"mi_units"`
+	Threads      int     `json:"threads"`
+	BF16         bool    `json:"bf16"`
+	Steps        int     `json:"steps"`
+	ImagesPerSec float64 `json:"images_per_sec"`
+	MSPerStep    float64 `json:"ms_per_step"`
+	FirstLoss    float64 `json:"first_loss"`
+	LastLoss     float64 `json:"last_loss"`
+	PeakRSSMB    float64 `json:"peak_rss_mb"`
+}
+
+// peakRSSMB reads the process's peak resident set size (VmHWM).
+func peakRSSMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func benchTrain(c *cli.Context) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	threads := c.Int("threads")
+	if err := torch.SetNumThreads(threads); err != nil {
+		return err
+	}
+	if err := torch.ManualSeed(c.Uint64("seed")); err != nil {
+		return err
+	}
+	enc, err := models.New(models.Config{Name: c.String("encoder"), InChannels: c.Int("channels")})
+	if err != nil {
+		return err
+	}
+	defer nn.Free(enc)
+	dim, err := objectives.New(objectives.Config{Mode: "local", Estimator: c.String("estimator"), Beta: 1, MIUnits: c.Int("mi-units")}, enc.Spec())
+	if err != nil {
+		return err
+	}
+	defer nn.Free(dim)
+	opt, err := optim.NewAdam(append(nn.Parameters(enc), nn.Parameters(dim)...), optim.AdamOptions{LR: 1e-4, Beta1: 0.5, Beta2: 0.999})
+	if err != nil {
+		return err
+	}
+	defer opt.Free()
+	in := enc.Spec().Input
+	bs := c.Int("batch-size")
+	x := torch.Rand([]int64{int64(bs), int64(in[0]), int64(in[1]), int64(in[2])}).MulScalar(2).SubScalar(1).MoveTo(nil)
+	defer x.Free()
+	s := torch.NewScope()
+	defer s.Close()
+	step := func() (float64, error) {
+		defer s.Reset()
+		var terms objectives.Terms
+		fwd := func() { terms, _ = dim.Loss(enc, x.Ref(s), nil) }
+		if c.Bool("bf16") {
+			if err := torch.Autocast(torch.BFloat16, fwd); err != nil {
+				return 0, err
+			}
+		} else {
+			fwd()
+		}
+		if err := opt.ZeroGrad(); err != nil {
+			return 0, err
+		}
+		if err := terms.Total.Backward(); err != nil {
+			return 0, err
+		}
+		if err := opt.Step(); err != nil {
+			return 0, err
+		}
+		return terms.Total.Item()
+	}
+	for i := 0; i < c.Int("warmup"); i++ {
+		if _, err := step(); err != nil {
+			return err
+		}
+	}
+	steps := c.Int("steps")
+	if steps < 1 {
+		return fmt.Errorf("--steps must be at least 1")
+	}
+	r := benchTrainResult{Impl: "dimtorch", Encoder: c.String("encoder"), BatchSize: bs, MIUnits: c.Int("mi-units"), Threads: threads, BF16: c.Bool("bf16"), Steps: steps}
+	start := time.Now()
+	for i := 0; i < steps; i++ {
+		l, err := step()
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			r.FirstLoss = l
+		}
+		r.LastLoss = l
+		if !c.Bool("json") && (i+1)%10 == 0 {
+			fmt.Printf("step %d/%d loss %.4f\n", i+1, steps, l)
+		}
+	}
+	sec := time.Since(start).Seconds()
+	r.ImagesPerSec = float64(steps*bs) / sec
+	r.MSPerStep = sec * 1000 / float64(steps)
+	r.PeakRSSMB = peakRSSMB()
+	if c.Bool("json") {
+		return json.NewEncoder(os.Stdout).Encode(r)
+	}
+	fmt.Printf("%s, batch %d, %d MI units, %d threads, bf16 %v: %.1f images/s (%.1f ms/step), peak RSS %.0f MiB\n",
+		r.Encoder, bs, r.MIUnits, threads, r.BF16, r.ImagesPerSec, r.MSPerStep, r.PeakRSSMB)
+	return nil
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dimtorch/dimtorch/datasets/datasetstest"
+)
+
+func hasPyTorch() bool {
+	return exec.Command("/usr/bin/python3", "-c", "import torch").Run() == nil
+}
+
+// The whole training step (encoder, MI heads, scores, JSD, Adam) agrees with
+// an independent PyTorch implementation on the same libtorch: same seed, same
+// initial weights, same losses step after step.
+func TestBenchTrainMatchesPyTorch(t *testing.T) {
+	if !hasPyTorch() {
+		t.Skip("Debian's python3-torch is not installed (make setup installs it)")
+	}
+	args := []string{"--encoder", "basic28", "--channels", "1", "--batch-size", "16", "--mi-units", "32",
+		"--steps", "4", "--warmup", "1", "--threads", "1", "--json"}
+	out, stderr, code := run(t, append([]string{"bench", "train"}, args...)...)
+	if code != 0 {
+		t.Fatalf("bench train: %s", stderr)
+	}
+	var d, p benchTrainResult
+	if err := json.Unmarshal([]byte(lastLine(out)), &d); err != nil {
+		t.Fatal(err)
+	}
+	py, err := exec.Command("/usr/bin/python3", append([]string{"../../bench/train_dim.py"}, args...)...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(lastLine(string(py))), &p); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][2]float64{{d.FirstLoss, p.FirstLoss}, {d.LastLoss, p.LastLoss}} {
+		if math.Abs(c[0]-c[1]) > 1e-5*(1+math.Abs(c[1])) {
+			t.Fatalf("dimtorch losses %v, %v; PyTorch %v, %v", d.FirstLoss, d.LastLoss, p.FirstLoss, p.LastLoss)
+		}
+	}
+	if d.FirstLoss == d.LastLoss {
+		t.Fatal("the loss did not change over the steps")
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// Peak memory does not grow with the number of steps: 400 steps peak within
+// 10% of 50 steps.
+func TestTrainingMemoryIsFlat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs 450 training steps")
+	}
+	peak := func(steps string) float64 {
+		out, stderr, code := run(t, "bench", "train", "--encoder", "basic28", "--channels", "1", "--batch-size", "16",
+			"--mi-units", "32", "--steps", steps, "--warmup", "0", "--threads", "2", "--json")
+		if code != 0 {
+			t.Fatalf("bench train: %s", stderr)
+		}
+		var r benchTrainResult
+		if err := json.Unmarshal([]byte(lastLine(out)), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r.PeakRSSMB
+	}
+	p50, p400 := peak("50"), peak("400")
+	t.Logf("peak RSS: 50 steps %.1f MiB, 400 steps %.1f MiB", p50, p400)
+	if p400 > 1.1*p50 {
+		t.Fatalf("400 steps peaked at %.1f MiB, 50 steps at %.1f MiB", p400, p50)
+	}
+}
+
+// The issue's command line: a checkpoint, metrics and the plot in the run
+// directory; Ctrl-C saves and exits with 130; --resume finishes the run.
+func TestTrainCommandInterruptAndResume(t *testing.T) {
+	data := t.TempDir()
+	if err := datasetstest.WriteMNISTLike(data, 2048, 128, 3); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "run")
+	cmd := exec.Command(binary, "train", "--data", "mnist", "--data-dir", data, "--encoder", "basic28", "--mode", "local",
+		"--estimator", "jsd", "--epochs", "2", "--mi-units", "32", "--batch-size", "32", "--seed", "1", "--threads", "1",
+		"--log-every", "1", "--out", out)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for a few steps, then interrupt.
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
+		if strings.Count(string(b), "\n") >= 3 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 {
+		t.Fatalf("want exit code 130 after Ctrl-C, got %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "--resume") || strings.Contains(stderr.String(), "panic") {
+		t.Fatalf("stderr should say how to resume:\n%s", stderr.String())
+	}
+	for _, f := range []string{"checkpoint/checkpoint.json", "checkpoint/model.safetensors", "metrics.jsonl", "loss.png"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Fatalf("after the interrupt: %v", err)
+		}
+	}
+	stdout, errOut, code := run(t, "train", "--resume", "--out", out, "--json")
+	if code != 0 {
+		t.Fatalf("resume: %s", errOut)
+	}
+	var sum struct {
+		Steps        int64    `json:"steps"`
+		ProbeTestAcc *float64 `json:"probe_test_acc"`
+	}
+	if err := json.Unmarshal([]byte(lastLine(stdout)), &sum); err != nil || sum.Steps != 2*2048/32 || sum.ProbeTestAcc == nil {
+		t.Fatalf("summary after resume: %s (%v)", stdout, err)
+	}
+	// The online probe learns the synthetic classes.
+	if *sum.ProbeTestAcc < 0.5 {
+		t.Fatalf("online probe accuracy %v", *sum.ProbeTestAcc)
+	}
+}
