@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-APT_PACKAGES := libtorch-dev cmake dataset-fashion-mnist python3-torch
+APT_PACKAGES := libtorch-dev cmake dataset-fashion-mnist python3-torch python3-sklearn
 
 .PHONY: setup build demo test test-go test-shim lint fmt-check bench-ops bench-train shim clean
 

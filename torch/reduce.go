@@ -116,6 +116,25 @@ func (t *Tensor) minmax(op int, name string, dim int64, keepdim bool) (*Tensor, 
 	return wrap(v, t.scope), wrap(i, t.scope)
 }
 
+// TopK returns the k largest values along dim (sorted, largest first) and
+// their indices.
+func (t *Tensor) TopK(k, dim int64) (values, indices *Tensor) { return t.topk(k, dim, true) }
+
+// BottomK returns the k smallest values along dim (sorted) and their indices.
+func (t *Tensor) BottomK(k, dim int64) (values, indices *Tensor) { return t.topk(k, dim, false) }
+
+func (t *Tensor) topk(k, dim int64, largest bool) (*Tensor, *Tensor) {
+	h, err := t.handle()
+	if err != nil {
+		return errTensor(err), errTensor(err)
+	}
+	var v, i C.dt_tensor
+	if e := cerr("topk", C.dt_topk(h, C.int64_t(k), C.int64_t(dim), cbool(largest), &v, &i)); e != nil {
+		return errTensor(e), errTensor(e)
+	}
+	return wrap(v, t.scope), wrap(i, t.scope)
+}
+
 // Argmax returns the indices of the largest values along dim.
 func (t *Tensor) Argmax(dim int64, keepdim bool) *Tensor {
 	return t.argminmax(0, "argmax", dim, false, keepdim)

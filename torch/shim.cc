@@ -532,6 +532,14 @@ dt_err dt_argminmax(int op, dt_tensor a, int64_t dim, int all, int keepdim, dt_t
   CATCH
 }
 
+dt_err dt_topk(dt_tensor a, int64_t k, int64_t dim, int largest, dt_tensor *values, dt_tensor *indices) {
+  TRY
+  auto r = at::topk(T(a), k, dim, largest != 0, true);
+  *values = wrap(std::get<0>(r));
+  *indices = wrap(std::get<1>(r));
+  CATCH
+}
+
 dt_err dt_dim_op(int op, dt_tensor a, int64_t dim, dt_tensor *out) {
   TRY
   at::Tensor r;

@@ -113,6 +113,8 @@ dt_err dt_minmax_dim(int op, dt_tensor a, int64_t dim, int keepdim, dt_tensor *v
                      dt_tensor *indices);
 /* op: 0 argmax, 1 argmin; dim ignored when all != 0. */
 dt_err dt_argminmax(int op, dt_tensor a, int64_t dim, int all, int keepdim, dt_tensor *out);
+/* The k largest (largest != 0) or smallest values along dim, sorted, and their indices. */
+dt_err dt_topk(dt_tensor a, int64_t k, int64_t dim, int largest, dt_tensor *values, dt_tensor *indices);
 /* op: 0 softmax, 1 log_softmax, 2 cumsum */
 dt_err dt_dim_op(int op, dt_tensor a, int64_t dim, dt_tensor *out);
 dt_err dt_norm(dt_tensor a, double p, dt_tensor *out);

@@ -192,6 +192,11 @@ func TestReductionsClosedForms(t *testing.T) {
 	wantValues(t, "prod", m.Prod([]int64{0, 1}, false), []float64{720}, 0)
 	wantValues(t, "cumsum", m.Cumsum(1), []float64{1, 6, 9, 4, 6, 12}, 0)
 	wantValues(t, "norm", m.Norm(2), []float64{math.Sqrt(91)}, 1e-12)
+	tv, ti := torch.FromSlice([]float64{3, 9, 1, 7}, []int64{4}, s).TopK(2, 0)
+	wantValues(t, "topk values", tv, []float64{9, 7}, 0)
+	wantValues(t, "topk indices", ti, []float64{1, 3}, 0)
+	bv, _ := torch.FromSlice([]float64{3, 9, 1, 7}, []int64{4}, s).BottomK(1, 0)
+	wantValues(t, "bottomk", bv, []float64{1}, 0)
 	wantValues(t, "one_hot", torch.FromSlice([]int64{2, 0}, []int64{2}, s).OneHot(3), []float64{0, 0, 1, 1, 0, 0}, 0)
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/dimtorch/dimtorch/internal/atomicfile"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
 )
 
 // A checkpoint is the directory RUN/checkpoint holding model.safetensors
@@ -168,3 +169,23 @@ var ErrInterrupted = errors.New("training interrupted")
 
 // ErrDiverged reports a loss that became NaN or infinite.
 var ErrDiverged = errors.New("training diverged")
+
+// LoadEncoder rebuilds a checkpoint's encoder with its trained weights, in
+// evaluation mode, on the CPU.
+func LoadEncoder(path string) (models.Encoder, Meta, error) {
+	ck, err := LoadCheckpoint(path, false)
+	if err != nil {
+		return nil, Meta{}, err
+	}
+	defer ck.Free()
+	enc, err := models.New(ck.Meta.Config.Encoder)
+	if err != nil {
+		return nil, ck.Meta, fmt.Errorf("checkpoint %s: %w", ck.Dir, err)
+	}
+	if err := nn.LoadStateDict(enc, subDict(ck.Model, "encoder."), ""); err != nil {
+		nn.Free(enc)
+		return nil, ck.Meta, fmt.Errorf("checkpoint %s: encoder: %w", ck.Dir, err)
+	}
+	enc.Train(false)
+	return enc, ck.Meta, nil
+}

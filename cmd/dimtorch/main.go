@@ -51,6 +51,8 @@ func newApp() *cli.App {
 			versionCommand(),
 			envCommand(),
 			trainCommand(),
+			evalCommand(),
+			reportCommand(),
 			dataCommand(),
 			benchCommand(),
 		},

@@ -103,10 +103,19 @@ func trainCommand() *cli.Command {
 			defer tr.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			done := make(chan struct{})
+			defer close(done) // runs before stop: no warning when the run simply ends
 			go func() {
-				<-ctx.Done()
-				log.Warn().Msg("interrupt: finishing the step and saving a checkpoint (interrupt again to quit at once)")
-				stop() // a second signal terminates the process
+				select {
+				case <-done:
+				case <-ctx.Done():
+					select {
+					case <-done:
+					default:
+						log.Warn().Msg("interrupt: finishing the step and saving a checkpoint (interrupt again to quit at once)")
+						stop() // a second signal terminates the process
+					}
+				}
 			}()
 			sum, err := tr.Run(ctx)
 			if errors.Is(err, train.ErrInterrupted) {

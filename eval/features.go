@@ -1,0 +1,154 @@
+// Package eval measures the quality of a frozen encoder's representations
+// with the protocols of the DIM paper: classifiers trained on frozen
+// features (linear, the paper's 200-unit MLP, kNN, linear SVM), and the
+// dependency measures NDM and MINE. It also draws the pictures: a 2-D map
+// of Y and nearest-neighbour grids.
+package eval
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/dimtorch/dimtorch/datasets"
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/torch"
+)
+
+// Source computes features from a batch of images.
+type Source interface {
+	// Name describes the source ("checkpoint runs/x", "untrained basic28",
+	// "raw pixels").
+	Name() string
+	// Features returns the requested taps for x as [N, D] float32 tensors,
+	// called without gradients.
+	Features(x *torch.Tensor, taps []string) (map[string]*torch.Tensor, error)
+}
+
+// EncoderSource reads features from an encoder in evaluation mode.
+type EncoderSource struct {
+	Enc  models.Encoder
+	Desc string
+}
+
+// Name implements Source.
+func (e EncoderSource) Name() string { return e.Desc }
+
+// Features implements Source.
+func (e EncoderSource) Features(x *torch.Tensor, taps []string) (map[string]*torch.Tensor, error) {
+	if err := models.CheckInput(e.Enc, x); err != nil {
+		return nil, err
+	}
+	t := e.Enc.Encode(x)
+	out := map[string]*torch.Tensor{}
+	for _, name := range taps {
+		v, err := t.Tap(name)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = v.Flatten(1, -1)
+	}
+	return out, nil
+}
+
+// PixelSource uses the raw pixels (normalised to [-1, 1]) as the feature
+// "pixels" for every requested tap.
+type PixelSource struct{}
+
+// Name implements Source.
+func (PixelSource) Name() string { return "raw pixels" }
+
+// Features implements Source.
+func (PixelSource) Features(x *torch.Tensor, taps []string) (map[string]*torch.Tensor, error) {
+	return map[string]*torch.Tensor{"pixels": x.Flatten(1, -1)}, nil
+}
+
+// Set holds extracted features and labels on the CPU, owned by the set.
+type Set struct {
+	Feats  map[string]*torch.Tensor // [N, D] float32
+	Labels *torch.Tensor            // [N] int64
+	Images *torch.Tensor            // [N, C, H, W] float32 in [-1, 1], kept when requested (for pictures)
+}
+
+// Len is the number of images.
+func (s *Set) Len() int { return int(s.Labels.Size(0)) }
+
+// Free releases the tensors.
+func (s *Set) Free() {
+	for _, t := range s.Feats {
+		t.Free()
+	}
+	s.Labels.Free()
+	s.Images.Free()
+}
+
+// Extract runs every image of d through src once (no gradients, in order)
+// and returns the features. Each feature is computed once and reused by
+// every probe.
+func Extract(ctx context.Context, src Source, d datasets.Dataset, transform datasets.Transform, taps []string, keepImages bool, dev torch.Device) (*Set, error) {
+	l, err := datasets.NewLoader(d, datasets.LoaderOptions{BatchSize: 256, Workers: 2, Transform: transform, Device: dev})
+	if err != nil {
+		return nil, err
+	}
+	parts := map[string][]*torch.Tensor{}
+	var labels, images []*torch.Tensor
+	free := func() {
+		for _, ps := range parts {
+			for _, p := range ps {
+				p.Free()
+			}
+		}
+		for _, p := range append(labels, images...) {
+			p.Free()
+		}
+	}
+	it := l.Epoch(ctx, 0)
+	defer it.Close()
+	var ferr error
+	torch.NoGrad(func() {
+		for {
+			b, err := it.Next()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				ferr = err
+				return
+			}
+			s := torch.NewScope()
+			b.MoveTo(s)
+			fs, err := src.Features(b.X, taps)
+			if err != nil {
+				s.Close()
+				ferr = err
+				return
+			}
+			for name, f := range fs {
+				parts[name] = append(parts[name], f.To(torch.Float32, torch.CPU).Contiguous().MoveTo(nil))
+			}
+			labels = append(labels, b.Y.To(torch.CPU).MoveTo(nil))
+			if keepImages {
+				images = append(images, b.X.To(torch.CPU).MoveTo(nil))
+			}
+			s.Close()
+		}
+	})
+	if ferr != nil {
+		free()
+		return nil, ferr
+	}
+	set := &Set{Feats: map[string]*torch.Tensor{}}
+	for name, ps := range parts {
+		set.Feats[name] = torch.Cat(ps, 0)
+		if err := set.Feats[name].Err(); err != nil {
+			free()
+			return nil, fmt.Errorf("features %s: %w", name, err)
+		}
+	}
+	set.Labels = torch.Cat(labels, 0)
+	if keepImages {
+		set.Images = torch.Cat(images, 0)
+	}
+	free()
+	return set, nil
+}

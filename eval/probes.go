@@ -1,0 +1,310 @@
+package eval
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
+)
+
+// ProbeOptions configure the classifiers trained on frozen features. Zero
+// values take the defaults listed with each field.
+type ProbeOptions struct {
+	Epochs      int     // training epochs (SVM 50, MLP 100); for the linear probe, L-BFGS iterations (500)
+	BatchSize   int     // 256
+	LR          float64 // Adam learning rate (SVM 1e-3; MLP 1e-4, the paper's)
+	C           float64 // inverse L2 strength, as scikit-learn's C (1): the penalty is ||W||^2 / (2 C N)
+	K           int     // kNN neighbours (20)
+	Temperature float64 // kNN vote weight exp(similarity / T) (0.1)
+	Seed        uint64  // initialisation and shuffling
+	Runs        int     // SVM runs with different seeds (5)
+}
+
+func (o ProbeOptions) with(epochs int, lr float64) ProbeOptions {
+	if o.Epochs == 0 {
+		o.Epochs = epochs
+	}
+	if o.LR == 0 {
+		o.LR = lr
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = 256
+	}
+	if o.C == 0 {
+		o.C = 1
+	}
+	if o.K == 0 {
+		o.K = 20
+	}
+	if o.Temperature == 0 {
+		o.Temperature = 0.1
+	}
+	if o.Runs == 0 {
+		o.Runs = 5
+	}
+	return o
+}
+
+// Result is one probe's score on one feature.
+type Result struct {
+	Accuracy float64 `json:"accuracy"`      // test accuracy in [0, 1]
+	Std      float64 `json:"std,omitempty"` // across runs (SVM)
+	Runs     int     `json:"runs,omitempty"`
+}
+
+// standardize returns (x - mean) / std with the training split's statistics
+// (constant dimensions are left centred), for train and test features.
+func standardize(train, test *torch.Tensor, s *torch.Scope) (*torch.Tensor, *torch.Tensor) {
+	mean := train.Ref(s).MeanDims([]int64{0}, true)
+	std := train.Ref(s).Std([]int64{0}, false, true)
+	std = torch.Where(std.GtScalar(1e-6), std, torch.OnesLike(std))
+	return train.Ref(s).Sub(mean).Div(std), test.Ref(s).Sub(mean).Div(std)
+}
+
+func checkLabels(y *torch.Tensor) (int64, error) {
+	lo, err := y.Min().Item()
+	if err != nil {
+		return 0, err
+	}
+	if lo < 0 {
+		return 0, fmt.Errorf("the data is unlabeled: probes need class labels")
+	}
+	hi, err := y.Max().Item()
+	return int64(hi) + 1, err
+}
+
+// fit trains layer on (x, y) with Adam, minibatches shuffled from the seed,
+// the learning rate annealed by a cosine to 0, and loss(logits, y) plus
+// penalty().
+func fit(layer nn.Layer, x, y *torch.Tensor, o ProbeOptions, loss func(logits, y *torch.Tensor) *torch.Tensor, penalty func(*torch.Scope) *torch.Tensor) error {
+	opt, err := optim.NewAdam(nn.Parameters(layer), optim.AdamOptions{LR: o.LR})
+	if err != nil {
+		return err
+	}
+	defer opt.Free()
+	if err := torch.ManualSeed(o.Seed); err != nil {
+		return err
+	}
+	n := x.Size(0)
+	sched := optim.CosineLR{TMax: o.Epochs}
+	layer.Train(true)
+	defer layer.Train(false)
+	for e := 0; e < o.Epochs; e++ {
+		opt.SetLR(sched.LR(o.LR, e))
+		es := torch.NewScope()
+		perm := torch.RandPerm(n, es)
+		for start := int64(0); start < n; start += int64(o.BatchSize) {
+			m := min(int64(o.BatchSize), n-start)
+			if m < 2 && n >= 2 {
+				break // BatchNorm needs two samples
+			}
+			s := torch.NewScope()
+			idx := perm.Narrow(0, start, m).MoveTo(s)
+			l := loss(layer.Forward(x.IndexSelect(0, idx)), y.IndexSelect(0, idx))
+			if penalty != nil {
+				l = l.Add(penalty(s))
+			}
+			if err := opt.ZeroGrad(); err != nil {
+				s.Close()
+				es.Close()
+				return err
+			}
+			if err := l.Backward(); err != nil {
+				s.Close()
+				es.Close()
+				return err
+			}
+			if err := opt.Step(); err != nil {
+				s.Close()
+				es.Close()
+				return err
+			}
+			s.Close()
+		}
+		es.Close()
+	}
+	return nil
+}
+
+// accuracy of layer's argmax on (x, y), in evaluation mode.
+func accuracy(layer nn.Layer, x, y *torch.Tensor) (float64, error) {
+	layer.Train(false)
+	var acc float64
+	var err error
+	torch.NoGrad(func() {
+		s := torch.NewScope()
+		defer s.Close()
+		acc, err = layer.Forward(x.Ref(s)).Argmax(1, false).Eq(y).To(torch.Float64).Mean().Item()
+	})
+	return acc, err
+}
+
+// LinearProbe is softmax regression on standardised features, minimising
+// mean cross-entropy + ||W||^2 / (2 C N), the objective of scikit-learn's
+// LogisticRegression(C), to convergence with full-batch L-BFGS.
+func LinearProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) {
+	o = o.with(500, 0)
+	k, err := checkLabels(yTr)
+	if err != nil {
+		return Result{}, err
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	tr, te := standardize(xTr, xTe, s)
+	n, d := tr.Size(0), tr.Size(1)
+	lambda := 1 / (2 * o.C * float64(n))
+	ytr := yTr.Ref(s)
+	split := func(theta *torch.Tensor) (*torch.Tensor, *torch.Tensor) {
+		return theta.Narrow(0, 0, k*d).View(k, d), theta.Narrow(0, k*d, k)
+	}
+	f := func(theta *torch.Tensor) (float64, *torch.Tensor, error) {
+		fs := torch.NewScope()
+		defer fs.Close()
+		th := theta.Detach().MoveTo(fs).SetRequiresGrad(true)
+		w, b := split(th)
+		loss := torch.CrossEntropy(torch.Linear(tr, w, b), ytr, torch.ReduceMean).Add(w.Square().Sum().MulScalar(lambda))
+		g, err := torch.Grad([]*torch.Tensor{loss}, []*torch.Tensor{th}, torch.GradOptions{})
+		if err != nil {
+			return 0, nil, err
+		}
+		v, err := loss.Item()
+		return v, g[0].MoveTo(nil), err
+	}
+	theta := torch.Zeros([]int64{k*d + k}, s)
+	if _, _, err := minimize(f, theta, lbfgsOptions{MaxIter: o.Epochs}); err != nil {
+		return Result{}, err
+	}
+	w, b := split(theta)
+	var acc float64
+	torch.NoGrad(func() {
+		acc, err = torch.Linear(te, w, b).Argmax(1, false).Eq(yTe).To(torch.Float64).Mean().Item()
+	})
+	return Result{Accuracy: acc}, err
+}
+
+// MLPProbe is the paper's classifier: one hidden layer of 200 units with
+// BatchNorm, ReLU and dropout (0.5), trained with Adam (lr 1e-4 by default).
+func MLPProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) {
+	o = o.with(100, 1e-4)
+	k, err := checkLabels(yTr)
+	if err != nil {
+		return Result{}, err
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	tr, te := standardize(xTr, xTe, s)
+	_ = torch.ManualSeed(o.Seed)
+	mlp := nn.NewSequential(nn.NewLinear(tr.Size(1), 200, true), nn.NewBatchNorm1d(200), nn.ReLU(), nn.NewDropout(0.5), nn.NewLinear(200, k, true))
+	defer nn.Free(mlp)
+	ce := func(l, y *torch.Tensor) *torch.Tensor { return torch.CrossEntropy(l, y, torch.ReduceMean) }
+	if err := fit(mlp, tr, yTr, o, ce, nil); err != nil {
+		return Result{}, err
+	}
+	acc, err := accuracy(mlp, te, yTe)
+	return Result{Accuracy: acc}, err
+}
+
+// SVMProbe is a linear SVM: the multi-class hinge loss of Crammer and Singer
+// plus ||W||^2 / (2 C N), on standardised features, trained Runs times with
+// different seeds; it reports the mean and standard deviation.
+func SVMProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) {
+	o = o.with(50, 1e-3)
+	k, err := checkLabels(yTr)
+	if err != nil {
+		return Result{}, err
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	tr, te := standardize(xTr, xTe, s)
+	lambda := 1 / (2 * o.C * float64(tr.Size(0)))
+	var accs []float64
+	for r := 0; r < o.Runs; r++ {
+		ro := o
+		ro.Seed = o.Seed + uint64(r)*7919
+		_ = torch.ManualSeed(ro.Seed)
+		lin := nn.NewLinear(tr.Size(1), k, true)
+		hinge := func(l, y *torch.Tensor) *torch.Tensor {
+			own := l.Gather(1, y.Unsqueeze(1))                       // [B, 1]
+			margins := l.Sub(own).AddScalar(1)                       // 1 + s_j - s_y
+			margins = margins.MaskedFill(y.OneHot(k).GtScalar(0), 0) // j != y only
+			return margins.AMax([]int64{1}, false).ClampMin(0).Mean()
+		}
+		pen := func(s *torch.Scope) *torch.Tensor { return lin.Weight.Ref(s).Square().Sum().MulScalar(lambda) }
+		if err := fit(lin, tr, yTr, ro, hinge, pen); err != nil {
+			nn.Free(lin)
+			return Result{}, err
+		}
+		acc, err := accuracy(lin, te, yTe)
+		nn.Free(lin)
+		if err != nil {
+			return Result{}, err
+		}
+		accs = append(accs, acc)
+	}
+	mean, std := meanStd(accs)
+	return Result{Accuracy: mean, Std: std, Runs: len(accs)}, nil
+}
+
+func meanStd(v []float64) (float64, float64) {
+	var m float64
+	for _, x := range v {
+		m += x
+	}
+	m /= float64(len(v))
+	var ss float64
+	for _, x := range v {
+		ss += (x - m) * (x - m)
+	}
+	if len(v) < 2 {
+		return m, 0
+	}
+	return m, math.Sqrt(ss / float64(len(v)-1))
+}
+
+// KNN classifies each test point by a vote of its K nearest training points
+// under cosine similarity, each weighted by exp(similarity / Temperature).
+func KNN(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) {
+	o = o.with(0, 0)
+	k, err := checkLabels(yTr)
+	if err != nil {
+		return Result{}, err
+	}
+	if int64(o.K) > xTr.Size(0) {
+		return Result{}, fmt.Errorf("k = %d exceeds the %d training points", o.K, xTr.Size(0))
+	}
+	var correct float64
+	var ferr error
+	torch.NoGrad(func() {
+		s := torch.NewScope()
+		defer s.Close()
+		norm := func(x *torch.Tensor) *torch.Tensor {
+			return x.Div(x.Square().SumDims([]int64{1}, true).Sqrt().ClampMin(1e-12))
+		}
+		tr := norm(xTr.Ref(s))
+		te := norm(xTe.Ref(s))
+		ytr := yTr.Ref(s)
+		n := te.Size(0)
+		for start := int64(0); start < n; start += 512 {
+			m := min(512, n-start)
+			cs := torch.NewScope()
+			sim := te.Narrow(0, start, m).MoveTo(cs).Matmul(tr.T()) // [m, Ntr]
+			vals, idx := sim.TopK(int64(o.K), 1)
+			votes := ytr.IndexSelect(0, idx.Flatten(0, -1)).Reshape(m, int64(o.K)).OneHot(k).To(torch.Float32) // [m, K, classes]
+			w := vals.DivScalar(o.Temperature).Exp().Unsqueeze(2)
+			pred := votes.Mul(w).SumDims([]int64{1}, false).Argmax(1, false)
+			c, err := pred.Eq(yTe.Narrow(0, start, m)).Sum().Item()
+			cs.Close()
+			if err != nil {
+				ferr = err
+				return
+			}
+			correct += c
+		}
+	})
+	if ferr != nil {
+		return Result{}, ferr
+	}
+	return Result{Accuracy: correct / float64(xTe.Size(0))}, nil
+}
