@@ -12,7 +12,6 @@ import (
 
 	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/eval"
-	"github.com/dimtorch/dimtorch/internal/npy"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
@@ -165,7 +164,7 @@ func runEval(c *cli.Context) error {
 	}
 	defer te.Free()
 	if dir := c.String("export-features"); dir != "" {
-		if err := exportNPY(dir, tr, te); err != nil {
+		if err := eval.ExportNPY(dir, tr, te); err != nil {
 			return err
 		}
 		log.Info().Str("dir", dir).Msg("features written")
@@ -280,30 +279,4 @@ func firstOfEachClass(labels *torch.Tensor, k int) []int {
 		}
 	}
 	return out
-}
-
-// exportNPY writes DIR/{train,test}_{feature}.npy and DIR/{train,test}_labels.npy.
-func exportNPY(dir string, tr, te *eval.Set) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for split, set := range map[string]*eval.Set{"train": tr, "test": te} {
-		for name, f := range set.Feats {
-			v, err := f.Float32s()
-			if err != nil {
-				return err
-			}
-			if err := npy.WriteFloat32(filepath.Join(dir, split+"_"+name+".npy"), v, int(f.Size(0)), int(f.Size(1))); err != nil {
-				return err
-			}
-		}
-		l, err := set.Labels.Int64s()
-		if err != nil {
-			return err
-		}
-		if err := npy.WriteInt64(filepath.Join(dir, split+"_labels.npy"), l, len(l)); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -1,0 +1,240 @@
+package eval
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dimtorch/dimtorch/torch"
+)
+
+// blobs returns n points per class of k well-separated Gaussian clusters in
+// d dimensions (class means 6 apart), for train and test.
+func blobs(n, k, d int64, seed uint64) (xTr, yTr, xTe, yTe *torch.Tensor) {
+	_ = torch.ManualSeed(seed)
+	mk := func() (*torch.Tensor, *torch.Tensor) {
+		s := torch.NewScope()
+		defer s.Close()
+		means := torch.Eye(k, d, s).MulScalar(6)
+		y := torch.Arange(0, float64(k), 1, torch.Int64, s).Repeat(n)
+		x := means.IndexSelect(0, y).Add(torch.Randn([]int64{n * k, d}, s))
+		return x.MoveTo(nil), y.MoveTo(nil)
+	}
+	xTr, yTr = mk()
+	xTe, yTe = mk()
+	return
+}
+
+func freeAll(ts ...*torch.Tensor) {
+	for _, t := range ts {
+		t.Free()
+	}
+}
+
+// Every probe separates well-separated classes almost perfectly.
+func TestProbesOnSeparableData(t *testing.T) {
+	xTr, yTr, xTe, yTe := blobs(100, 4, 8, 1)
+	defer freeAll(xTr, yTr, xTe, yTe)
+	probes := map[string]func(a, b, c, d *torch.Tensor, o ProbeOptions) (Result, error){
+		"linear": LinearProbe, "mlp": MLPProbe, "knn": KNN, "svm": SVMProbe,
+	}
+	for name, p := range probes {
+		o := ProbeOptions{Seed: 1}
+		if name == "mlp" {
+			o.Epochs, o.LR = 30, 1e-2
+		}
+		if name == "svm" {
+			o.Epochs, o.LR, o.Runs = 40, 0.05, 3
+		}
+		r, err := p(xTr, yTr, xTe, yTe, o)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if r.Accuracy < 0.97 {
+			t.Errorf("%s: accuracy %v on separable data", name, r.Accuracy)
+		}
+		if name == "svm" && (r.Runs != 3 || r.Std < 0 || r.Std > 0.02) {
+			t.Errorf("svm runs %d std %v", r.Runs, r.Std)
+		}
+	}
+}
+
+// With labels independent of the features, probes stay near chance.
+func TestProbesAtChanceOnNoise(t *testing.T) {
+	_ = torch.ManualSeed(2)
+	xTr, xTe := torch.Randn([]int64{400, 16}), torch.Randn([]int64{400, 16})
+	yTr, yTe := torch.RandInt(0, 4, []int64{400}), torch.RandInt(0, 4, []int64{400})
+	defer freeAll(xTr, yTr, xTe, yTe)
+	for name, p := range map[string]func(a, b, c, d *torch.Tensor, o ProbeOptions) (Result, error){"linear": LinearProbe, "knn": KNN} {
+		r, err := p(xTr, yTr, xTe, yTe, ProbeOptions{Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Accuracy > 0.36 {
+			t.Errorf("%s: accuracy %v on noise (chance 0.25)", name, r.Accuracy)
+		}
+	}
+}
+
+// The linear probe minimises the regularised cross-entropy: its gradient at
+// the solution is zero, so the loss cannot be lowered by a small step.
+func TestLinearProbeConverges(t *testing.T) {
+	xTr, yTr, xTe, yTe := blobs(30, 3, 5, 3)
+	defer freeAll(xTr, yTr, xTe, yTe)
+	s := torch.NewScope()
+	defer s.Close()
+	target := torch.Randn([]int64{5}, torch.Float64, s)
+	f := func(theta *torch.Tensor) (float64, *torch.Tensor, error) {
+		fs := torch.NewScope()
+		defer fs.Close()
+		th := theta.Detach().MoveTo(fs).SetRequiresGrad(true)
+		// A convex quadratic with a known minimum at target.
+		loss := th.Sub(target).Square().Mul(torch.Arange(1, 6, 1, torch.Float64, fs)).Sum()
+		g, err := torch.Grad([]*torch.Tensor{loss}, []*torch.Tensor{th}, torch.GradOptions{})
+		if err != nil {
+			return 0, nil, err
+		}
+		v, _ := loss.Item()
+		return v, g[0].MoveTo(nil), nil
+	}
+	theta := torch.Zeros([]int64{5}, torch.Float64, s)
+	loss, _, err := minimize(f, theta, lbfgsOptions{Tol: 1e-10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := theta.Float64s()
+	want, _ := target.Float64s()
+	for i := range got {
+		if math.Abs(got[i]-want[i]) > 1e-6 {
+			t.Fatalf("L-BFGS minimum %v, want %v (loss %v)", got, want, loss)
+		}
+	}
+}
+
+// NDM is near 0 for independent dimensions and large when dimensions copy
+// each other.
+func TestNDM(t *testing.T) {
+	_ = torch.ManualSeed(4)
+	indep := torch.Randn([]int64{2000, 4})
+	defer indep.Free()
+	s := torch.NewScope()
+	defer s.Close()
+	base := torch.Randn([]int64{2000, 1}, s)
+	dep := torch.Cat([]*torch.Tensor{base, base.MulScalar(2), base.Neg(), base.AddScalar(1)}, 1).Add(torch.Randn([]int64{2000, 4}, s).MulScalar(0.05)).MoveTo(nil)
+	defer dep.Free()
+	o := MeasureOptions{Steps: 300, BatchSize: 128, LR: 1e-3, Seed: 1}
+	vi, err := NDM(indep.Narrow(0, 0, 1000), indep.Narrow(0, 1000, 1000), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vd, err := NDM(dep.Narrow(0, 0, 1000), dep.Narrow(0, 1000, 1000), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(vi) > 0.1 || vd < 0.5 {
+		t.Fatalf("NDM independent %v (want ~0), dependent %v (want large)", vi, vd)
+	}
+}
+
+// MINE finds no information between independent variables and some when Y
+// is a function of X.
+func TestMINE(t *testing.T) {
+	_ = torch.ManualSeed(5)
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Randn([]int64{2000, 1, 2, 2}, s)
+	yDep := x.Flatten(1, -1).Narrow(1, 0, 2).Add(torch.Randn([]int64{2000, 2}, s).MulScalar(0.1))
+	yInd := torch.Randn([]int64{2000, 2}, s)
+	o := MeasureOptions{Steps: 400, BatchSize: 128, LR: 1e-3, Seed: 1}
+	split := func(v *torch.Tensor) (*torch.Tensor, *torch.Tensor) {
+		return v.Narrow(0, 0, 1000), v.Narrow(0, 1000, 1000)
+	}
+	xa, xb := split(x)
+	da, db := split(yDep)
+	ia, ib := split(yInd)
+	dep, err := MINE(xa, da, xb, db, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ind, err := MINE(xa, ia, xb, ib, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// I(X; Y) for two coordinates copied with noise 0.1 is about 2*log(10) = 4.6 nats;
+	// the bound is loose but clearly positive, and ~0 for independent variables.
+	if dep < 1 || math.Abs(ind) > 0.3 {
+		t.Fatalf("MINE dependent %v nats (want > 1), independent %v (want ~0)", dep, ind)
+	}
+}
+
+func TestPCA2RecoversAxes(t *testing.T) {
+	_ = torch.ManualSeed(6)
+	s := torch.NewScope()
+	defer s.Close()
+	// Variance 100 along axis 2, 9 along axis 0, 1 elsewhere.
+	scale := torch.FromSlice([]float32{3, 1, 10, 1}, []int64{4}, s)
+	x := torch.Randn([]int64{3000, 4}, s).Mul(scale)
+	pts, err := PCA2(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v0, v1 float64
+	for _, p := range pts {
+		v0 += p[0] * p[0]
+		v1 += p[1] * p[1]
+	}
+	v0, v1 = v0/3000, v1/3000
+	if math.Abs(v0-100) > 10 || math.Abs(v1-9) > 1.5 {
+		t.Fatalf("component variances %v, %v; want 100, 9", v0, v1)
+	}
+}
+
+// The linear probe agrees with scikit-learn's LogisticRegression on the same
+// features within one point (bench/sklearn_probe.py).
+func TestLinearProbeMatchesScikitLearn(t *testing.T) {
+	if exec.Command("/usr/bin/python3", "-c", "import sklearn").Run() != nil {
+		t.Skip("Debian's python3-sklearn is not installed (make setup installs it)")
+	}
+	// Overlapping classes, so that accuracy is informative (not 100%).
+	_ = torch.ManualSeed(7)
+	s := torch.NewScope()
+	defer s.Close()
+	w := torch.Randn([]int64{20, 5}, s)
+	mk := func(n int64) (*torch.Tensor, *torch.Tensor) {
+		x := torch.Randn([]int64{n, 20}, s)
+		y := x.Matmul(w).Add(torch.Randn([]int64{n, 5}, s).MulScalar(2)).Argmax(1, false)
+		return x, y
+	}
+	xTr, yTr := mk(1500)
+	xTe, yTe := mk(1000)
+	r, err := LinearProbe(xTr, yTr, xTe, yTe, ProbeOptions{Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	tr := &Set{Feats: map[string]*torch.Tensor{"f": xTr}, Labels: yTr}
+	te := &Set{Feats: map[string]*torch.Tensor{"f": xTe}, Labels: yTe}
+	if err := ExportNPY(dir, tr, te); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("/usr/bin/python3", "../bench/sklearn_probe.py", dir).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var skl float64
+	line := strings.TrimSpace(string(out))
+	if _, err := fmt.Sscanf(line, `{"f": %g}`, &skl); err != nil {
+		t.Fatalf("scikit-learn printed %q", line)
+	}
+	t.Logf("dimtorch %.4f, scikit-learn %.4f", r.Accuracy, skl)
+	if math.Abs(r.Accuracy-skl) > 0.01 {
+		t.Fatalf("dimtorch %.4f vs scikit-learn %.4f", r.Accuracy, skl)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "train_labels.npy")); err != nil {
+		t.Fatal(err)
+	}
+}
