@@ -13,17 +13,19 @@ import (
 
 // Report is one evaluation: a probe over some features of one source.
 type Report struct {
-	Source      string            `json:"source"`
-	Data        string            `json:"data"`
-	Probe       string            `json:"probe"`
-	Protocol    string            `json:"protocol"`
-	Features    map[string]Result `json:"features"`
-	TrainImages int               `json:"train_images"`
-	TestImages  int               `json:"test_images"`
-	Seed        uint64            `json:"seed"`
-	NDM         *float64          `json:"ndm,omitempty"`
-	MINE        *float64          `json:"mine_nats,omitempty"`
-	Seconds     float64           `json:"seconds"`
+	Source       string            `json:"source"`
+	Data         string            `json:"data"`
+	Probe        string            `json:"probe"`
+	Protocol     string            `json:"protocol"`
+	Features     map[string]Result `json:"features"`
+	TrainImages  int               `json:"train_images"`
+	TestImages   int               `json:"test_images"`
+	Seed         uint64            `json:"seed"`
+	NDM          *float64          `json:"ndm,omitempty"`
+	MINE         *float64          `json:"mine_nats,omitempty"`
+	MSSSIM       *float64          `json:"msssim,omitempty"` // of reconstructions from Y by a decoder
+	MSSSIMScales int               `json:"msssim_scales,omitempty"`
+	Seconds      float64           `json:"seconds"`
 }
 
 // FlatJSON is the object `dimtorch eval --json` prints: one key per
@@ -68,6 +70,9 @@ func (r *Report) Markdown() string {
 	}
 	if r.MINE != nil {
 		fmt.Fprintf(&b, "\nMINE I(X; Y): %.4f nats\n", *r.MINE)
+	}
+	if r.MSSSIM != nil {
+		fmt.Fprintf(&b, "\nMS-SSIM of reconstructions from Y (%d scales): %.4f\n", r.MSSSIMScales, *r.MSSSIM)
 	}
 	return b.String()
 }
@@ -117,7 +122,7 @@ func LoadReports(run string) ([]*Report, error) {
 // of the paper's Table 1: a row per run and probe, a column per feature.
 func Table(runs []string, reports [][]*Report) string {
 	var b strings.Builder
-	b.WriteString("| run | source | probe | conv | fc | Y | NDM | MINE (nats) |\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| run | source | probe | conv | fc | Y | NDM | MINE (nats) | MS-SSIM |\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	cell := func(r *Report, f string) string {
 		if f == "y" {
 			if _, ok := r.Features["y"]; !ok {
@@ -141,8 +146,8 @@ func Table(runs []string, reports [][]*Report) string {
 	}
 	for i, run := range runs {
 		for _, r := range reports[i] {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", run, r.Source, r.Probe,
-				cell(r, "conv"), cell(r, "fc"), cell(r, "y"), opt(r.NDM), opt(r.MINE))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", run, r.Source, r.Probe,
+				cell(r, "conv"), cell(r, "fc"), cell(r, "y"), opt(r.NDM), opt(r.MINE), opt(r.MSSSIM))
 		}
 	}
 	return b.String()

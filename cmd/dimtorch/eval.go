@@ -39,6 +39,8 @@ func evalCommand() *cli.Command {
 			&cli.IntFlag{Name: "k", Value: 20, Usage: "kNN neighbours"},
 			&cli.BoolFlag{Name: "ndm", Usage: "also measure NDM on Y"},
 			&cli.BoolFlag{Name: "mine", Usage: "also estimate I(X; Y) with MINE"},
+			&cli.BoolFlag{Name: "msssim", Usage: "also train a decoder from Y to the images and report MS-SSIM of its reconstructions"},
+			&cli.IntFlag{Name: "decoder-epochs", Value: 20, Usage: "training epochs of the MS-SSIM decoder"},
 			&cli.IntFlag{Name: "measure-steps", Value: 1000, Usage: "training steps of NDM and MINE"},
 			&cli.BoolFlag{Name: "plots", Usage: "draw a PCA map of Y and a nearest-neighbour grid (PNG)"},
 			&cli.StringFlag{Name: "export-features", Usage: "write the features and labels to DIR as .npy (for bench/sklearn_probe.py)"},
@@ -147,9 +149,9 @@ func runEval(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	plots := c.Bool("plots") && (c.IsSet("checkpoint") || c.Bool("random-init"))
-	keep := plots || c.Bool("mine")
+	keep := plots || c.Bool("mine") || c.Bool("msssim")
 	extractTaps := taps
-	if (c.Bool("ndm") || c.Bool("mine") || plots) && !contains(taps, "y") && src.Name() != "raw pixels" {
+	if (c.Bool("ndm") || c.Bool("mine") || c.Bool("msssim") || plots) && !contains(taps, "y") && src.Name() != "raw pixels" {
 		extractTaps = append(append([]string(nil), taps...), "y")
 	}
 	log.Info().Str("source", src.Name()).Str("data", data).Int("train", trainPart.Len()).Int("test", testSet.Len()).Strs("features", extractTaps).Msg("extracting features")
@@ -200,6 +202,13 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		rep.MINE = &v
+	}
+	if c.Bool("msssim") && tr.Feats["y"] != nil {
+		v, scales, err := eval.ReconstructionMSSSIM(tr.Feats["y"], tr.Images, te.Feats["y"], te.Images, eval.DecoderOptions{Epochs: c.Int("decoder-epochs"), Seed: seed})
+		if err != nil {
+			return err
+		}
+		rep.MSSSIM, rep.MSSSIMScales = &v, scales
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	if out != "" {

@@ -1,0 +1,85 @@
+package eval
+
+import (
+	"fmt"
+
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+)
+
+// DecoderOptions configure the reconstruction measure. Zero values: 20
+// epochs, batch 128, Adam lr 1e-3.
+type DecoderOptions struct {
+	Epochs    int
+	BatchSize int
+	LR        float64
+	Seed      uint64
+}
+
+// newDecoder maps d-dimensional features to C x H x W images in [-1, 1]
+// (H and W divisible by 4): a linear layer to a 128-channel map of H/4 x W/4,
+// then twice a 2x nearest upsampling and a 3x3 convolution. (Upsampling and
+// convolution rather than transposed convolutions: libtorch's CPU transposed
+// convolution backward is an order of magnitude slower.)
+func newDecoder(d, c, h, w int64) *nn.Sequential {
+	h0, w0 := h/4, w/4
+	up := func(oh, ow int64) *nn.Func {
+		return &nn.Func{Name: "upsample", Fn: func(x *torch.Tensor) *torch.Tensor { return torch.Interpolate(x, oh, ow, torch.Nearest, false) }}
+	}
+	return nn.NewSequential(
+		nn.NewLinear(d, 128*h0*w0, false), nn.NewBatchNorm1d(128*h0*w0), nn.ReLU(),
+		&nn.Func{Name: "unflatten", Fn: func(x *torch.Tensor) *torch.Tensor { return x.Reshape(-1, 128, h0, w0) }},
+		up(2*h0, 2*w0), nn.NewConv2d(128, 64, 3, torch.ConvOptions{Padding: 1}, false), nn.NewBatchNorm2d(64), nn.ReLU(),
+		up(h, w), nn.NewConv2d(64, c, 3, torch.ConvOptions{Padding: 1}, true), nn.Tanh(),
+	)
+}
+
+// ReconstructionMSSSIM trains a decoder from frozen features (standardised)
+// to the images with a mean squared error, then returns the mean MS-SSIM
+// between the test images and their reconstructions, and the number of
+// scales the image size allowed.
+func ReconstructionMSSSIM(fTr, imgTr, fTe, imgTe *torch.Tensor, o DecoderOptions) (float64, int, error) {
+	if o.Epochs == 0 {
+		o.Epochs = 20
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = 128
+	}
+	if o.LR == 0 {
+		o.LR = 1e-3
+	}
+	sh := imgTr.Shape()
+	if len(sh) != 4 || sh[2]%4 != 0 || sh[3]%4 != 0 {
+		return 0, 0, fmt.Errorf("the decoder needs image sides divisible by 4, got %v", sh)
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	tr, te := standardize(fTr, fTe, s)
+	_ = torch.ManualSeed(o.Seed)
+	dec := newDecoder(tr.Size(1), sh[1], sh[2], sh[3])
+	defer nn.Free(dec)
+	// fit's loss takes (output, target): here the target is the image batch,
+	// selected with the same indices as the features.
+	targets := imgTr.Ref(s)
+	po := ProbeOptions{Epochs: o.Epochs, BatchSize: o.BatchSize, LR: o.LR, Seed: o.Seed}.with(o.Epochs, o.LR)
+	mse := func(out, y *torch.Tensor) *torch.Tensor { return torch.MSELoss(out, y, torch.ReduceMean) }
+	if err := fit(dec, tr, targets, po, mse, nil); err != nil {
+		return 0, 0, err
+	}
+	dec.Train(false)
+	var vals []float64
+	var scales int
+	var err error
+	torch.NoGrad(func() {
+		rec := dec.Forward(te)
+		vals, scales, err = MSSSIM(imgTe.Ref(s), rec, SSIMOptions{})
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	var m float64
+	for _, v := range vals {
+		m += v
+	}
+	return m / float64(len(vals)), scales, nil
+}
