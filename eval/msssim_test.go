@@ -94,7 +94,9 @@ func TestReconstructionMSSSIM(t *testing.T) {
 	gx := grid.Reshape(1, 1, 28).Sub(code.Narrow(1, 1, 1).Reshape(n, 1, 1))
 	imgs := gy.Square().Add(gx.Square()).MulScalar(-20).Exp().MulScalar(2).SubScalar(1).Unsqueeze(1)
 	noise := torch.Randn([]int64{n, 2}, s)
-	split := func(v *torch.Tensor) (*torch.Tensor, *torch.Tensor) { return v.Narrow(0, 0, 500), v.Narrow(0, 500, 100) }
+	split := func(v *torch.Tensor) (*torch.Tensor, *torch.Tensor) {
+		return v.Narrow(0, 0, 500), v.Narrow(0, 500, 100)
+	}
 	ctr, cte := split(code)
 	itr, ite := split(imgs)
 	ntr, nte := split(noise)
