@@ -212,7 +212,7 @@ func runEval(c *cli.Context) error {
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	if out != "" {
-		name := probe + "-" + strings.Join(taps, "-")
+		name := fmt.Sprintf("%s-%s-n%d", probe, strings.Join(taps, "-"), tr.Len())
 		if err := rep.Save(out, name); err != nil {
 			return err
 		}

@@ -54,7 +54,7 @@ func TestEvalAndReportCommands(t *testing.T) {
 	if v, ok := pix["pixels"].(float64); !ok || v < 0.9 {
 		t.Fatalf("pixels: %v", pix)
 	}
-	for _, f := range []string{"eval/linear-conv-fc-y.json", "eval/linear-conv-fc-y.md", "eval/y-pca.png", "eval/neighbours.png"} {
+	for _, f := range []string{"eval/linear-conv-fc-y-n800.json", "eval/linear-conv-fc-y-n800.md", "eval/y-pca.png", "eval/neighbours.png"} {
 		if st, err := os.Stat(filepath.Join(runDir, f)); err != nil || st.Size() == 0 {
 			t.Fatalf("%s: %v", f, err)
 		}
