@@ -122,7 +122,7 @@ func LoadReports(run string) ([]*Report, error) {
 // of the paper's Table 1: a row per run and probe, a column per feature.
 func Table(runs []string, reports [][]*Report) string {
 	var b strings.Builder
-	b.WriteString("| run | source | probe | conv | fc | Y | NDM | MINE (nats) | MS-SSIM |\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| run | source | probe | probe's training images | conv | fc | Y | NDM | MINE (nats) | MS-SSIM |\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	cell := func(r *Report, f string) string {
 		if f == "y" {
 			if _, ok := r.Features["y"]; !ok {
@@ -146,7 +146,7 @@ func Table(runs []string, reports [][]*Report) string {
 	}
 	for i, run := range runs {
 		for _, r := range reports[i] {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", run, r.Source, r.Probe,
+			fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", run, r.Source, r.Probe, r.TrainImages,
 				cell(r, "conv"), cell(r, "fc"), cell(r, "y"), opt(r.NDM), opt(r.MINE), opt(r.MSSSIM))
 		}
 	}

@@ -60,7 +60,7 @@ func TestEvalAndReportCommands(t *testing.T) {
 		}
 	}
 	table, stderr, code := run(t, "report", runDir)
-	if code != 0 || !strings.Contains(table, "| conv | fc | Y |") || !strings.Contains(table, "linear") {
+	if code != 0 || !strings.Contains(table, "| conv | fc | Y |") || !strings.Contains(table, "| 800 |") || !strings.Contains(table, "linear") {
 		t.Fatalf("report: %s %s", table, stderr)
 	}
 	if _, stderr, code := run(t, "eval", "--checkpoint", t.TempDir(), "--json"); code == 0 || !strings.Contains(stderr, "no checkpoint") {
