@@ -127,3 +127,44 @@ func TestMIHeads(t *testing.T) {
 		}
 	}
 }
+
+// Every encoder's graph description computes exactly what Encode computes
+// in evaluation mode: the basis of the ONNX export.
+func TestGraphsMatchEncode(t *testing.T) {
+	for _, name := range Names() {
+		t.Run(name, func(t *testing.T) {
+			_ = torch.ManualSeed(11)
+			e, err := New(Config{Name: name, InChannels: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nn.Free(e)
+			s := torch.NewScope()
+			defer s.Close()
+			in := e.Spec().Input
+			// Train a little so that BatchNorm's running statistics are not trivial.
+			for i := 0; i < 2; i++ {
+				e.Encode(torch.Randn([]int64{4, int64(in[0]), int64(in[1]), int64(in[2])}, s))
+			}
+			e.Train(false)
+			g, err := e.(Describer).Graph()
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := torch.Randn([]int64{3, int64(in[0]), int64(in[1]), int64(in[2])}, s)
+			torch.NoGrad(func() {
+				want := e.Encode(x)
+				got, err := Interpret(g, x)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for tap, w := range map[string]*torch.Tensor{"local": want.Local, "conv": want.Conv, "fc": want.FC, "y": want.Y} {
+					d, err := got[tap].Sub(w).Abs().Max().Item()
+					if err != nil || d > 1e-5 {
+						t.Fatalf("%s: max difference %v (%v)", tap, d, err)
+					}
+				}
+			})
+		})
+	}
+}

@@ -181,6 +181,10 @@ type Func struct {
 	Base
 	Name string
 	Fn   func(*torch.Tensor) *torch.Tensor
+	// Args records the integer arguments the function was made with
+	// (kernel, stride, padding for pooling; output size for adaptive
+	// pooling), so that exporters can describe it.
+	Args []int64
 }
 
 // Forward applies the function.
@@ -207,17 +211,28 @@ func Flatten() *Func {
 
 // MaxPool2d returns a max-pooling layer.
 func MaxPool2d(kernel int64, opts torch.ConvOptions) *Func {
-	return &Func{Name: "max_pool2d", Fn: func(x *torch.Tensor) *torch.Tensor { return torch.MaxPool2d(x, kernel, opts) }}
+	stride := opts.Stride
+	if stride == 0 {
+		stride = kernel
+	}
+	return &Func{Name: "max_pool2d", Fn: func(x *torch.Tensor) *torch.Tensor { return torch.MaxPool2d(x, kernel, opts) },
+		Args: []int64{kernel, stride, opts.Padding}}
 }
 
 // AvgPool2d returns an average-pooling layer.
 func AvgPool2d(kernel int64, opts torch.ConvOptions) *Func {
-	return &Func{Name: "avg_pool2d", Fn: func(x *torch.Tensor) *torch.Tensor { return torch.AvgPool2d(x, kernel, opts) }}
+	stride := opts.Stride
+	if stride == 0 {
+		stride = kernel
+	}
+	return &Func{Name: "avg_pool2d", Fn: func(x *torch.Tensor) *torch.Tensor { return torch.AvgPool2d(x, kernel, opts) },
+		Args: []int64{kernel, stride, opts.Padding}}
 }
 
 // AdaptiveAvgPool2d returns a layer that averages into an h x w map.
 func AdaptiveAvgPool2d(h, w int64) *Func {
-	return &Func{Name: "adaptive_avg_pool2d", Fn: func(x *torch.Tensor) *torch.Tensor { return torch.AdaptiveAvgPool2d(x, h, w) }}
+	return &Func{Name: "adaptive_avg_pool2d", Fn: func(x *torch.Tensor) *torch.Tensor { return torch.AdaptiveAvgPool2d(x, h, w) },
+		Args: []int64{h, w}}
 }
 
 // Sequential chains layers; children are named "0", "1", ... as in PyTorch.
