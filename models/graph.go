@@ -27,8 +27,8 @@ type Graph struct {
 //	flatten     [N, ...] -> [N, prod]
 //	linear      Params weight[, bias]: x W^T + b
 //	add         elementwise sum of two inputs
-//	crops       [N, C, H, W] -> [N*g*g, C, crop, crop]: Ints crop, stride, grid
-//	foldback    [N*g*g, D] -> [N, D, g, g]: Ints grid
+//	crops       [N, C, H, W] -> [N*g*g, C, crop, crop]: Ints crop, stride, grid, channels (C)
+//	foldback    [N*g*g, D] -> [N, D, g, g]: Ints grid, channels (D)
 //	globals     [N, D, h, w] -> [N, h*w, D]
 //	meanglobals [N, M, D] -> [N, D]
 type Node struct {
@@ -152,9 +152,9 @@ func (r *resnet) Graph() (*Graph, error) {
 func (f *folded) Graph() (*Graph, error) {
 	b := &graphBuilder{g: &Graph{Input: "image", Outputs: map[string]string{}}}
 	grid := int64(f.spec.Folded.Grid)
-	crops := b.add("crops", []string{"image"}, nil, map[string]int64{"crop": f.crop, "stride": f.stride, "grid": grid}, nil)
+	crops := b.add("crops", []string{"image"}, nil, map[string]int64{"crop": f.crop, "stride": f.stride, "grid": grid, "channels": int64(f.cfg.InChannels)}, nil)
 	v := b.add("flatten", []string{b.layer(f.trunk, crops)}, nil, nil, nil)
-	b.g.Outputs["local"] = b.add("foldback", []string{v}, nil, map[string]int64{"grid": grid}, nil)
+	b.g.Outputs["local"] = b.add("foldback", []string{v}, nil, map[string]int64{"grid": grid, "channels": int64(f.spec.Local[0])}, nil)
 	b.g.Outputs["conv"] = b.layer(f.head, b.g.Outputs["local"])
 	if f.multi {
 		g := b.add("globals", []string{b.layer(f.y, b.g.Outputs["conv"])}, nil, nil, nil)
