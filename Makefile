@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-APT_PACKAGES := libtorch-dev cmake dataset-fashion-mnist python3-torch python3-sklearn
+APT_PACKAGES := libtorch-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx
+ORT_VERSION := 1.24.3
 
 .PHONY: setup build demo test test-go test-shim lint fmt-check bench-ops bench-train shim clean
 
-## setup: install what building and testing need (Debian packages, Go modules); idempotent
+## setup: install what building and testing need (Debian packages, Go modules, the onnxruntime library); idempotent
 setup:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -15,6 +16,13 @@ setup:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 	$(GO) mod download
+	@if [ ! -f third_party/onnxruntime/libonnxruntime.so.1 ]; then \
+	  echo "fetching the onnxruntime library (npm package onnxruntime-node@$(ORT_VERSION))"; \
+	  tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent onnxruntime-node@$(ORT_VERSION) >/dev/null) && \
+	  tar -xzf $$tmp/onnxruntime-node-$(ORT_VERSION).tgz -C $$tmp package/bin/napi-v6/linux/x64/libonnxruntime.so.1 && \
+	  mkdir -p third_party/onnxruntime && mv $$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1 third_party/onnxruntime/ && \
+	  rm -rf $$tmp; \
+	fi
 
 ## build: the dimtorch command in bin/
 build:

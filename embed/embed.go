@@ -1,0 +1,249 @@
+// Package embed runs exported dimtorch encoders (ONNX) through onnxruntime
+// to embed images in Go services, with no libtorch at all. A Model is safe
+// for concurrent use by several goroutines.
+//
+// The onnxruntime shared library is found from Options.Library, the
+// DIMTORCH_ONNXRUNTIME_LIB environment variable, or well-known places
+// (third_party/onnxruntime from `make setup`, the user cache, system
+// library directories); Open fails with a clear error when it is absent.
+package embed
+
+import (
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	_ "image/jpeg" // decoders for EmbedFile
+	_ "image/png"
+	"os"
+	"sync"
+
+	"github.com/dimtorch/dimtorch/internal/ortlib"
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// Options configure Open.
+type Options struct {
+	Library string // path of libonnxruntime; empty: search (see the package doc)
+	Threads int    // intra-op threads per run (default 1; set it explicitly for throughput)
+	Output  string // the output to return (default "y")
+}
+
+// Model is an opened encoder.
+type Model struct {
+	session *ort.DynamicAdvancedSession
+	input   string
+	output  string
+	c, h, w int64
+	dim     int64
+}
+
+var (
+	envOnce sync.Once
+	envLib  string
+	envErr  error
+)
+
+// initEnv loads the onnxruntime library once per process.
+func initEnv(lib string) error {
+	path, err := ortlib.Find(lib)
+	if err != nil {
+		return err
+	}
+	envOnce.Do(func() {
+		envLib = path
+		ort.SetSharedLibraryPath(path)
+		if err := ort.InitializeEnvironment(); err != nil {
+			envErr = fmt.Errorf("onnxruntime library %s: %w", path, err)
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	if envLib != path {
+		return fmt.Errorf("onnxruntime is already loaded from %s; one process uses one library (asked for %s)", envLib, path)
+	}
+	return nil
+}
+
+// Open loads an exported model. It checks that the file is an ONNX model
+// with one float32 NCHW image input of fixed size and the requested output.
+func Open(path string, o Options) (*Model, error) {
+	if err := initEnv(o.Library); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	if o.Output == "" {
+		o.Output = "y"
+	}
+	if o.Threads <= 0 {
+		o.Threads = 1
+	}
+	ins, outs, err := ort.GetInputOutputInfo(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a readable ONNX model: %w", path, err)
+	}
+	if len(ins) != 1 || len(ins[0].Dimensions) != 4 || ins[0].DataType != ort.TensorElementDataTypeFloat {
+		return nil, fmt.Errorf("%s: expected one float32 input of shape [N, C, H, W], found %v", path, ins)
+	}
+	m := &Model{input: ins[0].Name, output: o.Output}
+	d := ins[0].Dimensions
+	m.c, m.h, m.w = d[1], d[2], d[3]
+	if m.c <= 0 || m.h <= 0 || m.w <= 0 {
+		return nil, fmt.Errorf("%s: the input's channels and size must be fixed, got %v", path, d)
+	}
+	found := false
+	for _, out := range outs {
+		if out.Name == o.Output {
+			found = true
+			m.dim = 1
+			for _, x := range out.Dimensions[1:] {
+				m.dim *= x
+			}
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("%s has no output %q", path, o.Output)
+	}
+	opts, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer opts.Destroy()
+	if err := opts.SetIntraOpNumThreads(o.Threads); err != nil {
+		return nil, err
+	}
+	if err := opts.SetInterOpNumThreads(1); err != nil {
+		return nil, err
+	}
+	m.session, err = ort.NewDynamicAdvancedSession(path, []string{m.input}, []string{m.output}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// Close releases the session.
+func (m *Model) Close() error {
+	if m.session == nil {
+		return nil
+	}
+	err := m.session.Destroy()
+	m.session = nil
+	return err
+}
+
+// InputShape returns the channels, height and width the model takes.
+func (m *Model) InputShape() (c, h, w int) { return int(m.c), int(m.h), int(m.w) }
+
+// Dim returns the length of one embedding.
+func (m *Model) Dim() int { return int(m.dim) }
+
+// ErrClosed is returned by a closed model.
+var ErrClosed = errors.New("embed: the model is closed")
+
+// EmbedBatch embeds n images given as float32 NCHW values in [0, 1] and
+// returns n vectors.
+func (m *Model) EmbedBatch(data []float32, n int) ([][]float32, error) {
+	if m.session == nil {
+		return nil, ErrClosed
+	}
+	per := int(m.c * m.h * m.w)
+	if n <= 0 || len(data) != n*per {
+		return nil, fmt.Errorf("embed: %d values do not make %d images of %dx%dx%d", len(data), n, m.c, m.h, m.w)
+	}
+	in, err := ort.NewTensor(ort.NewShape(int64(n), m.c, m.h, m.w), data)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Destroy()
+	outs := []ort.Value{nil}
+	if err := m.session.Run([]ort.Value{in}, outs); err != nil {
+		return nil, fmt.Errorf("embed: %w", err)
+	}
+	defer outs[0].Destroy()
+	t, ok := outs[0].(*ort.Tensor[float32])
+	if !ok {
+		return nil, fmt.Errorf("embed: the output is not a float32 tensor")
+	}
+	flat := t.GetData()
+	res := make([][]float32, n)
+	for i := range res {
+		res[i] = append([]float32(nil), flat[i*int(m.dim):(i+1)*int(m.dim)]...)
+	}
+	return res, nil
+}
+
+// Pixels converts an image to the model's input layout (CHW, [0, 1]). The
+// image must have the model's size; a 1-channel model takes grayscale
+// images and a 3-channel model colour ones.
+func (m *Model) Pixels(img image.Image) ([]float32, error) {
+	b := img.Bounds()
+	if int64(b.Dx()) != m.w || int64(b.Dy()) != m.h {
+		return nil, fmt.Errorf("embed: the image is %dx%d, the model takes %dx%d", b.Dx(), b.Dy(), m.w, m.h)
+	}
+	gray := false
+	switch img.ColorModel() {
+	case color.GrayModel, color.Gray16Model:
+		gray = true
+	}
+	if gray != (m.c == 1) {
+		want := "colour (RGB)"
+		if m.c == 1 {
+			want = "grayscale"
+		}
+		return nil, fmt.Errorf("embed: the model takes %s images, got %T", want, img)
+	}
+	w, h := int(m.w), int(m.h)
+	out := make([]float32, int(m.c)*h*w)
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			r, g, bl, _ := img.At(b.Min.X+x, b.Min.Y+y).RGBA()
+			if m.c == 1 {
+				out[y*w+x] = float32(r) / 65535
+				continue
+			}
+			out[y*w+x] = float32(r) / 65535
+			out[h*w+y*w+x] = float32(g) / 65535
+			out[2*h*w+y*w+x] = float32(bl) / 65535
+		}
+	}
+	return out, nil
+}
+
+// EmbedImages embeds images of the model's size and colour mode.
+func (m *Model) EmbedImages(imgs []image.Image) ([][]float32, error) {
+	if len(imgs) == 0 {
+		return nil, nil
+	}
+	per := int(m.c * m.h * m.w)
+	data := make([]float32, 0, len(imgs)*per)
+	for i, img := range imgs {
+		p, err := m.Pixels(img)
+		if err != nil {
+			return nil, fmt.Errorf("image %d: %w", i, err)
+		}
+		data = append(data, p...)
+	}
+	return m.EmbedBatch(data, len(imgs))
+}
+
+// EmbedFile decodes a PNG or JPEG file and embeds it.
+func (m *Model) EmbedFile(path string) ([]float32, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	img, _, err := image.Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a readable PNG or JPEG: %w", path, err)
+	}
+	v, err := m.EmbedImages([]image.Image{img})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return v[0], nil
+}
