@@ -53,6 +53,8 @@ func newApp() *cli.App {
 			trainCommand(),
 			evalCommand(),
 			reportCommand(),
+			exportCommand(),
+			embedCommand(),
 			dataCommand(),
 			benchCommand(),
 		},
