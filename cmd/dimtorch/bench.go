@@ -18,6 +18,7 @@ func benchCommand() *cli.Command {
 		Usage: "measure speed (compare with bench/*.py on PyTorch: see the README)",
 		Subcommands: []*cli.Command{
 			benchTrainCommand(),
+			benchEmbedCommand(),
 			{
 				Name:  "ops",
 				Usage: "the binding's per-op overhead (a one-element add) and a DIM-sized conv2d forward+backward",
