@@ -31,6 +31,7 @@ func init() {
 			return readCIFAR(d, files, 1, 0, classes)
 		},
 		files:    []string{"cifar-10-batches-bin", "test_batch.bin", "data_batch_1.bin"},
+		augment:  Compose(RandomCrop(32, 32, 4), HorizontalFlip(0.5)),
 		howToGet: "Run `dimtorch data download cifar10` (the binary version, 163 MiB).",
 	})
 	register(&spec{
@@ -49,6 +50,7 @@ func init() {
 			return readCIFAR(d, []string{f}, 2, 1, classes)
 		},
 		files:    []string{"cifar-100-binary", "train.bin", "test.bin"},
+		augment:  Compose(RandomCrop(32, 32, 4), HorizontalFlip(0.5)),
 		howToGet: "Run `dimtorch data download cifar100` (the binary version, 161 MiB).",
 	})
 }

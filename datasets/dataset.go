@@ -79,6 +79,7 @@ type spec struct {
 	name     string
 	splits   []Split
 	defaults func(Split) Transform // per-dataset default augmentation
+	augment  Transform             // optional training augmentation (--augment) for native-size datasets
 	open     func(dir string, split Split) (Dataset, error)
 	files    []string // files whose presence identifies the dataset directory
 	howToGet string
@@ -150,6 +151,17 @@ func DefaultTransform(name string, split Split) Transform {
 		return s.defaults(split)
 	}
 	return nil
+}
+
+// AugmentTransform returns the optional training augmentation of a dataset
+// (dimtorch train --augment): random crops after padding, and horizontal
+// flips where they preserve the classes (not for digits). It is the default
+// transform for datasets that already augment by default (STL-10, folders).
+func AugmentTransform(name string) Transform {
+	if s, err := lookup(name); err == nil && s.augment != nil {
+		return s.augment
+	}
+	return DefaultTransform(name, Train)
 }
 
 func crops64(split Split) Transform {

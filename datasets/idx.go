@@ -22,8 +22,10 @@ func init() {
 			get = "Install it with `apt-get install dataset-fashion-mnist` (offline), or run `dimtorch data download fashion-mnist`."
 		}
 		classes := mnistClasses
+		augment := Compose(RandomCrop(28, 28, 2))
 		if name == "fashion-mnist" {
 			classes = fashionClasses
+			augment = Compose(RandomCrop(28, 28, 2), HorizontalFlip(0.5))
 		}
 		register(&spec{
 			name:   name,
@@ -33,6 +35,7 @@ func init() {
 			},
 			files:    []string{"train-images-idx3-ubyte.gz", "train-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"},
 			howToGet: get,
+			augment:  augment,
 		})
 	}
 }

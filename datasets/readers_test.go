@@ -374,3 +374,17 @@ func TestFolderFlatGraySplitsAndErrors(t *testing.T) {
 		t.Fatalf("missing split: %v", err)
 	}
 }
+
+func TestAugmentTransforms(t *testing.T) {
+	for _, name := range []string{"fashion-mnist", "mnist", "cifar10", "cifar100", "stl10"} {
+		if AugmentTransform(name) == nil {
+			t.Errorf("%s has no augmentation", name)
+		}
+	}
+	if s := AugmentTransform("mnist").String(); strings.Contains(s, "hflip") {
+		t.Errorf("digits must not be flipped: %s", s)
+	}
+	if DefaultTransform("fashion-mnist", Train) != nil {
+		t.Error("Fashion-MNIST trains at native size without augmentation by default, as the original")
+	}
+}

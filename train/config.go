@@ -74,20 +74,23 @@ func (c *Config) Validate() error {
 }
 
 // transforms returns the training and test transforms: the dataset's
-// defaults when Augment is set (or when the dataset's images are not the
-// encoder's input size), otherwise a resize only where sizes differ.
+// default (random 64x64 crops for STL-10 and folders, none for the others,
+// as the original), its optional augmentation with Augment (padded random
+// crops, flips where they keep the classes), and a resize to the encoder's
+// input where the sizes differ.
 func (c *Config) transforms(trainShape datasets.Shape) (train, test datasets.Transform) {
 	h, w, _ := models.InputSize(c.Encoder.Name)
-	fits := trainShape.H == h && trainShape.W == w
-	if c.Augment || !fits {
-		train = datasets.DefaultTransform(c.Data, datasets.Train)
-		test = datasets.DefaultTransform(c.Data, datasets.Test)
+	train = datasets.DefaultTransform(c.Data, datasets.Train)
+	test = datasets.DefaultTransform(c.Data, datasets.Test)
+	if c.Augment {
+		train = datasets.AugmentTransform(c.Data)
 	}
+	fits := trainShape.H == h && trainShape.W == w
 	resize := func(t datasets.Transform) datasets.Transform {
-		if t == nil {
-			if fits {
-				return nil
-			}
+		switch {
+		case t == nil && fits:
+			return nil
+		case t == nil:
 			return datasets.Resize(h, w)
 		}
 		return datasets.Compose(t, datasets.Resize(h, w))

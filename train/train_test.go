@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/datasets/datasetstest"
 	"github.com/rs/zerolog"
 )
@@ -274,4 +275,21 @@ func TestResizesToEncoderInput(t *testing.T) {
 		t.Fatalf("batches of %v", s)
 	}
 	runAll(t, tr)
+}
+
+func TestAugmentSelectsTransforms(t *testing.T) {
+	c := Defaults()
+	native := datasets.Shape{C: 1, H: 28, W: 28}
+	if tr, te := c.transforms(native); tr != nil || te != nil {
+		t.Fatalf("no augmentation by default at native size: %v %v", tr, te)
+	}
+	c.Augment = true
+	tr, te := c.transforms(native)
+	if tr == nil || te != nil || !strings.Contains(tr.String(), "random_crop") {
+		t.Fatalf("--augment: train %v, test %v", tr, te)
+	}
+	c.Encoder.Name = "dcgan32"
+	if tr, te := c.transforms(native); !strings.Contains(tr.String(), "resize(32x32)") || !strings.Contains(te.String(), "resize(32x32)") {
+		t.Fatalf("resize to the encoder's input: %v %v", tr, te)
+	}
 }

@@ -22,7 +22,7 @@ func trainFlags() []cli.Flag {
 		&cli.StringFlag{Name: "data", Value: d.Data, Usage: "dataset name or folder:PATH"},
 		&cli.StringFlag{Name: "data-dir", Usage: "directory holding the dataset"},
 		&cli.IntFlag{Name: "limit", Usage: "train on the first N training images (0: all)"},
-		&cli.BoolFlag{Name: "augment", Usage: "use the dataset's standard augmentation (always on for STL-10 and folders)"},
+		&cli.BoolFlag{Name: "augment", Usage: "augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"},
 		&cli.StringFlag{Name: "encoder", Value: d.Encoder.Name, Usage: "one of: " + fmt.Sprint(models.Names())},
 		&cli.StringFlag{Name: "mode", Value: "local", Usage: "local, global or local+global"},
 		&cli.StringFlag{Name: "estimator", Value: "jsd", Usage: "one of: " + fmt.Sprint(objectives.Estimators())},
