@@ -127,7 +127,9 @@ func Model(enc models.Encoder, o Options) (*onnxpb.ModelProto, error) {
 	// Inputs in [0, 1] become [-1, 1], as in training.
 	vals := map[string]string{}
 	vals[g.Input] = b.node("Sub", []string{b.node("Mul", []string{"image", b.initScalar("two", 2)}), b.initScalar("one", 1)})
-	for _, n := range g.Nodes {
+	nodes, free := foldBatchNorm(g)
+	defer free()
+	for _, n := range nodes {
 		ins := make([]string, len(n.Inputs))
 		for i, v := range n.Inputs {
 			ins[i] = vals[v]
@@ -176,6 +178,63 @@ func Model(enc models.Encoder, o Options) (*onnxpb.ModelProto, error) {
 		m.MetadataProps = append(m.MetadataProps, &onnxpb.StringStringEntryProto{Key: proto.String(k), Value: proto.String(o.Metadata[k])})
 	}
 	return m, nil
+}
+
+// foldBatchNorm merges each evaluation-mode BatchNorm into the convolution
+// or linear layer that feeds it (when nothing else reads that layer's
+// output): W' = W * s and b' = (b - mean) * s + beta per output channel, with
+// s = gamma / sqrt(var + eps). The graph keeps the same function with fewer
+// operators, as PyTorch's own exporter does. free releases the new weights.
+func foldBatchNorm(g *models.Graph) ([]models.Node, func()) {
+	readers := map[string]int{}
+	for _, n := range g.Nodes {
+		for _, in := range n.Inputs {
+			readers[in]++
+		}
+	}
+	for _, v := range g.Outputs {
+		readers[v]++
+	}
+	var made []*torch.Tensor
+	free := func() {
+		for _, t := range made {
+			t.Free()
+		}
+	}
+	var out []models.Node
+	for i := 0; i < len(g.Nodes); i++ {
+		n := g.Nodes[i]
+		if i+1 < len(g.Nodes) && (n.Op == "conv" || n.Op == "linear") {
+			bn := g.Nodes[i+1]
+			if bn.Op == "batchnorm" && bn.Inputs[0] == n.Output && readers[n.Output] == 1 && bn.Params["weight"] != nil {
+				var w, bias *torch.Tensor
+				torch.NoGrad(func() {
+					s := torch.NewScope()
+					defer s.Close()
+					scale := bn.Params["weight"].Ref(s).Div(bn.Params["running_var"].Ref(s).AddScalar(bn.Floats["eps"]).Sqrt())
+					shape := []int64{-1, 1}
+					if n.Op == "conv" {
+						shape = []int64{-1, 1, 1, 1}
+					}
+					w = n.Params["weight"].Ref(s).Mul(scale.Reshape(shape...)).MoveTo(nil)
+					b0 := bn.Params["running_mean"].Ref(s).Neg()
+					if cb := n.Params["bias"]; cb != nil {
+						b0 = b0.Add(cb.Ref(s))
+					}
+					bias = b0.Mul(scale).Add(bn.Params["bias"].Ref(s)).MoveTo(nil)
+				})
+				made = append(made, w, bias)
+				fused := n
+				fused.Params = map[string]*torch.Tensor{"weight": w, "bias": bias}
+				fused.Output = bn.Output
+				out = append(out, fused)
+				i++
+				continue
+			}
+		}
+		out = append(out, n)
+	}
+	return out, free
 }
 
 func (b *builder) convert(n models.Node, in []string) (string, error) {
