@@ -11,6 +11,7 @@ import (
 
 // RequiresGrad reports whether autograd records operations on t.
 func (t *Tensor) RequiresGrad() bool {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return false
@@ -21,6 +22,7 @@ func (t *Tensor) RequiresGrad() bool {
 // IsLeaf reports whether t was created by the user rather than by an
 // operation recorded by autograd.
 func (t *Tensor) IsLeaf() bool {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return false
@@ -32,6 +34,7 @@ func (t *Tensor) IsLeaf() bool {
 // returns t (carrying an error if it failed, e.g. on a non-leaf or an integer
 // tensor).
 func (t *Tensor) SetRequiresGrad(on bool) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -45,6 +48,7 @@ func (t *Tensor) SetRequiresGrad(on bool) *Tensor {
 // Grad returns the accumulated gradient of t (a new handle sharing the
 // gradient's storage, in t's scope), or nil when there is none.
 func (t *Tensor) Grad() *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -61,6 +65,7 @@ func (t *Tensor) Grad() *Tensor {
 
 // ZeroGrad drops t's gradient (PyTorch's zero_grad(set_to_none=True)).
 func (t *Tensor) ZeroGrad() error {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return err
@@ -76,6 +81,8 @@ func (t *Tensor) Backward() error { return t.BackwardWith(nil, false, false) }
 // scalar), keeping the graph for another pass, and/or recording the backward
 // pass itself for higher-order gradients.
 func (t *Tensor) BackwardWith(grad *Tensor, retainGraph, createGraph bool) error {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(grad)
 	h, err := t.handle()
 	if err != nil {
 		return err
@@ -98,6 +105,8 @@ type GradOptions struct {
 // Grad returns d(sum of outputs)/d(input) for each input without touching
 // their Grad fields, as torch.autograd.grad. Results join the outputs' scope.
 func Grad(outputs, inputs []*Tensor, o GradOptions) ([]*Tensor, error) {
+	defer runtime.KeepAlive(outputs)
+	defer runtime.KeepAlive(inputs)
 	if len(outputs) == 0 || len(inputs) == 0 {
 		return nil, &Error{Op: "autograd.grad", Msg: "needs at least one output and one input"}
 	}

@@ -8,6 +8,7 @@ import "C"
 import (
 	"fmt"
 	"reflect"
+	"runtime"
 	"unsafe"
 )
 
@@ -95,6 +96,7 @@ func Scalar(v float64, opts ...Option) *Tensor { return Full(nil, v, opts...) }
 // Data copies the tensor's elements (moved to the CPU, in row-major order) into
 // a new slice. The element type must match the tensor's exactly.
 func Data[E Element](t *Tensor) ([]E, error) {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return nil, err
@@ -135,6 +137,7 @@ func convertedData[E Element](t *Tensor, d DType) ([]E, error) {
 // Bytes returns a copy of the raw little-endian element bytes (on the CPU,
 // contiguous), whatever the dtype.
 func (t *Tensor) Bytes() ([]byte, error) {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return nil, err
@@ -177,6 +180,7 @@ func FromBytes(b []byte, dtype DType, shape []int64, opts ...Option) *Tensor {
 
 // Item returns the value of a one-element tensor as a float64.
 func (t *Tensor) Item() (float64, error) {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return 0, err
@@ -303,6 +307,7 @@ func OnesLike(t *Tensor) *Tensor {
 // To converts t to another dtype and/or device (a DType and/or Device option).
 // The result is a new tensor in t's scope, even when nothing changes.
 func (t *Tensor) To(opts ...Option) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -322,6 +327,7 @@ func (t *Tensor) To(opts ...Option) *Tensor {
 // Ref returns a second handle to the same tensor (sharing storage and
 // autograd history), owned by scope s or the caller.
 func (t *Tensor) Ref(s *Scope) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)

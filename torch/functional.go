@@ -5,6 +5,8 @@ package torch
 */
 import "C"
 
+import "runtime"
+
 // Reduction selects how a loss combines per-element values.
 type Reduction int
 
@@ -49,6 +51,9 @@ func (o ConvOptions) pairs() (stride, padding, dilation, outPad [2]int64, groups
 
 // Linear computes x W^T + b; b may be nil. Shapes: x [..., in], w [out, in], b [out].
 func Linear(x, w, b *Tensor) *Tensor {
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(b)
 	if err := firstErr(x, w); err != nil {
 		return errTensor(err)
 	}
@@ -65,6 +70,9 @@ func Linear(x, w, b *Tensor) *Tensor {
 
 // Conv2d convolves x [N, C, H, W] with w [O, C/groups, kH, kW]; b [O] may be nil.
 func Conv2d(x, w, b *Tensor, o ConvOptions) *Tensor {
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(b)
 	if err := firstErr(x, w); err != nil {
 		return errTensor(err)
 	}
@@ -82,6 +90,9 @@ func Conv2d(x, w, b *Tensor, o ConvOptions) *Tensor {
 
 // ConvTranspose2d is the transposed convolution; w is [C, O/groups, kH, kW].
 func ConvTranspose2d(x, w, b *Tensor, o ConvOptions) *Tensor {
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(b)
 	if err := firstErr(x, w); err != nil {
 		return errTensor(err)
 	}
@@ -100,6 +111,7 @@ func ConvTranspose2d(x, w, b *Tensor, o ConvOptions) *Tensor {
 // MaxPool2d takes the maximum over kernel x kernel windows. A zero Stride in o
 // means stride = kernel, as in PyTorch.
 func MaxPool2d(x *Tensor, kernel int64, o ConvOptions) *Tensor {
+	defer runtime.KeepAlive(x)
 	h, err := x.handle()
 	if err != nil {
 		return errTensor(err)
@@ -118,6 +130,7 @@ func MaxPool2d(x *Tensor, kernel int64, o ConvOptions) *Tensor {
 
 // AvgPool2d averages over kernel x kernel windows (padding counted, as PyTorch's default).
 func AvgPool2d(x *Tensor, kernel int64, o ConvOptions) *Tensor {
+	defer runtime.KeepAlive(x)
 	h, err := x.handle()
 	if err != nil {
 		return errTensor(err)
@@ -141,6 +154,7 @@ func AdaptiveAvgPool2d(x *Tensor, outH, outW int64) *Tensor { return adaptive(0,
 func AdaptiveMaxPool2d(x *Tensor, outH, outW int64) *Tensor { return adaptive(1, x, outH, outW) }
 
 func adaptive(op int, x *Tensor, oh, ow int64) *Tensor {
+	defer runtime.KeepAlive(x)
 	h, err := x.handle()
 	if err != nil {
 		return errTensor(err)
@@ -158,6 +172,11 @@ func adaptive(op int, x *Tensor, oh, ow int64) *Tensor {
 // with the momentum; in evaluation it uses the running statistics. w, b and
 // the running tensors may be nil.
 func BatchNorm(x, w, b, runningMean, runningVar *Tensor, training bool, momentum, eps float64) *Tensor {
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(b)
+	defer runtime.KeepAlive(runningMean)
+	defer runtime.KeepAlive(runningVar)
 	hx, err := x.handle()
 	if err != nil {
 		return errTensor(err)
@@ -178,6 +197,9 @@ func BatchNorm(x, w, b, runningMean, runningVar *Tensor, training bool, momentum
 // LayerNorm normalises over the trailing dimensions given by shape; w and b
 // (of that shape) may be nil.
 func LayerNorm(x *Tensor, shape []int64, w, b *Tensor, eps float64) *Tensor {
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(w)
+	defer runtime.KeepAlive(b)
 	hx, err := x.handle()
 	if err != nil {
 		return errTensor(err)
@@ -200,6 +222,7 @@ func LayerNorm(x *Tensor, shape []int64, w, b *Tensor, eps float64) *Tensor {
 // Dropout zeroes elements with probability p and scales the rest by 1/(1-p)
 // when training; it returns x unchanged (a new handle) otherwise.
 func Dropout(x *Tensor, p float64, training bool) *Tensor {
+	defer runtime.KeepAlive(x)
 	h, err := x.handle()
 	if err != nil {
 		return errTensor(err)
@@ -222,6 +245,7 @@ const (
 
 // Interpolate resizes x [N, C, H, W] to [N, C, h, w].
 func Interpolate(x *Tensor, h, w int64, mode InterpMode, alignCorners bool) *Tensor {
+	defer runtime.KeepAlive(x)
 	hx, err := x.handle()
 	if err != nil {
 		return errTensor(err)
@@ -242,6 +266,8 @@ func CrossEntropy(logits, target *Tensor, r Reduction) *Tensor {
 
 // CrossEntropySmoothed is CrossEntropy with label smoothing.
 func CrossEntropySmoothed(logits, target *Tensor, r Reduction, smoothing float64) *Tensor {
+	defer runtime.KeepAlive(logits)
+	defer runtime.KeepAlive(target)
 	if err := firstErr(logits, target); err != nil {
 		return errTensor(err)
 	}
@@ -254,6 +280,8 @@ func CrossEntropySmoothed(logits, target *Tensor, r Reduction, smoothing float64
 
 // MSELoss is the squared error between a and b.
 func MSELoss(a, b *Tensor, r Reduction) *Tensor {
+	defer runtime.KeepAlive(a)
+	defer runtime.KeepAlive(b)
 	if err := firstErr(a, b); err != nil {
 		return errTensor(err)
 	}
@@ -267,6 +295,8 @@ func MSELoss(a, b *Tensor, r Reduction) *Tensor {
 // BCEWithLogits is the binary cross-entropy of sigmoid(x) against targets y
 // in [0, 1], computed stably from the logits.
 func BCEWithLogits(x, y *Tensor, r Reduction) *Tensor {
+	defer runtime.KeepAlive(x)
+	defer runtime.KeepAlive(y)
 	if err := firstErr(x, y); err != nil {
 		return errTensor(err)
 	}

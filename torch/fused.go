@@ -5,6 +5,8 @@ package torch
 */
 import "C"
 
+import "runtime"
+
 // Fused optimiser kernels, used by package optim: one cgo call updates a whole
 // parameter list.
 
@@ -12,6 +14,9 @@ import "C"
 // 1-based step to every parameter that has a gradient; m and v are the first
 // and second moment buffers, one per parameter.
 func AdamStep(params, m, v []*Tensor, lr, beta1, beta2, eps, weightDecay float64, decoupled bool, step int64) error {
+	defer runtime.KeepAlive(params)
+	defer runtime.KeepAlive(m)
+	defer runtime.KeepAlive(v)
 	if len(m) != len(params) || len(v) != len(params) {
 		return &Error{Op: "adam", Msg: "one moment buffer per parameter is required"}
 	}
@@ -37,6 +42,8 @@ func AdamStep(params, m, v []*Tensor, lr, beta1, beta2, eps, weightDecay float64
 // SGDStep applies one SGD update; buf holds one momentum buffer per parameter
 // (empty when momentum is 0), first marks the first step.
 func SGDStep(params, buf []*Tensor, lr, momentum, dampening, weightDecay float64, nesterov, first bool) error {
+	defer runtime.KeepAlive(params)
+	defer runtime.KeepAlive(buf)
 	if len(params) == 0 {
 		return nil
 	}
@@ -62,6 +69,7 @@ func SGDStep(params, buf []*Tensor, lr, momentum, dampening, weightDecay float64
 // ClipGradNorm scales the gradients of params so that their joint 2-norm is
 // at most maxNorm and returns the norm before clipping.
 func ClipGradNorm(params []*Tensor, maxNorm float64) (float64, error) {
+	defer runtime.KeepAlive(params)
 	if len(params) == 0 {
 		return 0, nil
 	}

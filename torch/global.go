@@ -8,6 +8,7 @@ import "C"
 import (
 	"errors"
 	"os"
+	"runtime"
 )
 
 // Version returns the libtorch version the binding was built against.
@@ -28,6 +29,7 @@ func RNGState() *Tensor {
 
 // SetRNGState restores a state returned by RNGState.
 func SetRNGState(state *Tensor) error {
+	defer runtime.KeepAlive(state)
 	h, err := state.handle()
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ package torch
 */
 import "C"
 
+import "runtime"
+
 import "unsafe"
 
 // In-place operators modify t's storage and return an error; they are
@@ -26,6 +28,8 @@ const (
 )
 
 func (t *Tensor) inplace(op int, name string, o *Tensor, s1, s2 float64) error {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(o)
 	h, err := t.handle()
 	if err != nil {
 		return err
@@ -91,6 +95,9 @@ func (t *Tensor) AddcdivInPlace(t1, t2 *Tensor, value float64) error {
 }
 
 func (t *Tensor) addc(op int, name string, t1, t2 *Tensor, v float64) error {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(t1)
+	defer runtime.KeepAlive(t2)
 	if err := firstErr(t, t1, t2); err != nil {
 		return err
 	}
@@ -98,6 +105,7 @@ func (t *Tensor) addc(op int, name string, t1, t2 *Tensor, v float64) error {
 }
 
 func (t *Tensor) initOp(op int, name string, a, b float64) error {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return err
@@ -124,6 +132,8 @@ func (t *Tensor) BernoulliInPlace(p float64) error { return t.initOp(4, "bernoul
 // holder of the *Tensor t (an optimiser, a module) sees the new value. src is
 // consumed: it must not be used afterwards.
 func (t *Tensor) Replace(src *Tensor) error {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(src)
 	if t == nil {
 		return &Error{Op: "replace", Msg: "nil tensor"}
 	}

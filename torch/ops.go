@@ -6,6 +6,7 @@ package torch
 import "C"
 
 import (
+	"runtime"
 	"unsafe"
 )
 
@@ -94,6 +95,7 @@ var scalarNames = [...]string{"add", "sub", "mul", "div", "pow", "rsub", "eq", "
 	"rdiv", "remainder", "rpow"}
 
 func (t *Tensor) unary(op int) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -106,6 +108,8 @@ func (t *Tensor) unary(op int) *Tensor {
 }
 
 func binaryOp(op int, a, b *Tensor) *Tensor {
+	defer runtime.KeepAlive(a)
+	defer runtime.KeepAlive(b)
 	ha, err := a.handle()
 	if err != nil {
 		return errTensor(err)
@@ -122,6 +126,7 @@ func binaryOp(op int, a, b *Tensor) *Tensor {
 }
 
 func (t *Tensor) scalar(op int, s float64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -239,6 +244,7 @@ func (t *Tensor) ClampMin(min float64) *Tensor { return t.clamp(true, min, false
 func (t *Tensor) ClampMax(max float64) *Tensor { return t.clamp(false, 0, true, max) }
 
 func (t *Tensor) clamp(hasMin bool, min float64, hasMax bool, max float64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -252,6 +258,7 @@ func (t *Tensor) clamp(hasMin bool, min float64, hasMax bool, max float64) *Tens
 
 // LeakyRelu is max(x, 0) + slope * min(x, 0).
 func (t *Tensor) LeakyRelu(slope float64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -265,6 +272,7 @@ func (t *Tensor) LeakyRelu(slope float64) *Tensor {
 
 // Softplus is log(1 + exp(x)), computed stably (PyTorch's beta 1, threshold 20).
 func (t *Tensor) Softplus() *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -278,6 +286,9 @@ func (t *Tensor) Softplus() *Tensor {
 
 // Where picks a where cond is true and b elsewhere (broadcasting).
 func Where(cond, a, b *Tensor) *Tensor {
+	defer runtime.KeepAlive(cond)
+	defer runtime.KeepAlive(a)
+	defer runtime.KeepAlive(b)
 	if err := firstErr(cond, a, b); err != nil {
 		return errTensor(err)
 	}
@@ -290,6 +301,8 @@ func Where(cond, a, b *Tensor) *Tensor {
 
 // MaskedFill returns t with value wherever mask (bool, broadcastable) is true.
 func (t *Tensor) MaskedFill(mask *Tensor, value float64) *Tensor {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(mask)
 	if err := firstErr(t, mask); err != nil {
 		return errTensor(err)
 	}
@@ -326,6 +339,7 @@ func int64Ptr(v []int64) *C.int64_t {
 }
 
 func handles(ts []*Tensor) ([]C.dt_tensor, error) {
+	defer runtime.KeepAlive(ts)
 	hs := make([]C.dt_tensor, len(ts))
 	for i, t := range ts {
 		h, err := t.handle()

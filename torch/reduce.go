@@ -5,6 +5,8 @@ package torch
 */
 import "C"
 
+import "runtime"
+
 const (
 	redSum = iota
 	redMean
@@ -21,6 +23,7 @@ const (
 var reduceNames = [...]string{"sum", "mean", "logsumexp", "amax", "amin", "prod", "var", "std", "var", "std"}
 
 func (t *Tensor) reduce(op int, dims []int64, all, keepdim bool) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -105,6 +108,7 @@ func (t *Tensor) MinDim(dim int64, keepdim bool) (values, indices *Tensor) {
 }
 
 func (t *Tensor) minmax(op int, name string, dim int64, keepdim bool) (*Tensor, *Tensor) {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err), errTensor(err)
@@ -124,6 +128,7 @@ func (t *Tensor) TopK(k, dim int64) (values, indices *Tensor) { return t.topk(k,
 func (t *Tensor) BottomK(k, dim int64) (values, indices *Tensor) { return t.topk(k, dim, false) }
 
 func (t *Tensor) topk(k, dim int64, largest bool) (*Tensor, *Tensor) {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err), errTensor(err)
@@ -149,6 +154,7 @@ func (t *Tensor) Argmin(dim int64, keepdim bool) *Tensor {
 func (t *Tensor) ArgmaxAll() *Tensor { return t.argminmax(0, "argmax", 0, true, false) }
 
 func (t *Tensor) argminmax(op int, name string, dim int64, all, keepdim bool) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -161,6 +167,7 @@ func (t *Tensor) argminmax(op int, name string, dim int64, all, keepdim bool) *T
 }
 
 func (t *Tensor) dimOp(op int, name string, dim int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -183,6 +190,7 @@ func (t *Tensor) Cumsum(dim int64) *Tensor { return t.dimOp(2, "cumsum", dim) }
 
 // Norm is the p-norm of all elements.
 func (t *Tensor) Norm(p float64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)

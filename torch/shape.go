@@ -6,9 +6,12 @@ package torch
 */
 import "C"
 
+import "runtime"
+
 import "unsafe"
 
 func (t *Tensor) shapeOp(op int, name string, dims []int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -42,6 +45,7 @@ func (t *Tensor) Flip(dims ...int64) *Tensor { return t.shapeOp(5, "flip", dims)
 
 // Transpose swaps two dimensions.
 func (t *Tensor) Transpose(d0, d1 int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -55,6 +59,7 @@ func (t *Tensor) Transpose(d0, d1 int64) *Tensor {
 
 // Flatten merges dimensions start..end (inclusive; -1 is the last).
 func (t *Tensor) Flatten(start, end int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -73,6 +78,7 @@ func (t *Tensor) Squeeze(dim int64) *Tensor { return t.squeeze(dim, false) }
 func (t *Tensor) SqueezeAll() *Tensor { return t.squeeze(0, true) }
 
 func (t *Tensor) squeeze(dim int64, all bool) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -86,6 +92,7 @@ func (t *Tensor) squeeze(dim int64, all bool) *Tensor {
 
 // Unsqueeze inserts a dimension of size 1 at dim.
 func (t *Tensor) Unsqueeze(dim int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -99,6 +106,7 @@ func (t *Tensor) Unsqueeze(dim int64) *Tensor {
 
 // Narrow returns the view of length elements from start along dim.
 func (t *Tensor) Narrow(dim, start, length int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -112,6 +120,7 @@ func (t *Tensor) Narrow(dim, start, length int64) *Tensor {
 
 // Slice returns the view start:end:step along dim, as Python's slicing.
 func (t *Tensor) Slice(dim, start, end, step int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -125,6 +134,7 @@ func (t *Tensor) Slice(dim, start, end, step int64) *Tensor {
 
 // Select returns the view at index along dim, with that dimension removed.
 func (t *Tensor) Select(dim, index int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -138,6 +148,8 @@ func (t *Tensor) Select(dim, index int64) *Tensor {
 
 // IndexSelect picks the entries at index (int64, 1-D) along dim.
 func (t *Tensor) IndexSelect(dim int64, index *Tensor) *Tensor {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(index)
 	if err := firstErr(t, index); err != nil {
 		return errTensor(err)
 	}
@@ -150,6 +162,8 @@ func (t *Tensor) IndexSelect(dim int64, index *Tensor) *Tensor {
 
 // Gather picks out[i][j] = t[index[i][j]][j] (for dim 0) and so on.
 func (t *Tensor) Gather(dim int64, index *Tensor) *Tensor {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(index)
 	if err := firstErr(t, index); err != nil {
 		return errTensor(err)
 	}
@@ -162,6 +176,9 @@ func (t *Tensor) Gather(dim int64, index *Tensor) *Tensor {
 
 // Scatter returns a copy of t with src written at index along dim.
 func (t *Tensor) Scatter(dim int64, index, src *Tensor) *Tensor {
+	defer runtime.KeepAlive(t)
+	defer runtime.KeepAlive(index)
+	defer runtime.KeepAlive(src)
 	if err := firstErr(t, index, src); err != nil {
 		return errTensor(err)
 	}
@@ -175,6 +192,7 @@ func (t *Tensor) Scatter(dim int64, index, src *Tensor) *Tensor {
 // Unfold returns all windows of the given size and step along dim, as a new
 // last dimension (a view).
 func (t *Tensor) Unfold(dim, size, step int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -193,6 +211,7 @@ func Cat(ts []*Tensor, dim int64) *Tensor { return catStack(ts, dim, false) }
 func Stack(ts []*Tensor, dim int64) *Tensor { return catStack(ts, dim, true) }
 
 func catStack(ts []*Tensor, dim int64, stack bool) *Tensor {
+	defer runtime.KeepAlive(ts)
 	name := "cat"
 	if stack {
 		name = "stack"
@@ -213,6 +232,7 @@ func catStack(ts []*Tensor, dim int64, stack bool) *Tensor {
 
 // Split cuts t into pieces of splitSize along dim (the last may be smaller).
 func (t *Tensor) Split(splitSize, dim int64) ([]*Tensor, error) {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return nil, err
@@ -240,6 +260,7 @@ func (t *Tensor) Split(splitSize, dim int64) ([]*Tensor, error) {
 // OneHot encodes int64 class indices as a one-hot int64 tensor with a new last
 // dimension of the given number of classes.
 func (t *Tensor) OneHot(classes int64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)
@@ -265,6 +286,7 @@ const (
 // Pad pads the last dimensions: pad lists (before, after) pairs starting from
 // the last dimension, as torch.nn.functional.pad.
 func (t *Tensor) Pad(pad []int64, mode PadMode, value float64) *Tensor {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return errTensor(err)

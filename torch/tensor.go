@@ -94,6 +94,7 @@ func LiveTensors() int64 { return liveTensors.Load() }
 func FinalizedTensors() int64 { return finalizedTensors.Load() }
 
 func finalize(t *Tensor) {
+	defer runtime.KeepAlive(t)
 	if p := atomic.SwapPointer(&t.h, nil); p != nil {
 		C.dt_free(C.dt_tensor(p))
 		liveTensors.Add(-1)
@@ -134,6 +135,7 @@ func errorf(op, format string, args ...any) *Tensor {
 
 // handle returns the C handle or the error that prevents its use.
 func (t *Tensor) handle() (C.dt_tensor, error) {
+	defer runtime.KeepAlive(t)
 	if t == nil {
 		return nil, &Error{Op: "tensor", Msg: "nil tensor"}
 	}
@@ -158,6 +160,7 @@ func (t *Tensor) Err() error {
 // and on tensors that carry errors. A tensor in a scope may be freed early; the
 // scope then skips it.
 func (t *Tensor) Free() {
+	defer runtime.KeepAlive(t)
 	if t == nil {
 		return
 	}
@@ -290,6 +293,7 @@ func firstErr(ts ...*Tensor) error {
 
 // Shape returns the tensor's sizes, or nil if it carries an error.
 func (t *Tensor) Shape() []int64 {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return nil
@@ -304,6 +308,7 @@ func (t *Tensor) Shape() []int64 {
 
 // Dim returns the number of dimensions (-1 for an invalid tensor).
 func (t *Tensor) Dim() int {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return -1
@@ -326,6 +331,7 @@ func (t *Tensor) Size(d int) int64 {
 
 // Numel returns the number of elements (-1 for an invalid tensor).
 func (t *Tensor) Numel() int64 {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return -1
@@ -335,6 +341,7 @@ func (t *Tensor) Numel() int64 {
 
 // DType returns the element type (Invalid for an invalid tensor).
 func (t *Tensor) DType() DType {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return Invalid
@@ -344,6 +351,7 @@ func (t *Tensor) DType() DType {
 
 // Device returns where the tensor lives.
 func (t *Tensor) Device() Device {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return Device{}
@@ -355,6 +363,7 @@ func (t *Tensor) Device() Device {
 
 // String prints the values the way PyTorch does, or the error.
 func (t *Tensor) String() string {
+	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
 		return fmt.Sprintf("Tensor(error: %v)", err)

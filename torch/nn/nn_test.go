@@ -83,7 +83,8 @@ func TestTrainEvalModes(t *testing.T) {
 	y2, _ := b.Forward(x.Narrow(0, 0, 1)).Float64s()
 	// In eval mode each sample's output does not depend on the batch.
 	for i := 0; i < 2; i++ {
-		if math.Abs(y1[i]-y2[i]) > 1e-5 {
+		// Tolerance: convolution kernels may differ by batch size in the last bits.
+		if math.Abs(y1[i]-y2[i]) > 1e-4*(1+math.Abs(y2[i])) {
 			t.Fatalf("eval output depends on the batch: %v vs %v", y1[:2], y2)
 		}
 	}
