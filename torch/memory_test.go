@@ -173,3 +173,36 @@ func TestNoGradIsScoped(t *testing.T) {
 		t.Fatal("grad mode was not restored after NoGrad")
 	}
 }
+
+// Unscoped temporaries in a chain are unreachable from Go while the next C
+// call uses them; the binding must keep them alive until the call returns,
+// or the finalizer frees them mid-call. A goroutine forcing garbage
+// collections makes such a bug crash this test.
+func TestTemporariesSurviveGCDuringCalls(t *testing.T) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.GC()
+			}
+		}
+	}()
+	x := torch.Randn([]int64{1024, 1024})
+	defer x.Free()
+	for i := 0; i < 300; i++ {
+		v, err := x.Detach().MulScalar(2).Float32s()
+		if err != nil || len(v) != 1024*1024 {
+			t.Fatalf("iteration %d: %v", i, err)
+		}
+		if _, err := x.Detach().Exp().Sum().Item(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	<-done
+}
