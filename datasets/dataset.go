@@ -80,6 +80,7 @@ type spec struct {
 	splits   []Split
 	defaults func(Split) Transform // per-dataset default augmentation
 	augment  Transform             // optional training augmentation (--augment) for native-size datasets
+	noFlip   bool                  // mirrored images change their class (digits)
 	open     func(dir string, split Split) (Dataset, error)
 	files    []string // files whose presence identifies the dataset directory
 	howToGet string
@@ -162,6 +163,19 @@ func AugmentTransform(name string) Transform {
 		return s.augment
 	}
 	return DefaultTransform(name, Train)
+}
+
+// ScaleAugment returns random resized crops to h x w covering between
+// minScale and all of the image's area (aspect ratios 3/4 to 4/3), with
+// horizontal flips unless they change the dataset's classes (digits): the
+// stronger augmentation of dimtorch train --crop-scale, for multi-view
+// training.
+func ScaleAugment(name string, h, w int, minScale float64) Transform {
+	crop := RandomResizedCrop(h, w, minScale, 1)
+	if s, err := lookup(name); err == nil && s.noFlip {
+		return Compose(crop)
+	}
+	return Compose(crop, HorizontalFlip(0.5))
 }
 
 func crops64(split Split) Transform {

@@ -36,6 +36,7 @@ func init() {
 			files:    []string{"train-images-idx3-ubyte.gz", "train-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"},
 			howToGet: get,
 			augment:  augment,
+			noFlip:   name == "mnist",
 		})
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 // LoaderOptions configure a Loader. Zero values give: batch size 64, no
 // shuffling, one worker per CPU, prefetch of twice the workers, the last
-// partial batch kept, no transform, CPU tensors.
+// partial batch kept, no transform, one view, CPU tensors.
 type LoaderOptions struct {
 	BatchSize int
 	Shuffle   bool
@@ -23,7 +23,11 @@ type LoaderOptions struct {
 	Prefetch  int
 	DropLast  bool
 	Transform Transform
-	Device    torch.Device
+	// Views is the number of independently transformed copies of every
+	// image in a batch (multi-view training). View 0 draws the same random
+	// transforms as a one-view loader with the same seed.
+	Views  int
+	Device torch.Device
 }
 
 // Loader turns a Dataset into batches of tensors: images as float32
@@ -44,6 +48,12 @@ func NewLoader(ds Dataset, o LoaderOptions) (*Loader, error) {
 	}
 	if o.BatchSize < 0 {
 		return nil, fmt.Errorf("batch size %d must be positive", o.BatchSize)
+	}
+	if o.Views == 0 {
+		o.Views = 1
+	}
+	if o.Views < 0 {
+		return nil, fmt.Errorf("views %d must be positive", o.Views)
 	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.NumCPU()
@@ -84,10 +94,15 @@ func (l *Loader) NumBatches() int {
 	return (n + b - 1) / b
 }
 
+// Views returns the number of transformed copies of each image in a batch.
+func (l *Loader) Views() int { return l.o.Views }
+
 // Batch is one batch of tensors, owned by the caller: Free them, or move
 // them into a step's scope.
 type Batch struct {
-	X       *torch.Tensor // float32 [N, C, H, W] in [-1, 1]
+	// X holds float32 images in [-1, 1], [V*N, C, H, W] for V views of N
+	// images, view-major: rows v*N to (v+1)*N-1 are view v of the N images.
+	X       *torch.Tensor
 	Y       *torch.Tensor // int64 [N]
 	Index   int           // position in the epoch
 	Indices []int         // dataset indices of the images
@@ -118,9 +133,10 @@ func (l *Loader) Order(epoch int) []int {
 	return rand.New(rand.NewPCG(l.o.Seed, 0x9e3779b97f4a7c15^uint64(epoch))).Perm(n)
 }
 
-// imageRNG is the random source of one image's augmentation in one epoch.
-func (l *Loader) imageRNG(epoch, index int) *rand.Rand {
-	return rand.New(rand.NewPCG(l.o.Seed^(uint64(epoch)*0xbf58476d1ce4e5b9), uint64(index)))
+// imageRNG is the random source of one view of one image's augmentation in
+// one epoch.
+func (l *Loader) imageRNG(epoch, index, view int) *rand.Rand {
+	return rand.New(rand.NewPCG(l.o.Seed^(uint64(epoch)*0xbf58476d1ce4e5b9), uint64(index)^(uint64(view)<<48)))
 }
 
 type result struct {
@@ -185,25 +201,30 @@ func (l *Loader) EpochFrom(ctx context.Context, epoch, start int) *EpochIter {
 func (l *Loader) build(epoch, index int, indices []int) (*Batch, error) {
 	s := l.shape
 	per := s.C * s.H * s.W
-	xs := make([]float32, len(indices)*per)
-	ys := make([]int64, len(indices))
+	nv := len(indices)
+	xs := make([]float32, l.o.Views*nv*per)
+	ys := make([]int64, nv)
 	for k, i := range indices {
-		img, label, err := l.ds.Image(i)
+		orig, label, err := l.ds.Image(i)
 		if err != nil {
 			return nil, err
 		}
-		if l.o.Transform != nil {
-			img = l.o.Transform.Apply(img, l.imageRNG(epoch, i))
+		for v := 0; v < l.o.Views; v++ {
+			img := orig
+			if l.o.Transform != nil {
+				img = l.o.Transform.Apply(orig, l.imageRNG(epoch, i, v))
+			}
+			if img.C != s.C || img.H != s.H || img.W != s.W {
+				return nil, fmt.Errorf("image %d is %dx%dx%d after the transform, not %v like the first: add a Resize or crop to a fixed size", i, img.C, img.H, img.W, s)
+			}
+			row := v*nv + k
+			Normalize(img, xs[row*per:(row+1)*per])
 		}
-		if img.C != s.C || img.H != s.H || img.W != s.W {
-			return nil, fmt.Errorf("image %d is %dx%dx%d after the transform, not %v like the first: add a Resize or crop to a fixed size", i, img.C, img.H, img.W, s)
-		}
-		Normalize(img, xs[k*per:(k+1)*per])
 		ys[k] = int64(label)
 	}
-	n := int64(len(indices))
+	n := int64(l.o.Views * nv)
 	x := torch.FromSlice(xs, []int64{n, int64(s.C), int64(s.H), int64(s.W)}, l.o.Device)
-	y := torch.FromSlice(ys, []int64{n}, l.o.Device)
+	y := torch.FromSlice(ys, []int64{int64(nv)}, l.o.Device)
 	if err := firstError(x, y); err != nil {
 		x.Free()
 		y.Free()

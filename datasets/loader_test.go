@@ -426,3 +426,50 @@ func BenchmarkLoader(b *testing.B) {
 		}
 	}
 }
+
+// A multi-view loader stacks V independently transformed copies of each
+// image view-major; view 0 is what the one-view loader serves.
+func TestLoaderViews(t *testing.T) {
+	s := Shape{1, 8, 8}
+	m := &memory{shape: s, classes: mnistClasses, pix: make([]uint8, 30*64), labels: make([]int, 30)}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := range m.pix {
+		m.pix[i] = uint8(rng.IntN(256))
+	}
+	tr := Compose(RandomCrop(8, 8, 2), HorizontalFlip(0.5))
+	mk := func(views int, tr Transform) *Loader {
+		l, err := NewLoader(m, LoaderOptions{BatchSize: 10, Shuffle: true, Seed: 3, Workers: 2, Transform: tr, Views: views})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	x1, y1 := collect(t, mk(1, tr), 2)
+	l3 := mk(3, tr)
+	if l3.Views() != 3 {
+		t.Fatalf("Views() = %d", l3.Views())
+	}
+	x3, y3 := collect(t, l3, 2)
+	per := 64
+	for b := range x1 {
+		if len(x3[b]) != 3*len(x1[b]) || fmt.Sprint(y3[b]) != fmt.Sprint(y1[b]) {
+			t.Fatalf("batch %d: %d values for 3 views of %d", b, len(x3[b]), len(x1[b]))
+		}
+		if fmt.Sprint(x3[b][:10*per]) != fmt.Sprint(x1[b]) {
+			t.Fatalf("batch %d: view 0 differs from the one-view loader", b)
+		}
+		for v := 1; v < 3; v++ {
+			if fmt.Sprint(x3[b][v*10*per:(v+1)*10*per]) == fmt.Sprint(x1[b]) {
+				t.Fatalf("batch %d: view %d repeats view 0's augmentation", b, v)
+			}
+		}
+	}
+	// Without a transform the views are copies.
+	xp, _ := collect(t, mk(2, nil), 0)
+	if fmt.Sprint(xp[0][:10*per]) != fmt.Sprint(xp[0][10*per:]) {
+		t.Fatal("untransformed views differ")
+	}
+	if _, err := NewLoader(m, LoaderOptions{Views: -1}); err == nil {
+		t.Fatal("negative views accepted")
+	}
+}

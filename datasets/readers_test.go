@@ -384,6 +384,12 @@ func TestAugmentTransforms(t *testing.T) {
 	if s := AugmentTransform("mnist").String(); strings.Contains(s, "hflip") {
 		t.Errorf("digits must not be flipped: %s", s)
 	}
+	if s := ScaleAugment("mnist", 28, 28, 0.5).String(); strings.Contains(s, "hflip") || !strings.Contains(s, "scale 0.5-1") {
+		t.Errorf("mnist scale augmentation: %s", s)
+	}
+	if s := ScaleAugment("fashion-mnist", 28, 28, 0.5).String(); !strings.Contains(s, "hflip") {
+		t.Errorf("fashion-mnist scale augmentation has no flips: %s", s)
+	}
 	if DefaultTransform("fashion-mnist", Train) != nil {
 		t.Error("Fashion-MNIST trains at native size without augmentation by default, as the original")
 	}

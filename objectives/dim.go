@@ -22,6 +22,13 @@ type Config struct {
 	Occlusion     bool    `json:"occlusion"`
 	OcclusionSize int     `json:"occlusion_size"` // side of the occluded block; 0: half the image
 	GPWeight      float64 `json:"gp_weight"`      // gradient penalty of the prior's discriminator
+	// Views is the number of augmented views of each image in a batch. With
+	// two or more, the global vector of one view is scored against the
+	// local features (local DIM) or the critic's vector (global DIM) of
+	// every other view of the same image, as in AMDIM (Bachman et al.,
+	// 2019); the other images' features in the batch are the negatives.
+	// 0 or 1: one view, the paper's DIM.
+	Views int `json:"views,omitempty"`
 }
 
 // DefaultWeights returns alpha, beta and gamma for a mode, as in the paper:
@@ -58,6 +65,12 @@ func (c *Config) Validate() error {
 	}
 	if c.GPWeight == 0 {
 		c.GPWeight = 1
+	}
+	if c.Views == 0 {
+		c.Views = 1
+	}
+	if c.Views < 1 || c.Views > 8 {
+		return fmt.Errorf("views must be between 1 and 8, got %d", c.Views)
 	}
 	if c.MIUnits < 1 || c.Alpha < 0 || c.Beta < 0 || c.Gamma < 0 || c.CoordWeight < 0 {
 		return fmt.Errorf("mi-units must be positive and the weights non-negative")
@@ -136,7 +149,9 @@ type Terms struct {
 }
 
 // Loss encodes x and returns the weighted objective and the taps. prior may
-// be nil when gamma is 0.
+// be nil when gamma is 0. With Cfg.Views = V > 1, x holds V views of N
+// images, view-major ([V*N, C, H, W], as the loader stacks them), and the
+// returned taps cover all V*N rows.
 func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, models.Taps) {
 	taps := enc.Encode(x)
 	globalTaps := taps
@@ -151,23 +166,20 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 	var t Terms
 	total := torch.Zeros(nil, x.Device(), x.Scope())
 	if d.Cfg.usesLocal() {
-		var scores *torch.Tensor
 		if d.concat != nil {
-			scores = d.concat.Scores(taps.Local, y)
+			t.Local = d.crossViews(taps.Local, y, func(l, g *torch.Tensor) *torch.Tensor { return d.concat.Scores(l, g) })
 		} else {
 			g := y
 			if globalTaps.Globals != nil {
 				g = globalTaps.Globals
 			}
-			scores = DotScores(d.localHead.Forward(taps.Local), d.globalHeadL.Forward(g))
+			t.Local = d.crossViews(d.localHead.Forward(taps.Local), d.globalHeadL.Forward(g), DotScores)
 		}
-		t.Local = d.est.Loss(scores)
 		total = total.Add(t.Local.MulScalar(d.Cfg.Beta))
 	}
 	if d.Cfg.usesGlobal() {
-		v := d.critic.Forward(taps.Local)
-		scores := DotScores(v.Unsqueeze(1), d.globalHeadG.Forward(y).Unsqueeze(1))
-		t.Global = d.est.Loss(scores)
+		v := d.critic.Forward(taps.Local).Unsqueeze(1)
+		t.Global = d.crossViews(v, d.globalHeadG.Forward(y).Unsqueeze(1), DotScores)
 		total = total.Add(t.Global.MulScalar(d.Cfg.Alpha))
 	}
 	if d.Cfg.Gamma > 0 && prior != nil {
@@ -180,4 +192,38 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 	}
 	t.Total = total
 	return t, taps
+}
+
+// crossViews returns the estimator's loss on the scores of locals against
+// globals. With one view that is the paper's objective; with V views it is
+// the mean over the V*(V-1) ordered pairs of distinct views (a, b) of the
+// loss of view a's locals against view b's globals, so that an image's
+// other views are never its negatives.
+func (d *DIM) crossViews(local, global *torch.Tensor, scores func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
+	v := int64(d.Cfg.Views)
+	if v <= 1 {
+		return d.est.Loss(scores(local, global))
+	}
+	if err := local.Err(); err != nil {
+		return torch.Errored(err)
+	}
+	if local.Size(0)%v != 0 || global.Size(0) != local.Size(0) {
+		return torch.Errored(fmt.Errorf("%d views need a batch that is a multiple of %d with as many globals as locals; got %d locals and %d globals", v, v, local.Size(0), global.Size(0)))
+	}
+	n := local.Size(0) / v
+	var sum *torch.Tensor
+	for a := int64(0); a < v; a++ {
+		for b := int64(0); b < v; b++ {
+			if a == b {
+				continue
+			}
+			l := d.est.Loss(scores(local.Narrow(0, a*n, n), global.Narrow(0, b*n, n)))
+			if sum == nil {
+				sum = l
+			} else {
+				sum = sum.Add(l)
+			}
+		}
+	}
+	return sum.DivScalar(float64(v * (v - 1)))
 }

@@ -2,6 +2,7 @@ package objectives
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"testing"
@@ -269,12 +270,13 @@ func TestDIMModes(t *testing.T) {
 		{Mode: "local", Estimator: "nce", Scorer: "concat"},
 		{Mode: "global", Estimator: "dv"},
 		{Mode: "local+global", Estimator: "jsd", CoordWeight: 1, Occlusion: true},
+		{Mode: "local+global", Estimator: "nce", Views: 2},
 	}
 	for _, cfg := range cases {
 		a, b, g := DefaultWeights(cfg.Mode)
 		cfg.Alpha, cfg.Beta, cfg.Gamma = a, b, g
 		cfg.MIUnits = 32
-		t.Run(cfg.Mode+"/"+cfg.Estimator+"/"+cfg.Scorer, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%s/%s/views%d", cfg.Mode, cfg.Estimator, cfg.Scorer, cfg.Views), func(t *testing.T) {
 			_ = torch.ManualSeed(3)
 			enc, err := models.New(models.Config{Name: "basic28", InChannels: 1})
 			if err != nil {
@@ -324,6 +326,84 @@ func TestDIMModes(t *testing.T) {
 	}
 	if _, err := New(Config{Mode: "sideways", Estimator: "jsd"}, models.Spec{}); err == nil {
 		t.Fatal("unknown mode accepted")
+	}
+}
+
+// With V views the local loss is the mean over ordered pairs of distinct
+// views of the one-view loss of view a's locals against view b's globals,
+// computed here pair by pair from the heads.
+func TestCrossViewLoss(t *testing.T) {
+	_ = torch.ManualSeed(5)
+	enc, _ := models.New(models.Config{Name: "basic28", InChannels: 1})
+	defer nn.Free(enc)
+	for _, est := range []string{"nce", "jsd"} {
+		for _, scorer := range []string{"dot", "concat"} {
+			cfg := Config{Mode: "local", Estimator: est, Scorer: scorer, Beta: 1, MIUnits: 16, Views: 3}
+			d, err := New(cfg, enc.Spec())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := torch.NewScope()
+			x := torch.Rand([]int64{12, 1, 28, 28}).Ref(s) // 3 views of 4 images
+			enc.Train(false)                               // batch statistics would differ between the batches
+			d.Train(false)
+			terms, _ := d.Loss(enc, x, nil)
+			got, err := terms.Local.Item()
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, _ := GetEstimator(est)
+			want := 0.0
+			for a := int64(0); a < 3; a++ {
+				for b := int64(0); b < 3; b++ {
+					if a == b {
+						continue
+					}
+					la := enc.Encode(x.Narrow(0, a*4, 4)).Local
+					yb := enc.Encode(x.Narrow(0, b*4, 4)).Y
+					var sc *torch.Tensor
+					if d.concat != nil {
+						sc = d.concat.Scores(la, yb)
+					} else {
+						sc = DotScores(d.localHead.Forward(la), d.globalHeadL.Forward(yb))
+					}
+					v, err := e.Loss(sc).Item()
+					if err != nil {
+						t.Fatal(err)
+					}
+					want += v / 6
+				}
+			}
+			enc.Train(true)
+			if math.Abs(got-want) > 1e-5*math.Max(1, math.Abs(want)) {
+				t.Errorf("%s/%s: cross-view loss %v, pairwise mean %v", est, scorer, got, want)
+			}
+			// One view of the same 12 images is a different objective.
+			one := cfg
+			one.Views = 1
+			d1, _ := New(one, enc.Spec())
+			if err := nn.LoadStateDict(d1, nn.StateDict(d, ""), ""); err != nil {
+				t.Fatal(err)
+			}
+			t1, _ := d1.Loss(enc, x, nil)
+			if v, _ := t1.Local.Item(); v == got {
+				t.Errorf("%s/%s: views changed nothing", est, scorer)
+			}
+			s.Close()
+			nn.Free(d)
+			nn.Free(d1)
+		}
+	}
+	if err := (&Config{Mode: "local", Estimator: "nce", Beta: 1, Views: 9}).Validate(); err == nil {
+		t.Fatal("9 views accepted")
+	}
+	d, _ := New(Config{Mode: "local", Estimator: "nce", Beta: 1, MIUnits: 8, Views: 2}, enc.Spec())
+	defer nn.Free(d)
+	x := torch.Rand([]int64{3, 1, 28, 28})
+	defer x.Free()
+	terms, _ := d.Loss(enc, x, nil)
+	if terms.Total.Err() == nil {
+		t.Fatal("an odd batch split into 2 views")
 	}
 }
 

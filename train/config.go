@@ -18,6 +18,7 @@ type Config struct {
 	DataDir   string            `json:"data_dir,omitempty"`
 	Limit     int               `json:"limit"` // first N training images (0: all)
 	Augment   bool              `json:"augment"`
+	CropScale float64           `json:"crop_scale,omitempty"` // >0: augment with random resized crops of at least this fraction of the area
 	Encoder   models.Config     `json:"encoder"`
 	Objective objectives.Config `json:"objective"`
 	BatchSize int               `json:"batch_size"`
@@ -52,6 +53,12 @@ func (c *Config) Validate() error {
 	if err := c.Objective.Validate(); err != nil {
 		return err
 	}
+	if c.CropScale < 0 || c.CropScale > 1 {
+		return fmt.Errorf("--crop-scale must be in (0, 1], got %v", c.CropScale)
+	}
+	if c.CropScale > 0 || c.Objective.Views > 1 {
+		c.Augment = true // identical views would teach nothing a single view does not
+	}
 	if _, _, err := models.InputSize(c.Encoder.Name); err != nil {
 		return err
 	}
@@ -82,7 +89,10 @@ func (c *Config) transforms(trainShape datasets.Shape) (train, test datasets.Tra
 	h, w, _ := models.InputSize(c.Encoder.Name)
 	train = datasets.DefaultTransform(c.Data, datasets.Train)
 	test = datasets.DefaultTransform(c.Data, datasets.Test)
-	if c.Augment {
+	switch {
+	case c.CropScale > 0:
+		train = datasets.ScaleAugment(c.Data, h, w, c.CropScale)
+	case c.Augment:
 		train = datasets.AugmentTransform(c.Data)
 	}
 	fits := trainShape.H == h && trainShape.W == w

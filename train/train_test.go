@@ -293,3 +293,37 @@ func TestAugmentSelectsTransforms(t *testing.T) {
 		t.Fatalf("resize to the encoder's input: %v %v", tr, te)
 	}
 }
+
+// Multi-view training: the loader serves two augmented views per image, the
+// online probe sees the first, and the settings survive in the checkpoint.
+func TestTrainTwoViews(t *testing.T) {
+	c := smallConfig(t)
+	c.Epochs, c.Limit = 1, 64
+	c.Objective.Estimator, c.Objective.Views, c.CropScale = "nce", 2, 0.5
+	out := t.TempDir()
+	tr, err := New(c, opts(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trT, _ := tr.cfg.transforms(datasets.Shape{C: 1, H: 28, W: 28})
+	if tr.train.Views() != 2 || !tr.cfg.Augment || !strings.Contains(trT.String(), "random_resized_crop(28x28, scale 0.5-1)") {
+		t.Fatalf("views %d, augment %v, transform %s", tr.train.Views(), tr.cfg.Augment, trT)
+	}
+	s := runAll(t, tr)
+	if math.IsNaN(s.Loss) || s.Steps != 2 {
+		t.Fatalf("summary %+v", s)
+	}
+	ck, err := LoadCheckpoint(out, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Free()
+	if ck.Meta.Config.Objective.Views != 2 || ck.Meta.Config.CropScale != 0.5 {
+		t.Fatalf("stored config %+v", ck.Meta.Config)
+	}
+	bad := smallConfig(t)
+	bad.CropScale = 1.5
+	if _, err := New(bad, opts(t.TempDir())); err == nil {
+		t.Fatal("crop scale 1.5 accepted")
+	}
+}

@@ -155,7 +155,8 @@ func build(cfg Config, o Options) (*Trainer, error) {
 		workers = 2
 	}
 	t.train, err = datasets.NewLoader(datasets.Subset(trainSet, cfg.Limit), datasets.LoaderOptions{
-		BatchSize: cfg.BatchSize, Shuffle: true, Seed: cfg.Seed, Workers: workers, DropLast: true, Transform: trainT, Device: dev,
+		BatchSize: cfg.BatchSize, Shuffle: true, Seed: cfg.Seed, Workers: workers, DropLast: true, Transform: trainT,
+		Views: cfg.Objective.Views, Device: dev,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("training data: %w", err)
@@ -375,7 +376,8 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 		v.dLoss, v.gp, v.has[4], v.has[5] = pl.D, pl.GP, true, true
 	}
 	if t.probe != nil {
-		if err := t.probe.step(taps.Y, b.Y); err != nil {
+		// The online probe sees the first view of each image.
+		if err := t.probe.step(taps.Y.Narrow(0, 0, b.Y.Size(0)), b.Y); err != nil {
 			return v, err
 		}
 	}

@@ -23,6 +23,8 @@ func trainFlags() []cli.Flag {
 		&cli.StringFlag{Name: "data-dir", Usage: "directory holding the dataset"},
 		&cli.IntFlag{Name: "limit", Usage: "train on the first N training images (0: all)"},
 		&cli.BoolFlag{Name: "augment", Usage: "augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"},
+		&cli.Float64Flag{Name: "crop-scale", Usage: "augment with random resized crops covering at least this fraction of the image (e.g. 0.4), plus flips where they keep the classes; implies --augment"},
+		&cli.IntFlag{Name: "views", Value: 1, Usage: "augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment"},
 		&cli.StringFlag{Name: "encoder", Value: d.Encoder.Name, Usage: "one of: " + fmt.Sprint(models.Names())},
 		&cli.StringFlag{Name: "mode", Value: "local", Usage: "local, global or local+global"},
 		&cli.StringFlag{Name: "estimator", Value: "jsd", Usage: "one of: " + fmt.Sprint(objectives.Estimators())},
@@ -66,7 +68,9 @@ func configFromFlags(c *cli.Context) train.Config {
 		Mode: mode, Estimator: c.String("estimator"), Scorer: c.String("scorer"),
 		Alpha: pick("alpha", a), Beta: pick("beta", b), Gamma: pick("gamma", g),
 		MIUnits: c.Int("mi-units"), CoordWeight: c.Float64("coord"), Occlusion: c.Bool("occlusion"), GPWeight: 1,
+		Views: c.Int("views"),
 	}
+	cfg.CropScale = c.Float64("crop-scale")
 	cfg.BatchSize, cfg.Epochs, cfg.LR = c.Int("batch-size"), c.Int("epochs"), c.Float64("lr")
 	cfg.Beta1, cfg.Beta2, cfg.Seed = c.Float64("beta1"), c.Float64("beta2"), c.Uint64("seed")
 	cfg.Threads, cfg.Workers, cfg.Device, cfg.BF16 = c.Int("threads"), c.Int("workers"), c.String("device"), c.Bool("bf16")
