@@ -24,6 +24,7 @@ type Config struct {
 	BatchSize int               `json:"batch_size"`
 	Epochs    int               `json:"epochs"`
 	LR        float64           `json:"lr"`
+	Schedule  string            `json:"lr_schedule,omitempty"` // "" or "constant", or "cosine": annealed to 0 over the planned steps
 	Beta1     float64           `json:"beta1"`
 	Beta2     float64           `json:"beta2"`
 	Seed      uint64            `json:"seed"`
@@ -52,6 +53,9 @@ func Defaults() Config {
 func (c *Config) Validate() error {
 	if err := c.Objective.Validate(); err != nil {
 		return err
+	}
+	if c.Schedule != "" && c.Schedule != "constant" && c.Schedule != "cosine" {
+		return fmt.Errorf("unknown --lr-schedule %q (want constant or cosine)", c.Schedule)
 	}
 	if c.CropScale < 0 || c.CropScale > 1 {
 		return fmt.Errorf("--crop-scale must be in (0, 1], got %v", c.CropScale)

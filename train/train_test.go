@@ -327,3 +327,23 @@ func TestTrainTwoViews(t *testing.T) {
 		t.Fatal("crop scale 1.5 accepted")
 	}
 }
+
+func TestCosineSchedule(t *testing.T) {
+	c := smallConfig(t)
+	c.Schedule = "cosine" // 2 epochs of 4 batches
+	tr, err := New(c, opts(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for step, want := range map[int64]float64{0: c.LR, 4: c.LR / 2, 8: 0, 2: c.LR * (1 + math.Cos(math.Pi/4)) / 2} {
+		tr.state.Step = step
+		if got := tr.lr(); math.Abs(got-want) > 1e-12 {
+			t.Errorf("step %d: lr %v, want %v", step, got, want)
+		}
+	}
+	c.Schedule = "linear"
+	if _, err := New(c, opts(t.TempDir())); err == nil {
+		t.Fatal("unknown schedule accepted")
+	}
+}

@@ -384,6 +384,18 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	return v, nil
 }
 
+// lr returns the encoder's learning rate for the next step: constant, or a
+// cosine from --lr down to 0 over all planned steps (PyTorch's
+// CosineAnnealingLR stepped per batch). Extending a run on resume stretches
+// the cosine over the new total.
+func (t *Trainer) lr() float64 {
+	if t.cfg.Schedule != "cosine" {
+		return t.cfg.LR
+	}
+	total := t.cfg.Epochs * t.train.NumBatches()
+	return optim.CosineLR{TMax: total}.LR(t.cfg.LR, int(t.state.Step))
+}
+
 // evalProbe scores the online probe on the test split with the encoder in
 // evaluation mode.
 func (t *Trainer) evalProbe(ctx context.Context) (float64, error) {
@@ -475,6 +487,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 				return sum, err
 			}
 			n := int64(len(b.Indices))
+			t.opt.SetLR(t.lr())
 			v, err := t.step(b)
 			if err != nil {
 				it.Close()

@@ -38,6 +38,7 @@ func trainFlags() []cli.Flag {
 		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize},
 		&cli.IntFlag{Name: "epochs", Value: d.Epochs},
 		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "Adam learning rate"},
+		&cli.StringFlag{Name: "lr-schedule", Value: "constant", Usage: "constant, or cosine: anneal the learning rate to 0 over the planned steps"},
 		&cli.Float64Flag{Name: "beta1", Value: d.Beta1, Usage: "Adam beta1"},
 		&cli.Float64Flag{Name: "beta2", Value: d.Beta2, Usage: "Adam beta2"},
 		&cli.Uint64Flag{Name: "seed", Value: d.Seed},
@@ -70,7 +71,7 @@ func configFromFlags(c *cli.Context) train.Config {
 		MIUnits: c.Int("mi-units"), CoordWeight: c.Float64("coord"), Occlusion: c.Bool("occlusion"), GPWeight: 1,
 		Views: c.Int("views"),
 	}
-	cfg.CropScale = c.Float64("crop-scale")
+	cfg.CropScale, cfg.Schedule = c.Float64("crop-scale"), c.String("lr-schedule")
 	cfg.BatchSize, cfg.Epochs, cfg.LR = c.Int("batch-size"), c.Int("epochs"), c.Float64("lr")
 	cfg.Beta1, cfg.Beta2, cfg.Seed = c.Float64("beta1"), c.Float64("beta2"), c.Uint64("seed")
 	cfg.Threads, cfg.Workers, cfg.Device, cfg.BF16 = c.Int("threads"), c.Int("workers"), c.String("device"), c.Bool("bf16")
