@@ -2,6 +2,7 @@ package objectives
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/dimtorch/dimtorch/models"
@@ -29,6 +30,11 @@ type Config struct {
 	// 2019); the other images' features in the batch are the negatives.
 	// 0 or 1: one view, the paper's DIM.
 	Views int `json:"views,omitempty"`
+	// ScoreClip > 0 stabilises the critic's scores as AMDIM does: they are
+	// divided by sqrt(MIUnits), penalised by 0.05 mean(s^2) and soft-clipped
+	// to (-ScoreClip, ScoreClip) by ScoreClip*tanh(s/ScoreClip) before the
+	// estimator. 0: raw scores, the paper's DIM.
+	ScoreClip float64 `json:"score_clip,omitempty"`
 }
 
 // DefaultWeights returns alpha, beta and gamma for a mode, as in the paper:
@@ -72,7 +78,7 @@ func (c *Config) Validate() error {
 	if c.Views < 1 || c.Views > 8 {
 		return fmt.Errorf("views must be between 1 and 8, got %d", c.Views)
 	}
-	if c.MIUnits < 1 || c.Alpha < 0 || c.Beta < 0 || c.Gamma < 0 || c.CoordWeight < 0 {
+	if c.MIUnits < 1 || c.Alpha < 0 || c.Beta < 0 || c.Gamma < 0 || c.CoordWeight < 0 || c.ScoreClip < 0 {
 		return fmt.Errorf("mi-units must be positive and the weights non-negative")
 	}
 	if c.usesLocal() && c.Beta == 0 && c.Mode == "local" {
@@ -102,6 +108,7 @@ type DIM struct {
 	critic      *nn.Sequential // global DIM: local map -> vector
 	globalHeadG *models.MIHead
 	coord       *CoordPredictor
+	penalty     []*torch.Tensor // score penalties of the current term (ScoreClip)
 }
 
 // New builds the objective's networks for an encoder with the given spec.
@@ -200,6 +207,25 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 // loss of view a's locals against view b's globals, so that an image's
 // other views are never its negatives.
 func (d *DIM) crossViews(local, global *torch.Tensor, scores func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
+	if c := d.Cfg.ScoreClip; c > 0 {
+		raw := scores
+		scale := 1 / math.Sqrt(float64(d.Cfg.MIUnits))
+		scores = func(l, g *torch.Tensor) *torch.Tensor {
+			s := raw(l, g).MulScalar(scale)
+			d.penalty = append(d.penalty, s.Square().Mean().MulScalar(0.05))
+			return s.DivScalar(c).Tanh().MulScalar(c)
+		}
+		defer func() { d.penalty = d.penalty[:0] }()
+	}
+	loss := d.pairs(local, global, scores)
+	for _, p := range d.penalty {
+		loss = loss.Add(p.DivScalar(float64(len(d.penalty))))
+	}
+	return loss
+}
+
+// pairs is crossViews without score stabilisation.
+func (d *DIM) pairs(local, global *torch.Tensor, scores func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
 	v := int64(d.Cfg.Views)
 	if v <= 1 {
 		return d.est.Loss(scores(local, global))

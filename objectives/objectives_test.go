@@ -407,6 +407,45 @@ func TestCrossViewLoss(t *testing.T) {
 	}
 }
 
+// ScoreClip divides the scores by sqrt(units), adds 0.05 mean(s^2) and
+// soft-clips them before the estimator: checked against that formula on the
+// heads' raw scores.
+func TestScoreClip(t *testing.T) {
+	_ = torch.ManualSeed(6)
+	enc, _ := models.New(models.Config{Name: "basic28", InChannels: 1})
+	defer nn.Free(enc)
+	enc.Train(false)
+	cfg := Config{Mode: "local", Estimator: "nce", Beta: 1, MIUnits: 16, ScoreClip: 0.5}
+	d, err := New(cfg, enc.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nn.Free(d)
+	d.Train(false)
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Rand([]int64{6, 1, 28, 28}).Ref(s)
+	terms, _ := d.Loss(enc, x, nil)
+	got, err := terms.Local.Item()
+	if err != nil {
+		t.Fatal(err)
+	}
+	taps := enc.Encode(x)
+	raw := DotScores(d.localHead.Forward(taps.Local), d.globalHeadL.Forward(taps.Y)).DivScalar(4)
+	e, _ := GetEstimator("nce")
+	clipped, _ := e.Loss(raw.DivScalar(0.5).Tanh().MulScalar(0.5)).Item()
+	pen, _ := raw.Square().Mean().Item()
+	if want := clipped + 0.05*pen; math.Abs(got-want) > 1e-5 {
+		t.Fatalf("stabilised loss %v, want %v", got, want)
+	}
+	if mx, _ := raw.Abs().Max().Item(); !(mx > 0.5) {
+		t.Fatalf("the test's scores (max %v) never reach the clip", mx)
+	}
+	if err := (&Config{Mode: "local", Estimator: "nce", Beta: 1, ScoreClip: -1}).Validate(); err == nil {
+		t.Fatal("negative clip accepted")
+	}
+}
+
 func TestCoordPredictorLearns(t *testing.T) {
 	_ = torch.ManualSeed(4)
 	c := NewCoordPredictor(16, 8, 4, 4)

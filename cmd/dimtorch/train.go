@@ -25,6 +25,7 @@ func trainFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "augment", Usage: "augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"},
 		&cli.Float64Flag{Name: "crop-scale", Usage: "augment with random resized crops covering at least this fraction of the image (e.g. 0.4), plus flips where they keep the classes; implies --augment"},
 		&cli.IntFlag{Name: "views", Value: 1, Usage: "augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment"},
+		&cli.Float64Flag{Name: "score-clip", Usage: "stabilise the critic's scores as AMDIM: divide by sqrt(mi-units), penalise their square (0.05), soft-clip to +-C with C*tanh(s/C) (AMDIM: 10; 0: off)"},
 		&cli.StringFlag{Name: "encoder", Value: d.Encoder.Name, Usage: "one of: " + fmt.Sprint(models.Names())},
 		&cli.StringFlag{Name: "mode", Value: "local", Usage: "local, global or local+global"},
 		&cli.StringFlag{Name: "estimator", Value: "jsd", Usage: "one of: " + fmt.Sprint(objectives.Estimators())},
@@ -69,7 +70,7 @@ func configFromFlags(c *cli.Context) train.Config {
 		Mode: mode, Estimator: c.String("estimator"), Scorer: c.String("scorer"),
 		Alpha: pick("alpha", a), Beta: pick("beta", b), Gamma: pick("gamma", g),
 		MIUnits: c.Int("mi-units"), CoordWeight: c.Float64("coord"), Occlusion: c.Bool("occlusion"), GPWeight: 1,
-		Views: c.Int("views"),
+		Views: c.Int("views"), ScoreClip: c.Float64("score-clip"),
 	}
 	cfg.CropScale, cfg.Schedule = c.Float64("crop-scale"), c.String("lr-schedule")
 	cfg.BatchSize, cfg.Epochs, cfg.LR = c.Int("batch-size"), c.Int("epochs"), c.Float64("lr")
