@@ -446,6 +446,40 @@ func TestScoreClip(t *testing.T) {
 	}
 }
 
+// Every mode, scorer and task runs under bfloat16 autocast (the global
+// critic's LayerNorm once rejected bfloat16 input).
+func TestDIMModesBF16(t *testing.T) {
+	enc, _ := models.New(models.Config{Name: "basic28", InChannels: 1})
+	defer nn.Free(enc)
+	for _, cfg := range []Config{
+		{Mode: "local", Estimator: "jsd", Beta: 1},
+		{Mode: "local", Estimator: "nce", Scorer: "concat", Beta: 1},
+		{Mode: "global", Estimator: "dv", Alpha: 1},
+		{Mode: "local+global", Estimator: "nce", Alpha: 0.5, Beta: 1, Views: 2, ScoreClip: 10, CoordWeight: 1},
+	} {
+		cfg.MIUnits = 16
+		d, err := New(cfg, enc.Spec())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := torch.NewScope()
+		x := torch.Rand([]int64{8, 1, 28, 28}).Ref(s)
+		var terms Terms
+		if err := torch.Autocast(torch.BFloat16, func() { terms, _ = d.Loss(enc, x, nil) }); err != nil {
+			t.Fatal(err)
+		}
+		v, err := terms.Total.Item()
+		if err != nil || math.IsNaN(v) {
+			t.Fatalf("%s/%s: loss %v, %v", cfg.Mode, cfg.Scorer, v, err)
+		}
+		if err := terms.Total.Backward(); err != nil {
+			t.Fatalf("%s/%s: backward: %v", cfg.Mode, cfg.Scorer, err)
+		}
+		s.Close()
+		nn.Free(d)
+	}
+}
+
 func TestCoordPredictorLearns(t *testing.T) {
 	_ = torch.ManualSeed(4)
 	c := NewCoordPredictor(16, 8, 4, 4)

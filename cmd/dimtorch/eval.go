@@ -88,7 +88,11 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		defer nn.Free(enc)
-		src = eval.EncoderSource{Enc: enc, Desc: fmt.Sprintf("DIM %s %s (%s)", meta.Config.Objective.Mode, meta.Config.Objective.Estimator, c.String("checkpoint"))}
+		desc := fmt.Sprintf("DIM %s %s", meta.Config.Objective.Mode, meta.Config.Objective.Estimator)
+		if v := meta.Config.Objective.Views; v > 1 {
+			desc += fmt.Sprintf(", %d views", v)
+		}
+		src = eval.EncoderSource{Enc: enc, Desc: fmt.Sprintf("%s (%s)", desc, c.String("checkpoint"))}
 		if data == "" {
 			data = meta.Config.Data
 			if dataDir == "" {

@@ -159,7 +159,14 @@ func NewLayerNorm(shape ...int64) *LayerNorm {
 }
 
 // Forward normalises x.
+//
+// Reduced-precision input (bfloat16 or float16 activations under autocast)
+// is normalised in the parameters' precision: libtorch 1.13's CPU kernel
+// takes no mixed types, and the statistics want float32 anyway.
 func (l *LayerNorm) Forward(x *torch.Tensor) *torch.Tensor {
+	if d := x.DType(); (d == torch.BFloat16 || d == torch.Float16) && l.Weight != nil && l.Weight.DType() != d {
+		x = x.To(l.Weight.DType())
+	}
 	return torch.LayerNorm(x, l.Shape, l.Weight, l.Bias, l.Eps)
 }
 
