@@ -108,7 +108,6 @@ type DIM struct {
 	critic      *nn.Sequential // global DIM: local map -> vector
 	globalHeadG *models.MIHead
 	coord       *CoordPredictor
-	penalty     []*torch.Tensor // score penalties of the current term (ScoreClip)
 }
 
 // New builds the objective's networks for an encoder with the given spec.
@@ -207,19 +206,19 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 // loss of view a's locals against view b's globals, so that an image's
 // other views are never its negatives.
 func (d *DIM) crossViews(local, global *torch.Tensor, scores func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
-	if c := d.Cfg.ScoreClip; c > 0 {
-		raw := scores
-		scale := 1 / math.Sqrt(float64(d.Cfg.MIUnits))
-		scores = func(l, g *torch.Tensor) *torch.Tensor {
-			s := raw(l, g).MulScalar(scale)
-			d.penalty = append(d.penalty, s.Square().Mean().MulScalar(0.05))
-			return s.DivScalar(c).Tanh().MulScalar(c)
-		}
-		defer func() { d.penalty = d.penalty[:0] }()
+	c := d.Cfg.ScoreClip
+	if c <= 0 {
+		return d.pairs(local, global, scores)
 	}
-	loss := d.pairs(local, global, scores)
-	for _, p := range d.penalty {
-		loss = loss.Add(p.DivScalar(float64(len(d.penalty))))
+	var penalties []*torch.Tensor
+	scale := 1 / math.Sqrt(float64(d.Cfg.MIUnits))
+	loss := d.pairs(local, global, func(l, g *torch.Tensor) *torch.Tensor {
+		s := scores(l, g).MulScalar(scale)
+		penalties = append(penalties, s.Square().Mean().MulScalar(0.05))
+		return s.DivScalar(c).Tanh().MulScalar(c)
+	})
+	for _, p := range penalties {
+		loss = loss.Add(p.DivScalar(float64(len(penalties))))
 	}
 	return loss
 }
