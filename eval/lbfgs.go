@@ -7,6 +7,10 @@ import (
 	"github.com/dimtorch/dimtorch/torch"
 )
 
+// maxHalvings bounds the backtracking line search: 2^-20 of the first trial
+// step is below what a float32 loss can resolve.
+const maxHalvings = 20
+
 // lbfgsOptions configure minimize.
 type lbfgsOptions struct {
 	MaxIter int     // 500
@@ -85,23 +89,32 @@ func minimize(f objective, theta *torch.Tensor, o lbfgsOptions) (float64, int, e
 		var newLoss float64
 		var newG *torch.Tensor
 		var cand *torch.Tensor
-		for ls := 0; ; ls++ {
+		found := false
+		for ls := 0; ls <= maxHalvings; ls++ {
 			cand = theta.Add(d.MulScalar(t)).MoveTo(s)
 			newLoss, newG, err = f(cand)
 			if err != nil {
 				s.Close()
 				return 0, it, err
 			}
-			if newLoss <= loss+1e-4*t*gd || ls == 30 {
+			if newLoss <= loss+1e-4*t*gd {
+				found = true
 				break
 			}
 			newG.Free()
 			t /= 2
 		}
-		if math.IsNaN(newLoss) {
-			newG.Free()
+		if !found && math.IsNaN(newLoss) {
 			s.Close()
 			return 0, it, fmt.Errorf("L-BFGS: the loss became NaN")
+		}
+		if !found {
+			// No step along a descent direction lowers the loss any more:
+			// the minimum is reached to the precision of the loss (float32
+			// sums over many samples). Stop, keeping theta, as scipy's
+			// L-BFGS does after a failed line search.
+			s.Close()
+			break
 		}
 		newG.MoveTo(hist)
 		sk := cand.Sub(theta).MoveTo(hist)
@@ -124,7 +137,7 @@ func minimize(f objective, theta *torch.Tensor, o lbfgsOptions) (float64, int, e
 		g = newG
 		improved := loss - newLoss
 		loss = newLoss
-		if improved >= 0 && improved < 1e-12*math.Max(1, math.Abs(loss)) {
+		if improved < 1e-9*math.Max(1, math.Abs(loss)) {
 			it++
 			break
 		}
