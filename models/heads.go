@@ -59,25 +59,16 @@ func newMIHead(in, units int64, spatial bool) *MIHead {
 
 // Forward encodes features: a map [N, C, H, W] becomes [N, H*W, units];
 // vectors [N, C] become [N, units]; [N, M, C] become [N, M, units]. The
-// LayerNorm runs in float32 even under bfloat16 autocast (libtorch's CPU
-// LayerNorm takes no mixed precision, and the statistics want float32).
+// LayerNorm runs in float32 even under bfloat16 autocast (nn.LayerNorm
+// normalises reduced-precision input in its parameters' precision).
 func (h *MIHead) Forward(x *torch.Tensor) *torch.Tensor {
 	if h.spatial {
 		y := h.block.Forward(x).Add(h.shortcut.Forward(x)) // [N, U, H, W]
-		return h.norm.Forward(float32s(y.Flatten(2, -1).Transpose(1, 2)))
+		return h.norm.Forward(y.Flatten(2, -1).Transpose(1, 2))
 	}
 	if x.Dim() == 3 {
 		n, m := x.Size(0), x.Size(1)
 		return h.Forward(x.Reshape(n*m, -1)).Reshape(n, m, -1)
 	}
-	return h.norm.Forward(float32s(h.block.Forward(x).Add(h.shortcut.Forward(x))))
-}
-
-// float32s converts reduced-precision activations to float32 and leaves
-// float32 and float64 ones alone.
-func float32s(t *torch.Tensor) *torch.Tensor {
-	if d := t.DType(); d == torch.BFloat16 || d == torch.Float16 {
-		return t.To(torch.Float32)
-	}
-	return t
+	return h.norm.Forward(h.block.Forward(x).Add(h.shortcut.Forward(x)))
 }
