@@ -40,7 +40,7 @@ demo: setup build
 	bin/dimtorch eval --random-init --encoder basic28 --seed 1 --probe linear --features conv,fc,y --limit-train 10000
 
 ## test: formatting, vet, staticcheck, every Go test, and the shared-library build of the shim
-test: fmt-check lint test-go test-shim
+test: setup fmt-check lint test-go test-shim
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
