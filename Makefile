@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 APT_PACKAGES := libtorch-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx
 ORT_VERSION := 1.24.3
 
-.PHONY: setup build demo test test-go test-shim lint fmt-check bench-ops bench-train shim clean
+.PHONY: setup build demo test test-go test-shim lint fmt-check bench-ops bench-train shim gpu-bundle gpu-check gpu-check-cpu clean
 
 ## setup: install what building and testing need (Debian packages, Go modules, the onnxruntime library); idempotent
 setup:
@@ -40,7 +40,7 @@ demo: setup build
 	bin/dimtorch eval --random-init --encoder basic28 --seed 1 --probe linear --features conv,fc,y --limit-train 10000
 
 ## test: formatting, vet, staticcheck, every Go test, and the shared-library build of the shim
-test: setup fmt-check lint test-go test-shim
+test: setup fmt-check lint test-go test-shim gpu-check-cpu
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -62,6 +62,24 @@ shim:
 test-shim: shim
 	CGO_LDFLAGS="-L$(CURDIR)/build/shim -Wl,-rpath,$(CURDIR)/build/shim" \
 	  $(GO) test -tags dimtorch_shim -count=1 ./torch/...
+
+## gpu-bundle: build/gpu-check, what the GPU check needs on a machine with PyTorch but no Go (bench/gpu_bundle.sh)
+gpu-bundle:
+	bench/gpu_bundle.sh build/gpu-check
+
+## gpu-check: the CUDA check (bench/gpu_check.py), under 8 minutes on one GPU; writes build/gpu-check/work/summary.json.
+## Where Go is installed it first builds the bundle; on a GPU machine without Go, copy build/gpu-check there and run
+##   python3 build/gpu-check/gpu_check.py --device cuda
+GPU_PYTHON ?= python3
+gpu-check:
+	@if command -v $(GO) >/dev/null; then bench/gpu_bundle.sh build/gpu-check; fi
+	$(GPU_PYTHON) build/gpu-check/gpu_check.py --device cuda
+
+## gpu-check-cpu: the GPU check's own logic on the CPU with tiny sizes (CI runs it)
+gpu-check-cpu:
+	bench/gpu_bundle.sh build/gpu-check-cpu
+	/usr/bin/python3 build/gpu-check-cpu/gpu_check.py --device cpu --quick --threads 2 \
+	  --onnxruntime-lib $(CURDIR)/third_party/onnxruntime/libonnxruntime.so.1
 
 ## bench-ops: the binding's per-op overhead and a conv forward+backward against PyTorch eager
 bench-ops: build

@@ -91,19 +91,27 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    dev = torch.device(a.device)
     enc = ConvNet(a.encoder, a.channels)
     lc = enc.stages[enc.local_at][0].out_channels
     lh, gh = MIHead(lc, a.mi_units, True), MIHead(64, a.mi_units, False)
+    for m in (enc, lh, gh):
+        m.to(dev)
     params = list(enc.parameters()) + list(lh.parameters()) + list(gh.parameters())
     opt = torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.999))
-    x = torch.rand(a.batch_size, a.channels, enc.size, enc.size) * 2 - 1
+    x = (torch.rand(a.batch_size, a.channels, enc.size, enc.size) * 2 - 1).to(dev)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
             local, y = enc(x)
             loss = jsd_loss(lh(local), gh(y))
         opt.zero_grad(set_to_none=True)
@@ -113,14 +121,16 @@ def main():
 
     for _ in range(a.warmup):
         step()
+    sync()
     start = time.perf_counter()
     first = last = None
     for i in range(a.steps):
         last = step()
         first = last if first is None else first
+    sync()
     sec = time.perf_counter() - start
     r = {"impl": "pytorch", "encoder": a.encoder, "batch_size": a.batch_size, "mi_units": a.mi_units,
-         "threads": a.threads, "bf16": a.bf16, "steps": a.steps,
+         "threads": a.threads, "device": str(dev), "bf16": a.bf16, "steps": a.steps,
          "images_per_sec": a.steps * a.batch_size / sec, "ms_per_step": sec * 1000 / a.steps,
          "first_loss": first, "last_loss": last,
          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

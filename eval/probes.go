@@ -101,7 +101,7 @@ func fit(layer nn.Layer, x, y *torch.Tensor, o ProbeOptions, loss func(logits, y
 				break // BatchNorm needs two samples
 			}
 			s := torch.NewScope()
-			idx := perm.Narrow(0, start, m).MoveTo(s)
+			idx := perm.Narrow(0, start, m).To(x.Device()).MoveTo(s)
 			l := loss(layer.Forward(x.IndexSelect(0, idx)), y.IndexSelect(0, idx))
 			if penalty != nil {
 				l = l.Add(penalty(s))
@@ -173,7 +173,7 @@ func LinearProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, erro
 		v, err := loss.Item()
 		return v, g[0].MoveTo(nil), err
 	}
-	theta := torch.Zeros([]int64{k*d + k}, s)
+	theta := torch.Zeros([]int64{k*d + k}, tr.Device(), s)
 	if _, _, err := minimize(f, theta, lbfgsOptions{MaxIter: o.Epochs}); err != nil {
 		return Result{}, err
 	}
@@ -199,6 +199,9 @@ func MLPProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) 
 	_ = torch.ManualSeed(o.Seed)
 	mlp := nn.NewSequential(nn.NewLinear(tr.Size(1), 200, true), nn.NewBatchNorm1d(200), nn.ReLU(), nn.NewDropout(0.5), nn.NewLinear(200, k, true))
 	defer nn.Free(mlp)
+	if err := nn.MoveTo(mlp, tr.Device()); err != nil {
+		return Result{}, err
+	}
 	ce := func(l, y *torch.Tensor) *torch.Tensor { return torch.CrossEntropy(l, y, torch.ReduceMean) }
 	if err := fit(mlp, tr, yTr, o, ce, nil); err != nil {
 		return Result{}, err
@@ -226,6 +229,10 @@ func SVMProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) 
 		ro.Seed = o.Seed + uint64(r)*7919
 		_ = torch.ManualSeed(ro.Seed)
 		lin := nn.NewLinear(tr.Size(1), k, true)
+		if err := nn.MoveTo(lin, tr.Device()); err != nil {
+			nn.Free(lin)
+			return Result{}, err
+		}
 		hinge := func(l, y *torch.Tensor) *torch.Tensor {
 			own := l.Gather(1, y.Unsqueeze(1))                       // [B, 1]
 			margins := l.Sub(own).AddScalar(1)                       // 1 + s_j - s_y

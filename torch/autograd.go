@@ -6,6 +6,7 @@ package torch
 import "C"
 
 import (
+	"fmt"
 	"runtime"
 )
 
@@ -159,17 +160,27 @@ func NoGrad(fn func()) {
 	fn()
 }
 
-// Autocast runs fn with CPU automatic mixed precision in dtype (BFloat16):
-// matrix products and convolutions run in dtype, precision-sensitive
-// operators stay in float32. Like NoGrad it pins the goroutine to its thread.
-func Autocast(dtype DType, fn func()) error {
+// Autocast runs fn with automatic mixed precision on the CPU in dtype
+// (BFloat16): matrix products and convolutions run in dtype,
+// precision-sensitive operators stay in float32. It is AutocastOn(CPU, ...).
+func Autocast(dtype DType, fn func()) error { return AutocastOn(CPU, dtype, fn) }
+
+// AutocastOn runs fn with automatic mixed precision in dtype for the
+// operators that run on dev's device type (CPU or CUDA; libtorch keeps one
+// setting per device type, so a CUDA model needs AutocastOn(CUDA(i), ...)).
+// Like NoGrad it pins the goroutine to its thread while fn runs.
+func AutocastOn(dev Device, dtype DType, fn func()) error {
+	if dev.Type != CPUDevice && dev.Type != CUDADevice {
+		return &Error{Op: "autocast", Msg: fmt.Sprintf("no autocast for device %v", dev)}
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	prev := C.dt_autocast_cpu_enabled()
-	if e := cerr("autocast", C.dt_set_autocast_cpu(1, C.int(dtype))); e != nil {
+	dt := C.int(dev.Type)
+	prev := C.dt_autocast_enabled(dt)
+	if e := cerr("autocast", C.dt_set_autocast(dt, 1, C.int(dtype))); e != nil {
 		return e
 	}
-	defer func() { _ = cerr("autocast", C.dt_set_autocast_cpu(prev, C.int(dtype))) }()
+	defer func() { _ = cerr("autocast", C.dt_set_autocast(dt, prev, C.int(dtype))) }()
 	fn()
 	return nil
 }

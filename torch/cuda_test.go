@@ -72,6 +72,27 @@ func TestCUDA(t *testing.T) {
 	if !(last < first) {
 		t.Fatalf("loss on CUDA did not fall: %v -> %v", first, last)
 	}
+	// bfloat16 autocast on the GPU: matmul in bfloat16, close to float32;
+	// the CPU's setting does not reach CUDA operators.
+	a, b := torch.Randn([]int64{64, 128}, dev, s), torch.Randn([]int64{128, 32}, dev, s)
+	exact := a.Matmul(b)
+	var auto, cpuOnly *torch.Tensor
+	if err := torch.AutocastOn(dev, torch.BFloat16, func() { auto = a.Matmul(b) }); err != nil {
+		t.Fatal(err)
+	}
+	if auto.DType() != torch.BFloat16 || auto.Device() != dev {
+		t.Fatalf("CUDA autocast matmul gave %v on %v, want bfloat16 on %v", auto.DType(), auto.Device(), dev)
+	}
+	rel, err := auto.To(torch.Float32).Sub(exact).Norm(2).Div(exact.Norm(2)).Item()
+	if err != nil || rel == 0 || rel > 0.02 {
+		t.Fatalf("relative error of the bfloat16 matmul on CUDA: %v (%v)", rel, err)
+	}
+	if err := torch.Autocast(torch.BFloat16, func() { cpuOnly = a.Matmul(b) }); err != nil {
+		t.Fatal(err)
+	}
+	if cpuOnly.DType() != torch.Float32 {
+		t.Fatalf("CPU autocast changed a CUDA matmul to %v", cpuOnly.DType())
+	}
 	if err := torch.CUDASynchronize(0); err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@
 #endif
 #include <cstring>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -166,15 +167,34 @@ char *dt_parallel_info(void) {
 int dt_grad_enabled(void) { return c10::GradMode::is_enabled() ? 1 : 0; }
 void dt_set_grad_enabled(int enabled) { c10::GradMode::set_enabled(enabled != 0); }
 
-dt_err dt_set_autocast_cpu(int enabled, int dtype) {
-  TRY
+// libtorch 2.4 replaced the per-device autocast setters by ones that take the
+// device type; 1.13 to 2.3 have one function per device.
 #if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
-  at::autocast::set_autocast_dtype(at::kCPU, static_cast<at::ScalarType>(dtype));
-  at::autocast::set_autocast_enabled(at::kCPU, enabled != 0);
-#else
-  at::autocast::set_autocast_cpu_dtype(static_cast<at::ScalarType>(dtype));
-  at::autocast::set_cpu_enabled(enabled != 0);
+#define DT_AUTOCAST_BY_DEVICE 1
 #endif
+
+dt_err dt_set_autocast(int device_type, int enabled, int dtype) {
+  TRY
+  auto st = static_cast<at::ScalarType>(dtype);
+  if (device_type == 0) {
+#ifdef DT_AUTOCAST_BY_DEVICE
+    at::autocast::set_autocast_dtype(at::kCPU, st);
+    at::autocast::set_autocast_enabled(at::kCPU, enabled != 0);
+#else
+    at::autocast::set_autocast_cpu_dtype(st);
+    at::autocast::set_cpu_enabled(enabled != 0);
+#endif
+  } else if (device_type == 1) {
+#ifdef DT_AUTOCAST_BY_DEVICE
+    at::autocast::set_autocast_dtype(at::kCUDA, st);
+    at::autocast::set_autocast_enabled(at::kCUDA, enabled != 0);
+#else
+    at::autocast::set_autocast_gpu_dtype(st);
+    at::autocast::set_enabled(enabled != 0);
+#endif
+  } else {
+    throw std::invalid_argument("autocast: unsupported device type " + std::to_string(device_type));
+  }
   if (!enabled) at::autocast::clear_cache();
   CATCH
 }
@@ -191,12 +211,15 @@ int dt_tune_allocator(int64_t mmap_threshold, int64_t trim_threshold) {
 #endif
 }
 
-int dt_autocast_cpu_enabled(void) {
-#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
-  return at::autocast::is_autocast_enabled(at::kCPU) ? 1 : 0;
+int dt_autocast_enabled(int device_type) {
+#ifdef DT_AUTOCAST_BY_DEVICE
+  if (device_type == 0) return at::autocast::is_autocast_enabled(at::kCPU) ? 1 : 0;
+  if (device_type == 1) return at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
 #else
-  return at::autocast::is_cpu_enabled() ? 1 : 0;
+  if (device_type == 0) return at::autocast::is_cpu_enabled() ? 1 : 0;
+  if (device_type == 1) return at::autocast::is_enabled() ? 1 : 0;
 #endif
+  return 0;
 }
 
 // ---- metadata -------------------------------------------------------------

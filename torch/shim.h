@@ -29,7 +29,7 @@ extern "C" {
 typedef struct dt_tensor_s *dt_tensor;
 typedef char *dt_err;
 
-#define DT_ABI_VERSION 2
+#define DT_ABI_VERSION 3
 
 int dt_abi_version(void);
 void dt_free(dt_tensor t);
@@ -49,12 +49,14 @@ dt_err dt_cuda_synchronize(int device);
 char *dt_parallel_info(void);
 int dt_grad_enabled(void);
 void dt_set_grad_enabled(int enabled);
-dt_err dt_set_autocast_cpu(int enabled, int dtype);
+/* Automatic mixed precision for one device type (0 CPU, 1 CUDA) on the
+ * calling thread: enables or disables it with the given reduced dtype. */
+dt_err dt_set_autocast(int device_type, int enabled, int dtype);
 /* Sets glibc's mmap and trim thresholds (bytes) so that large tensors reuse
  * heap memory instead of fresh, page-faulting mappings; returns 0 where the C
  * library has no mallopt. */
 int dt_tune_allocator(int64_t mmap_threshold, int64_t trim_threshold);
-int dt_autocast_cpu_enabled(void);
+int dt_autocast_enabled(int device_type);
 
 /* ---- metadata ----------------------------------------------------------- */
 int dt_dim(dt_tensor t);

@@ -292,6 +292,18 @@ func TestBFloat16OnCPU(t *testing.T) {
 	if plain := a.Matmul(b); plain.DType() != torch.Float32 {
 		t.Fatalf("autocast leaked out of its function: %v", plain.DType())
 	}
+	// Autocast is per device type: CUDA's setting leaves CPU operators alone
+	// (this runs without a GPU: setting the flag needs no device).
+	var other *torch.Tensor
+	if err := torch.AutocastOn(torch.CUDA(0), torch.BFloat16, func() { other = a.Matmul(b) }); err != nil {
+		t.Fatal(err)
+	}
+	if other.DType() != torch.Float32 {
+		t.Fatalf("CUDA autocast changed a CPU matmul to %v", other.DType())
+	}
+	if err := torch.AutocastOn(torch.Device{Type: 7}, torch.BFloat16, func() {}); err == nil {
+		t.Fatal("autocast on an unknown device type: no error")
+	}
 	// bfloat16 keeps about 3 significant digits: the relative error of the
 	// product is small but not zero.
 	rel, _ := auto.To(torch.Float32).Sub(exact).Norm(2).Div(exact.Norm(2)).Item()

@@ -31,7 +31,7 @@ type Config struct {
 	Threads   int               `json:"threads"`
 	Device    string            `json:"device"`
 	Workers   int               `json:"workers"`
-	BF16      bool              `json:"bf16"`     // bfloat16 autocast of the forward pass on the CPU
+	BF16      bool              `json:"bf16"`     // bfloat16 autocast of the forward pass on the training device (CPU or CUDA)
 	ProbeLR   float64           `json:"probe_lr"` // the online probe's Adam learning rate
 	LogEvery  int               `json:"log_every"`
 }

@@ -331,7 +331,7 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	var taps models.Taps
 	forward := func() { terms, taps = t.dim.Loss(t.enc, b.X, t.prior) }
 	if t.cfg.BF16 {
-		if err := torch.Autocast(torch.BFloat16, forward); err != nil {
+		if err := torch.AutocastOn(t.dev, torch.BFloat16, forward); err != nil {
 			return stepValues{}, err
 		}
 	} else {

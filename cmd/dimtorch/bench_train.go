@@ -31,6 +31,7 @@ func benchTrainCommand() *cli.Command {
 			&cli.IntFlag{Name: "threads", Value: 2},
 			&cli.StringFlag{Name: "estimator", Value: "jsd"},
 			&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass"},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 			&cli.Uint64Flag{Name: "seed", Value: 0},
 			&cli.BoolFlag{Name: "json", Usage: "end with one JSON object"},
 		},
@@ -44,6 +45,7 @@ type benchTrainResult struct {
 	BatchSize    int     `json:"batch_size"`
 	MIUnits      int     `json:"mi_units"`
 	Threads      int     `json:"threads"`
+	Device       string  `json:"device"`
 	BF16         bool    `json:"bf16"`
 	Steps        int     `json:"steps"`
 	ImagesPerSec float64 `json:"images_per_sec"`
@@ -78,6 +80,13 @@ func benchTrain(c *cli.Context) error {
 	if err := torch.ManualSeed(c.Uint64("seed")); err != nil {
 		return err
 	}
+	dev, err := torch.ParseDevice(c.String("device"))
+	if err != nil {
+		return err
+	}
+	if dev.Type == torch.CUDADevice && (!torch.CUDAAvailable() || dev.Index >= torch.CUDADeviceCount()) {
+		return fmt.Errorf("--device %s: this libtorch has no CUDA or sees no such GPU (dimtorch env shows what it found)", dev)
+	}
 	enc, err := models.New(models.Config{Name: c.String("encoder"), InChannels: c.Int("channels")})
 	if err != nil {
 		return err
@@ -88,6 +97,13 @@ func benchTrain(c *cli.Context) error {
 		return err
 	}
 	defer nn.Free(dim)
+	// Parameters are created on the CPU from the seed (the same weights on
+	// every device) and then moved.
+	for _, m := range []nn.Module{enc, dim} {
+		if err := nn.MoveTo(m, dev); err != nil {
+			return err
+		}
+	}
 	opt, err := optim.NewAdam(append(nn.Parameters(enc), nn.Parameters(dim)...), optim.AdamOptions{LR: 1e-4, Beta1: 0.5, Beta2: 0.999})
 	if err != nil {
 		return err
@@ -95,7 +111,7 @@ func benchTrain(c *cli.Context) error {
 	defer opt.Free()
 	in := enc.Spec().Input
 	bs := c.Int("batch-size")
-	x := torch.Rand([]int64{int64(bs), int64(in[0]), int64(in[1]), int64(in[2])}).MulScalar(2).SubScalar(1).MoveTo(nil)
+	x := torch.Rand([]int64{int64(bs), int64(in[0]), int64(in[1]), int64(in[2])}).MulScalar(2).SubScalar(1).To(dev).MoveTo(nil)
 	defer x.Free()
 	s := torch.NewScope()
 	defer s.Close()
@@ -104,7 +120,7 @@ func benchTrain(c *cli.Context) error {
 		var terms objectives.Terms
 		fwd := func() { terms, _ = dim.Loss(enc, x.Ref(s), nil) }
 		if c.Bool("bf16") {
-			if err := torch.Autocast(torch.BFloat16, fwd); err != nil {
+			if err := torch.AutocastOn(dev, torch.BFloat16, fwd); err != nil {
 				return 0, err
 			}
 		} else {
@@ -130,7 +146,10 @@ func benchTrain(c *cli.Context) error {
 	if steps < 1 {
 		return fmt.Errorf("--steps must be at least 1")
 	}
-	r := benchTrainResult{Impl: "dimtorch", Encoder: c.String("encoder"), BatchSize: bs, MIUnits: c.Int("mi-units"), Threads: threads, BF16: c.Bool("bf16"), Steps: steps}
+	r := benchTrainResult{Impl: "dimtorch", Encoder: c.String("encoder"), BatchSize: bs, MIUnits: c.Int("mi-units"), Threads: threads, Device: dev.String(), BF16: c.Bool("bf16"), Steps: steps}
+	if err := synchronize(dev); err != nil {
+		return err
+	}
 	start := time.Now()
 	for i := 0; i < steps; i++ {
 		l, err := step()
@@ -145,6 +164,9 @@ func benchTrain(c *cli.Context) error {
 			fmt.Printf("step %d/%d loss %.4f\n", i+1, steps, l)
 		}
 	}
+	if err := synchronize(dev); err != nil {
+		return err
+	}
 	sec := time.Since(start).Seconds()
 	r.ImagesPerSec = float64(steps*bs) / sec
 	r.MSPerStep = sec * 1000 / float64(steps)
@@ -152,7 +174,16 @@ func benchTrain(c *cli.Context) error {
 	if c.Bool("json") {
 		return json.NewEncoder(os.Stdout).Encode(r)
 	}
-	fmt.Printf("%s, batch %d, %d MI units, %d threads, bf16 %v: %.1f images/s (%.1f ms/step), peak RSS %.0f MiB\n",
-		r.Encoder, bs, r.MIUnits, threads, r.BF16, r.ImagesPerSec, r.MSPerStep, r.PeakRSSMB)
+	fmt.Printf("%s on %s, batch %d, %d MI units, %d threads, bf16 %v: %.1f images/s (%.1f ms/step), peak RSS %.0f MiB\n",
+		r.Encoder, r.Device, bs, r.MIUnits, threads, r.BF16, r.ImagesPerSec, r.MSPerStep, r.PeakRSSMB)
 	return nil
+}
+
+// synchronize waits for the device's queued work (a no-op on the CPU), so
+// that timings cover the work and not only its launch.
+func synchronize(dev torch.Device) error {
+	if dev.Type != torch.CUDADevice {
+		return nil
+	}
+	return torch.CUDASynchronize(dev.Index)
 }

@@ -46,6 +46,7 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "export-features", Usage: "write the features and labels to DIR as .npy (for bench/sklearn_probe.py)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1},
 			&cli.IntFlag{Name: "threads", Value: 2},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N: where the encoder and the probes run (NDM, MINE and MS-SSIM run on the CPU)"},
 			&cli.StringFlag{Name: "out", Usage: "where to write eval/*.json, eval/*.md and pictures (default: the checkpoint's run directory)"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object: a key per feature with its test accuracy"},
 		},
@@ -62,6 +63,13 @@ func runEval(c *cli.Context) error {
 	log := logger(c)
 	start := time.Now()
 	seed := c.Uint64("seed")
+	dev, err := torch.ParseDevice(c.String("device"))
+	if err != nil {
+		return err
+	}
+	if dev.Type == torch.CUDADevice && (!torch.CUDAAvailable() || dev.Index >= torch.CUDADeviceCount()) {
+		return fmt.Errorf("--device %s: this libtorch has no CUDA or sees no such GPU (dimtorch env shows what it found)", dev)
+	}
 	modes := 0
 	for _, f := range []string{"checkpoint", "random-init", "pixels"} {
 		if c.IsSet(f) {
@@ -88,6 +96,9 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		defer nn.Free(enc)
+		if err := nn.MoveTo(enc, dev); err != nil {
+			return err
+		}
 		desc := fmt.Sprintf("DIM %s %s", meta.Config.Objective.Mode, meta.Config.Objective.Estimator)
 		if v := meta.Config.Objective.Views; v > 1 {
 			desc += fmt.Sprintf(", %d views", v)
@@ -124,6 +135,9 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		defer nn.Free(enc)
+		if err := nn.MoveTo(enc, dev); err != nil {
+			return err
+		}
 		enc.Train(false)
 		src = eval.EncoderSource{Enc: enc, Desc: fmt.Sprintf("untrained %s (seed %d)", c.String("encoder"), seed)}
 		inH, inW = enc.Spec().Input[1], enc.Spec().Input[2]
@@ -158,13 +172,13 @@ func runEval(c *cli.Context) error {
 	if (c.Bool("ndm") || c.Bool("mine") || c.Bool("msssim") || plots) && !contains(taps, "y") && src.Name() != "raw pixels" {
 		extractTaps = append(append([]string(nil), taps...), "y")
 	}
-	log.Info().Str("source", src.Name()).Str("data", data).Int("train", trainPart.Len()).Int("test", testSet.Len()).Strs("features", extractTaps).Msg("extracting features")
-	tr, err := eval.Extract(ctx, src, trainPart, tf, extractTaps, keep, torch.CPU)
+	log.Info().Str("source", src.Name()).Str("data", data).Int("train", trainPart.Len()).Int("test", testSet.Len()).Strs("features", extractTaps).Str("device", dev.String()).Msg("extracting features")
+	tr, err := eval.Extract(ctx, src, trainPart, tf, extractTaps, keep, dev)
 	if err != nil {
 		return err
 	}
 	defer tr.Free()
-	te, err := eval.Extract(ctx, src, testSet, tf, extractTaps, keep, torch.CPU)
+	te, err := eval.Extract(ctx, src, testSet, tf, extractTaps, keep, dev)
 	if err != nil {
 		return err
 	}
@@ -186,13 +200,16 @@ func runEval(c *cli.Context) error {
 		Protocol: fmt.Sprintf("Offline probe on frozen features: the encoder in evaluation mode without gradients; %s; trained on the first %d training images of %s, scored on all %d test images.", protocol, tr.Len(), data, te.Len())}
 	for _, t := range taps {
 		log.Info().Str("feature", t).Int64("dims", tr.Feats[t].Size(1)).Str("probe", probe).Msg("probing")
-		res, err := fn(tr.Feats[t], tr.Labels, te.Feats[t], te.Labels, opts)
+		res, err := probeOn(dev, fn, tr.Feats[t], tr.Labels, te.Feats[t], te.Labels, opts)
 		if err != nil {
 			return fmt.Errorf("%s probe on %s: %w", probe, t, err)
 		}
 		rep.Features[t] = res
 	}
 	ms := eval.MeasureOptions{Steps: c.Int("measure-steps"), Seed: seed}
+	if dev.Type != torch.CPUDevice && (c.Bool("ndm") || c.Bool("mine") || c.Bool("msssim")) {
+		log.Warn().Str("device", dev.String()).Msg("NDM, MINE and MS-SSIM run on the CPU (only the encoder and the probes run on the device)")
+	}
 	if c.Bool("ndm") && tr.Feats["y"] != nil {
 		v, err := eval.NDM(tr.Feats["y"], te.Feats["y"], ms)
 		if err != nil {
@@ -241,6 +258,24 @@ func runEval(c *cli.Context) error {
 	}
 	fmt.Print(rep.Markdown())
 	return nil
+}
+
+// probeOn runs a probe with its features and labels copied to dev (the
+// extracted set stays on the CPU, where the measures and pictures read it).
+func probeOn(dev torch.Device, fn func(a, b, c, d *torch.Tensor, o eval.ProbeOptions) (eval.Result, error), xTr, yTr, xTe, yTe *torch.Tensor, o eval.ProbeOptions) (eval.Result, error) {
+	if dev.Type == torch.CPUDevice {
+		return fn(xTr, yTr, xTe, yTe, o)
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	args := []*torch.Tensor{xTr, yTr, xTe, yTe}
+	for i, a := range args {
+		args[i] = a.To(dev).MoveTo(s)
+		if err := args[i].Err(); err != nil {
+			return eval.Result{}, err
+		}
+	}
+	return fn(args[0], args[1], args[2], args[3], o)
 }
 
 func contains(v []string, s string) bool {

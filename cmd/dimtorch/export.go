@@ -79,6 +79,7 @@ func embedCommand() *cli.Command {
 			&cli.IntFlag{Name: "limit", Usage: "first N images (0: all)"},
 			&cli.IntFlag{Name: "batch-size", Value: 256},
 			&cli.IntFlag{Name: "threads", Value: 2},
+			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N (backend torch; onnxruntime runs on the CPU)"},
 			&cli.StringFlag{Name: "onnxruntime-lib", Usage: "path of the onnxruntime library"},
 			&cli.StringFlag{Name: "out", Required: true, Usage: "OUT.npy (float32 [N, dim]), OUT.csv or OUT.jsonl"},
 		},
@@ -101,6 +102,16 @@ func runEmbed(c *cli.Context) error {
 	ds = datasets.Subset(ds, c.Int("limit"))
 	var h, w int
 	var run func(x *torch.Tensor) ([][]float32, error) // x: [N, C, H, W] in [-1, 1]
+	dev, err := torch.ParseDevice(c.String("device"))
+	if err != nil {
+		return err
+	}
+	if dev.Type != torch.CPUDevice && c.String("backend") != "torch" {
+		return fmt.Errorf("--device %s: only --backend torch runs on a GPU (onnxruntime runs on the CPU here)", dev)
+	}
+	if dev.Type == torch.CUDADevice && (!torch.CUDAAvailable() || dev.Index >= torch.CUDADeviceCount()) {
+		return fmt.Errorf("--device %s: this libtorch has no CUDA or sees no such GPU (dimtorch env shows what it found)", dev)
+	}
 	switch c.String("backend") {
 	case "onnx":
 		if c.String("model") == "" {
@@ -131,6 +142,9 @@ func runEmbed(c *cli.Context) error {
 			return err
 		}
 		defer nn.Free(enc)
+		if err := nn.MoveTo(enc, dev); err != nil {
+			return err
+		}
 		h, w = enc.Spec().Input[1], enc.Spec().Input[2]
 		run = func(x *torch.Tensor) ([][]float32, error) {
 			var out [][]float32
@@ -160,7 +174,7 @@ func runEmbed(c *cli.Context) error {
 	default:
 		return fmt.Errorf("unknown --backend %q (want onnx or torch)", c.String("backend"))
 	}
-	l, err := datasets.NewLoader(ds, datasets.LoaderOptions{BatchSize: c.Int("batch-size"), Workers: 2, Transform: evalTransform(c.String("data"), ds.Shape(), h, w)})
+	l, err := datasets.NewLoader(ds, datasets.LoaderOptions{BatchSize: c.Int("batch-size"), Workers: 2, Transform: evalTransform(c.String("data"), ds.Shape(), h, w), Device: dev})
 	if err != nil {
 		return err
 	}

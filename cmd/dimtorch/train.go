@@ -46,7 +46,7 @@ func trainFlags() []cli.Flag {
 		&cli.IntFlag{Name: "threads", Value: d.Threads, Usage: "libtorch intra-op threads"},
 		&cli.IntFlag{Name: "workers", Usage: "data-loading goroutines (default 2)"},
 		&cli.StringFlag{Name: "device", Value: d.Device, Usage: "cpu, cuda or cuda:N"},
-		&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass (CPUs with AVX512-BF16/AMX)"},
+		&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass, on the CPU (fast with AVX512-BF16/AMX) or CUDA (Ampere and later)"},
 		&cli.IntFlag{Name: "log-every", Value: d.LogEvery, Usage: "steps between metrics records"},
 		&cli.StringFlag{Name: "out", Usage: "run directory: checkpoint, metrics.jsonl, loss.png", Required: true},
 		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from its checkpoint (--epochs may extend it)"},
