@@ -14,6 +14,7 @@ type DecoderOptions struct {
 	BatchSize int
 	LR        float64
 	Seed      uint64
+	Progress  func(epoch int) // called after each training epoch, when set
 }
 
 // newDecoder maps d-dimensional features to C x H x W images in [-1, 1]
@@ -55,13 +56,18 @@ func ReconstructionMSSSIM(fTr, imgTr, fTe, imgTe *torch.Tensor, o DecoderOptions
 	s := torch.NewScope()
 	defer s.Close()
 	tr, te := standardize(fTr, fTe, s)
-	_ = torch.ManualSeed(o.Seed)
+	if err := torch.ManualSeed(o.Seed); err != nil {
+		return 0, 0, err
+	}
 	dec := newDecoder(tr.Size(1), sh[1], sh[2], sh[3])
 	defer nn.Free(dec)
 	// fit's loss takes (output, target): here the target is the image batch,
 	// selected with the same indices as the features.
 	targets := imgTr.Ref(s)
 	po := ProbeOptions{Epochs: o.Epochs, BatchSize: o.BatchSize, LR: o.LR, Seed: o.Seed}.with(o.Epochs, o.LR)
+	if o.Progress != nil {
+		po.Progress = func(epoch int, _ float64) { o.Progress(epoch) }
+	}
 	mse := func(out, y *torch.Tensor) *torch.Tensor { return torch.MSELoss(out, y, torch.ReduceMean) }
 	if err := fit(dec, tr, targets, po, mse, nil); err != nil {
 		return 0, 0, err

@@ -102,9 +102,13 @@ func TestLinearProbeConverges(t *testing.T) {
 		return v, g[0].MoveTo(nil), nil
 	}
 	theta := torch.Zeros([]int64{5}, torch.Float64, s)
-	loss, _, err := minimize(f, theta, lbfgsOptions{Tol: 1e-10})
+	res, err := minimize(f, theta, lbfgsOptions{Tol: 1e-10})
 	if err != nil {
 		t.Fatal(err)
+	}
+	loss := res.Loss
+	if !res.Converged || res.Iterations == 0 || res.Reason == "" {
+		t.Fatalf("not reported as converged: %+v", res)
 	}
 	got, _ := theta.Float64s()
 	want, _ := target.Float64s()
@@ -205,7 +209,7 @@ func TestLBFGSStopsWhenTheLossCannotDecrease(t *testing.T) {
 	}
 	theta := torch.Zeros([]int64{4})
 	defer theta.Free()
-	if _, _, err := minimize(f, theta, lbfgsOptions{}); err != nil {
+	if _, err := minimize(f, theta, lbfgsOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if evals > maxHalvings+2 {

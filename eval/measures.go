@@ -17,6 +17,7 @@ type MeasureOptions struct {
 	LR        float64
 	EMA       float64
 	Seed      uint64
+	Progress  func(step int) // called after each training step, when set
 }
 
 func (o MeasureOptions) withDefaults() MeasureOptions {
@@ -85,13 +86,20 @@ func NDM(yTrain, yTest *torch.Tensor, o MeasureOptions) (float64, error) {
 		s := torch.NewScope()
 		y := sampleRows(tr, int64(o.BatchSize), s)
 		loss := dvBound(d.Forward(y), d.Forward(shuffleDims(y))).Neg()
-		_ = opt.ZeroGrad()
-		if err := loss.Backward(); err != nil {
-			s.Close()
+		err := opt.ZeroGrad()
+		if err == nil {
+			err = loss.Backward()
+		}
+		if err == nil {
+			err = opt.Step()
+		}
+		s.Close()
+		if err != nil {
 			return 0, fmt.Errorf("ndm: %w", err)
 		}
-		_ = opt.Step()
-		s.Close()
+		if o.Progress != nil {
+			o.Progress(i + 1)
+		}
 	}
 	var v float64
 	torch.NoGrad(func() {
@@ -144,13 +152,20 @@ func MINE(xTrain, yTrain, xTest, yTest *torch.Tensor, o MeasureOptions) (float64
 		}
 		// Surrogate whose gradient is the bias-corrected gradient of the bound.
 		loss := tj.Mean().Sub(et.DivScalar(ma)).Neg()
-		_ = opt.ZeroGrad()
-		if err := loss.Backward(); err != nil {
-			s.Close()
+		err = opt.ZeroGrad()
+		if err == nil {
+			err = loss.Backward()
+		}
+		if err == nil {
+			err = opt.Step()
+		}
+		s.Close()
+		if err != nil {
 			return 0, fmt.Errorf("mine: %w", err)
 		}
-		_ = opt.Step()
-		s.Close()
+		if o.Progress != nil {
+			o.Progress(i + 1)
+		}
 	}
 	var v float64
 	torch.NoGrad(func() {

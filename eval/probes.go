@@ -20,6 +20,10 @@ type ProbeOptions struct {
 	Temperature float64 // kNN vote weight exp(similarity / T) (0.1)
 	Seed        uint64  // initialisation and shuffling
 	Runs        int     // SVM runs with different seeds (5)
+	// Progress, when set, is called as a probe trains: after each L-BFGS
+	// iteration of the linear probe (with its loss), after each epoch of the
+	// MLP and SVM probes (loss 0), so that long probes can show progress.
+	Progress func(step int, loss float64)
 }
 
 func (o ProbeOptions) with(epochs int, lr float64) ProbeOptions {
@@ -52,6 +56,12 @@ type Result struct {
 	Accuracy float64 `json:"accuracy"`      // test accuracy in [0, 1]
 	Std      float64 `json:"std,omitempty"` // across runs (SVM)
 	Runs     int     `json:"runs,omitempty"`
+	// The linear probe's solver: iterations, the largest gradient component
+	// at the end, whether it converged and why it stopped.
+	Iterations int     `json:"iterations,omitempty"`
+	GradMax    float64 `json:"grad_max,omitempty"`
+	Converged  *bool   `json:"converged,omitempty"`
+	Stop       string  `json:"stop,omitempty"`
 }
 
 // standardize returns (x - mean) / std with the training split's statistics
@@ -64,6 +74,9 @@ func standardize(train, test *torch.Tensor, s *torch.Scope) (*torch.Tensor, *tor
 }
 
 func checkLabels(y *torch.Tensor) (int64, error) {
+	s := torch.NewScope() // y may live long: its reductions must not join its scope
+	defer s.Close()
+	y = y.Ref(s)
 	lo, err := y.Min().Item()
 	if err != nil {
 		return 0, err
@@ -124,6 +137,9 @@ func fit(layer nn.Layer, x, y *torch.Tensor, o ProbeOptions, loss func(logits, y
 			s.Close()
 		}
 		es.Close()
+		if o.Progress != nil {
+			o.Progress(e+1, 0)
+		}
 	}
 	return nil
 }
@@ -174,7 +190,12 @@ func LinearProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, erro
 		return v, g[0].MoveTo(nil), err
 	}
 	theta := torch.Zeros([]int64{k*d + k}, tr.Device(), s)
-	if _, _, err := minimize(f, theta, lbfgsOptions{MaxIter: o.Epochs}); err != nil {
+	lo := lbfgsOptions{MaxIter: o.Epochs}
+	if o.Progress != nil {
+		lo.Progress = func(iter int, loss, _ float64) { o.Progress(iter, loss) }
+	}
+	sol, err := minimize(f, theta, lo)
+	if err != nil {
 		return Result{}, err
 	}
 	w, b := split(theta)
@@ -182,7 +203,8 @@ func LinearProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, erro
 	torch.NoGrad(func() {
 		acc, err = torch.Linear(te, w, b).Argmax(1, false).Eq(yTe).To(torch.Float64).Mean().Item()
 	})
-	return Result{Accuracy: acc}, err
+	conv := sol.Converged
+	return Result{Accuracy: acc, Iterations: sol.Iterations, GradMax: sol.GradMax, Converged: &conv, Stop: sol.Reason}, err
 }
 
 // MLPProbe is the paper's classifier: one hidden layer of 200 units with
@@ -196,7 +218,9 @@ func MLPProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) 
 	s := torch.NewScope()
 	defer s.Close()
 	tr, te := standardize(xTr, xTe, s)
-	_ = torch.ManualSeed(o.Seed)
+	if err := torch.ManualSeed(o.Seed); err != nil {
+		return Result{}, err
+	}
 	mlp := nn.NewSequential(nn.NewLinear(tr.Size(1), 200, true), nn.NewBatchNorm1d(200), nn.ReLU(), nn.NewDropout(0.5), nn.NewLinear(200, k, true))
 	defer nn.Free(mlp)
 	if err := nn.MoveTo(mlp, tr.Device()); err != nil {
@@ -227,7 +251,9 @@ func SVMProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) 
 	for r := 0; r < o.Runs; r++ {
 		ro := o
 		ro.Seed = o.Seed + uint64(r)*7919
-		_ = torch.ManualSeed(ro.Seed)
+		if err := torch.ManualSeed(ro.Seed); err != nil {
+			return Result{}, err
+		}
 		lin := nn.NewLinear(tr.Size(1), k, true)
 		if err := nn.MoveTo(lin, tr.Device()); err != nil {
 			nn.Free(lin)

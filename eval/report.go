@@ -65,6 +65,18 @@ func (r *Report) Markdown() string {
 			fmt.Fprintf(&b, "| %s | %.2f |\n", f, 100*res.Accuracy)
 		}
 	}
+	for _, f := range order(r.Features) {
+		if res := r.Features[f]; res.Converged != nil {
+			state := "converged"
+			if !*res.Converged {
+				state = "NOT converged"
+			}
+			fmt.Fprintf(&b, "\n%s: L-BFGS %s after %d iterations (%s; largest gradient component %.2g)", f, state, res.Iterations, res.Stop, res.GradMax)
+		}
+	}
+	if strings.Contains(b.String(), "L-BFGS") {
+		b.WriteString("\n")
+	}
 	if r.NDM != nil {
 		fmt.Fprintf(&b, "\nNDM (Y): %.4f\n", *r.NDM)
 	}

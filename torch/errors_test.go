@@ -133,3 +133,57 @@ func TestBackwardErrors(t *testing.T) {
 		t.Fatalf("second backward through a freed graph: %v", err)
 	}
 }
+
+// TestInPlaceNilOperand: an in-place operator given a nil or freed operand
+// returns an error (a nil one reached C++ as NULL and crashed the process).
+func TestInPlaceNilOperand(t *testing.T) {
+	x := torch.Zeros([]int64{3})
+	defer x.Free()
+	freed := torch.Ones([]int64{3})
+	freed.Free()
+	ops := map[string]func(o *torch.Tensor) error{
+		"AddInPlace":  func(o *torch.Tensor) error { return x.AddInPlace(o, 1) },
+		"SubInPlace":  func(o *torch.Tensor) error { return x.SubInPlace(o, 1) },
+		"MulInPlace":  x.MulInPlace,
+		"DivInPlace":  x.DivInPlace,
+		"CopyFrom":    x.CopyFrom,
+		"LerpInPlace": func(o *torch.Tensor) error { return x.LerpInPlace(o, 0.5) },
+		"AddcmulInPlace": func(o *torch.Tensor) error {
+			return x.AddcmulInPlace(o, o, 1)
+		},
+	}
+	for name, op := range ops {
+		if err := op(nil); err == nil {
+			t.Errorf("%s(nil): no error", name)
+		}
+		err := op(freed)
+		if err == nil {
+			t.Errorf("%s(freed tensor): no error", name)
+		} else if !errors.Is(err, torch.ErrFreed) {
+			t.Errorf("%s(freed tensor): %v does not match ErrFreed", name, err)
+		}
+	}
+	if v, err := x.Float32s(); err != nil || v[0] != 0 {
+		t.Fatalf("x changed: %v %v", v, err)
+	}
+}
+
+// TestErrFreedMatches: errors.Is recognises use after Free, through Err,
+// Item and operators on the freed tensor.
+func TestErrFreedMatches(t *testing.T) {
+	x := torch.Ones([]int64{2})
+	x.Free()
+	if err := x.Err(); !errors.Is(err, torch.ErrFreed) {
+		t.Fatalf("Err: %v", err)
+	}
+	if _, err := x.Sum().Item(); !errors.Is(err, torch.ErrFreed) {
+		t.Fatalf("Item of a result: %v", err)
+	}
+	var te *torch.Error
+	if err := x.Err(); !errors.As(err, &te) || te.Op != "tensor" {
+		t.Fatalf("not a *torch.Error: %v", err)
+	}
+	if err := torch.Ones([]int64{2}).Matmul(torch.Ones([]int64{3})).Err(); errors.Is(err, torch.ErrFreed) {
+		t.Fatalf("a shape error matches ErrFreed: %v", err)
+	}
+}

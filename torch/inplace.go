@@ -35,9 +35,12 @@ func (t *Tensor) inplace(op int, name string, o *Tensor, s1, s2 float64) error {
 		return err
 	}
 	var ho C.dt_tensor
-	if o != nil {
+	switch op {
+	case ipAdd, ipMul, ipCopy, ipDiv, ipSub, ipLerp:
+		// These take a tensor operand: a nil or freed one is an error (the
+		// C side would dereference it).
 		if ho, err = o.handle(); err != nil {
-			return err
+			return &Error{Op: name, Msg: "operand: " + err.Error(), cause: err}
 		}
 	}
 	return cerr(name, C.dt_inplace(C.int(op), h, ho, C.double(s1), C.double(s2)))

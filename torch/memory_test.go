@@ -206,3 +206,45 @@ func TestTemporariesSurviveGCDuringCalls(t *testing.T) {
 	close(stop)
 	<-done
 }
+
+// TestResultJoinsTheYoungestScope: an operator's result lives in the
+// youngest scope among its operands', whatever their order, so per-batch
+// results of a long-lived tensor are freed with the batch (they were kept
+// until the long-lived scope closed when the first operand's scope won).
+func TestResultJoinsTheYoungestScope(t *testing.T) {
+	long := torch.NewScope()
+	defer long.Close()
+	x := torch.Randn([]int64{100, 8}, long)
+	before := torch.LiveTensors()
+	for i := 0; i < 50; i++ {
+		batch := torch.NewScope()
+		idx := torch.RandInt(0, 100, []int64{16}, batch)
+		a := x.IndexSelect(0, idx)                   // long-lived operand first
+		b := torch.Where(idx.GtScalar(50), idx, idx) // batch operands only
+		c := x.Narrow(0, 0, 16).Add(a)               // both scopes, long first
+		d := a.Add(x.Narrow(0, 0, 16))               // both scopes, batch first
+		for _, r := range []*torch.Tensor{a, b, c, d} {
+			if r.Scope() != batch {
+				t.Fatalf("a result of a batch operand is not in the batch's scope")
+			}
+		}
+		if x.Narrow(0, 0, 1).Scope() != long {
+			t.Fatal("a result of the long-lived operand alone left its scope")
+		}
+		batch.Close()
+	}
+	// The three narrows of x alone per batch stay in the long-lived scope,
+	// by design; every batch result is freed.
+	if got := torch.LiveTensors() - before; got != 3*50 {
+		t.Fatalf("%d handles alive after the batches, want 150 (x's own narrows)", got)
+	}
+	// Unscoped operands do not count: the result joins the scoped one.
+	w := torch.Randn([]int64{8, 8})
+	defer w.Free()
+	s := torch.NewScope()
+	defer s.Close()
+	y := torch.Randn([]int64{4, 8}, s)
+	if w.Matmul(y.T()).Scope() != s || y.Matmul(w).Scope() != s {
+		t.Fatal("a result of a scoped and an unscoped operand is not in the scope")
+	}
+}

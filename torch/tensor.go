@@ -9,9 +9,14 @@
 // deterministically, in one of two ways:
 //
 //   - Scopes. A tensor created with the option s (a *Scope) belongs to s, and
-//     so does every tensor computed from it: an operator's result joins the
-//     scope of its first operand that has one. s.Close frees them all at once.
-//     A training step therefore looks like
+//     so does every tensor computed from it. When an operator's operands
+//     belong to different scopes, its result joins the youngest of them (the
+//     one created last): with scopes nested like the calls that create them,
+//     that is the innermost, shortest-lived one, so a result never outlives
+//     any of its scoped operands' scopes, whatever the order of the operands
+//     (x.IndexSelect(0, idx) with a long-lived x and a per-batch idx lives in
+//     the batch's scope). Operands without a scope do not count. s.Close
+//     frees them all at once. A training step therefore looks like
 //
 //     s := torch.NewScope()
 //     x := torch.FromSlice(batch, shape, s) // x and all results from x are in s
@@ -62,11 +67,16 @@ import (
 
 // Error is a failure reported by libtorch or detected by the binding.
 type Error struct {
-	Op  string // the operator that failed, e.g. "matmul"
-	Msg string // libtorch's message, without its C++ backtrace
+	Op    string // the operator that failed, e.g. "matmul"
+	Msg   string // libtorch's message, without its C++ backtrace
+	cause error
 }
 
 func (e *Error) Error() string { return "torch: " + e.Op + ": " + e.Msg }
+
+// Unwrap returns the cause the binding recognised (ErrFreed for a tensor used
+// after it was freed), so that errors.Is(err, torch.ErrFreed) holds.
+func (e *Error) Unwrap() error { return e.cause }
 
 // ErrFreed is the cause carried by a tensor used after Free or after its
 // scope was closed.
@@ -144,7 +154,7 @@ func (t *Tensor) handle() (C.dt_tensor, error) {
 	}
 	p := atomic.LoadPointer(&t.h)
 	if p == nil {
-		return nil, &Error{Op: "tensor", Msg: ErrFreed.Error()}
+		return nil, &Error{Op: "tensor", Msg: ErrFreed.Error(), cause: ErrFreed}
 	}
 	return C.dt_tensor(p), nil
 }
@@ -197,16 +207,21 @@ func (t *Tensor) MoveTo(s *Scope) *Tensor {
 	return t
 }
 
-// Scope owns a group of tensors and frees them together. It is safe for
-// concurrent use.
+// Scope owns a group of tensors and frees them together. Its methods are
+// safe for concurrent use (several goroutines may add results to one scope
+// and one may close it), but a tensor must not be used while another
+// goroutine closes or resets its scope, as with Free.
 type Scope struct {
 	mu      sync.Mutex
 	tensors []*Tensor
 	closed  bool
+	seq     uint64 // creation order: results join the youngest operand scope
 }
 
-// NewScope returns an empty scope.
-func NewScope() *Scope { return &Scope{} }
+var scopeSeq atomic.Uint64
+
+// NewScope returns an empty scope, younger than every scope created before.
+func NewScope() *Scope { return &Scope{seq: scopeSeq.Add(1)} }
 
 func (s *Scope) add(t *Tensor) {
 	s.mu.Lock()
@@ -271,14 +286,16 @@ func (s *Scope) Reset() {
 	}
 }
 
-// scopeOf returns the first scope among ts.
+// scopeOf returns the scope an operator's result joins: the youngest (most
+// recently created) scope among ts, or nil when none of ts has a scope.
 func scopeOf(ts ...*Tensor) *Scope {
+	var s *Scope
 	for _, t := range ts {
-		if t != nil && t.scope != nil {
-			return t.scope
+		if t != nil && t.scope != nil && (s == nil || t.scope.seq > s.seq) {
+			s = t.scope
 		}
 	}
-	return nil
+	return s
 }
 
 // firstErr returns the first handle error among ts.

@@ -200,9 +200,28 @@ func runEval(c *cli.Context) error {
 		Protocol: fmt.Sprintf("Offline probe on frozen features: the encoder in evaluation mode without gradients; %s; trained on the first %d training images of %s, scored on all %d test images.", protocol, tr.Len(), data, te.Len())}
 	for _, t := range taps {
 		log.Info().Str("feature", t).Int64("dims", tr.Feats[t].Size(1)).Str("probe", probe).Msg("probing")
+		pstart, last := time.Now(), time.Now()
+		opts.Progress = func(step int, loss float64) {
+			if time.Since(last) >= 10*time.Second {
+				last = time.Now()
+				ev := log.Info().Str("feature", t).Int("step", step).Dur("elapsed", time.Since(pstart).Round(time.Second))
+				if loss != 0 {
+					ev = ev.Float64("loss", loss)
+				}
+				ev.Msg("probe training")
+			}
+		}
 		res, err := probeOn(dev, fn, tr.Feats[t], tr.Labels, te.Feats[t], te.Labels, opts)
 		if err != nil {
 			return fmt.Errorf("%s probe on %s: %w", probe, t, err)
+		}
+		if res.Converged != nil {
+			ev := log.Info()
+			if !*res.Converged {
+				ev = log.Warn()
+			}
+			ev.Str("feature", t).Int("iterations", res.Iterations).Float64("grad_max", res.GradMax).Bool("converged", *res.Converged).
+				Str("stop", res.Stop).Dur("took", time.Since(pstart).Round(time.Millisecond)).Msg("linear probe solved")
 		}
 		rep.Features[t] = res
 	}

@@ -1,0 +1,113 @@
+package eval
+
+import (
+	"testing"
+
+	"github.com/dimtorch/dimtorch/torch"
+)
+
+// liveRecorder samples torch.LiveTensors at each progress call.
+type liveRecorder struct{ live []int64 }
+
+func (r *liveRecorder) record() { r.live = append(r.live, torch.LiveTensors()) }
+
+// flat fails when the live handles grow between the warm-up-th sample and
+// the last: an iterative method must free each iteration's temporaries.
+func (r *liveRecorder) flat(t *testing.T, name string, warmup int) {
+	t.Helper()
+	if len(r.live) < warmup+5 {
+		t.Fatalf("%s: only %d progress calls (want at least %d)", name, len(r.live), warmup+5)
+	}
+	first, last := r.live[warmup], r.live[len(r.live)-1]
+	lo, hi := first, first
+	for _, v := range r.live[warmup:] {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	if last > first || hi-lo > 4 {
+		t.Fatalf("%s: live tensors grow across iterations: %d at sample %d, %d at the last (range %d..%d; all: %v)",
+			name, first, warmup, last, lo, hi, r.live)
+	}
+}
+
+// noisy returns features and labels with little structure, so that solvers
+// need many iterations.
+func noisy(n, d, k int64, seed uint64) (xTr, yTr, xTe, yTe *torch.Tensor) {
+	_ = torch.ManualSeed(seed)
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Randn([]int64{2 * n, d}, s)
+	y := x.Narrow(1, 0, 1).Flatten(0, -1).GtScalar(0).To(torch.Int64).Add(torch.RandInt(0, k-1, []int64{2 * n}, s))
+	return x.Narrow(0, 0, n).Contiguous().MoveTo(nil), y.Narrow(0, 0, n).Contiguous().MoveTo(nil),
+		x.Narrow(0, n, n).Contiguous().MoveTo(nil), y.Narrow(0, n, n).Contiguous().MoveTo(nil)
+}
+
+// Every probe's training loop keeps the number of live tensors flat: the
+// old scope rule (a result joins its first operand's scope) kept each
+// minibatch of a long-lived feature matrix, and each L-BFGS iteration's
+// dot products, alive until the probe ended.
+func TestProbesDoNotLeakAcrossIterations(t *testing.T) {
+	xTr, yTr, xTe, yTe := noisy(600, 150, 4, 3)
+	defer freeAll(xTr, yTr, xTe, yTe)
+	// Features in a long-lived scope, as eval's command keeps them.
+	long := torch.NewScope()
+	defer long.Close()
+	xs, ys := xTr.Ref(long), yTr.Ref(long)
+	cases := []struct {
+		name   string
+		probe  func(a, b, c, d *torch.Tensor, o ProbeOptions) (Result, error)
+		o      ProbeOptions
+		warmup int
+	}{
+		// L-BFGS's history fills over its first 10 iterations.
+		{"linear", LinearProbe, ProbeOptions{Epochs: 40, C: 1e6}, 12},
+		{"mlp", MLPProbe, ProbeOptions{Epochs: 8, BatchSize: 64}, 1},
+		{"svm", SVMProbe, ProbeOptions{Epochs: 8, BatchSize: 64, Runs: 1}, 1},
+	}
+	for _, c := range cases {
+		var r liveRecorder
+		c.o.Progress = func(int, float64) { r.record() }
+		before := torch.LiveTensors()
+		res, err := c.probe(xs, ys, xTe, yTe, c.o)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		r.flat(t, c.name, c.warmup)
+		if after := torch.LiveTensors(); after != before {
+			t.Fatalf("%s: %d live tensors before, %d after", c.name, before, after)
+		}
+		if c.name == "linear" && (res.Iterations == 0 || res.Converged == nil) {
+			t.Fatalf("linear probe reports no convergence: %+v", res)
+		}
+	}
+}
+
+// NDM, MINE and the MS-SSIM decoder keep the live tensors flat too.
+func TestMeasuresDoNotLeakAcrossSteps(t *testing.T) {
+	_ = torch.ManualSeed(6)
+	long := torch.NewScope()
+	defer long.Close()
+	x := torch.Randn([]int64{400, 1, 16, 16}, long)
+	y := x.Flatten(1, -1).Narrow(1, 0, 4).Add(torch.Randn([]int64{400, 4}, long).MulScalar(0.1))
+	xa, xb, ya, yb := x.Narrow(0, 0, 200), x.Narrow(0, 200, 200), y.Narrow(0, 0, 200), y.Narrow(0, 200, 200)
+
+	var r liveRecorder
+	o := MeasureOptions{Steps: 30, BatchSize: 32, Seed: 1, Progress: func(int) { r.record() }}
+	if _, err := NDM(ya, yb, o); err != nil {
+		t.Fatal(err)
+	}
+	r.flat(t, "ndm", 1)
+
+	r = liveRecorder{}
+	if _, err := MINE(xa, ya, xb, yb, o); err != nil {
+		t.Fatal(err)
+	}
+	r.flat(t, "mine", 1)
+
+	r = liveRecorder{}
+	imgs := x.Tanh()
+	if _, _, err := ReconstructionMSSSIM(ya, imgs.Narrow(0, 0, 200), yb, imgs.Narrow(0, 200, 200),
+		DecoderOptions{Epochs: 8, BatchSize: 32, Seed: 1, Progress: func(int) { r.record() }}); err != nil {
+		t.Fatal(err)
+	}
+	r.flat(t, "decoder", 1)
+}
