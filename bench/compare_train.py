@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Side-by-side: `dimtorch bench train` against PyTorch eager
-(bench/train_dim.py) on the same libtorch, model and thread count,
-alternating runs; prints a markdown table with the ratio.
+(bench/train_dim.py) on the same libtorch, model and thread count, in
+alternating pairs (the order flips every pair); prints a markdown table with
+the median images/s of each and the median and range of the paired ratios,
+and whether the losses agree.
 
-    /usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 3 [--bf16]
+    /usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 [--bf16] [--device cuda]
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -29,30 +32,44 @@ def main():
     ap.add_argument("--threads", default="2")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true", help="also print one JSON object last")
     ap.add_argument("--binary", default=os.path.join(ROOT, "bin", "dimtorch"))
     a = ap.parse_args()
     if not os.path.exists(a.binary):
         subprocess.run(["go", "build", "-o", a.binary, "./cmd/dimtorch"], cwd=ROOT, check=True)
     common = ["--encoder", a.encoder, "--channels", a.channels, "--batch-size", a.batch_size,
-              "--mi-units", a.mi_units, "--steps", a.steps, "--threads", a.threads, "--json"]
+              "--mi-units", a.mi_units, "--steps", a.steps, "--threads", a.threads, "--device", a.device, "--json"]
     if a.bf16:
         common.append("--bf16")
     cmds = {"dimtorch": [a.binary, "bench", "train"] + common,
             "pytorch": [sys.executable, os.path.join(ROOT, "bench", "train_dim.py")] + common}
-    best, last = {}, {}
-    for _ in range(a.repeats):
-        for impl, cmd in cmds.items():
-            r = run(cmd)
-            last[impl] = r
-            best[impl] = max(best.get(impl, 0), r["images_per_sec"])
-    d, p = best["dimtorch"], best["pytorch"]
-    print(f"{a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.threads} threads, bf16 {a.bf16}: "
-          f"best of {a.repeats} alternating runs of {a.steps} steps")
-    print("| implementation | images/s | peak RSS (MiB) | loss after the timed steps |")
+    runs = {"dimtorch": [], "pytorch": []}
+    for i in range(a.repeats):
+        order = ["dimtorch", "pytorch"] if i % 2 == 0 else ["pytorch", "dimtorch"]
+        for impl in order:
+            runs[impl].append(run(cmds[impl]))
+    ratios = [d["images_per_sec"] / p["images_per_sec"] for d, p in zip(runs["dimtorch"], runs["pytorch"])]
+    med = {k: statistics.median(r["images_per_sec"] for r in v) for k, v in runs.items()}
+    dl, pl = runs["dimtorch"][-1]["last_loss"], runs["pytorch"][-1]["last_loss"]
+    # float32 on the CPU: the same computation, so the same loss to rounding;
+    # bf16 and CUDA kernels are not bit-reproducible across the two.
+    tol = 2e-2 if (a.bf16 or a.device != "cpu") else 1e-5
+    agree = abs(dl - pl) <= tol * max(1.0, abs(pl))
+    print(f"{a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.threads} threads, {a.device}, bf16 {a.bf16}: "
+          f"{a.repeats} alternating pairs of {a.steps} steps")
+    print("| implementation | median images/s | peak RSS (MiB) | loss after the timed steps |")
     print("| --- | ---: | ---: | ---: |")
     for impl in ("dimtorch", "pytorch"):
-        print(f"| {impl} | {best[impl]:.1f} | {last[impl]['peak_rss_mb']:.0f} | {last[impl]['last_loss']:.6f} |")
-    print(f"dimtorch / PyTorch eager: {d / p:.2f}x")
+        print(f"| {impl} | {med[impl]:.1f} | {runs[impl][-1]['peak_rss_mb']:.0f} | {runs[impl][-1]['last_loss']:.6f} |")
+    print(f"dimtorch / PyTorch eager: median {statistics.median(ratios):.2f}x over {len(ratios)} pairs "
+          f"(range {min(ratios):.2f}x to {max(ratios):.2f}x); losses {'agree' if agree else 'DIFFER'} (tolerance {tol:g})")
+    if a.json:
+        print(json.dumps({"median_ratio": statistics.median(ratios), "min_ratio": min(ratios), "max_ratio": max(ratios),
+                          "ratios": ratios, "dimtorch_images_per_sec": med["dimtorch"], "pytorch_images_per_sec": med["pytorch"],
+                          "dimtorch_last_loss": dl, "pytorch_last_loss": pl, "losses_agree": agree}))
+    if not agree:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

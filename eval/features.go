@@ -90,18 +90,21 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, transform data
 	if err != nil {
 		return nil, err
 	}
-	parts := map[string][]*torch.Tensor{}
+	// Each feature matrix is allocated once, at its final size, and filled
+	// batch by batch: concatenating per-batch parts at the end needed twice
+	// the matrix's memory at the peak (3 GB for 60,000 conv features).
+	total := int64(d.Len())
+	feats := map[string]*torch.Tensor{}
 	var labels, images []*torch.Tensor
 	free := func() {
-		for _, ps := range parts {
-			for _, p := range ps {
-				p.Free()
-			}
+		for _, f := range feats {
+			f.Free()
 		}
 		for _, p := range append(labels, images...) {
 			p.Free()
 		}
 	}
+	var off int64
 	it := l.Epoch(ctx, 0)
 	defer it.Close()
 	var ferr error
@@ -123,9 +126,25 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, transform data
 				ferr = err
 				return
 			}
+			m := b.X.Size(0)
 			for name, f := range fs {
-				parts[name] = append(parts[name], f.To(torch.Float32, torch.CPU).Contiguous().MoveTo(nil))
+				dst, ok := feats[name]
+				if !ok {
+					dst = torch.Empty([]int64{total, f.Size(1)}, torch.Float32)
+					feats[name] = dst
+				}
+				if off+m > total || f.Size(1) != dst.Size(1) {
+					ferr = fmt.Errorf("features %s: batch of %d x %d does not fit the %v matrix at row %d", name, m, f.Size(1), dst.Shape(), off)
+					s.Close()
+					return
+				}
+				if err := dst.Narrow(0, off, m).MoveTo(s).CopyFrom(f); err != nil {
+					ferr = fmt.Errorf("features %s: %w", name, err)
+					s.Close()
+					return
+				}
 			}
+			off += m
 			labels = append(labels, b.Y.To(torch.CPU).MoveTo(nil))
 			if keepImages {
 				images = append(images, b.X.To(torch.CPU).MoveTo(nil))
@@ -133,22 +152,24 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, transform data
 			s.Close()
 		}
 	})
+	if ferr == nil && off != total {
+		ferr = fmt.Errorf("extracted %d of %d images", off, total)
+	}
 	if ferr != nil {
 		free()
 		return nil, ferr
 	}
-	set := &Set{Feats: map[string]*torch.Tensor{}}
-	for name, ps := range parts {
-		set.Feats[name] = torch.Cat(ps, 0)
-		if err := set.Feats[name].Err(); err != nil {
-			free()
-			return nil, fmt.Errorf("features %s: %w", name, err)
-		}
-	}
+	set := &Set{Feats: feats}
 	set.Labels = torch.Cat(labels, 0)
 	if keepImages {
 		set.Images = torch.Cat(images, 0)
 	}
-	free()
+	for _, p := range append(labels, images...) {
+		p.Free()
+	}
+	if err := set.Labels.Err(); err != nil {
+		set.Free()
+		return nil, err
+	}
 	return set, nil
 }

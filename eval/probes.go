@@ -73,6 +73,16 @@ func standardize(train, test *torch.Tensor, s *torch.Scope) (*torch.Tensor, *tor
 	return train.Ref(s).Sub(mean).Div(std), test.Ref(s).Sub(mean).Div(std)
 }
 
+// moments returns the training features' mean and the reciprocal of their
+// standard deviation (1 for constant dimensions), as [D] vectors in s.
+func moments(x *torch.Tensor, s *torch.Scope) (mean, istd *torch.Tensor) {
+	x = x.Ref(s)
+	mean = x.MeanDims([]int64{0}, false)
+	std := x.Std([]int64{0}, false, false)
+	istd = torch.Where(std.GtScalar(1e-6), std, torch.OnesLike(std)).Reciprocal()
+	return mean, istd
+}
+
 func checkLabels(y *torch.Tensor) (int64, error) {
 	s := torch.NewScope() // y may live long: its reductions must not join its scope
 	defer s.Close()
@@ -168,20 +178,35 @@ func LinearProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, erro
 	}
 	s := torch.NewScope()
 	defer s.Close()
-	tr, te := standardize(xTr, xTe, s)
-	n, d := tr.Size(0), tr.Size(1)
+	// The weights act on standardised features, (x - mean) / std, but the
+	// standardisation is folded into them (W' = W / std, b' = b - W' mean)
+	// instead of materialising a standardised copy of the features: the
+	// objective and the solver's path are the same, and the memory is the
+	// features' alone (a copy doubled it: 3.5 GB for 60,000 conv features).
+	mean, istd := moments(xTr, s)
+	xtr := xTr.Ref(s)
+	n, d := xtr.Size(0), xtr.Size(1)
 	lambda := 1 / (2 * o.C * float64(n))
 	ytr := yTr.Ref(s)
-	trT := tr.T() // W X^T runs ~1.6x faster than X W^T for the few rows of W (and its gradient G X is fast too)
+	xT := xtr.T() // W X^T runs ~1.6x faster than X W^T for the few rows of W (and its gradient G X is fast too)
 	split := func(theta *torch.Tensor) (*torch.Tensor, *torch.Tensor) {
 		return theta.Narrow(0, 0, k*d).View(k, d), theta.Narrow(0, k*d, k)
+	}
+	// logits returns the [N, k] scores of raw features x (given transposed).
+	// (Operators on s's tensors alone would add to s at every call: every
+	// tensor they need is prepared here.)
+	meanCol := mean.Unsqueeze(1)
+	logits := func(w, b, xT *torch.Tensor) *torch.Tensor {
+		wf := w.Mul(istd)                              // W' = W / std
+		bf := b.Sub(wf.Matmul(meanCol).Flatten(0, -1)) // b' = b - W' mean
+		return wf.Matmul(xT).T().Add(bf)
 	}
 	f := func(theta *torch.Tensor) (float64, *torch.Tensor, error) {
 		fs := torch.NewScope()
 		defer fs.Close()
 		th := theta.Detach().MoveTo(fs).SetRequiresGrad(true)
 		w, b := split(th)
-		loss := torch.CrossEntropy(w.Matmul(trT).T().Add(b), ytr, torch.ReduceMean).Add(w.Square().Sum().MulScalar(lambda))
+		loss := torch.CrossEntropy(logits(w, b, xT), ytr, torch.ReduceMean).Add(w.Square().Sum().MulScalar(lambda))
 		g, err := torch.Grad([]*torch.Tensor{loss}, []*torch.Tensor{th}, torch.GradOptions{})
 		if err != nil {
 			return 0, nil, err
@@ -189,7 +214,7 @@ func LinearProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, erro
 		v, err := loss.Item()
 		return v, g[0].MoveTo(nil), err
 	}
-	theta := torch.Zeros([]int64{k*d + k}, tr.Device(), s)
+	theta := torch.Zeros([]int64{k*d + k}, xtr.Device(), s)
 	lo := lbfgsOptions{MaxIter: o.Epochs}
 	if o.Progress != nil {
 		lo.Progress = func(iter int, loss, _ float64) { o.Progress(iter, loss) }
@@ -201,7 +226,7 @@ func LinearProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, erro
 	w, b := split(theta)
 	var acc float64
 	torch.NoGrad(func() {
-		acc, err = torch.Linear(te, w, b).Argmax(1, false).Eq(yTe).To(torch.Float64).Mean().Item()
+		acc, err = logits(w, b, xTe.Ref(s).T()).Argmax(1, false).Eq(yTe).To(torch.Float64).Mean().Item()
 	})
 	conv := sol.Converged
 	return Result{Accuracy: acc, Iterations: sol.Iterations, GradMax: sol.GradMax, Converged: &conv, Stop: sol.Reason}, err

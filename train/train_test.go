@@ -11,6 +11,7 @@ import (
 
 	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/datasets/datasetstest"
+	"github.com/dimtorch/dimtorch/torch"
 	"github.com/rs/zerolog"
 )
 
@@ -345,5 +346,36 @@ func TestCosineSchedule(t *testing.T) {
 	c.Schedule = "linear"
 	if _, err := New(c, opts(t.TempDir())); err == nil {
 		t.Fatal("unknown schedule accepted")
+	}
+}
+
+// TestTrainingDoesNotLeak: the live tensor handles, sampled at the same
+// point of every step, stay flat across steps and epochs (with the prior
+// game, the online probe, its evaluation and the checkpoints in between).
+func TestTrainingDoesNotLeak(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Epochs = 4
+	cfg.Objective.Gamma = 0.1 // the prior game on
+	tr, err := New(cfg, opts(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []int64
+	tr.lossHook = func(step int64, loss float64) float64 {
+		live = append(live, torch.LiveTensors())
+		return loss
+	}
+	runAll(t, tr)
+	perEpoch := len(live) / cfg.Epochs
+	if perEpoch < 2 {
+		t.Fatalf("%d steps", len(live))
+	}
+	// The loader's prefetched batches make the count vary within an epoch
+	// (fewer left towards its end), so compare each step with the same step
+	// of the second epoch (the optimisers' state exists by then).
+	for i := 2 * perEpoch; i < len(live); i++ {
+		if ref := live[perEpoch+i%perEpoch]; live[i] != ref {
+			t.Fatalf("live tensors at step %d: %d, at the same step of epoch 2: %d (all: %v)", i+1, live[i], ref, live)
+		}
 	}
 }
