@@ -69,7 +69,7 @@ func ReconstructionMSSSIM(fTr, imgTr, fTe, imgTe *torch.Tensor, o DecoderOptions
 		po.Progress = func(epoch int, _ float64) { o.Progress(epoch) }
 	}
 	mse := func(out, y *torch.Tensor) *torch.Tensor { return torch.MSELoss(out, y, torch.ReduceMean) }
-	if err := fit(dec, tr, targets, po, mse, nil); err != nil {
+	if err := fit(dec, tr, targets, scaler{}, po, mse, nil); err != nil {
 		return 0, 0, err
 	}
 	dec.Train(false)

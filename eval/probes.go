@@ -98,10 +98,27 @@ func checkLabels(y *torch.Tensor) (int64, error) {
 	return int64(hi) + 1, err
 }
 
-// fit trains layer on (x, y) with Adam, minibatches shuffled from the seed,
-// the learning rate annealed by a cosine to 0, and loss(logits, y) plus
-// penalty().
-func fit(layer nn.Layer, x, y *torch.Tensor, o ProbeOptions, loss func(logits, y *torch.Tensor) *torch.Tensor, penalty func(*torch.Scope) *torch.Tensor) error {
+// scaler standardises minibatches with the training split's moments, so
+// that no standardised copy of a whole feature matrix is ever made.
+type scaler struct{ mean, istd *torch.Tensor }
+
+func newScaler(x *torch.Tensor, s *torch.Scope) scaler {
+	m, i := moments(x, s)
+	return scaler{m.Unsqueeze(0), i.Unsqueeze(0)}
+}
+
+// apply returns (x - mean) / std (x: a minibatch).
+func (c scaler) apply(x *torch.Tensor) *torch.Tensor {
+	if c.mean == nil {
+		return x
+	}
+	return x.Sub(c.mean).Mul(c.istd)
+}
+
+// fit trains layer on (x, y) with Adam, minibatches shuffled from the seed
+// and standardised by sc, the learning rate annealed by a cosine to 0, and
+// loss(logits, y) plus penalty().
+func fit(layer nn.Layer, x, y *torch.Tensor, sc scaler, o ProbeOptions, loss func(logits, y *torch.Tensor) *torch.Tensor, penalty func(*torch.Scope) *torch.Tensor) error {
 	opt, err := optim.NewAdam(nn.Parameters(layer), optim.AdamOptions{LR: o.LR})
 	if err != nil {
 		return err
@@ -125,7 +142,7 @@ func fit(layer nn.Layer, x, y *torch.Tensor, o ProbeOptions, loss func(logits, y
 			}
 			s := torch.NewScope()
 			idx := perm.Narrow(0, start, m).To(x.Device()).MoveTo(s)
-			l := loss(layer.Forward(x.IndexSelect(0, idx)), y.IndexSelect(0, idx))
+			l := loss(layer.Forward(sc.apply(x.IndexSelect(0, idx))), y.IndexSelect(0, idx))
 			if penalty != nil {
 				l = l.Add(penalty(s))
 			}
@@ -154,17 +171,24 @@ func fit(layer nn.Layer, x, y *torch.Tensor, o ProbeOptions, loss func(logits, y
 	return nil
 }
 
-// accuracy of layer's argmax on (x, y), in evaluation mode.
-func accuracy(layer nn.Layer, x, y *torch.Tensor) (float64, error) {
+// accuracy of layer's argmax on (x standardised by sc, y), in evaluation
+// mode, in chunks of 4,096 rows.
+func accuracy(layer nn.Layer, x, y *torch.Tensor, sc scaler) (float64, error) {
 	layer.Train(false)
-	var acc float64
+	var correct float64
 	var err error
+	n := x.Size(0)
 	torch.NoGrad(func() {
-		s := torch.NewScope()
-		defer s.Close()
-		acc, err = layer.Forward(x.Ref(s)).Argmax(1, false).Eq(y).To(torch.Float64).Mean().Item()
+		for start := int64(0); start < n && err == nil; start += 4096 {
+			m := min(4096, n-start)
+			s := torch.NewScope()
+			var c float64
+			c, err = layer.Forward(sc.apply(x.Ref(s).Narrow(0, start, m))).Argmax(1, false).Eq(y.Ref(s).Narrow(0, start, m)).Sum().Item()
+			correct += c
+			s.Close()
+		}
 	})
-	return acc, err
+	return correct / float64(n), err
 }
 
 // LinearProbe is softmax regression on standardised features, minimising
@@ -242,20 +266,20 @@ func MLPProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) 
 	}
 	s := torch.NewScope()
 	defer s.Close()
-	tr, te := standardize(xTr, xTe, s)
+	sc := newScaler(xTr, s)
 	if err := torch.ManualSeed(o.Seed); err != nil {
 		return Result{}, err
 	}
-	mlp := nn.NewSequential(nn.NewLinear(tr.Size(1), 200, true), nn.NewBatchNorm1d(200), nn.ReLU(), nn.NewDropout(0.5), nn.NewLinear(200, k, true))
+	mlp := nn.NewSequential(nn.NewLinear(xTr.Size(1), 200, true), nn.NewBatchNorm1d(200), nn.ReLU(), nn.NewDropout(0.5), nn.NewLinear(200, k, true))
 	defer nn.Free(mlp)
-	if err := nn.MoveTo(mlp, tr.Device()); err != nil {
+	if err := nn.MoveTo(mlp, xTr.Device()); err != nil {
 		return Result{}, err
 	}
 	ce := func(l, y *torch.Tensor) *torch.Tensor { return torch.CrossEntropy(l, y, torch.ReduceMean) }
-	if err := fit(mlp, tr, yTr, o, ce, nil); err != nil {
+	if err := fit(mlp, xTr, yTr, sc, o, ce, nil); err != nil {
 		return Result{}, err
 	}
-	acc, err := accuracy(mlp, te, yTe)
+	acc, err := accuracy(mlp, xTe, yTe, sc)
 	return Result{Accuracy: acc}, err
 }
 
@@ -270,8 +294,8 @@ func SVMProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) 
 	}
 	s := torch.NewScope()
 	defer s.Close()
-	tr, te := standardize(xTr, xTe, s)
-	lambda := 1 / (2 * o.C * float64(tr.Size(0)))
+	sc := newScaler(xTr, s)
+	lambda := 1 / (2 * o.C * float64(xTr.Size(0)))
 	var accs []float64
 	for r := 0; r < o.Runs; r++ {
 		ro := o
@@ -279,8 +303,8 @@ func SVMProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) 
 		if err := torch.ManualSeed(ro.Seed); err != nil {
 			return Result{}, err
 		}
-		lin := nn.NewLinear(tr.Size(1), k, true)
-		if err := nn.MoveTo(lin, tr.Device()); err != nil {
+		lin := nn.NewLinear(xTr.Size(1), k, true)
+		if err := nn.MoveTo(lin, xTr.Device()); err != nil {
 			nn.Free(lin)
 			return Result{}, err
 		}
@@ -291,11 +315,11 @@ func SVMProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) 
 			return margins.AMax([]int64{1}, false).ClampMin(0).Mean()
 		}
 		pen := func(s *torch.Scope) *torch.Tensor { return lin.Weight.Ref(s).Square().Sum().MulScalar(lambda) }
-		if err := fit(lin, tr, yTr, ro, hinge, pen); err != nil {
+		if err := fit(lin, xTr, yTr, sc, ro, hinge, pen); err != nil {
 			nn.Free(lin)
 			return Result{}, err
 		}
-		acc, err := accuracy(lin, te, yTe)
+		acc, err := accuracy(lin, xTe, yTe, sc)
 		nn.Free(lin)
 		if err != nil {
 			return Result{}, err

@@ -14,7 +14,7 @@ package torch
 //
 // The environment's flags come before the ones below, so its include
 // directories win. With -tags dimtorch_shim the package instead links a
-// separately built libdimtorch_shim.so (see CMakeLists.txt and cgo_shim.go).
+// separately built libdimtorch_shim.so (see CMakeLists.txt).
 
 /*
 #cgo CXXFLAGS: -std=c++17 -O2 -I/usr/include/torch/csrc/api/include -Wno-deprecated-declarations -Wno-unused-parameter

@@ -13,21 +13,8 @@ import "unsafe"
 // recorded by autograd like PyTorch's trailing-underscore methods, so use them
 // on leaves that require gradients only inside NoGrad.
 
-const (
-	ipAdd = iota
-	ipMul
-	ipMulScalar
-	ipAddScalar
-	ipCopy
-	ipDiv
-	ipClamp
-	ipSub
-	ipDivScalar
-	ipSqrt
-	ipLerp
-)
-
-func (t *Tensor) inplace(op int, name string, o *Tensor, s1, s2 float64) error {
+func (t *Tensor) inplace(op int, o *Tensor, s1, s2 float64) error {
+	name := inplaceNames[op]
 	defer runtime.KeepAlive(t)
 	defer runtime.KeepAlive(o)
 	h, err := t.handle()
@@ -35,10 +22,8 @@ func (t *Tensor) inplace(op int, name string, o *Tensor, s1, s2 float64) error {
 		return err
 	}
 	var ho C.dt_tensor
-	switch op {
-	case ipAdd, ipMul, ipCopy, ipDiv, ipSub, ipLerp:
-		// These take a tensor operand: a nil or freed one is an error (the
-		// C side would dereference it).
+	if inplaceTakesTensor[op] {
+		// A nil or freed operand is an error (the C side would dereference it).
 		if ho, err = o.handle(); err != nil {
 			return &Error{Op: name, Msg: "operand: " + err.Error(), cause: err}
 		}
@@ -48,43 +33,43 @@ func (t *Tensor) inplace(op int, name string, o *Tensor, s1, s2 float64) error {
 
 // AddInPlace does t += alpha * o.
 func (t *Tensor) AddInPlace(o *Tensor, alpha float64) error {
-	return t.inplace(ipAdd, "add_", o, alpha, 0)
+	return t.inplace(ipAdd, o, alpha, 0)
 }
 
 // SubInPlace does t -= alpha * o.
 func (t *Tensor) SubInPlace(o *Tensor, alpha float64) error {
-	return t.inplace(ipSub, "sub_", o, alpha, 0)
+	return t.inplace(ipSub, o, alpha, 0)
 }
 
 // MulInPlace does t *= o.
-func (t *Tensor) MulInPlace(o *Tensor) error { return t.inplace(ipMul, "mul_", o, 0, 0) }
+func (t *Tensor) MulInPlace(o *Tensor) error { return t.inplace(ipMul, o, 0, 0) }
 
 // DivInPlace does t /= o.
-func (t *Tensor) DivInPlace(o *Tensor) error { return t.inplace(ipDiv, "div_", o, 0, 0) }
+func (t *Tensor) DivInPlace(o *Tensor) error { return t.inplace(ipDiv, o, 0, 0) }
 
 // MulScalarInPlace does t *= s.
-func (t *Tensor) MulScalarInPlace(s float64) error { return t.inplace(ipMulScalar, "mul_", nil, s, 0) }
+func (t *Tensor) MulScalarInPlace(s float64) error { return t.inplace(ipMulScalar, nil, s, 0) }
 
 // DivScalarInPlace does t /= s.
-func (t *Tensor) DivScalarInPlace(s float64) error { return t.inplace(ipDivScalar, "div_", nil, s, 0) }
+func (t *Tensor) DivScalarInPlace(s float64) error { return t.inplace(ipDivScalar, nil, s, 0) }
 
 // AddScalarInPlace does t += s.
-func (t *Tensor) AddScalarInPlace(s float64) error { return t.inplace(ipAddScalar, "add_", nil, s, 0) }
+func (t *Tensor) AddScalarInPlace(s float64) error { return t.inplace(ipAddScalar, nil, s, 0) }
 
 // CopyFrom copies src's values into t (broadcasting, converting dtype and device).
-func (t *Tensor) CopyFrom(src *Tensor) error { return t.inplace(ipCopy, "copy_", src, 0, 0) }
+func (t *Tensor) CopyFrom(src *Tensor) error { return t.inplace(ipCopy, src, 0, 0) }
 
 // ClampInPlace limits t's values to [min, max].
 func (t *Tensor) ClampInPlace(min, max float64) error {
-	return t.inplace(ipClamp, "clamp_", nil, min, max)
+	return t.inplace(ipClamp, nil, min, max)
 }
 
 // SqrtInPlace replaces t by its square root.
-func (t *Tensor) SqrtInPlace() error { return t.inplace(ipSqrt, "sqrt_", nil, 0, 0) }
+func (t *Tensor) SqrtInPlace() error { return t.inplace(ipSqrt, nil, 0, 0) }
 
 // LerpInPlace does t += weight * (end - t), the update of an exponential moving average.
 func (t *Tensor) LerpInPlace(end *Tensor, weight float64) error {
-	return t.inplace(ipLerp, "lerp_", end, weight, 0)
+	return t.inplace(ipLerp, end, weight, 0)
 }
 
 // AddcmulInPlace does t += value * t1 * t2.

@@ -5,94 +5,15 @@ package torch
 */
 import "C"
 
+//go:generate go run ./internal/genops
+
+// The operator codes (opNeg, binAdd, ...) and their names come from ops.def
+// through ops_gen.go; the shim's cases for them from shim_ops.h.
+
 import (
 	"runtime"
 	"unsafe"
 )
-
-// Operator codes shared with shim.cc's dispatch tables (keep them in step).
-const (
-	opNeg = iota
-	opExp
-	opLog
-	opLog1p
-	opSigmoid
-	opTanh
-	opRelu
-	opSqrt
-	opAbs
-	opSquare
-	opSign
-	opFloor
-	opCeil
-	opRound
-	opSin
-	opCos
-	opRsqrt
-	opLogicalNot
-	opContiguous
-	opDetach
-	opClone
-	opErf
-	opExpm1
-	opReciprocal
-	opGelu
-	opLogSigmoid
-	opIsNaN
-	opIsFinite
-	opT
-	opElu
-)
-
-const (
-	binAdd = iota
-	binSub
-	binMul
-	binDiv
-	binPow
-	binMaximum
-	binMinimum
-	binEq
-	binNe
-	binLt
-	binLe
-	binGt
-	binGe
-	binMatmul
-	binBmm
-	binMm
-	binLogicalAnd
-	binLogicalOr
-	binRemainder
-)
-
-const (
-	scAdd = iota
-	scSub
-	scMul
-	scDiv
-	scPow
-	scRSub
-	scEq
-	scNe
-	scLt
-	scLe
-	scGt
-	scGe
-	scRDiv
-	scRemainder
-	scRPow
-)
-
-var unaryNames = [...]string{"neg", "exp", "log", "log1p", "sigmoid", "tanh", "relu", "sqrt", "abs", "square",
-	"sign", "floor", "ceil", "round", "sin", "cos", "rsqrt", "logical_not", "contiguous", "detach", "clone",
-	"erf", "expm1", "reciprocal", "gelu", "log_sigmoid", "isnan", "isfinite", "t", "elu"}
-
-var binaryNames = [...]string{"add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le",
-	"gt", "ge", "matmul", "bmm", "mm", "logical_and", "logical_or", "remainder"}
-
-var scalarNames = [...]string{"add", "sub", "mul", "div", "pow", "rsub", "eq", "ne", "lt", "le", "gt", "ge",
-	"rdiv", "remainder", "rpow"}
 
 func (t *Tensor) unary(op int) *Tensor {
 	defer runtime.KeepAlive(t)

@@ -7,21 +7,6 @@ import "C"
 
 import "runtime"
 
-const (
-	redSum = iota
-	redMean
-	redLogSumExp
-	redAmax
-	redAmin
-	redProd
-	redVar
-	redStd
-	redVarBiased
-	redStdBiased
-)
-
-var reduceNames = [...]string{"sum", "mean", "logsumexp", "amax", "amin", "prod", "var", "std", "var", "std"}
-
 func (t *Tensor) reduce(op int, dims []int64, all, keepdim bool) *Tensor {
 	defer runtime.KeepAlive(t)
 	h, err := t.handle()
@@ -166,7 +151,8 @@ func (t *Tensor) argminmax(op int, name string, dim int64, all, keepdim bool) *T
 	return wrap(out, t.scope)
 }
 
-func (t *Tensor) dimOp(op int, name string, dim int64) *Tensor {
+func (t *Tensor) dimOp(op int, dim int64) *Tensor {
+	name := dimNames[op]
 	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
@@ -180,13 +166,13 @@ func (t *Tensor) dimOp(op int, name string, dim int64) *Tensor {
 }
 
 // Softmax normalises exp(t) along dim.
-func (t *Tensor) Softmax(dim int64) *Tensor { return t.dimOp(0, "softmax", dim) }
+func (t *Tensor) Softmax(dim int64) *Tensor { return t.dimOp(dimSoftmax, dim) }
 
 // LogSoftmax is log(softmax(t)) along dim, computed stably.
-func (t *Tensor) LogSoftmax(dim int64) *Tensor { return t.dimOp(1, "log_softmax", dim) }
+func (t *Tensor) LogSoftmax(dim int64) *Tensor { return t.dimOp(dimLogSoftmax, dim) }
 
 // Cumsum is the running sum along dim.
-func (t *Tensor) Cumsum(dim int64) *Tensor { return t.dimOp(2, "cumsum", dim) }
+func (t *Tensor) Cumsum(dim int64) *Tensor { return t.dimOp(dimCumsum, dim) }
 
 // Norm is the p-norm of all elements.
 func (t *Tensor) Norm(p float64) *Tensor {

@@ -10,7 +10,8 @@ import "runtime"
 
 import "unsafe"
 
-func (t *Tensor) shapeOp(op int, name string, dims []int64) *Tensor {
+func (t *Tensor) shapeOp(op int, dims []int64) *Tensor {
+	name := shapeNames[op]
 	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
@@ -25,23 +26,23 @@ func (t *Tensor) shapeOp(op int, name string, dims []int64) *Tensor {
 
 // Reshape returns t with a new shape (one size may be -1), sharing storage
 // when possible.
-func (t *Tensor) Reshape(shape ...int64) *Tensor { return t.shapeOp(0, "reshape", shape) }
+func (t *Tensor) Reshape(shape ...int64) *Tensor { return t.shapeOp(shReshape, shape) }
 
 // View is Reshape that never copies: it fails on incompatible strides.
-func (t *Tensor) View(shape ...int64) *Tensor { return t.shapeOp(1, "view", shape) }
+func (t *Tensor) View(shape ...int64) *Tensor { return t.shapeOp(shView, shape) }
 
 // Permute reorders the dimensions.
-func (t *Tensor) Permute(dims ...int64) *Tensor { return t.shapeOp(2, "permute", dims) }
+func (t *Tensor) Permute(dims ...int64) *Tensor { return t.shapeOp(shPermute, dims) }
 
 // Expand broadcasts size-1 dimensions to the given sizes without copying
 // (-1 keeps a size).
-func (t *Tensor) Expand(sizes ...int64) *Tensor { return t.shapeOp(3, "expand", sizes) }
+func (t *Tensor) Expand(sizes ...int64) *Tensor { return t.shapeOp(shExpand, sizes) }
 
 // Repeat tiles the tensor reps[i] times along dimension i.
-func (t *Tensor) Repeat(reps ...int64) *Tensor { return t.shapeOp(4, "repeat", reps) }
+func (t *Tensor) Repeat(reps ...int64) *Tensor { return t.shapeOp(shRepeat, reps) }
 
 // Flip reverses the order of elements along dims.
-func (t *Tensor) Flip(dims ...int64) *Tensor { return t.shapeOp(5, "flip", dims) }
+func (t *Tensor) Flip(dims ...int64) *Tensor { return t.shapeOp(shFlip, dims) }
 
 // Transpose swaps two dimensions.
 func (t *Tensor) Transpose(d0, d1 int64) *Tensor {

@@ -10,6 +10,7 @@
 // package links a separately built libdimtorch_shim.so instead.
 
 #include "shim.h"
+#include "shim_ops.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -95,6 +96,18 @@ int64_t reduction(int r) {
     return dup("unknown C++ exception in libtorch");           \
   }                                                            \
   return nullptr;
+
+// prod_dims reduces d one dimension at a time (libtorch's prod takes one),
+// from the last so that the indices stay valid.
+static at::Tensor prod_dims(const at::Tensor &a, at::IntArrayRef d, bool k) {
+  at::Tensor r = a;
+  std::vector<int64_t> sorted(d.begin(), d.end());
+  for (auto &x : sorted)
+    if (x < 0) x += a.dim();
+  std::sort(sorted.begin(), sorted.end());
+  for (auto it = sorted.rbegin(); it != sorted.rend(); ++it) r = at::prod(r, *it, k);
+  return r;
+}
 
 extern "C" {
 
@@ -336,43 +349,15 @@ dt_err dt_shallow_clone(dt_tensor t, dt_tensor *out) {
 }
 
 // ---- generic operators ----------------------------------------------------------
-// The codes are mirrored by the constants in ops_codes.go; keep both in step.
+// The cases come from ops.def through shim_ops.h (go generate ./torch), as do
+// the Go constants that choose them (ops_gen.go).
 
 dt_err dt_unary(int op, dt_tensor a_, dt_tensor *out) {
   TRY
   const at::Tensor &a = T(a_);
   at::Tensor r;
   switch (op) {
-    case 0: r = at::neg(a); break;
-    case 1: r = at::exp(a); break;
-    case 2: r = at::log(a); break;
-    case 3: r = at::log1p(a); break;
-    case 4: r = at::sigmoid(a); break;
-    case 5: r = at::tanh(a); break;
-    case 6: r = at::relu(a); break;
-    case 7: r = at::sqrt(a); break;
-    case 8: r = at::abs(a); break;
-    case 9: r = at::square(a); break;
-    case 10: r = at::sign(a); break;
-    case 11: r = at::floor(a); break;
-    case 12: r = at::ceil(a); break;
-    case 13: r = at::round(a); break;
-    case 14: r = at::sin(a); break;
-    case 15: r = at::cos(a); break;
-    case 16: r = at::rsqrt(a); break;
-    case 17: r = at::logical_not(a); break;
-    case 18: r = a.contiguous(); break;
-    case 19: r = a.detach(); break;
-    case 20: r = a.clone(); break;
-    case 21: r = at::erf(a); break;
-    case 22: r = at::expm1(a); break;
-    case 23: r = at::reciprocal(a); break;
-    case 24: r = at::gelu(a); break;
-    case 25: r = at::log_sigmoid(a); break;
-    case 26: r = at::isnan(a); break;
-    case 27: r = at::isfinite(a); break;
-    case 28: r = a.t(); break;
-    case 29: r = at::elu(a); break;
+    DT_UNARY_CASES
     default: throw std::runtime_error("unknown unary op code " + std::to_string(op));
   }
   *out = wrap(r);
@@ -385,25 +370,7 @@ dt_err dt_binary(int op, dt_tensor a_, dt_tensor b_, dt_tensor *out) {
   const at::Tensor &b = T(b_);
   at::Tensor r;
   switch (op) {
-    case 0: r = at::add(a, b); break;
-    case 1: r = at::sub(a, b); break;
-    case 2: r = at::mul(a, b); break;
-    case 3: r = at::div(a, b); break;
-    case 4: r = at::pow(a, b); break;
-    case 5: r = at::maximum(a, b); break;
-    case 6: r = at::minimum(a, b); break;
-    case 7: r = at::eq(a, b); break;
-    case 8: r = at::ne(a, b); break;
-    case 9: r = at::lt(a, b); break;
-    case 10: r = at::le(a, b); break;
-    case 11: r = at::gt(a, b); break;
-    case 12: r = at::ge(a, b); break;
-    case 13: r = at::matmul(a, b); break;
-    case 14: r = at::bmm(a, b); break;
-    case 15: r = at::mm(a, b); break;
-    case 16: r = at::logical_and(a, b); break;
-    case 17: r = at::logical_or(a, b); break;
-    case 18: r = at::remainder(a, b); break;
+    DT_BINARY_CASES
     default: throw std::runtime_error("unknown binary op code " + std::to_string(op));
   }
   *out = wrap(r);
@@ -416,21 +383,7 @@ dt_err dt_scalar_op(int op, dt_tensor a_, double sv, dt_tensor *out) {
   const at::Scalar s = scalar_for(a, sv);
   at::Tensor r;
   switch (op) {
-    case 0: r = at::add(a, s); break;
-    case 1: r = at::sub(a, s); break;
-    case 2: r = at::mul(a, s); break;
-    case 3: r = at::div(a, s); break;
-    case 4: r = at::pow(a, s); break;
-    case 5: r = at::rsub(a, s); break;
-    case 6: r = at::eq(a, s); break;
-    case 7: r = at::ne(a, s); break;
-    case 8: r = at::lt(a, s); break;
-    case 9: r = at::le(a, s); break;
-    case 10: r = at::gt(a, s); break;
-    case 11: r = at::ge(a, s); break;
-    case 12: r = at::mul(at::reciprocal(a), s); break;
-    case 13: r = at::remainder(a, s); break;
-    case 14: r = at::pow(s, a); break;
+    DT_SCALAR_CASES
     default: throw std::runtime_error("unknown scalar op code " + std::to_string(op));
   }
   *out = wrap(r);
@@ -440,18 +393,9 @@ dt_err dt_scalar_op(int op, dt_tensor a_, double sv, dt_tensor *out) {
 dt_err dt_inplace(int op, dt_tensor self_, dt_tensor other_, double s1, double s2) {
   TRY
   at::Tensor &self = T(self_);
+  const at::Tensor other = other_ ? T(other_) : at::Tensor();
   switch (op) {
-    case 0: self.add_(T(other_), s1); break;
-    case 1: self.mul_(T(other_)); break;
-    case 2: self.mul_(scalar_for(self, s1)); break;
-    case 3: self.add_(scalar_for(self, s1)); break;
-    case 4: self.copy_(T(other_)); break;
-    case 5: self.div_(T(other_)); break;
-    case 6: self.clamp_(s1, s2); break;
-    case 7: self.sub_(T(other_), s1); break;
-    case 8: self.div_(s1); break;
-    case 9: self.sqrt_(); break;
-    case 10: self.lerp_(T(other_), s1); break;
+    DT_INPLACE_CASES
     default: throw std::runtime_error("unknown in-place op code " + std::to_string(op));
   }
   CATCH
@@ -514,25 +458,7 @@ dt_err dt_reduce(int op, dt_tensor a_, const int64_t *dims, int ndims, int keepd
   bool k = keepdim != 0;
   at::Tensor r;
   switch (op) {
-    case 0: r = at::sum(a, d, k); break;
-    case 1: r = at::mean(a, d, k); break;
-    case 2: r = at::logsumexp(a, d, k); break;
-    case 3: r = at::amax(a, d, k); break;
-    case 4: r = at::amin(a, d, k); break;
-    case 5: {
-      r = a;
-      // prod reduces one dimension at a time; go from the last to keep indices valid.
-      std::vector<int64_t> sorted(d.begin(), d.end());
-      for (auto &x : sorted)
-        if (x < 0) x += a.dim();
-      std::sort(sorted.begin(), sorted.end());
-      for (auto it = sorted.rbegin(); it != sorted.rend(); ++it) r = at::prod(r, *it, k);
-      break;
-    }
-    case 6: r = at::var(a, d, true, k); break;
-    case 7: r = at::std(a, d, true, k); break;
-    case 8: r = at::var(a, d, false, k); break;
-    case 9: r = at::std(a, d, false, k); break;
+    DT_REDUCE_CASES
     default: throw std::runtime_error("unknown reduction code " + std::to_string(op));
   }
   *out = wrap(r);
@@ -563,13 +489,12 @@ dt_err dt_topk(dt_tensor a, int64_t k, int64_t dim, int largest, dt_tensor *valu
   CATCH
 }
 
-dt_err dt_dim_op(int op, dt_tensor a, int64_t dim, dt_tensor *out) {
+dt_err dt_dim_op(int op, dt_tensor a_, int64_t dim, dt_tensor *out) {
   TRY
+  const at::Tensor &a = T(a_);
   at::Tensor r;
   switch (op) {
-    case 0: r = at::softmax(T(a), dim); break;
-    case 1: r = at::log_softmax(T(a), dim); break;
-    case 2: r = at::cumsum(T(a), dim); break;
+    DT_DIM_CASES
     default: throw std::runtime_error("unknown dim op code " + std::to_string(op));
   }
   *out = wrap(r);
@@ -590,12 +515,7 @@ dt_err dt_shape_op(int op, dt_tensor a_, const int64_t *dims, int ndims, dt_tens
   at::IntArrayRef d = ints(dims, ndims);
   at::Tensor r;
   switch (op) {
-    case 0: r = a.reshape(d); break;
-    case 1: r = a.view(d); break;
-    case 2: r = a.permute(d); break;
-    case 3: r = a.expand(d); break;
-    case 4: r = a.repeat(d); break;
-    case 5: r = a.flip(d); break;
+    DT_SHAPE_CASES
     default: throw std::runtime_error("unknown shape op code " + std::to_string(op));
   }
   *out = wrap(r);

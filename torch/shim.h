@@ -91,8 +91,10 @@ dt_err dt_to(dt_tensor t, int dtype, int dev_type, int dev_index, dt_tensor *out
 dt_err dt_shallow_clone(dt_tensor t, dt_tensor *out);
 
 /* ---- generic operators ---------------------------------------------------
- * dt_unary, dt_binary and dt_scalar_op select the operator by a code from
- * the tables in shim.cc (mirrored in ops_codes.go). */
+ * dt_unary, dt_binary, dt_scalar_op, dt_reduce, dt_dim_op, dt_shape_op and
+ * dt_inplace select the operator by a code from ops.def, the one table that
+ * `go generate ./torch` turns into the Go constants (ops_gen.go) and the
+ * shim's cases (shim_ops.h). */
 dt_err dt_unary(int op, dt_tensor a, dt_tensor *out);
 dt_err dt_binary(int op, dt_tensor a, dt_tensor b, dt_tensor *out);
 dt_err dt_scalar_op(int op, dt_tensor a, double s, dt_tensor *out);
