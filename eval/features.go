@@ -65,7 +65,7 @@ func (PixelSource) Features(x *torch.Tensor, taps []string) (map[string]*torch.T
 
 // Set holds extracted features and labels on the CPU, owned by the set.
 type Set struct {
-	Feats  map[string]*torch.Tensor // [N, D] float32
+	Feats  map[string]*torch.Tensor // [N, D] float32 (or ExtractOptions.WideDType)
 	Labels *torch.Tensor            // [N] int64
 	Images *torch.Tensor            // [N, C, H, W] float32 in [-1, 1], kept when requested (for pictures)
 }
@@ -82,11 +82,28 @@ func (s *Set) Free() {
 	s.Images.Free()
 }
 
+// ExtractOptions say which features to extract and how to keep them.
+type ExtractOptions struct {
+	Transform  datasets.Transform // applied to each image (nil: none)
+	Taps       []string           // conv, fc, y (or pixels, for PixelSource)
+	KeepImages bool               // keep the images too (pictures, MINE, MS-SSIM)
+	Device     torch.Device       // where the encoder runs
+	// WideDType, when set (BFloat16), is the precision in which features
+	// wider than WideDims are stored: half the memory of float32, and the
+	// linear probe's products with them run on the CPU's bfloat16 units.
+	// Narrower features (Y) stay float32.
+	WideDType torch.DType
+}
+
+// WideDims is the width from which ExtractOptions.WideDType applies.
+const WideDims = 512
+
 // Extract runs every image of d through src once (no gradients, in order)
-// and returns the features. Each feature is computed once and reused by
-// every probe.
-func Extract(ctx context.Context, src Source, d datasets.Dataset, transform datasets.Transform, taps []string, keepImages bool, dev torch.Device) (*Set, error) {
-	l, err := datasets.NewLoader(d, datasets.LoaderOptions{BatchSize: 256, Workers: 2, Transform: transform, Device: dev})
+// and returns the features, on the CPU. Each feature is computed once and
+// reused by every probe.
+func Extract(ctx context.Context, src Source, d datasets.Dataset, o ExtractOptions) (*Set, error) {
+	taps, keepImages := o.Taps, o.KeepImages
+	l, err := datasets.NewLoader(d, datasets.LoaderOptions{BatchSize: 256, Workers: 2, Transform: o.Transform, Device: o.Device})
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +147,11 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, transform data
 			for name, f := range fs {
 				dst, ok := feats[name]
 				if !ok {
-					dst = torch.Empty([]int64{total, f.Size(1)}, torch.Float32)
+					dt := torch.Float32
+					if o.WideDType != torch.Invalid && f.Size(1) > WideDims {
+						dt = o.WideDType
+					}
+					dst = torch.Empty([]int64{total, f.Size(1)}, dt)
 					feats[name] = dst
 				}
 				if off+m > total || f.Size(1) != dst.Size(1) {

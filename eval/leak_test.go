@@ -111,3 +111,48 @@ func TestMeasuresDoNotLeakAcrossSteps(t *testing.T) {
 	}
 	r.flat(t, "decoder", 1)
 }
+
+// Wide features kept in bfloat16 (eval --feature-dtype): every probe runs on
+// them and scores as it does on the same features in float32.
+func TestProbesOnBFloat16Features(t *testing.T) {
+	xTr, yTr, xTe, yTe := blobs(100, 4, 600, 7)
+	defer freeAll(xTr, yTr, xTe, yTe)
+	s := torch.NewScope()
+	defer s.Close()
+	bTr, bTe := xTr.Ref(s).To(torch.BFloat16), xTe.Ref(s).To(torch.BFloat16)
+	probes := map[string]func(a, b, c, d *torch.Tensor, o ProbeOptions) (Result, error){
+		"linear": LinearProbe, "mlp": MLPProbe, "knn": KNN, "svm": SVMProbe,
+	}
+	for name, p := range probes {
+		o := ProbeOptions{Seed: 1, Epochs: 10, Runs: 1}
+		if name == "linear" {
+			o = ProbeOptions{}
+		}
+		f32, err := p(xTr, yTr, xTe, yTe, o)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		b16, err := p(bTr, yTr, bTe, yTe, o)
+		if err != nil {
+			t.Fatalf("%s on bfloat16 features: %v", name, err)
+		}
+		if d := b16.Accuracy - f32.Accuracy; d > 0.02 || d < -0.02 {
+			t.Errorf("%s: accuracy %.4f on bfloat16 features, %.4f on float32", name, b16.Accuracy, f32.Accuracy)
+		}
+	}
+	// Noisy labels: the two precisions find the same classifier to within a
+	// few test points.
+	nTr, nyTr, nTe, nyTe := noisy(800, 600, 3, 8)
+	defer freeAll(nTr, nyTr, nTe, nyTe)
+	f32, err := LinearProbe(nTr, nyTr, nTe, nyTe, ProbeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b16, err := LinearProbe(nTr.Ref(s).To(torch.BFloat16), nyTr, nTe.Ref(s).To(torch.BFloat16), nyTe, ProbeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := b16.Accuracy - f32.Accuracy; d > 0.01 || d < -0.01 {
+		t.Fatalf("linear probe: float32 %.4f, bfloat16 %.4f", f32.Accuracy, b16.Accuracy)
+	}
+}

@@ -75,10 +75,27 @@ func standardize(train, test *torch.Tensor, s *torch.Scope) (*torch.Tensor, *tor
 
 // moments returns the training features' mean and the reciprocal of their
 // standard deviation (1 for constant dimensions), as [D] vectors in s.
+// They are computed in float32 over chunks of rows (two passes: the mean,
+// then the squared deviations), whatever the features' precision, without a
+// float32 copy of the whole matrix.
 func moments(x *torch.Tensor, s *torch.Scope) (mean, istd *torch.Tensor) {
-	x = x.Ref(s)
-	mean = x.MeanDims([]int64{0}, false)
-	std := x.Std([]int64{0}, false, false)
+	const chunk = 4096
+	n := x.Size(0)
+	sum := func(f func(c *torch.Tensor) *torch.Tensor) *torch.Tensor {
+		acc := torch.Zeros([]int64{x.Size(1)}, torch.Float32, x.Device(), s)
+		for start := int64(0); start < n; start += chunk {
+			cs := torch.NewScope()
+			c := x.Ref(cs).Narrow(0, start, min(chunk, n-start)).To(torch.Float32)
+			if err := acc.AddInPlace(f(c).SumDims([]int64{0}, false), 1); err != nil {
+				cs.Close()
+				return torch.Errored(err)
+			}
+			cs.Close()
+		}
+		return acc
+	}
+	mean = sum(func(c *torch.Tensor) *torch.Tensor { return c }).DivScalar(float64(n))
+	std := sum(func(c *torch.Tensor) *torch.Tensor { return c.Sub(mean).Square() }).DivScalar(float64(n)).Sqrt()
 	istd = torch.Where(std.GtScalar(1e-6), std, torch.OnesLike(std)).Reciprocal()
 	return mean, istd
 }
@@ -223,6 +240,12 @@ func LinearProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, erro
 	logits := func(w, b, xT *torch.Tensor) *torch.Tensor {
 		wf := w.Mul(istd)                              // W' = W / std
 		bf := b.Sub(wf.Matmul(meanCol).Flatten(0, -1)) // b' = b - W' mean
+		if xT.DType() != wf.DType() {
+			// Reduced-precision features (bfloat16): the two products with
+			// them run in their precision (oneDNN's AMX kernels), the rest
+			// of the objective in float32.
+			return wf.To(xT.DType()).Matmul(xT).To(torch.Float32).T().Add(bf)
+		}
 		return wf.Matmul(xT).T().Add(bf)
 	}
 	f := func(theta *torch.Tensor) (float64, *torch.Tensor, error) {

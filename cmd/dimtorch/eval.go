@@ -46,6 +46,7 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "export-features", Usage: "write the features and labels to DIR as .npy (for bench/sklearn_probe.py)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1},
 			&cli.IntFlag{Name: "threads", Value: 2},
+			&cli.StringFlag{Name: "feature-dtype", Value: "auto", Usage: "precision of features wider than 512 (conv, fc): float32, bfloat16, or auto (bfloat16 on CPUs with AMX or AVX512-BF16 when probing on the CPU)"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N: where the encoder and the probes run (NDM, MINE and MS-SSIM run on the CPU)"},
 			&cli.StringFlag{Name: "out", Usage: "where to write eval/*.json, eval/*.md and pictures (default: the checkpoint's run directory)"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object: a key per feature with its test accuracy"},
@@ -173,12 +174,22 @@ func runEval(c *cli.Context) error {
 		extractTaps = append(append([]string(nil), taps...), "y")
 	}
 	log.Info().Str("source", src.Name()).Str("data", data).Int("train", trainPart.Len()).Int("test", testSet.Len()).Strs("features", extractTaps).Str("device", dev.String()).Msg("extracting features")
-	tr, err := eval.Extract(ctx, src, trainPart, tf, extractTaps, keep, dev)
+	eo := eval.ExtractOptions{Transform: tf, Taps: extractTaps, KeepImages: keep, Device: dev}
+	switch fd := c.String("feature-dtype"); {
+	case fd == "bfloat16" || (fd == "auto" && dev.Type == torch.CPUDevice && torch.FastBFloat16()):
+		eo.WideDType = torch.BFloat16
+		log.Info().Str("feature_dtype", "bfloat16").Int("wider_than", eval.WideDims).
+			Msg("features wider than this are kept in bfloat16 (the CPU has bfloat16 units; --feature-dtype float32 turns this off)")
+	case fd == "auto" || fd == "float32":
+	default:
+		return fmt.Errorf("--feature-dtype %q: want auto, float32 or bfloat16", fd)
+	}
+	tr, err := eval.Extract(ctx, src, trainPart, eo)
 	if err != nil {
 		return err
 	}
 	defer tr.Free()
-	te, err := eval.Extract(ctx, src, testSet, tf, extractTaps, keep, dev)
+	te, err := eval.Extract(ctx, src, testSet, eo)
 	if err != nil {
 		return err
 	}
