@@ -65,7 +65,7 @@ func (PixelSource) Features(x *torch.Tensor, taps []string) (map[string]*torch.T
 
 // Set holds extracted features and labels on the CPU, owned by the set.
 type Set struct {
-	Feats  map[string]*torch.Tensor // [N, D] float32 (or ExtractOptions.WideDType)
+	Feats  map[string]*torch.Tensor // [N, D] float32 (bfloat16 with ExtractOptions.WideBFloat16)
 	Labels *torch.Tensor            // [N] int64
 	Images *torch.Tensor            // [N, C, H, W] float32 in [-1, 1], kept when requested (for pictures)
 }
@@ -88,14 +88,13 @@ type ExtractOptions struct {
 	Taps       []string           // conv, fc, y (or pixels, for PixelSource)
 	KeepImages bool               // keep the images too (pictures, MINE, MS-SSIM)
 	Device     torch.Device       // where the encoder runs
-	// WideDType, when set (BFloat16), is the precision in which features
-	// wider than WideDims are stored: half the memory of float32, and the
-	// linear probe's products with them run on the CPU's bfloat16 units.
-	// Narrower features (Y) stay float32.
-	WideDType torch.DType
+	// WideBFloat16 keeps features wider than WideDims in bfloat16 instead
+	// of float32: half the memory, and the linear probe's products with them
+	// run on the CPU's bfloat16 units. Narrower features (Y) stay float32.
+	WideBFloat16 bool
 }
 
-// WideDims is the width from which ExtractOptions.WideDType applies.
+// WideDims is the width above which ExtractOptions.WideBFloat16 applies.
 const WideDims = 512
 
 // Extract runs every image of d through src once (no gradients, in order)
@@ -148,8 +147,8 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, o ExtractOptio
 				dst, ok := feats[name]
 				if !ok {
 					dt := torch.Float32
-					if o.WideDType != torch.Invalid && f.Size(1) > WideDims {
-						dt = o.WideDType
+					if o.WideBFloat16 && f.Size(1) > WideDims {
+						dt = torch.BFloat16
 					}
 					dst = torch.Empty([]int64{total, f.Size(1)}, dt)
 					feats[name] = dst

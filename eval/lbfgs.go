@@ -107,7 +107,7 @@ func minimize(f objective, theta *torch.Tensor, o lbfgsOptions) (lbfgsResult, er
 			// the minimum is reached to the precision of the loss (float32
 			// sums over many samples). Stop, keeping theta, as scipy's
 			// L-BFGS does after a failed line search.
-			res.Converged, res.Reason = true, "line search found no decrease (loss at float32 precision)"
+			res.Converged, res.Reason = true, "line search found no decrease (the precision of the loss is reached)"
 			break
 		}
 		if step.sy > 1e-10 {

@@ -1,8 +1,11 @@
 package eval
 
 import (
+	"context"
 	"testing"
 
+	"github.com/dimtorch/dimtorch/datasets"
+	"github.com/dimtorch/dimtorch/datasets/datasetstest"
 	"github.com/dimtorch/dimtorch/torch"
 )
 
@@ -154,5 +157,53 @@ func TestProbesOnBFloat16Features(t *testing.T) {
 	}
 	if d := b16.Accuracy - f32.Accuracy; d > 0.01 || d < -0.01 {
 		t.Fatalf("linear probe: float32 %.4f, bfloat16 %.4f", f32.Accuracy, b16.Accuracy)
+	}
+}
+
+// wideSource gives a 600-dimensional "conv" feature and a 4-dimensional
+// "y" from the pixels, to test how Extract stores them.
+type wideSource struct{}
+
+func (wideSource) Name() string { return "wide" }
+func (wideSource) Features(x *torch.Tensor, taps []string) (map[string]*torch.Tensor, error) {
+	f := x.Flatten(1, -1)
+	return map[string]*torch.Tensor{"conv": f.Repeat(1, 1).Narrow(1, 0, 600).MulScalar(3.3), "y": f.Narrow(1, 0, 4)}, nil
+}
+
+// Extract keeps features in float32 by default, and wide ones in bfloat16
+// (within its rounding) when asked; narrow ones stay float32.
+func TestExtractPrecision(t *testing.T) {
+	dir := t.TempDir()
+	if err := datasetstest.WriteMNISTLike(dir, 300, 10, 1); err != nil {
+		t.Fatal(err)
+	}
+	d, err := datasets.Open("mnist", datasets.Train, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer datasets.Close(d)
+	ctx := context.Background()
+	f32, err := Extract(ctx, wideSource{}, d, ExtractOptions{Taps: []string{"conv", "y"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f32.Free()
+	b16, err := Extract(ctx, wideSource{}, d, ExtractOptions{Taps: []string{"conv", "y"}, WideBFloat16: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b16.Free()
+	if f32.Feats["conv"].DType() != torch.Float32 || f32.Feats["y"].DType() != torch.Float32 {
+		t.Fatalf("default precision: conv %v, y %v (want float32)", f32.Feats["conv"].DType(), f32.Feats["y"].DType())
+	}
+	if b16.Feats["conv"].DType() != torch.BFloat16 || b16.Feats["y"].DType() != torch.Float32 {
+		t.Fatalf("wide bfloat16: conv %v, y %v (want bfloat16, float32)", b16.Feats["conv"].DType(), b16.Feats["y"].DType())
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	a, b := f32.Feats["conv"].Ref(s), b16.Feats["conv"].Ref(s).To(torch.Float32)
+	rel, err := a.Sub(b).Abs().Max().Div(a.Abs().Max()).Item()
+	if err != nil || rel > 1.0/128 || f32.Len() != 300 {
+		t.Fatalf("bfloat16 features differ from float32 by %v relative (%v), %d rows", rel, err, f32.Len())
 	}
 }

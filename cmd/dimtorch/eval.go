@@ -177,7 +177,7 @@ func runEval(c *cli.Context) error {
 	eo := eval.ExtractOptions{Transform: tf, Taps: extractTaps, KeepImages: keep, Device: dev}
 	switch fd := c.String("feature-dtype"); {
 	case fd == "bfloat16" || (fd == "auto" && dev.Type == torch.CPUDevice && torch.FastBFloat16()):
-		eo.WideDType = torch.BFloat16
+		eo.WideBFloat16 = true
 		log.Info().Str("feature_dtype", "bfloat16").Int("wider_than", eval.WideDims).
 			Msg("features wider than this are kept in bfloat16 (the CPU has bfloat16 units; --feature-dtype float32 turns this off)")
 	case fd == "auto" || fd == "float32":
@@ -215,7 +215,7 @@ func runEval(c *cli.Context) error {
 		opts.Progress = func(step int, loss float64) {
 			if time.Since(last) >= 10*time.Second {
 				last = time.Now()
-				ev := log.Info().Str("feature", t).Int("step", step).Dur("elapsed", time.Since(pstart).Round(time.Second))
+				ev := log.Info().Str("feature", t).Int("step", step).Str("elapsed", time.Since(pstart).Round(time.Second).String())
 				if loss != 0 {
 					ev = ev.Float64("loss", loss)
 				}
@@ -232,7 +232,7 @@ func runEval(c *cli.Context) error {
 				ev = log.Warn()
 			}
 			ev.Str("feature", t).Int("iterations", res.Iterations).Float64("grad_max", res.GradMax).Bool("converged", *res.Converged).
-				Str("stop", res.Stop).Dur("took", time.Since(pstart).Round(time.Millisecond)).Msg("linear probe solved")
+				Str("stop", res.Stop).Str("took", time.Since(pstart).Round(time.Millisecond).String()).Msg("linear probe solved")
 		}
 		rep.Features[t] = res
 	}
