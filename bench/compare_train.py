@@ -34,6 +34,8 @@ def main():
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="also print one JSON object last")
+    ap.add_argument("--dimtorch-channels-last", action="store_true", help="dimtorch with NHWC images and conv weights")
+    ap.add_argument("--pytorch-channels-last", action="store_true", help="PyTorch with NHWC images and conv weights")
     ap.add_argument("--binary", default=os.path.join(ROOT, "bin", "dimtorch"))
     a = ap.parse_args()
     if not os.path.exists(a.binary):
@@ -42,8 +44,8 @@ def main():
               "--mi-units", a.mi_units, "--steps", a.steps, "--threads", a.threads, "--device", a.device, "--json"]
     if a.bf16:
         common.append("--bf16")
-    cmds = {"dimtorch": [a.binary, "bench", "train"] + common,
-            "pytorch": [sys.executable, os.path.join(ROOT, "bench", "train_dim.py")] + common}
+    cmds = {"dimtorch": [a.binary, "bench", "train"] + common + (["--channels-last"] if a.dimtorch_channels_last else []),
+            "pytorch": [sys.executable, os.path.join(ROOT, "bench", "train_dim.py")] + common + (["--channels-last"] if a.pytorch_channels_last else [])}
     runs = {"dimtorch": [], "pytorch": []}
     for i in range(a.repeats):
         order = ["dimtorch", "pytorch"] if i % 2 == 0 else ["pytorch", "dimtorch"]
@@ -55,8 +57,11 @@ def main():
     # float32 on the CPU: the same computation, so the same loss to rounding;
     # bf16 and CUDA kernels are not bit-reproducible across the two.
     tol = 2e-2 if (a.bf16 or a.device != "cpu") else 1e-5
+    if a.dimtorch_channels_last != a.pytorch_channels_last:
+        tol = 0.1  # different convolution algorithms: rounding grows over the steps
     agree = abs(dl - pl) <= tol * max(1.0, abs(pl))
-    print(f"{a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.threads} threads, {a.device}, bf16 {a.bf16}: "
+    print(f"{a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.threads} threads, {a.device}, bf16 {a.bf16}, "
+          f"channels_last dimtorch {a.dimtorch_channels_last} PyTorch {a.pytorch_channels_last}: "
           f"{a.repeats} alternating pairs of {a.steps} steps")
     print("| implementation | median images/s | peak RSS (MiB) | loss after the timed steps |")
     print("| --- | ---: | ---: | ---: |")

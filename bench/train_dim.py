@@ -92,6 +92,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC images and convolution weights")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -102,9 +103,13 @@ def main():
     lh, gh = MIHead(lc, a.mi_units, True), MIHead(64, a.mi_units, False)
     for m in (enc, lh, gh):
         m.to(dev)
+        if a.channels_last:
+            m.to(memory_format=torch.channels_last)
     params = list(enc.parameters()) + list(lh.parameters()) + list(gh.parameters())
     opt = torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.999))
     x = (torch.rand(a.batch_size, a.channels, enc.size, enc.size) * 2 - 1).to(dev)
+    if a.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def sync():
         if dev.type == "cuda":

@@ -271,3 +271,17 @@ func handles(ts []*Tensor) ([]C.dt_tensor, error) {
 	}
 	return hs, nil
 }
+
+// ChannelsLast returns a 4-D tensor with the same values laid out as NHWC in
+// memory (PyTorch's channels_last memory format; the shape stays NCHW). oneDNN's
+// convolutions run fastest on it, and the results of convolutions, batch norm
+// and activations of such tensors keep the layout.
+func (t *Tensor) ChannelsLast() *Tensor { return t.unary(opChannelsLast) }
+
+// IsChannelsLast reports whether t is laid out as channels_last.
+func (t *Tensor) IsChannelsLast() bool {
+	r := t.unary(opIsChannelsLast)
+	defer r.Free()
+	v, err := r.Item()
+	return err == nil && v != 0
+}

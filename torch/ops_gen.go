@@ -4,40 +4,42 @@ package torch
 
 // Codes of dt_unary (shim.cc).
 const (
-	opNeg        = 0
-	opExp        = 1
-	opLog        = 2
-	opLog1p      = 3
-	opSigmoid    = 4
-	opTanh       = 5
-	opRelu       = 6
-	opSqrt       = 7
-	opAbs        = 8
-	opSquare     = 9
-	opSign       = 10
-	opFloor      = 11
-	opCeil       = 12
-	opRound      = 13
-	opSin        = 14
-	opCos        = 15
-	opRsqrt      = 16
-	opLogicalNot = 17
-	opContiguous = 18
-	opDetach     = 19
-	opClone      = 20
-	opErf        = 21
-	opExpm1      = 22
-	opReciprocal = 23
-	opGelu       = 24
-	opLogSigmoid = 25
-	opIsNaN      = 26
-	opIsFinite   = 27
-	opT          = 28
-	opElu        = 29
+	opNeg            = 0
+	opExp            = 1
+	opLog            = 2
+	opLog1p          = 3
+	opSigmoid        = 4
+	opTanh           = 5
+	opRelu           = 6
+	opSqrt           = 7
+	opAbs            = 8
+	opSquare         = 9
+	opSign           = 10
+	opFloor          = 11
+	opCeil           = 12
+	opRound          = 13
+	opSin            = 14
+	opCos            = 15
+	opRsqrt          = 16
+	opLogicalNot     = 17
+	opContiguous     = 18
+	opDetach         = 19
+	opClone          = 20
+	opErf            = 21
+	opExpm1          = 22
+	opReciprocal     = 23
+	opGelu           = 24
+	opLogSigmoid     = 25
+	opIsNaN          = 26
+	opIsFinite       = 27
+	opT              = 28
+	opElu            = 29
+	opChannelsLast   = 30
+	opIsChannelsLast = 31
 )
 
 // unaryNames are the operators' names in error messages, by code.
-var unaryNames = [...]string{"neg", "exp", "log", "log1p", "sigmoid", "tanh", "relu", "sqrt", "abs", "square", "sign", "floor", "ceil", "round", "sin", "cos", "rsqrt", "logical_not", "contiguous", "detach", "clone", "erf", "expm1", "reciprocal", "gelu", "log_sigmoid", "isnan", "isfinite", "t", "elu"}
+var unaryNames = [...]string{"neg", "exp", "log", "log1p", "sigmoid", "tanh", "relu", "sqrt", "abs", "square", "sign", "floor", "ceil", "round", "sin", "cos", "rsqrt", "logical_not", "contiguous", "detach", "clone", "erf", "expm1", "reciprocal", "gelu", "log_sigmoid", "isnan", "isfinite", "t", "elu", "contiguous", "is_contiguous"}
 
 // Codes of dt_binary (shim.cc).
 const (

@@ -34,6 +34,8 @@
   case 27: r = at::isfinite(a); break; \
   case 28: r = a.t(); break; \
   case 29: r = at::elu(a); break; \
+  case 30: r = a.contiguous(at::MemoryFormat::ChannelsLast); break; \
+  case 31: r = at::scalar_tensor(a.is_contiguous(at::MemoryFormat::ChannelsLast), at::kBool); break; \
   /* end */
 
 #define DT_BINARY_CASES \

@@ -32,6 +32,7 @@ func benchTrainCommand() *cli.Command {
 			&cli.StringFlag{Name: "estimator", Value: "jsd"},
 			&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
+			&cli.BoolFlag{Name: "channels-last", Usage: "lay the images and convolution weights out as NHWC (channels_last)"},
 			&cli.Uint64Flag{Name: "seed", Value: 0},
 			&cli.BoolFlag{Name: "json", Usage: "end with one JSON object"},
 		},
@@ -103,6 +104,11 @@ func benchTrain(c *cli.Context) error {
 		if err := nn.MoveTo(m, dev); err != nil {
 			return err
 		}
+		if c.Bool("channels-last") {
+			if err := nn.ToChannelsLast(m); err != nil {
+				return err
+			}
+		}
 	}
 	opt, err := optim.NewAdam(append(nn.Parameters(enc), nn.Parameters(dim)...), optim.AdamOptions{LR: 1e-4, Beta1: 0.5, Beta2: 0.999})
 	if err != nil {
@@ -112,6 +118,11 @@ func benchTrain(c *cli.Context) error {
 	in := enc.Spec().Input
 	bs := c.Int("batch-size")
 	x := torch.Rand([]int64{int64(bs), int64(in[0]), int64(in[1]), int64(in[2])}).MulScalar(2).SubScalar(1).To(dev).MoveTo(nil)
+	if c.Bool("channels-last") {
+		xc := x.ChannelsLast()
+		x.Free()
+		x = xc
+	}
 	defer x.Free()
 	s := torch.NewScope()
 	defer s.Close()

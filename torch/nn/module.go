@@ -235,6 +235,35 @@ func MoveTo(m Module, d torch.Device) error {
 	return err
 }
 
+// ToChannelsLast lays every 4-D parameter and buffer of m (convolution
+// weights) out as channels_last (NHWC) in place, which with channels_last
+// inputs lets oneDNN run the convolutions without layout conversions. Values
+// and shapes are unchanged; call it before creating an optimiser.
+func ToChannelsLast(m Module) error {
+	var err error
+	conv := func(t *torch.Tensor, grad bool) {
+		if err != nil || t.Dim() != 4 || t.IsChannelsLast() {
+			return
+		}
+		det := t.Detach()
+		u := det.ChannelsLast()
+		det.Free()
+		if grad {
+			u = u.SetRequiresGrad(true)
+		}
+		err = t.Replace(u)
+	}
+	torch.NoGrad(func() {
+		for _, p := range m.NamedParameters() {
+			conv(p.Tensor, true)
+		}
+		for _, b := range m.NamedBuffers() {
+			conv(b.Tensor, false)
+		}
+	})
+	return err
+}
+
 // Free releases every parameter and buffer of m.
 func Free(m Module) {
 	for _, p := range m.NamedParameters() {
