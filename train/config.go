@@ -31,9 +31,13 @@ type Config struct {
 	Threads   int               `json:"threads"`
 	Device    string            `json:"device"`
 	Workers   int               `json:"workers"`
-	BF16      bool              `json:"bf16"`     // bfloat16 autocast of the forward pass on the training device (CPU or CUDA)
-	ProbeLR   float64           `json:"probe_lr"` // the online probe's Adam learning rate
-	LogEvery  int               `json:"log_every"`
+	BF16      bool              `json:"bf16"` // bfloat16 autocast of the forward pass on the training device (CPU or CUDA)
+	// ChannelsLast lays images and convolution weights out as NHWC, oneDNN's
+	// and cuDNN's preferred layout (the same values; about 1.1x faster steps
+	// here). Checkpoints written before it existed resume without it.
+	ChannelsLast bool    `json:"channels_last"`
+	ProbeLR      float64 `json:"probe_lr"` // the online probe's Adam learning rate
+	LogEvery     int     `json:"log_every"`
 }
 
 // Defaults returns the original's hyperparameters (Adam 1e-4, betas 0.5 and
@@ -45,7 +49,7 @@ func Defaults() Config {
 		Encoder:   models.Config{Name: "basic28", YDim: 64},
 		Objective: objectives.Config{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g, MIUnits: 256, GPWeight: 1},
 		BatchSize: 64, Epochs: 1, LR: 1e-4, Beta1: 0.5, Beta2: 0.999, Seed: 1, Threads: 2, Device: "cpu",
-		ProbeLR: 1e-3, LogEvery: 20,
+		ProbeLR: 1e-3, LogEvery: 20, ChannelsLast: true,
 	}
 }
 

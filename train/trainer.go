@@ -185,6 +185,11 @@ func build(cfg Config, o Options) (*Trainer, error) {
 		if err := nn.MoveTo(m, dev); err != nil {
 			return nil, err
 		}
+		if cfg.ChannelsLast {
+			if err := nn.ToChannelsLast(m); err != nil {
+				return nil, err
+			}
+		}
 	}
 	adam := optim.AdamOptions{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2}
 	if cfg.Objective.Gamma > 0 {
@@ -329,7 +334,8 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	b.MoveTo(s)
 	var terms objectives.Terms
 	var taps models.Taps
-	forward := func() { terms, taps = t.dim.Loss(t.enc, b.X, t.prior) }
+	x := t.layout(b.X)
+	forward := func() { terms, taps = t.dim.Loss(t.enc, x, t.prior) }
 	if t.cfg.BF16 {
 		if err := torch.AutocastOn(t.dev, torch.BFloat16, forward); err != nil {
 			return stepValues{}, err
@@ -384,6 +390,14 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	return v, nil
 }
 
+// layout returns a batch of images in the configured memory layout.
+func (t *Trainer) layout(x *torch.Tensor) *torch.Tensor {
+	if t.cfg.ChannelsLast && x.Dim() == 4 {
+		return x.ChannelsLast()
+	}
+	return x
+}
+
 // lr returns the encoder's learning rate for the next step: constant, or a
 // cosine from --lr down to 0 over all planned steps (PyTorch's
 // CosineAnnealingLR stepped per batch). Extending a run on resume stretches
@@ -420,7 +434,7 @@ func (t *Trainer) evalProbe(ctx context.Context) (float64, error) {
 			}
 			s := torch.NewScope()
 			b.MoveTo(s)
-			taps := t.enc.Encode(b.X)
+			taps := t.enc.Encode(t.layout(b.X))
 			c, e := t.probe.lin.Forward(taps.Y).Argmax(1, false).Eq(b.Y).Sum().Item()
 			s.Close()
 			if e != nil {

@@ -46,6 +46,7 @@ func trainFlags() []cli.Flag {
 		&cli.IntFlag{Name: "threads", Value: d.Threads, Usage: "libtorch intra-op threads"},
 		&cli.IntFlag{Name: "workers", Usage: "data-loading goroutines (default 2)"},
 		&cli.StringFlag{Name: "device", Value: d.Device, Usage: "cpu, cuda or cuda:N"},
+		&cli.BoolFlag{Name: "channels-last", Value: d.ChannelsLast, Usage: "NHWC layout for images and convolution weights (--channels-last=false: NCHW)"},
 		&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass, on the CPU (fast with AVX512-BF16/AMX) or CUDA (Ampere and later)"},
 		&cli.IntFlag{Name: "log-every", Value: d.LogEvery, Usage: "steps between metrics records"},
 		&cli.StringFlag{Name: "out", Usage: "run directory: checkpoint, metrics.jsonl, loss.png", Required: true},
@@ -77,6 +78,7 @@ func configFromFlags(c *cli.Context) train.Config {
 	cfg.Beta1, cfg.Beta2, cfg.Seed = c.Float64("beta1"), c.Float64("beta2"), c.Uint64("seed")
 	cfg.Threads, cfg.Workers, cfg.Device, cfg.BF16 = c.Int("threads"), c.Int("workers"), c.String("device"), c.Bool("bf16")
 	cfg.LogEvery = c.Int("log-every")
+	cfg.ChannelsLast = c.Bool("channels-last")
 	return cfg
 }
 
