@@ -248,3 +248,33 @@ func TestResultJoinsTheYoungestScope(t *testing.T) {
 		t.Fatal("a result of a scoped and an unscoped operand is not in the scope")
 	}
 }
+
+// A Scope's methods are safe for concurrent use: goroutines adding results
+// of their own tensors to one shared scope, then one Close, free everything
+// (run under the race detector by make test).
+func TestScopeSharedByGoroutines(t *testing.T) {
+	before := torch.LiveTensors()
+	s := torch.NewScope()
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x := torch.Randn([]int64{8, 8}, s)
+			for i := 0; i < 50; i++ {
+				x = x.Matmul(x).Tanh()
+			}
+			if err := x.Err(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := s.Len(); n != 4*(1+2*50) {
+		t.Fatalf("the scope holds %d tensors, want %d", n, 4*(1+2*50))
+	}
+	s.Close()
+	if got := torch.LiveTensors(); got != before {
+		t.Fatalf("%d live tensors after Close, %d before", got, before)
+	}
+}

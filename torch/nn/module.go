@@ -211,28 +211,12 @@ func sameShape(a, b []int64) bool {
 // MoveTo moves every parameter and buffer of m to device d in place (holders
 // of the tensors see the moved ones). Call it before creating an optimiser.
 func MoveTo(m Module, d torch.Device) error {
-	var err error
-	move := func(t *torch.Tensor, grad bool) {
-		if err != nil || t.Device() == d {
-			return
+	return replaceEach(m, func(t *torch.Tensor) *torch.Tensor {
+		if t.Device() == d {
+			return nil
 		}
-		det := t.Detach()
-		u := det.To(d)
-		det.Free()
-		if grad {
-			u = u.SetRequiresGrad(true)
-		}
-		err = t.Replace(u)
-	}
-	torch.NoGrad(func() {
-		for _, p := range m.NamedParameters() {
-			move(p.Tensor, true)
-		}
-		for _, b := range m.NamedBuffers() {
-			move(b.Tensor, false)
-		}
+		return t.To(d)
 	})
-	return err
 }
 
 // ToChannelsLast lays every 4-D parameter and buffer of m (convolution
@@ -240,14 +224,29 @@ func MoveTo(m Module, d torch.Device) error {
 // inputs lets oneDNN run the convolutions without layout conversions. Values
 // and shapes are unchanged; call it before creating an optimiser.
 func ToChannelsLast(m Module) error {
+	return replaceEach(m, func(t *torch.Tensor) *torch.Tensor {
+		if t.Dim() != 4 || t.IsChannelsLast() {
+			return nil
+		}
+		return t.ChannelsLast()
+	})
+}
+
+// replaceEach replaces, without gradients, every parameter and buffer of m
+// by f of its detached value (nil: leave it), keeping each *Tensor (so that
+// holders see the new value) and the parameters' requires_grad.
+func replaceEach(m Module, f func(*torch.Tensor) *torch.Tensor) error {
 	var err error
-	conv := func(t *torch.Tensor, grad bool) {
-		if err != nil || t.Dim() != 4 || t.IsChannelsLast() {
+	one := func(t *torch.Tensor, grad bool) {
+		if err != nil {
 			return
 		}
 		det := t.Detach()
-		u := det.ChannelsLast()
+		u := f(det)
 		det.Free()
+		if u == nil {
+			return
+		}
 		if grad {
 			u = u.SetRequiresGrad(true)
 		}
@@ -255,10 +254,10 @@ func ToChannelsLast(m Module) error {
 	}
 	torch.NoGrad(func() {
 		for _, p := range m.NamedParameters() {
-			conv(p.Tensor, true)
+			one(p.Tensor, true)
 		}
 		for _, b := range m.NamedBuffers() {
-			conv(b.Tensor, false)
+			one(b.Tensor, false)
 		}
 	})
 	return err
