@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""PyTorch eager counterpart of `dimtorch bench train`: the same DIM(L)-JSD
-training step (same encoder, MI heads, scorer, estimator and Adam settings)
-on synthetic data. Run with Debian's python3-torch (the same libtorch):
+"""PyTorch eager counterpart of `dimtorch bench train`: the same DIM(L)
+training step (same encoder, MI heads or concat critic, estimator, views,
+score clipping, prior-matching game and Adam settings) on synthetic data. Run with Debian's python3-torch (the same libtorch):
 
     /usr/bin/python3 bench/train_dim.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2
 """
@@ -46,22 +46,25 @@ class ConvNet(nn.Module):
 
 
 class MIHead(nn.Module):
-    """dimtorch's models.MIHead: nonlinear branch + near-identity shortcut, LayerNorm."""
+    """dimtorch's models.MIHead (the original's MI1x1ConvNet): nonlinear branch
+    plus a bias-free shortcut that starts near the identity when units >= inputs,
+    then LayerNorm."""
 
     def __init__(self, i, u, spatial):
         super().__init__()
         self.spatial = spatial
         if spatial:
             self.block = nn.Sequential(nn.Conv2d(i, u, 1, bias=False), nn.BatchNorm2d(u), nn.ReLU(), nn.Conv2d(u, u, 1))
-            self.shortcut = nn.Conv2d(i, u, 1)
+            self.shortcut = nn.Conv2d(i, u, 1, bias=False)
         else:
             self.block = nn.Sequential(nn.Linear(i, u, bias=False), nn.BatchNorm1d(u), nn.ReLU(), nn.Linear(u, u))
-            self.shortcut = nn.Linear(i, u)
-        with torch.no_grad():
-            w = self.shortcut.weight
-            w.uniform_(-0.01, 0.01)
-            eye = torch.eye(u, i).reshape(w.shape)
-            w.copy_(torch.where(eye > 0, eye, w))
+            self.shortcut = nn.Linear(i, u, bias=False)
+        if u >= i:
+            with torch.no_grad():
+                w = self.shortcut.weight
+                w.uniform_(-0.01, 0.01)
+                eye = torch.eye(u, i).reshape(w.shape)
+                w.copy_(torch.where(eye > 0, eye, w))
         self.norm = nn.LayerNorm(u)
 
     def forward(self, x):
@@ -71,14 +74,77 @@ class MIHead(nn.Module):
         return self.norm(y.float())  # LayerNorm in float32, as dimtorch does under autocast
 
 
-def jsd_loss(local, glob):
-    n, l, u = local.shape
-    s = (local.reshape(n * l, u) @ glob.reshape(n, u).t()).reshape(n, l, n, 1).permute(0, 2, 1, 3)
-    flat = s.reshape(n * n, l, 1)
-    eye = torch.eye(n, dtype=torch.bool).flatten()
-    pos, neg = flat[eye], flat[~eye]
-    log2 = math.log(2)
-    return (F.softplus(neg) - log2).mean() - (log2 - F.softplus(-pos)).mean()
+class Concat(nn.Module):
+    """dimtorch's concat-and-convolve critic: relu(W_l local + W_g global + b) -> hidden -> 1."""
+
+    def __init__(self, lc, yd, h):
+        super().__init__()
+        self.local = nn.Linear(lc, h)
+        self.glob = nn.Linear(yd, h, bias=False)
+        self.hidden = nn.Linear(h, h)
+        self.out = nn.Linear(h, 1)
+
+    def forward(self, local_map, y):
+        a = self.local(local_map.flatten(2).transpose(1, 2))  # [N, L, H]
+        b = self.glob(y)  # [K, H]
+        pair = F.relu(a[:, None] + b[None, :, None])  # [N, K, L, H]
+        return self.out(F.relu(self.hidden(pair)))  # [N, K, L, 1]
+
+
+def dot_scores(local, glob):
+    """S[n, k, l, m] = <local[n, l], glob[k, m]>."""
+    if glob.dim() == 2:
+        glob = glob[:, None]
+    return torch.einsum("nlu,kmu->nklm", local, glob)
+
+
+LOG2 = math.log(2)
+
+
+def estimator_loss(name, s):
+    n = s.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=s.device)
+    pos, neg = s[eye], s[~eye]  # [N, L, M], [N(N-1), L, M]
+    if name == "jsd":
+        return (F.softplus(neg) - LOG2).mean() - (LOG2 - F.softplus(-pos)).mean()
+    if name == "dv":
+        return torch.logsumexp(neg.flatten(), 0) - math.log(neg.numel()) - pos.mean()
+    if name == "nce":
+        # Global (k, m) against every local of the other images: S[j, k, l', m], j != k.
+        g = s.permute(1, 3, 0, 2).masked_fill(eye[:, None, :, None], float("-inf"))  # [K, M, N, L]
+        neg_lse = torch.logsumexp(g.flatten(2), 2)  # [K, M]
+        return (torch.logaddexp(pos, neg_lse[:, None, :]) - pos).mean()
+    raise SystemExit(f"bench/train_dim.py implements jsd, dv and nce, not {name}")
+
+
+def cross_views(a, local, glob, score):
+    """The estimator over all ordered pairs of distinct views, with AMDIM's score
+    clipping when --score-clip > 0; scores reach the estimator in float32."""
+    v = a.views
+    n = local.shape[0] // v
+    pairs = [(0, 0)] if v == 1 else [(i, j) for i in range(v) for j in range(v) if i != j]
+    losses, penalties = [], []
+    for i, j in pairs:
+        s = score(local[i * n:(i + 1) * n], glob[j * n:(j + 1) * n]).float()
+        if a.score_clip > 0:
+            s = s / math.sqrt(a.mi_units)
+            penalties.append(0.05 * (s ** 2).mean())
+            s = a.score_clip * torch.tanh(s / a.score_clip)
+        losses.append(estimator_loss(a.estimator, s))
+    loss = sum(losses) / len(losses)
+    for p in penalties:
+        loss = loss + p / len(penalties)
+    return loss
+
+
+def discriminator(d):
+    return nn.Sequential(nn.Linear(d, 1000), nn.ReLU(), nn.Linear(1000, 200), nn.ReLU(), nn.Linear(200, 1))
+
+
+def gradient_penalty(disc, x):
+    x = x.detach().requires_grad_(True)
+    g, = torch.autograd.grad(disc(x).sum(), x, create_graph=True)
+    return (g ** 2).sum(1).mean()
 
 
 def main():
@@ -87,6 +153,12 @@ def main():
     ap.add_argument("--channels", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--mi-units", type=int, default=512)
+    ap.add_argument("--estimator", default="jsd", help="jsd, dv or nce")
+    ap.add_argument("--scorer", default="dot", help="dot or concat")
+    ap.add_argument("--views", type=int, default=1, help="views per image: the batch holds views x batch-size images")
+    ap.add_argument("--score-clip", type=float, default=0.0)
+    ap.add_argument("--gamma", type=float, default=0.0, help="weight of prior matching (0: off)")
+    ap.add_argument("--gp-weight", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -98,16 +170,26 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
+    # Networks in dimtorch's order (encoder, objective, prior), so the seed gives the same weights.
     enc = ConvNet(a.encoder, a.channels)
     lc = enc.stages[enc.local_at][0].out_channels
-    lh, gh = MIHead(lc, a.mi_units, True), MIHead(64, a.mi_units, False)
-    for m in (enc, lh, gh):
+    if a.scorer == "concat":
+        critic = Concat(lc, 64, a.mi_units)
+        mods = [enc, critic]
+        score = critic
+    else:
+        lh, gh = MIHead(lc, a.mi_units, True), MIHead(64, a.mi_units, False)
+        mods = [enc, lh, gh]
+        score = dot_scores
+    disc = discriminator(64) if a.gamma > 0 else None
+    for m in mods + ([disc] if disc else []):
         m.to(dev)
         if a.channels_last:
             m.to(memory_format=torch.channels_last)
-    params = list(enc.parameters()) + list(lh.parameters()) + list(gh.parameters())
+    params = [p for m in mods for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.999))
-    x = (torch.rand(a.batch_size, a.channels, enc.size, enc.size) * 2 - 1).to(dev)
+    d_opt = torch.optim.Adam(disc.parameters(), lr=1e-4, betas=(0.5, 0.999)) if disc else None
+    x = (torch.rand(a.views * a.batch_size, a.channels, enc.size, enc.size) * 2 - 1).to(dev)
     if a.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
@@ -118,11 +200,29 @@ def main():
     def step():
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
             local, y = enc(x)
-            loss = jsd_loss(lh(local), gh(y))
+            if a.scorer == "concat":
+                loss = cross_views(a, local, y, score)
+            else:
+                loss = cross_views(a, lh(local), gh(y), score)
+            if disc:
+                gen = F.softplus(-disc(torch.sigmoid(y)).float()).mean()
+                loss = loss + a.gamma * gen
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return loss.item()
+        d_loss = None
+        if disc:
+            d_opt.zero_grad(set_to_none=True)
+            fake = y.detach().float().sigmoid()
+            real = torch.rand(fake.shape, device=dev)
+            adv = F.softplus(-disc(real)).mean() + F.softplus(disc(fake)).mean()
+            total = adv
+            if a.gp_weight > 0:
+                total = adv + a.gp_weight * 0.5 * (gradient_penalty(disc, real) + gradient_penalty(disc, fake))
+            total.backward()
+            d_opt.step()
+            d_loss = adv.item()
+        return loss.item(), d_loss
 
     for _ in range(a.warmup):
         step()
@@ -137,7 +237,7 @@ def main():
     r = {"impl": "pytorch", "encoder": a.encoder, "batch_size": a.batch_size, "mi_units": a.mi_units,
          "threads": a.threads, "device": str(dev), "bf16": a.bf16, "steps": a.steps,
          "images_per_sec": a.steps * a.batch_size / sec, "ms_per_step": sec * 1000 / a.steps,
-         "first_loss": first, "last_loss": last,
+         "first_loss": first[0], "last_loss": last[0], "first_d_loss": first[1], "last_d_loss": last[1],
          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(json.dumps(r) if a.json else r)
 

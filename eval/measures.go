@@ -63,6 +63,38 @@ func sampleRows(x *torch.Tensor, b int64, s *torch.Scope) *torch.Tensor {
 	return x.Ref(s).IndexSelect(0, idx)
 }
 
+// movingAverage is MINE's running mean of E_Q[exp T]: the first value, then
+// an exponential moving average at the given rate.
+type movingAverage struct {
+	rate, value float64
+	started     bool
+}
+
+func (m *movingAverage) add(v float64) float64 {
+	if !m.started {
+		m.value, m.started = v, true
+	} else {
+		m.value = (1-m.rate)*m.value + m.rate*v
+	}
+	return m.value
+}
+
+// mineSurrogate returns the loss whose gradient is MINE's bias-corrected
+// gradient of the negated Donsker-Varadhan bound, for statistics tj on joint
+// pairs and tm on marginal pairs: -(mean(tj) - mean(exp tm) / ma), where ma
+// is the moving average of mean(exp tm) updated with this batch. Its
+// gradient through tm is exp(tm) / (B ma), where the bound's own would be
+// exp(tm) / (B mean(exp tm)): the batch's mean in the denominator is what
+// biases the plain gradient.
+func mineSurrogate(tj, tm *torch.Tensor, ma *movingAverage) (*torch.Tensor, error) {
+	et := tm.Exp().Mean()
+	etv, err := et.Item()
+	if err != nil {
+		return nil, err
+	}
+	return tj.Mean().Sub(et.DivScalar(ma.add(etv))).Neg(), nil
+}
+
 // NDM is the neural dependency measure: a discriminator learns to tell Y
 // from Y with each dimension shuffled across the batch, and NDM is its
 // Donsker-Varadhan estimate of KL(P(Y) || prod_j P(Y_j)) on held-out Y.
@@ -77,7 +109,7 @@ func NDM(yTrain, yTest *torch.Tensor, o MeasureOptions) (float64, error) {
 	tr, te := standardize(yTrain, yTest, s0)
 	d := critic(tr.Size(1))
 	defer nn.Free(d)
-	opt, err := optim.NewAdam(nn.Parameters(d), optim.AdamOptions{LR: o.LR})
+	opt, err := optim.NewAdam(nn.Parameters(d), optim.AdamDefaults(o.LR))
 	if err != nil {
 		return 0, err
 	}
@@ -125,33 +157,24 @@ func MINE(xTrain, yTrain, xTest, yTest *torch.Tensor, o MeasureOptions) (float64
 	ytr, yte := standardize(yTrain, yTest, s0)
 	t := critic(xtr.Size(1) + ytr.Size(1))
 	defer nn.Free(t)
-	opt, err := optim.NewAdam(nn.Parameters(t), optim.AdamOptions{LR: o.LR})
+	opt, err := optim.NewAdam(nn.Parameters(t), optim.AdamDefaults(o.LR))
 	if err != nil {
 		return 0, err
 	}
 	defer opt.Free()
 	stat := func(x, y *torch.Tensor) *torch.Tensor { return t.Forward(torch.Cat([]*torch.Tensor{x, y}, 1)) }
 	n := xtr.Size(0)
-	ma := -1.0
+	ma := movingAverage{rate: o.EMA}
 	for i := 0; i < o.Steps; i++ {
 		s := torch.NewScope()
 		idx := torch.RandInt(0, n, []int64{int64(o.BatchSize)}, s)
 		x, y := xtr.Ref(s).IndexSelect(0, idx), ytr.Ref(s).IndexSelect(0, idx)
 		yMarg := y.IndexSelect(0, torch.RandPerm(int64(o.BatchSize), s))
-		tj, tm := stat(x, y), stat(x, yMarg)
-		et := tm.Exp().Mean()
-		etv, err := et.Item()
+		loss, err := mineSurrogate(stat(x, y), stat(x, yMarg), &ma)
 		if err != nil {
 			s.Close()
 			return 0, err
 		}
-		if ma < 0 {
-			ma = etv
-		} else {
-			ma = (1-o.EMA)*ma + o.EMA*etv
-		}
-		// Surrogate whose gradient is the bias-corrected gradient of the bound.
-		loss := tj.Mean().Sub(et.DivScalar(ma)).Neg()
 		err = opt.ZeroGrad()
 		if err == nil {
 			err = loss.Backward()

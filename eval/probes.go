@@ -136,7 +136,7 @@ func (c scaler) apply(x *torch.Tensor) *torch.Tensor {
 // and standardised by sc, the learning rate annealed by a cosine to 0, and
 // loss(logits, y) plus penalty().
 func fit(layer nn.Layer, x, y *torch.Tensor, sc scaler, o ProbeOptions, loss func(logits, y *torch.Tensor) *torch.Tensor, penalty func(*torch.Scope) *torch.Tensor) error {
-	opt, err := optim.NewAdam(nn.Parameters(layer), optim.AdamOptions{LR: o.LR})
+	opt, err := optim.NewAdam(nn.Parameters(layer), optim.AdamDefaults(o.LR))
 	if err != nil {
 		return err
 	}

@@ -6,9 +6,13 @@ import (
 )
 
 // MIHead maps features into the critic's space of Units dimensions, as the
-// original DIM: a nonlinear branch (1x1 conv or linear without bias, BatchNorm,
-// ReLU, 1x1 conv or linear) plus a linear shortcut initialised near the
-// identity, followed by LayerNorm over the units.
+// original DIM's MI1x1ConvNet: a nonlinear branch (1x1 conv or linear
+// without bias, BatchNorm, ReLU, 1x1 conv or linear with bias) plus a linear
+// shortcut without bias, followed by LayerNorm over the units. When units >=
+// in, the shortcut starts as a noisy identity (U(-0.01, 0.01) with ones on the
+// diagonal); otherwise it keeps the layer's default initialisation, as the
+// original does. (The branch's last layer has the only bias: a second one in
+// the shortcut would be redundant.)
 type MIHead struct {
 	nn.Base
 	In, Units int64
@@ -23,7 +27,9 @@ type MIHead struct {
 func NewLocalHead(in, units int64) *MIHead { return newMIHead(in, units, true) }
 
 // NewGlobalHead returns the head for global vectors: it maps [N, in] to
-// [N, units] and [N, M, in] to [N, M, units].
+// [N, units] and [N, M, in] to [N, M, units]. (The original scores a global
+// vector as a 1x1 map with the same 1x1-conv network; on a 1x1 map that is
+// this network of linear layers.)
 func NewGlobalHead(in, units int64) *MIHead { return newMIHead(in, units, false) }
 
 func newMIHead(in, units int64, spatial bool) *MIHead {
@@ -33,26 +39,26 @@ func newMIHead(in, units int64, spatial bool) *MIHead {
 		h.block = nn.Child(&h.Base, "block", nn.NewSequential(
 			nn.NewConv2d(in, units, 1, torch.ConvOptions{}, false), nn.NewBatchNorm2d(units), nn.ReLU(),
 			nn.NewConv2d(units, units, 1, torch.ConvOptions{}, true)))
-		c := nn.NewConv2d(in, units, 1, torch.ConvOptions{}, true)
+		c := nn.NewConv2d(in, units, 1, torch.ConvOptions{}, false)
 		h.shortcut, sc = nn.Child(&h.Base, "shortcut", c), c.Weight
 	} else {
 		h.block = nn.Child(&h.Base, "block", nn.NewSequential(
 			nn.NewLinear(in, units, false), nn.NewBatchNorm1d(units), nn.ReLU(), nn.NewLinear(units, units, true)))
-		l := nn.NewLinear(in, units, true)
+		l := nn.NewLinear(in, units, false)
 		h.shortcut, sc = nn.Child(&h.Base, "shortcut", l), l.Weight
 	}
-	// Shortcut near the identity: U(-0.01, 0.01) with ones on the diagonal
-	// (of the first min(in, units) channels).
-	torch.NoGrad(func() {
-		_ = sc.UniformInPlace(-0.01, 0.01)
-		s := torch.NewScope()
-		defer s.Close()
-		eye := torch.Eye(units, in, s)
-		if spatial {
-			eye = eye.Reshape(units, in, 1, 1)
-		}
-		_ = sc.CopyFrom(torch.Where(eye.GtScalar(0), eye, sc.Ref(s)))
-	})
+	if units >= in {
+		torch.NoGrad(func() {
+			_ = sc.UniformInPlace(-0.01, 0.01)
+			s := torch.NewScope()
+			defer s.Close()
+			eye := torch.Eye(units, in, s)
+			if spatial {
+				eye = eye.Reshape(units, in, 1, 1)
+			}
+			_ = sc.CopyFrom(torch.Where(eye.GtScalar(0), eye, sc.Ref(s)))
+		})
+	}
 	h.norm = nn.Child(&h.Base, "norm", nn.NewLayerNorm(units))
 	return h
 }

@@ -2,6 +2,7 @@ package models
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/dimtorch/dimtorch/torch"
@@ -116,14 +117,42 @@ func TestMIHeads(t *testing.T) {
 	if o := gh.Forward(torch.Randn([]int64{4, 25, 64}, s)); !eq(o.Shape(), 4, 25, 256) {
 		t.Fatalf("multi-global head %v", o.Shape())
 	}
-	// The shortcut starts near the identity on the first channels.
-	for _, p := range gh.NamedParameters() {
-		if p.Name == "shortcut.weight" {
-			d, _ := p.Tensor.Select(0, 3).Select(0, 3).Item()
-			o, _ := p.Tensor.Select(0, 3).Select(0, 4).Item()
-			if d != 1 || o > 0.01 || o < -0.01 {
-				t.Fatalf("shortcut diagonal %v off-diagonal %v", d, o)
+	// As the original's MI1x1ConvNet: the shortcut has no bias and starts
+	// near the identity when units >= inputs; with fewer units than inputs it
+	// keeps the default initialisation (no ones on its diagonal).
+	for _, c := range []struct {
+		in, units int64
+		identity  bool
+	}{{64, 256, true}, {64, 64, true}, {128, 32, false}} {
+		for _, h := range []*MIHead{NewGlobalHead(c.in, c.units), NewLocalHead(c.in, c.units)} {
+			var w *torch.Tensor
+			for _, p := range h.NamedParameters() {
+				switch p.Name {
+				case "shortcut.weight":
+					w = p.Tensor.Reshape(c.units, c.in)
+				case "shortcut.bias":
+					t.Fatalf("%d -> %d: the shortcut has a bias", c.in, c.units)
+				}
 			}
+			v, _ := w.Float64s()
+			var diag, off float64
+			for i := int64(0); i < c.units; i++ {
+				for j := int64(0); j < c.in; j++ {
+					if i == j {
+						diag += v[i*c.in+j]
+					} else {
+						off += math.Abs(v[i*c.in+j])
+					}
+				}
+			}
+			k := float64(min(c.in, c.units))
+			if c.identity && (diag != k || off > 0.01*float64(c.in*c.units)) {
+				t.Fatalf("%d -> %d: shortcut diagonal sums to %v (want %v), |off-diagonal| %v", c.in, c.units, diag, k, off)
+			}
+			if !c.identity && math.Abs(diag) > k/2 {
+				t.Fatalf("%d -> %d: shortcut starts as an identity (diagonal sum %v)", c.in, c.units, diag)
+			}
+			nn.Free(h)
 		}
 	}
 }

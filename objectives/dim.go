@@ -22,7 +22,7 @@ type Config struct {
 	CoordWeight   float64 `json:"coord_weight"`
 	Occlusion     bool    `json:"occlusion"`
 	OcclusionSize int     `json:"occlusion_size"` // side of the occluded block; 0: half the image
-	GPWeight      float64 `json:"gp_weight"`      // gradient penalty of the prior's discriminator
+	GPWeight      float64 `json:"gp_weight"`      // gradient penalty of the prior's discriminator (0: none)
 	// Views is the number of augmented views of each image in a batch. With
 	// two or more, the global vector of one view is scored against the
 	// local features (local DIM) or the critic's vector (global DIM) of
@@ -49,8 +49,9 @@ func DefaultWeights(mode string) (alpha, beta, gamma float64) {
 	return 0, 1, 0.1
 }
 
-// Validate checks a configuration and fills defaults for zero fields
-// (scorer "dot", 256 MI units, gradient penalty 1).
+// Validate checks a configuration. Zero values mean zero (GPWeight 0: no
+// gradient penalty) or are refused (MIUnits 0), except Scorer "" ("dot") and
+// Views 0 (one view).
 func (c *Config) Validate() error {
 	switch c.Mode {
 	case "local", "global", "local+global":
@@ -66,20 +67,22 @@ func (c *Config) Validate() error {
 	if c.Scorer != "dot" && c.Scorer != "concat" {
 		return fmt.Errorf("unknown scorer %q (want dot or concat)", c.Scorer)
 	}
-	if c.MIUnits == 0 {
-		c.MIUnits = 256
-	}
-	if c.GPWeight == 0 {
-		c.GPWeight = 1
-	}
 	if c.Views == 0 {
 		c.Views = 1
 	}
 	if c.Views < 1 || c.Views > 8 {
 		return fmt.Errorf("views must be between 1 and 8, got %d", c.Views)
 	}
-	if c.MIUnits < 1 || c.Alpha < 0 || c.Beta < 0 || c.Gamma < 0 || c.CoordWeight < 0 || c.ScoreClip < 0 {
-		return fmt.Errorf("mi-units must be positive and the weights non-negative")
+	if c.MIUnits < 1 {
+		return fmt.Errorf("mi-units must be at least 1, got %d", c.MIUnits)
+	}
+	for _, w := range []struct {
+		name string
+		v    float64
+	}{{"alpha", c.Alpha}, {"beta", c.Beta}, {"gamma", c.Gamma}, {"coord", c.CoordWeight}, {"score-clip", c.ScoreClip}, {"gp-weight", c.GPWeight}} {
+		if !(w.v >= 0) || math.IsInf(w.v, 0) {
+			return fmt.Errorf("%s must be finite and non-negative, got %v", w.name, w.v)
+		}
 	}
 	if c.usesLocal() && c.Beta == 0 && c.Mode == "local" {
 		return fmt.Errorf("mode local with beta 0 trains nothing")
@@ -205,7 +208,14 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 // the mean over the V*(V-1) ordered pairs of distinct views (a, b) of the
 // loss of view a's locals against view b's globals, so that an image's
 // other views are never its negatives.
-func (d *DIM) crossViews(local, global *torch.Tensor, scores func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
+//
+// Scores reach the estimator (and the clipping) in float32 whatever the
+// precision of the forward pass: under bfloat16 autocast the critic's matrix
+// products run in bfloat16, but softplus, exp and logsumexp over thousands
+// of scores would lose the loss's low bits in bfloat16's 8-bit mantissa,
+// so the losses are computed in float32, as mixed-precision practice does.
+func (d *DIM) crossViews(local, global *torch.Tensor, score func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
+	scores := func(l, g *torch.Tensor) *torch.Tensor { return score(l, g).To(torch.Float32) }
 	c := d.Cfg.ScoreClip
 	if c <= 0 {
 		return d.pairs(local, global, scores)

@@ -1,6 +1,7 @@
 package objectives
 
 import (
+	"errors"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -139,7 +140,7 @@ func TestEstimatorsOptimisable(t *testing.T) {
 			defer nn.Free(fl)
 			defer nn.Free(fg)
 			ps := append(nn.Parameters(fl), nn.Parameters(fg)...)
-			opt, _ := optim.NewAdam(ps, optim.AdamOptions{LR: 0.01})
+			opt, _ := optim.NewAdam(ps, optim.AdamDefaults(0.01))
 			defer opt.Free()
 			loss := func() (*torch.Tensor, *torch.Scope) {
 				s := torch.NewScope()
@@ -165,7 +166,113 @@ func TestEstimatorsOptimisable(t *testing.T) {
 			if !(last < first-0.01) {
 				t.Fatalf("loss %v -> %v did not fall", first, last)
 			}
+			// Minimising the loss must teach the critic to score the joint
+			// pairs (n == k) above the others: an estimator with positives
+			// and negatives swapped also lowers its loss, but by scoring
+			// the negatives higher.
+			s := torch.NewScope()
+			defer s.Close()
+			var gap float64
+			torch.NoGrad(func() {
+				xs := x.Ref(s)
+				sc := DotScores(fl.Forward(xs).Reshape(16, 4, 6).MulScalar(0.3), fg.Forward(xs).MulScalar(0.3))
+				eye := torch.Eye(16, 16, s).Reshape(16, 16, 1, 1).Expand(sc.Shape()...)
+				pos, _ := sc.Mul(eye).Sum().Item()
+				all, _ := sc.Sum().Item()
+				gap = pos/(16*4) - (all-pos)/(16*15*4)
+			})
+			if !(gap > 0.1) {
+				t.Fatalf("mean positive score minus mean negative score %v after training: the critic did not learn to tell joint pairs", gap)
+			}
 		})
+	}
+}
+
+// The discriminator's gradient penalty against its closed form: for a linear
+// discriminator D(x) = w.x + b the gradient is w everywhere, so each of
+// E||grad D(real)||^2 and E||grad D(fake)||^2 is ||w||^2 and the penalty,
+// their mean as in the original code, is ||w||^2; its gradient with respect
+// to w is 2w (the penalty is differentiated through the gradient).
+func TestGradientPenaltyClosedForm(t *testing.T) {
+	for _, weight := range []float64{1, 10, 0} {
+		_ = torch.ManualSeed(3)
+		prior, err := NewPrior(5, optim.AdamDefaults(1e-3), weight, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lin := nn.NewLinear(5, 1, true)
+		nn.Free(prior.D)
+		prior.D = nn.NewSequential(lin)
+		s := torch.NewScope()
+		w, _ := lin.Weight.Float64s()
+		var w2 float64
+		for _, v := range w {
+			w2 += v * v
+		}
+		total, adv, gp := prior.DiscriminatorLoss(torch.Randn([]int64{32, 5}, s))
+		g, _ := gp.Item()
+		tv, _ := total.Item()
+		av, _ := adv.Item()
+		want := w2
+		if weight == 0 {
+			want = 0 // not computed
+		}
+		if math.Abs(g-want) > 1e-6*(1+want) {
+			t.Fatalf("weight %v: penalty %v, closed form ||w||^2 = %v", weight, g, want)
+		}
+		if math.Abs(tv-av-weight*want) > 1e-5*(1+want) {
+			t.Fatalf("weight %v: total %v = adversarial %v + %v x penalty %v does not hold", weight, tv, av, weight, g)
+		}
+		if weight == 1 {
+			grads, err := torch.Grad([]*torch.Tensor{gp}, []*torch.Tensor{lin.Weight}, torch.GradOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			gw, _ := grads[0].Float64s()
+			for i := range w {
+				if math.Abs(gw[i]-2*w[i]) > 1e-5 {
+					t.Fatalf("d penalty / dw = %v, closed form 2w = %v", gw, w)
+				}
+			}
+		}
+		s.Close()
+		prior.Free()
+	}
+	if _, err := NewPrior(5, optim.AdamDefaults(1e-3), -1, torch.CPU); err == nil {
+		t.Fatal("a negative penalty weight must be refused")
+	}
+}
+
+// Under bfloat16 autocast the critic's products run in bfloat16 but the
+// estimators see float32 scores: the loss equals the float32 estimator on
+// the bfloat16 scores to float32 precision (an estimator evaluated in
+// bfloat16 is off by about 1e-3 here).
+func TestEstimatorsRunInFloat32UnderAutocast(t *testing.T) {
+	_ = torch.ManualSeed(9)
+	spec := models.Spec{Local: [3]int{8, 3, 3}, Y: 16}
+	for _, est := range []string{"jsd", "nce", "dv"} {
+		d, err := New(Config{Mode: "local", Estimator: est, Beta: 1, MIUnits: 16}, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := torch.NewScope()
+		l := torch.Randn([]int64{12, 9, 16}, s).To(torch.BFloat16)
+		g := torch.Randn([]int64{12, 16}, s).To(torch.BFloat16)
+		var loss *torch.Tensor
+		if err := torch.AutocastOn(torch.CPU, torch.BFloat16, func() { loss = d.crossViews(l, g, DotScores) }); err != nil {
+			t.Fatal(err)
+		}
+		if loss.DType() != torch.Float32 {
+			t.Fatalf("%s: loss in %v under autocast", est, loss.DType())
+		}
+		e, _ := GetEstimator(est)
+		got, _ := loss.Item()
+		want, _ := e.Loss(DotScores(l, g).To(torch.Float32)).Item()
+		if math.Abs(got-want) > 1e-6*(1+math.Abs(want)) {
+			t.Fatalf("%s: loss %v under autocast, float32 estimator on the same scores %v", est, got, want)
+		}
+		s.Close()
+		nn.Free(d)
 	}
 }
 
@@ -174,14 +281,14 @@ func TestEstimatorsOptimisable(t *testing.T) {
 // neither player's step touches the other's parameters.
 func TestPriorGameMovesPlayersOppositely(t *testing.T) {
 	_ = torch.ManualSeed(2)
-	prior, err := NewPrior(8, optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999}, 1, torch.CPU)
+	prior, err := NewPrior(8, optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8}, 1, torch.CPU)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer prior.Free()
 	y := torch.Randn([]int64{64, 8}).MulScalar(0.5).SubScalar(2).SetRequiresGrad(true) // sigmoid(y) near 0.12
 	defer y.Free()
-	yOpt, _ := optim.NewAdam([]*torch.Tensor{y}, optim.AdamOptions{LR: 0.05})
+	yOpt, _ := optim.NewAdam([]*torch.Tensor{y}, optim.AdamDefaults(0.05))
 	defer yOpt.Free()
 	dFake := func() float64 {
 		var v float64
@@ -288,10 +395,10 @@ func TestDIMModes(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer nn.Free(d)
-			prior, _ := NewPrior(int64(enc.Spec().Y), optim.AdamOptions{LR: 1e-4}, 1, torch.CPU)
+			prior, _ := NewPrior(int64(enc.Spec().Y), optim.AdamDefaults(1e-4), 1, torch.CPU)
 			defer prior.Free()
 			ps := append(nn.Parameters(enc), nn.Parameters(d)...)
-			opt, _ := optim.NewAdam(ps, optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999})
+			opt, _ := optim.NewAdam(ps, optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
 			defer opt.Free()
 			x := torch.Rand([]int64{16, 1, 28, 28}).MulScalar(2).SubScalar(1)
 			defer x.Free()
@@ -484,7 +591,7 @@ func TestCoordPredictorLearns(t *testing.T) {
 	_ = torch.ManualSeed(4)
 	c := NewCoordPredictor(16, 8, 4, 4)
 	defer nn.Free(c)
-	opt, _ := optim.NewAdam(nn.Parameters(c), optim.AdamOptions{LR: 0.01})
+	opt, _ := optim.NewAdam(nn.Parameters(c), optim.AdamDefaults(0.01))
 	defer opt.Free()
 	// Local features that encode position: a position embedding plus noise.
 	pe := torch.Randn([]int64{1, 16, 4, 4})
@@ -507,5 +614,28 @@ func TestCoordPredictorLearns(t *testing.T) {
 	// Chance is log 4 + log 4; a learnable map falls well below it.
 	if math.Abs(first-2*math.Log(4)) > 0.7 || !(last < 0.5) {
 		t.Fatalf("coordinate loss %v -> %v (chance %v)", first, last, 2*math.Log(4))
+	}
+}
+
+// A diverging prior game stops: a non-finite discriminator loss is an
+// ErrNonFinite error and the discriminator is left as it was.
+func TestPriorStepRefusesNonFiniteLoss(t *testing.T) {
+	prior, err := NewPrior(4, optim.AdamDefaults(1e-3), 1, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prior.Free()
+	s := torch.NewScope()
+	defer s.Close()
+	before, _ := nn.Parameters(prior.D)[0].Float64s()
+	y := torch.FromSlice([]float64{0, 1, math.NaN(), 2, 0, 1, 1, 2}, []int64{2, 4}, torch.Float32, s)
+	if _, err := prior.Step(y); !errors.Is(err, ErrNonFinite) {
+		t.Fatalf("step on NaN features: %v, want ErrNonFinite", err)
+	}
+	after, _ := nn.Parameters(prior.D)[0].Float64s()
+	for i := range before {
+		if before[i] != after[i] {
+			t.Fatal("the discriminator was updated from a non-finite loss")
+		}
 	}
 }

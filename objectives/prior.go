@@ -1,7 +1,9 @@
 package objectives
 
 import (
+	"errors"
 	"fmt"
+	"math"
 
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
@@ -10,13 +12,15 @@ import (
 
 // Prior is prior matching as a two-player game. Its discriminator
 // (d -> 1000 -> 200 -> 1, ReLU) learns to tell samples of the uniform prior on
-// [0, 1]^d from sigmoid(Y), with a gradient penalty on real and fake inputs;
-// it has its own optimiser and step. The encoder plays the non-saturating
+// [0, 1]^d from sigmoid(Y), with a gradient penalty: the mean of the penalties
+// on real and on fake inputs, as the original code has it
+// (0.5 * (gp_real + gp_fake)), weighted by GPWeight (0: no penalty). It has
+// its own optimiser and step. The encoder plays the non-saturating
 // generator: it minimises softplus(-D(sigmoid(Y))).
 type Prior struct {
 	D        *nn.Sequential
 	Opt      optim.Optimizer
-	GPWeight float64
+	GPWeight float64 // weight of the gradient penalty; 0 turns it off
 	Dim      int64
 	dparams  []*torch.Tensor
 }
@@ -29,6 +33,9 @@ type PriorLosses struct {
 // NewPrior builds the discriminator for d-dimensional Y on device dev and
 // its Adam.
 func NewPrior(d int64, opts optim.AdamOptions, gpWeight float64, dev torch.Device) (*Prior, error) {
+	if !(gpWeight >= 0) || math.IsInf(gpWeight, 0) {
+		return nil, fmt.Errorf("prior: the gradient penalty's weight must be finite and non-negative, got %v", gpWeight)
+	}
 	p := &Prior{GPWeight: gpWeight, Dim: d}
 	p.D = nn.NewSequential(nn.NewLinear(d, 1000, true), nn.ReLU(), nn.NewLinear(1000, 200, true), nn.ReLU(), nn.NewLinear(200, 1, true))
 	if err := nn.FirstError(p.D); err != nil {
@@ -66,14 +73,23 @@ func (p *Prior) penalty(x *torch.Tensor) *torch.Tensor {
 }
 
 // DiscriminatorLoss returns the discriminator's loss for one batch of Y
-// (detached: the encoder is not updated by it), and its two parts.
+// (detached: the encoder is not updated by it), and its two parts: the
+// adversarial loss and the unweighted penalty 0.5 (E||grad D(real)||^2 +
+// E||grad D(fake)||^2) (zero, and not computed, when GPWeight is 0).
 func (p *Prior) DiscriminatorLoss(y *torch.Tensor) (total, adv, gp *torch.Tensor) {
 	fake := y.Detach().To(torch.Float32).Sigmoid() // float32 even when Y came from a bfloat16 forward
 	real := torch.Rand(fake.Shape(), fake.Device(), fake.Scope())
 	adv = p.D.Forward(real).Neg().Softplus().Mean().Add(p.D.Forward(fake).Softplus().Mean())
-	gp = p.penalty(real).Add(p.penalty(fake))
+	if p.GPWeight == 0 {
+		return adv, adv, torch.Zeros(nil, fake.Device(), fake.Scope())
+	}
+	gp = p.penalty(real).Add(p.penalty(fake)).MulScalar(0.5)
 	return adv.Add(gp.MulScalar(p.GPWeight)), adv, gp
 }
+
+// ErrNonFinite reports a loss or gradient of the prior game that became NaN
+// or infinite.
+var ErrNonFinite = errors.New("non-finite value")
 
 // Step trains the discriminator one step on a batch of Y and returns its
 // losses. It clears the discriminator's gradients first, so gradients left by
@@ -83,25 +99,40 @@ func (p *Prior) Step(y *torch.Tensor) (PriorLosses, error) {
 		return PriorLosses{}, err
 	}
 	total, adv, gp := p.DiscriminatorLoss(y)
+	var l PriorLosses
+	var err error
+	if l.D, err = adv.Item(); err != nil {
+		return l, fmt.Errorf("prior discriminator: %w", err)
+	}
+	if l.GP, err = gp.Item(); err != nil {
+		return l, fmt.Errorf("prior discriminator: %w", err)
+	}
+	if !finite(l.D) || !finite(l.GP) {
+		return l, fmt.Errorf("prior discriminator: %w: loss %v, gradient penalty %v", ErrNonFinite, l.D, l.GP)
+	}
 	if err := total.Backward(); err != nil {
-		return PriorLosses{}, fmt.Errorf("prior discriminator: %w", err)
+		return l, fmt.Errorf("prior discriminator: %w", err)
+	}
+	// A finite loss can still give an infinite gradient; stepping on it would
+	// wreck the discriminator without a trace.
+	norm, err := optim.GradNorm(p.dparams)
+	if err != nil {
+		return l, fmt.Errorf("prior discriminator: %w", err)
+	}
+	if !finite(norm) {
+		return l, fmt.Errorf("prior discriminator: %w: gradient norm %v", ErrNonFinite, norm)
 	}
 	if err := p.Opt.Step(); err != nil {
-		return PriorLosses{}, err
+		return l, err
 	}
-	if err := p.Opt.ZeroGrad(); err != nil {
-		return PriorLosses{}, err
-	}
-	a, err := adv.Item()
-	if err != nil {
-		return PriorLosses{}, err
-	}
-	g, err := gp.Item()
-	return PriorLosses{D: a, GP: g}, err
+	return l, p.Opt.ZeroGrad()
 }
 
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
 // GeneratorLoss is the encoder's side: softplus(-D(sigmoid(Y))), minimised
-// when the discriminator takes sigmoid(Y) for prior samples.
+// when the discriminator takes sigmoid(Y) for prior samples. Under bfloat16
+// autocast D runs in bfloat16 and the loss in float32, like DIM's estimators.
 func (p *Prior) GeneratorLoss(y *torch.Tensor) *torch.Tensor {
-	return p.D.Forward(y.Sigmoid()).Neg().Softplus().Mean()
+	return p.D.Forward(y.Sigmoid()).To(torch.Float32).Neg().Softplus().Mean()
 }

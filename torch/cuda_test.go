@@ -43,7 +43,7 @@ func TestCUDA(t *testing.T) {
 	if err := nn.MoveTo(net, dev); err != nil {
 		t.Fatal(err)
 	}
-	opt, err := optim.NewAdam(nn.Parameters(net), optim.AdamOptions{LR: 1e-2})
+	opt, err := optim.NewAdam(nn.Parameters(net), optim.AdamDefaults(1e-2))
 	if err != nil {
 		t.Fatal(err)
 	}

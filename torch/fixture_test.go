@@ -224,7 +224,7 @@ func TestOptimizersAgainstPyTorch(t *testing.T) {
 			return optim.NewAdam(ps, optim.AdamOptions{LR: 0.1, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01})
 		},
 		"adamw": func(ps []*torch.Tensor) (optim.Optimizer, error) {
-			return optim.NewAdam(ps, optim.AdamOptions{LR: 0.1, WeightDecay: 0.1, Decoupled: true})
+			return optim.NewAdam(ps, optim.AdamOptions{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, Decoupled: true})
 		},
 		"sgd_nesterov": func(ps []*torch.Tensor) (optim.Optimizer, error) {
 			return optim.NewSGD(ps, optim.SGDOptions{LR: 0.05, Momentum: 0.9, Nesterov: true, WeightDecay: 0.01})

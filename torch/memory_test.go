@@ -45,7 +45,7 @@ func TestMemoryFlatOverManySteps(t *testing.T) {
 	}
 	net := smallNet()
 	defer nn.Free(net)
-	opt, err := optim.NewAdam(nn.Parameters(net), optim.AdamOptions{LR: 1e-3})
+	opt, err := optim.NewAdam(nn.Parameters(net), optim.AdamDefaults(1e-3))
 	if err != nil {
 		t.Fatal(err)
 	}

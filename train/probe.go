@@ -24,7 +24,7 @@ func newProbe(in, classes int64, lr float64, dev torch.Device) (*probe, error) {
 	if err := nn.MoveTo(p.lin, dev); err != nil {
 		return nil, err
 	}
-	opt, err := optim.NewAdam(nn.Parameters(p.lin), optim.AdamOptions{LR: lr})
+	opt, err := optim.NewAdam(nn.Parameters(p.lin), optim.AdamDefaults(lr))
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/dimtorch/dimtorch/datasets"
@@ -191,7 +192,7 @@ func build(cfg Config, o Options) (*Trainer, error) {
 			}
 		}
 	}
-	adam := optim.AdamOptions{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2}
+	adam := optim.AdamOptions{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: 1e-8}
 	if cfg.Objective.Gamma > 0 {
 		if t.prior, err = objectives.NewPrior(int64(t.enc.Spec().Y), adam, cfg.Objective.GPWeight, dev); err != nil {
 			return nil, err
@@ -292,6 +293,10 @@ func (t *Trainer) load(ck *Checkpoint) error {
 	}
 	for _, l := range loads {
 		if err := nn.LoadStateDict(l.mod, subDict(m, l.prefix), ""); err != nil {
+			if l.prefix == "objective." && hasSuffixKey(m, "head.shortcut.bias") {
+				return fmt.Errorf("this checkpoint's MI heads have a shortcut bias: it was written by a dimtorch from before 2026-11-29, " +
+					"whose heads differed from the original DIM's; its encoder still evaluates, exports and embeds, but training cannot resume from it")
+			}
 			return fmt.Errorf("%s: %w", l.prefix[:len(l.prefix)-1], err)
 		}
 	}
@@ -319,6 +324,15 @@ func (t *Trainer) load(ck *Checkpoint) error {
 		return errors.New("no random generator state")
 	}
 	return torch.SetRNGState(rng)
+}
+
+func hasSuffixKey(m map[string]*torch.Tensor, suffix string) bool {
+	for k := range m {
+		if strings.HasSuffix(k, suffix) {
+			return true
+		}
+	}
+	return false
 }
 
 // stepValues are the scalars of one step.
@@ -376,6 +390,9 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	}
 	if t.prior != nil {
 		pl, err := t.prior.Step(taps.Y)
+		if errors.Is(err, objectives.ErrNonFinite) {
+			return v, fmt.Errorf("%w at step %d (epoch %d): %v", ErrDiverged, t.state.Step+1, t.state.Epoch+1, err)
+		}
 		if err != nil {
 			return v, err
 		}

@@ -20,7 +20,7 @@ import (
 func benchTrainCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "train",
-		Usage: "time DIM(L)-JSD training steps on synthetic data of the encoder's input shape (compare: bench/train_dim.py)",
+		Usage: "time DIM(L) training steps on synthetic data of the encoder's input shape (compare: bench/train_dim.py)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "encoder", Value: "dcgan32"},
 			&cli.IntFlag{Name: "channels", Value: 3, Usage: "input channels"},
@@ -30,6 +30,11 @@ func benchTrainCommand() *cli.Command {
 			&cli.IntFlag{Name: "warmup", Value: 3, Usage: "untimed steps first"},
 			&cli.IntFlag{Name: "threads", Value: 2},
 			&cli.StringFlag{Name: "estimator", Value: "jsd"},
+			&cli.StringFlag{Name: "scorer", Value: "dot", Usage: "dot or concat"},
+			&cli.IntFlag{Name: "views", Value: 1, Usage: "views per image: the batch holds views x batch-size images"},
+			&cli.Float64Flag{Name: "score-clip", Usage: "AMDIM's score clipping (0: off)"},
+			&cli.Float64Flag{Name: "gamma", Usage: "weight of prior matching, with its discriminator's step (0: off; dimtorch train's default: 0.1)"},
+			&cli.Float64Flag{Name: "gp-weight", Value: 1, Usage: "gradient penalty of the prior's discriminator"},
 			&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
 			&cli.BoolFlag{Name: "channels-last", Usage: "lay the images and convolution weights out as NHWC (channels_last)"},
@@ -41,19 +46,21 @@ func benchTrainCommand() *cli.Command {
 }
 
 type benchTrainResult struct {
-	Impl         string  `json:"impl"`
-	Encoder      string  `json:"encoder"`
-	BatchSize    int     `json:"batch_size"`
-	MIUnits      int     `json:"mi_units"`
-	Threads      int     `json:"threads"`
-	Device       string  `json:"device"`
-	BF16         bool    `json:"bf16"`
-	Steps        int     `json:"steps"`
-	ImagesPerSec float64 `json:"images_per_sec"`
-	MSPerStep    float64 `json:"ms_per_step"`
-	FirstLoss    float64 `json:"first_loss"`
-	LastLoss     float64 `json:"last_loss"`
-	PeakRSSMB    float64 `json:"peak_rss_mb"`
+	Impl         string   `json:"impl"`
+	Encoder      string   `json:"encoder"`
+	BatchSize    int      `json:"batch_size"`
+	MIUnits      int      `json:"mi_units"`
+	Threads      int      `json:"threads"`
+	Device       string   `json:"device"`
+	BF16         bool     `json:"bf16"`
+	Steps        int      `json:"steps"`
+	ImagesPerSec float64  `json:"images_per_sec"`
+	MSPerStep    float64  `json:"ms_per_step"`
+	FirstLoss    float64  `json:"first_loss"`
+	LastLoss     float64  `json:"last_loss"`
+	FirstDLoss   *float64 `json:"first_d_loss"` // the prior's discriminator, when --gamma > 0
+	LastDLoss    *float64 `json:"last_d_loss"`
+	PeakRSSMB    float64  `json:"peak_rss_mb"`
 }
 
 // peakRSSMB reads the process's peak resident set size (VmHWM).
@@ -93,11 +100,21 @@ func benchTrain(c *cli.Context) error {
 		return err
 	}
 	defer nn.Free(enc)
-	dim, err := objectives.New(objectives.Config{Mode: "local", Estimator: c.String("estimator"), Beta: 1, MIUnits: c.Int("mi-units")}, enc.Spec())
+	dim, err := objectives.New(objectives.Config{Mode: "local", Estimator: c.String("estimator"), Scorer: c.String("scorer"), Beta: 1,
+		Gamma: c.Float64("gamma"), GPWeight: c.Float64("gp-weight"), MIUnits: c.Int("mi-units"), Views: c.Int("views"), ScoreClip: c.Float64("score-clip")}, enc.Spec())
 	if err != nil {
 		return err
 	}
 	defer nn.Free(dim)
+	adam := optim.AdamOptions{LR: 1e-4, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8} // dimtorch train's defaults
+	var prior *objectives.Prior
+	if dim.Cfg.Gamma > 0 {
+		// Created after the objective, as the trainer does, so the seed gives the same weights.
+		if prior, err = objectives.NewPrior(int64(enc.Spec().Y), adam, dim.Cfg.GPWeight, dev); err != nil {
+			return err
+		}
+		defer prior.Free()
+	}
 	// Parameters are created on the CPU from the seed (the same weights on
 	// every device) and then moved.
 	for _, m := range []nn.Module{enc, dim} {
@@ -110,14 +127,14 @@ func benchTrain(c *cli.Context) error {
 			}
 		}
 	}
-	opt, err := optim.NewAdam(append(nn.Parameters(enc), nn.Parameters(dim)...), optim.AdamOptions{LR: 1e-4, Beta1: 0.5, Beta2: 0.999})
+	opt, err := optim.NewAdam(append(nn.Parameters(enc), nn.Parameters(dim)...), adam)
 	if err != nil {
 		return err
 	}
 	defer opt.Free()
 	in := enc.Spec().Input
 	bs := c.Int("batch-size")
-	x := torch.Rand([]int64{int64(bs), int64(in[0]), int64(in[1]), int64(in[2])}).MulScalar(2).SubScalar(1).To(dev).MoveTo(nil)
+	x := torch.Rand([]int64{int64(dim.Cfg.Views * bs), int64(in[0]), int64(in[1]), int64(in[2])}).MulScalar(2).SubScalar(1).To(dev).MoveTo(nil)
 	if c.Bool("channels-last") {
 		xc := x.ChannelsLast()
 		x.Free()
@@ -126,30 +143,43 @@ func benchTrain(c *cli.Context) error {
 	defer x.Free()
 	s := torch.NewScope()
 	defer s.Close()
-	step := func() (float64, error) {
+	// One step of dimtorch train: the encoder's update, then the
+	// discriminator's on the same batch's Y.
+	step := func() (loss float64, dLoss *float64, err error) {
 		defer s.Reset()
 		var terms objectives.Terms
-		fwd := func() { terms, _ = dim.Loss(enc, x.Ref(s), nil) }
+		var taps models.Taps
+		fwd := func() { terms, taps = dim.Loss(enc, x.Ref(s), prior) }
 		if c.Bool("bf16") {
 			if err := torch.AutocastOn(dev, torch.BFloat16, fwd); err != nil {
-				return 0, err
+				return 0, nil, err
 			}
 		} else {
 			fwd()
 		}
 		if err := opt.ZeroGrad(); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		if err := terms.Total.Backward(); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		if err := opt.Step(); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
-		return terms.Total.Item()
+		if loss, err = terms.Total.Item(); err != nil {
+			return 0, nil, err
+		}
+		if prior != nil {
+			pl, err := prior.Step(taps.Y)
+			if err != nil {
+				return 0, nil, err
+			}
+			dLoss = &pl.D
+		}
+		return loss, dLoss, nil
 	}
 	for i := 0; i < c.Int("warmup"); i++ {
-		if _, err := step(); err != nil {
+		if _, _, err := step(); err != nil {
 			return err
 		}
 	}
@@ -163,14 +193,14 @@ func benchTrain(c *cli.Context) error {
 	}
 	start := time.Now()
 	for i := 0; i < steps; i++ {
-		l, err := step()
+		l, dl, err := step()
 		if err != nil {
 			return err
 		}
 		if i == 0 {
-			r.FirstLoss = l
+			r.FirstLoss, r.FirstDLoss = l, dl
 		}
-		r.LastLoss = l
+		r.LastLoss, r.LastDLoss = l, dl
 		if !c.Bool("json") && (i+1)%10 == 0 {
 			fmt.Printf("step %d/%d loss %.4f\n", i+1, steps, l)
 		}

@@ -28,6 +28,7 @@ func evalCommand() *cli.Command {
 			&cli.BoolFlag{Name: "random-init", Usage: "baseline: an untrained encoder (--encoder) initialised from --seed"},
 			&cli.BoolFlag{Name: "pixels", Usage: "baseline: raw pixels as the features"},
 			&cli.StringFlag{Name: "encoder", Value: "basic28", Usage: "encoder for --random-init"},
+			&cli.StringFlag{Name: "bn-stats", Value: "train", Usage: "--random-init's BatchNorm statistics: train (measured on up to 10,000 training images, as a trained encoder's are) or init (mean 0, variance 1: BatchNorm is the identity)"},
 			&cli.StringFlag{Name: "data", Usage: "dataset (default: the checkpoint's, else fashion-mnist)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "directory holding the dataset"},
 			&cli.StringFlag{Name: "probe", Value: "linear", Usage: "linear, mlp, knn or svm"},
@@ -88,6 +89,7 @@ func runEval(c *cli.Context) error {
 	}
 	data, dataDir, out := c.String("data"), c.String("data-dir"), c.String("out")
 	var src eval.Source
+	var untrained models.Encoder // --random-init with --bn-stats train
 	var inH, inW int
 	var classes []string
 	switch {
@@ -140,7 +142,14 @@ func runEval(c *cli.Context) error {
 			return err
 		}
 		enc.Train(false)
-		src = eval.EncoderSource{Enc: enc, Desc: fmt.Sprintf("untrained %s (seed %d)", c.String("encoder"), seed)}
+		switch c.String("bn-stats") {
+		case "train":
+			untrained = enc
+		case "init":
+		default:
+			return fmt.Errorf("--bn-stats %q: want train or init", c.String("bn-stats"))
+		}
+		src = eval.EncoderSource{Enc: enc, Desc: fmt.Sprintf("untrained %s (seed %d; BatchNorm at its initial statistics)", c.String("encoder"), seed)}
 		inH, inW = enc.Spec().Input[1], enc.Spec().Input[2]
 	default:
 		if data == "" {
@@ -167,6 +176,14 @@ func runEval(c *cli.Context) error {
 	trainPart := datasets.Subset(trainSet, c.Int("limit-train"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if untrained != nil {
+		n, err := eval.CalibrateBatchNorm(ctx, untrained, datasets.Subset(trainPart, 10000), tf, dev)
+		if err != nil {
+			return err
+		}
+		src = eval.EncoderSource{Enc: untrained, Desc: fmt.Sprintf("untrained %s (seed %d; BatchNorm statistics of %d training images)", c.String("encoder"), seed, n)}
+		log.Info().Int("images", n).Msg("untrained encoder: BatchNorm statistics measured on training images")
+	}
 	plots := c.Bool("plots") && (c.IsSet("checkpoint") || c.Bool("random-init"))
 	keep := plots || c.Bool("mine") || c.Bool("msssim")
 	extractTaps := taps

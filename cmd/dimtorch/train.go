@@ -30,9 +30,10 @@ func trainFlags() []cli.Flag {
 		&cli.StringFlag{Name: "mode", Value: "local", Usage: "local, global or local+global"},
 		&cli.StringFlag{Name: "estimator", Value: "jsd", Usage: "one of: " + fmt.Sprint(objectives.Estimators())},
 		&cli.StringFlag{Name: "scorer", Value: "dot", Usage: "dot (encode-and-dot) or concat (concat-and-convolve)"},
-		&cli.Float64Flag{Name: "alpha", Value: -1, Usage: "weight of global DIM (default: the mode's; local 0, global 1, local+global 0.5)"},
-		&cli.Float64Flag{Name: "beta", Value: -1, Usage: "weight of local DIM (default: the mode's; local 1, global 0, local+global 1)"},
-		&cli.Float64Flag{Name: "gamma", Value: -1, Usage: "weight of prior matching, 0 turns it off (default: the mode's; local 0.1, global 1, local+global 0.1)"},
+		&cli.Float64Flag{Name: "alpha", Usage: "weight of global DIM (default: the mode's; local 0, global 1, local+global 0.5)"},
+		&cli.Float64Flag{Name: "beta", Usage: "weight of local DIM (default: the mode's; local 1, global 0, local+global 1)"},
+		&cli.Float64Flag{Name: "gamma", Usage: "weight of prior matching, 0 turns it off (default: the mode's; local 0.1, global 1, local+global 0.1)"},
+		&cli.Float64Flag{Name: "gp-weight", Value: d.Objective.GPWeight, Usage: "weight of the gradient penalty on the prior's discriminator (0: none)"},
 		&cli.Float64Flag{Name: "coord", Usage: "weight of the coordinate-prediction task (0: off)"},
 		&cli.BoolFlag{Name: "occlusion", Usage: "compute the global features from an image with a random block occluded"},
 		&cli.IntFlag{Name: "mi-units", Value: d.Objective.MIUnits, Usage: "width of the critic's space (the paper: 2048; 256 is CPU-sized)"},
@@ -62,15 +63,15 @@ func configFromFlags(c *cli.Context) train.Config {
 	mode := c.String("mode")
 	a, b, g := objectives.DefaultWeights(mode)
 	pick := func(name string, def float64) float64 {
-		if v := c.Float64(name); v >= 0 {
-			return v
+		if c.IsSet(name) {
+			return c.Float64(name)
 		}
 		return def
 	}
 	cfg.Objective = objectives.Config{
 		Mode: mode, Estimator: c.String("estimator"), Scorer: c.String("scorer"),
 		Alpha: pick("alpha", a), Beta: pick("beta", b), Gamma: pick("gamma", g),
-		MIUnits: c.Int("mi-units"), CoordWeight: c.Float64("coord"), Occlusion: c.Bool("occlusion"), GPWeight: 1,
+		MIUnits: c.Int("mi-units"), CoordWeight: c.Float64("coord"), Occlusion: c.Bool("occlusion"), GPWeight: c.Float64("gp-weight"),
 		Views: c.Int("views"), ScoreClip: c.Float64("score-clip"),
 	}
 	cfg.CropScale, cfg.Schedule = c.Float64("crop-scale"), c.String("lr-schedule")

@@ -18,40 +18,68 @@ func hasPyTorch() bool {
 	return exec.Command("/usr/bin/python3", "-c", "import torch").Run() == nil
 }
 
-// The whole training step (encoder, MI heads, scores, JSD, Adam) agrees with
-// an independent PyTorch implementation on the same libtorch: same seed, same
-// initial weights, same losses step after step; also with the images and
-// convolution weights laid out channels_last on both sides.
+// The whole training step agrees with an independent PyTorch implementation
+// (bench/train_dim.py) on the same libtorch: same seed, same initial weights,
+// same losses step after step. Covered: DIM(L)-JSD; channels_last layout;
+// the default configuration of dimtorch train (prior matching on, with the
+// discriminator's own step and gradient penalty); infoNCE with two views and
+// score clipping; the concat scorer with DV; bfloat16 autocast with the prior.
 func TestBenchTrainMatchesPyTorch(t *testing.T) {
 	if !hasPyTorch() {
 		t.Skip("Debian's python3-torch is not installed (make setup installs it)")
 	}
-	for _, extra := range [][]string{nil, {"--channels-last"}} {
-		args := append([]string{"--encoder", "basic28", "--channels", "1", "--batch-size", "16", "--mi-units", "32",
-			"--steps", "4", "--warmup", "1", "--threads", "1", "--json"}, extra...)
-		out, stderr, code := run(t, append([]string{"bench", "train"}, args...)...)
-		if code != 0 {
-			t.Fatalf("bench train %v: %s", extra, stderr)
-		}
-		var d, p benchTrainResult
-		if err := json.Unmarshal([]byte(lastLine(out)), &d); err != nil {
-			t.Fatal(err)
-		}
-		py, err := exec.Command("/usr/bin/python3", append([]string{"../../bench/train_dim.py"}, args...)...).Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal([]byte(lastLine(string(py))), &p); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range [][2]float64{{d.FirstLoss, p.FirstLoss}, {d.LastLoss, p.LastLoss}} {
-			if math.Abs(c[0]-c[1]) > 1e-5*(1+math.Abs(c[1])) {
-				t.Fatalf("%v: dimtorch losses %v, %v; PyTorch %v, %v", extra, d.FirstLoss, d.LastLoss, p.FirstLoss, p.LastLoss)
+	cases := []struct {
+		name  string
+		extra []string
+		tol   float64 // relative, on the losses
+	}{
+		{"jsd", nil, 1e-5},
+		{"channels-last", []string{"--channels-last"}, 1e-5},
+		{"default-config", []string{"--gamma", "0.1", "--channels-last"}, 1e-5},
+		{"nce-views-clip", []string{"--estimator", "nce", "--views", "2", "--score-clip", "10"}, 1e-5},
+		{"concat-dv", []string{"--scorer", "concat", "--estimator", "dv"}, 1e-5},
+		{"all-at-once", []string{"--gamma", "0.1", "--scorer", "concat", "--estimator", "nce", "--views", "2", "--score-clip", "10"}, 1e-5},
+		// bfloat16 has an 8-bit mantissa: agreement within its rounding (2^-8).
+		{"bf16-prior", []string{"--bf16", "--gamma", "0.1", "--channels-last"}, 4e-3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"--encoder", "basic28", "--channels", "1", "--batch-size", "16", "--mi-units", "32",
+				"--steps", "4", "--warmup", "1", "--threads", "1", "--json"}, c.extra...)
+			out, stderr, code := run(t, append([]string{"bench", "train"}, args...)...)
+			if code != 0 {
+				t.Fatalf("bench train: %s", stderr)
 			}
-		}
-		if d.FirstLoss == d.LastLoss {
-			t.Fatal("the loss did not change over the steps")
-		}
+			var d, p benchTrainResult
+			if err := json.Unmarshal([]byte(lastLine(out)), &d); err != nil {
+				t.Fatal(err)
+			}
+			py, err := exec.Command("/usr/bin/python3", append([]string{"../../bench/train_dim.py"}, args...)...).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(lastLine(string(py))), &p); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range [][2]float64{{d.FirstLoss, p.FirstLoss}, {d.LastLoss, p.LastLoss}} {
+				if math.Abs(v[0]-v[1]) > c.tol*(1+math.Abs(v[1])) {
+					t.Fatalf("dimtorch losses %v, %v; PyTorch %v, %v", d.FirstLoss, d.LastLoss, p.FirstLoss, p.LastLoss)
+				}
+			}
+			if d.FirstLoss == d.LastLoss {
+				t.Fatal("the loss did not change over the steps")
+			}
+			if (d.LastDLoss == nil) != (p.LastDLoss == nil) {
+				t.Fatalf("discriminator loss reported by one side only: %v, %v", d.LastDLoss, p.LastDLoss)
+			}
+			if d.LastDLoss != nil {
+				for _, v := range [][2]float64{{*d.FirstDLoss, *p.FirstDLoss}, {*d.LastDLoss, *p.LastDLoss}} {
+					if math.Abs(v[0]-v[1]) > 10*c.tol*(1+math.Abs(v[1])) {
+						t.Fatalf("discriminator losses: dimtorch %v, %v; PyTorch %v, %v", *d.FirstDLoss, *d.LastDLoss, *p.FirstDLoss, *p.LastDLoss)
+					}
+				}
+			}
+		})
 	}
 }
 

@@ -111,6 +111,11 @@ type BatchNorm struct {
 	RunningMean, RunningVar *torch.Tensor // [C]
 	NumBatchesTracked       *torch.Tensor // int64 scalar
 	Momentum, Eps           float64
+	// Cumulative makes the running statistics, in training mode, the plain
+	// average over the batches counted by NumBatchesTracked instead of a
+	// moving average (PyTorch's momentum=None): reset the count to 0 and
+	// run batches to measure a data set's statistics.
+	Cumulative bool
 }
 
 // NewBatchNorm returns a BatchNorm over c channels with PyTorch's defaults
@@ -136,10 +141,18 @@ func NewBatchNorm2d(c int64) *BatchNorm { return NewBatchNorm(c, true) }
 // Forward normalises x with batch statistics in training mode (updating the
 // running statistics) and with the running statistics in evaluation mode.
 func (b *BatchNorm) Forward(x *torch.Tensor) *torch.Tensor {
+	m := b.Momentum
 	if b.Training() {
 		_ = b.NumBatchesTracked.AddScalarInPlace(1)
+		if b.Cumulative {
+			n, err := b.NumBatchesTracked.Item()
+			if err != nil {
+				return torch.Errored(err)
+			}
+			m = 1 / n
+		}
 	}
-	return torch.BatchNorm(x, b.Weight, b.Bias, b.RunningMean, b.RunningVar, b.Training(), b.Momentum, b.Eps)
+	return torch.BatchNorm(x, b.Weight, b.Bias, b.RunningMean, b.RunningVar, b.Training(), m, b.Eps)
 }
 
 // LayerNorm normalises over the trailing dimensions Shape.

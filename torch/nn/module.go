@@ -78,6 +78,31 @@ func Child[M Module](b *Base, name string, m M) M {
 	return m
 }
 
+// childModules returns the registered submodules (see Walk).
+func (b *Base) childModules() []child { return b.children }
+
+// Walk calls fn for m and every module below it, depth first in
+// registration order, with dotted names ("" for m itself). Modules that do
+// not embed Base are visited but not descended into.
+func Walk(m Module, fn func(name string, m Module)) {
+	walk("", m, fn)
+}
+
+func walk(name string, m Module, fn func(string, Module)) {
+	fn(name, m)
+	p, ok := m.(interface{ childModules() []child })
+	if !ok {
+		return
+	}
+	for _, c := range p.childModules() {
+		n := c.name
+		if name != "" {
+			n = name + "." + c.name
+		}
+		walk(n, c.m, fn)
+	}
+}
+
 // NamedParameters implements Module.
 func (b *Base) NamedParameters() []Named {
 	out := append([]Named(nil), b.params...)

@@ -39,14 +39,21 @@ func zeroGrads(ps []*torch.Tensor) error {
 	return nil
 }
 
-// AdamOptions configure Adam. Zero values take PyTorch's defaults except LR,
-// which must be set.
+// AdamOptions configure Adam. Every field means what it says, zero included:
+// Beta1 0 is Adam without momentum; a zero LR, Beta2 or Eps is rejected
+// rather than replaced. AdamDefaults gives PyTorch's defaults.
 type AdamOptions struct {
 	LR           float64
-	Beta1, Beta2 float64 // default 0.9, 0.999
-	Eps          float64 // default 1e-8
+	Beta1, Beta2 float64 // PyTorch: 0.9, 0.999
+	Eps          float64 // PyTorch: 1e-8
 	WeightDecay  float64
 	Decoupled    bool // AdamW: decay the weights directly instead of adding to the gradient
+}
+
+// AdamDefaults returns PyTorch's Adam settings (betas 0.9 and 0.999, eps
+// 1e-8, no weight decay) with the given learning rate.
+func AdamDefaults(lr float64) AdamOptions {
+	return AdamOptions{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
 }
 
 // Adam is the optimiser of Kingma and Ba (2015), or AdamW with Decoupled.
@@ -59,21 +66,20 @@ type Adam struct {
 }
 
 // NewAdam returns Adam over params. It fails on a non-positive learning rate,
-// betas outside [0, 1) or a negative epsilon or weight decay.
+// beta1 outside [0, 1), beta2 outside (0, 1), a non-positive epsilon or a
+// negative weight decay (see AdamDefaults).
 func NewAdam(params []*torch.Tensor, o AdamOptions) (*Adam, error) {
-	if o.Beta1 == 0 && o.Beta2 == 0 {
-		o.Beta1, o.Beta2 = 0.9, 0.999
-	}
-	if o.Eps == 0 {
-		o.Eps = 1e-8
-	}
 	switch {
 	case !(o.LR > 0):
 		return nil, fmt.Errorf("optim: Adam needs a positive learning rate, got %v", o.LR)
-	case o.Beta1 < 0 || o.Beta1 >= 1 || o.Beta2 < 0 || o.Beta2 >= 1:
-		return nil, fmt.Errorf("optim: Adam betas must lie in [0, 1), got %v, %v", o.Beta1, o.Beta2)
-	case o.Eps < 0 || o.WeightDecay < 0:
-		return nil, fmt.Errorf("optim: Adam eps and weight decay must be non-negative")
+	case !(o.Beta1 >= 0 && o.Beta1 < 1):
+		return nil, fmt.Errorf("optim: Adam beta1 must lie in [0, 1), got %v", o.Beta1)
+	case !(o.Beta2 > 0 && o.Beta2 < 1):
+		return nil, fmt.Errorf("optim: Adam beta2 must lie in (0, 1), got %v (optim.AdamDefaults gives PyTorch's 0.999)", o.Beta2)
+	case !(o.Eps > 0):
+		return nil, fmt.Errorf("optim: Adam eps must be positive, got %v (optim.AdamDefaults gives PyTorch's 1e-8)", o.Eps)
+	case !(o.WeightDecay >= 0):
+		return nil, fmt.Errorf("optim: Adam weight decay must be non-negative, got %v", o.WeightDecay)
 	}
 	a := &Adam{opts: o, params: params}
 	for _, p := range params {
@@ -277,6 +283,13 @@ func (s *SGD) Free() {
 // at most maxNorm, and returns the norm before clipping.
 func ClipGradNorm(params []*torch.Tensor, maxNorm float64) (float64, error) {
 	return torch.ClipGradNorm(params, maxNorm)
+}
+
+// GradNorm returns the joint 2-norm of the gradients of params (parameters
+// without a gradient count as zero), without changing them: NaN or +Inf when
+// any gradient is not finite.
+func GradNorm(params []*torch.Tensor) (float64, error) {
+	return torch.ClipGradNorm(params, math.Inf(1))
 }
 
 // Schedule maps an epoch (or step) index to a learning rate.

@@ -72,7 +72,7 @@ func TestSGDFirstStepClosedForm(t *testing.T) {
 func TestAdamStateRoundTrip(t *testing.T) {
 	mk := func() (*torch.Tensor, *optim.Adam) {
 		p := torch.FromSlice([]float64{1, 2, 3}, []int64{3}).SetRequiresGrad(true)
-		a, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamOptions{LR: 0.1})
+		a, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamDefaults(0.1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +121,7 @@ func TestOptimizerOptionErrors(t *testing.T) {
 	if _, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamOptions{}); err == nil {
 		t.Fatal("Adam without a learning rate must fail")
 	}
-	if _, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamOptions{LR: 1, Beta1: 1, Beta2: 0.9}); err == nil {
+	if _, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamOptions{LR: 1, Beta1: 1, Beta2: 0.9, Eps: 1e-8}); err == nil {
 		t.Fatal("beta1 = 1 must fail")
 	}
 	if _, err := optim.NewSGD([]*torch.Tensor{p}, optim.SGDOptions{LR: 1, Nesterov: true}); err == nil {
@@ -148,6 +148,52 @@ func TestSchedulesClosedForm(t *testing.T) {
 	for _, c := range cases {
 		if got := c.s.LR(1, c.epoch); math.Abs(got-c.want) > 1e-12 {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// Zero means zero: beta1 = 0 is Adam without momentum, whose update is
+// lr * g / (sqrt(v_hat) + eps) with v the second moment; a zero beta2 or
+// eps, or beta1 without beta2, is refused rather than replaced.
+func TestAdamZeroBeta1(t *testing.T) {
+	p := torch.FromSlice([]float64{1, -2}, []int64{2}).SetRequiresGrad(true)
+	defer p.Free()
+	a, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamOptions{LR: 0.1, Beta1: 0, Beta2: 0.9, Eps: 1e-8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Free()
+	g1, g2 := []float64{2, -1}, []float64{-1, 3}
+	want, _ := p.Float64s()
+	for k, g := range [][]float64{g1, g2} {
+		_ = a.ZeroGrad()
+		grads(t, p, g)
+		if err := a.Step(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			var v float64
+			if k == 0 {
+				v = 0.1 * g1[i] * g1[i] / (1 - 0.9)
+			} else {
+				v = (0.9*0.1*g1[i]*g1[i] + 0.1*g2[i]*g2[i]) / (1 - 0.81)
+			}
+			want[i] -= 0.1 * g[i] / (math.Sqrt(v) + 1e-8)
+		}
+	}
+	got, _ := p.Float64s()
+	for i := range got {
+		if math.Abs(got[i]-want[i]) > 1e-12 {
+			t.Fatalf("p = %v, closed form %v", got, want)
+		}
+	}
+	for _, o := range []optim.AdamOptions{
+		{LR: 0.1, Beta1: 0.5, Eps: 1e-8},    // beta2 forgotten
+		{LR: 0.1, Beta1: 0.9, Beta2: 0.999}, // eps forgotten
+		{LR: 0.1, Beta1: -0.1, Beta2: 0.999, Eps: 1e-8},
+	} {
+		if _, err := optim.NewAdam([]*torch.Tensor{p}, o); err == nil {
+			t.Fatalf("%+v accepted", o)
 		}
 	}
 }
