@@ -1,8 +1,8 @@
 package objectives
 
 import (
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
