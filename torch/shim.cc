@@ -784,7 +784,7 @@ dt_err dt_init_(int op, dt_tensor t_, double a, double b) {
   CATCH
 }
 
-// ---- fused optimiser steps ------------------------------------------------------------------------
+// ---- optimiser steps: one call per step over the parameter list (per-parameter ATen ops) ----------
 
 dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq, int n,
                     double lr, double beta1, double beta2, double eps, double weight_decay, int decoupled,

@@ -185,7 +185,7 @@ dt_err dt_autograd_grad(const dt_tensor *outputs, int nout, const dt_tensor *gra
 /* op: 0 uniform_(a, b), 1 normal_(mean=a, std=b), 2 fill_(a), 3 zero_, 4 bernoulli_(p=a) */
 dt_err dt_init_(int op, dt_tensor t, double a, double b);
 
-/* ---- fused optimiser steps (parameter lists, one call per step) ---------- */
+/* ---- optimiser steps (parameter lists, one call per step; per-parameter ATen ops, not fused kernels) */
 dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq,
                     int n, double lr, double beta1, double beta2, double eps, double weight_decay,
                     int decoupled, int64_t step);

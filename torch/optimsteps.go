@@ -7,7 +7,7 @@ import "C"
 
 import "runtime"
 
-// Fused optimiser kernels, used by package optim: one cgo call updates a whole
+// Optimiser steps, used by package optim: one cgo call updates a whole
 // parameter list.
 
 // AdamStep applies one Adam (or AdamW, with decoupled) update at the given
