@@ -70,7 +70,7 @@ func TestCalibrateBatchNorm(t *testing.T) {
 	dm, _ := bn.RunningMean.Ref(s).Sub(wantMean).Abs().Max().Item()
 	dv, _ := bn.RunningVar.Ref(s).Sub(wantVar).Abs().Max().Div(wantVar.Abs().Max()).Item()
 	m0, _ := wantMean.Abs().Max().Item()
-	if dm > 1e-4*(1+m0) || dv > 1e-4 {
+	if !(dm <= 1e-4*(1+m0) && dv <= 1e-4) {
 		t.Fatalf("running statistics off by %v (mean) and %v relative (variance)", dm, dv)
 	}
 	if bn.Cumulative {

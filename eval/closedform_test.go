@@ -36,7 +36,7 @@ func TestNDMClosedForm(t *testing.T) {
 		}
 		want := gaussianMI(1, rho)
 		t.Logf("rho %.1f: NDM %.3f nats, closed form %.3f", rho, got, want)
-		if got < want-0.1 || got > want+0.08 {
+		if !(got >= want-0.1 && got <= want+0.08) { // NaN fails too
 			t.Errorf("rho %.1f: NDM %.3f nats, closed form %.3f", rho, got, want)
 		}
 	}
@@ -57,7 +57,7 @@ func TestMINEClosedForm(t *testing.T) {
 		}
 		want := gaussianMI(2, rho)
 		t.Logf("rho %.1f: MINE %.3f nats, closed form %.3f", rho, got, want)
-		if got < want-0.15 || got > want+0.1 {
+		if !(got >= want-0.15 && got <= want+0.1) { // NaN fails too
 			t.Errorf("rho %.1f: MINE %.3f nats, closed form %.3f", rho, got, want)
 		}
 	}
@@ -95,10 +95,10 @@ func TestMINEBiasCorrectedGradient(t *testing.T) {
 		gj, _ := g[0].Float64s()
 		gm, _ := g[1].Float64s()
 		for k, v := range tmv {
-			if e := math.Exp(v) / (4 * want); math.Abs(gm[k]-e) > 1e-12 {
+			if e := math.Exp(v) / (4 * want); !(math.Abs(gm[k]-e) <= 1e-12) {
 				t.Fatalf("batch %d: d loss / d tm[%d] = %v, want exp(tm)/(B ma) = %v (ma %v)", i, k, gm[k], e, want)
 			}
-			if math.Abs(gj[k]+0.25) > 1e-12 {
+			if !(math.Abs(gj[k]+0.25) <= 1e-12) {
 				t.Fatalf("batch %d: d loss / d tj[%d] = %v, want -1/B", i, k, gj[k])
 			}
 		}

@@ -86,7 +86,7 @@ func TestProbesAtChanceOnNoise(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if math.Abs(r.Accuracy-0.25) > bound {
+		if !(math.Abs(r.Accuracy-0.25) <= bound) {
 			t.Errorf("%s: accuracy %v on noise, chance 0.25 +- %.3f", name, r.Accuracy, bound)
 		}
 	}

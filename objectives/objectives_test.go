@@ -217,10 +217,10 @@ func TestGradientPenaltyClosedForm(t *testing.T) {
 		if weight == 0 {
 			want = 0 // not computed
 		}
-		if math.Abs(g-want) > 1e-6*(1+want) {
+		if !(math.Abs(g-want) <= 1e-6*(1+want)) {
 			t.Fatalf("weight %v: penalty %v, closed form ||w||^2 = %v", weight, g, want)
 		}
-		if math.Abs(tv-av-weight*want) > 1e-5*(1+want) {
+		if !(math.Abs(tv-av-weight*want) <= 1e-5*(1+want)) {
 			t.Fatalf("weight %v: total %v = adversarial %v + %v x penalty %v does not hold", weight, tv, av, weight, g)
 		}
 		if weight == 1 {
@@ -230,7 +230,7 @@ func TestGradientPenaltyClosedForm(t *testing.T) {
 			}
 			gw, _ := grads[0].Float64s()
 			for i := range w {
-				if math.Abs(gw[i]-2*w[i]) > 1e-5 {
+				if !(math.Abs(gw[i]-2*w[i]) <= 1e-5) {
 					t.Fatalf("d penalty / dw = %v, closed form 2w = %v", gw, w)
 				}
 			}
@@ -268,7 +268,7 @@ func TestEstimatorsRunInFloat32UnderAutocast(t *testing.T) {
 		e, _ := GetEstimator(est)
 		got, _ := loss.Item()
 		want, _ := e.Loss(DotScores(l, g).To(torch.Float32)).Item()
-		if math.Abs(got-want) > 1e-6*(1+math.Abs(want)) {
+		if !(math.Abs(got-want) <= 1e-6*(1+math.Abs(want))) {
 			t.Fatalf("%s: loss %v under autocast, float32 estimator on the same scores %v", est, got, want)
 		}
 		s.Close()

@@ -62,7 +62,7 @@ func TestBenchTrainMatchesPyTorch(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, v := range [][2]float64{{d.FirstLoss, p.FirstLoss}, {d.LastLoss, p.LastLoss}} {
-				if math.Abs(v[0]-v[1]) > c.tol*(1+math.Abs(v[1])) {
+				if !(math.Abs(v[0]-v[1]) <= c.tol*(1+math.Abs(v[1]))) {
 					t.Fatalf("dimtorch losses %v, %v; PyTorch %v, %v", d.FirstLoss, d.LastLoss, p.FirstLoss, p.LastLoss)
 				}
 			}
@@ -74,7 +74,7 @@ func TestBenchTrainMatchesPyTorch(t *testing.T) {
 			}
 			if d.LastDLoss != nil {
 				for _, v := range [][2]float64{{*d.FirstDLoss, *p.FirstDLoss}, {*d.LastDLoss, *p.LastDLoss}} {
-					if math.Abs(v[0]-v[1]) > 10*c.tol*(1+math.Abs(v[1])) {
+					if !(math.Abs(v[0]-v[1]) <= 10*c.tol*(1+math.Abs(v[1]))) {
 						t.Fatalf("discriminator losses: dimtorch %v, %v; PyTorch %v, %v", *d.FirstDLoss, *d.LastDLoss, *p.FirstDLoss, *p.LastDLoss)
 					}
 				}

@@ -183,7 +183,7 @@ func TestAdamZeroBeta1(t *testing.T) {
 	}
 	got, _ := p.Float64s()
 	for i := range got {
-		if math.Abs(got[i]-want[i]) > 1e-12 {
+		if !(math.Abs(got[i]-want[i]) <= 1e-12) {
 			t.Fatalf("p = %v, closed form %v", got, want)
 		}
 	}
