@@ -171,7 +171,9 @@ func TestLBFGSStopsWhenTheLossCannotDecrease(t *testing.T) {
 	if evals > maxHalvings+2 {
 		t.Fatalf("%d evaluations of a loss that cannot decrease", evals)
 	}
-	if v, _ := theta.Abs().Sum().Item(); v != 0 {
+	s := torch.NewScope()
+	defer s.Close()
+	if v, _ := theta.Ref(s).Abs().Sum().Item(); v != 0 {
 		t.Fatalf("theta moved to no benefit (|theta|_1 = %v)", v)
 	}
 }

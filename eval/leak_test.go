@@ -66,6 +66,7 @@ func TestProbesDoNotLeakAcrossIterations(t *testing.T) {
 		{"mlp", MLPProbe, ProbeOptions{Epochs: 8, BatchSize: 64}, 1},
 		{"svm", SVMProbe, ProbeOptions{Epochs: 8, BatchSize: 64, Runs: 1}, 1},
 	}
+	collectGarbage() // leaks of earlier tests must not be freed while counting
 	for _, c := range cases {
 		var r liveRecorder
 		c.o.Progress = func(int, float64) { r.record() }

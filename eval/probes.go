@@ -400,7 +400,7 @@ func KNN(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) {
 			votes := ytr.IndexSelect(0, idx.Flatten(0, -1)).Reshape(m, int64(o.K)).OneHot(k).To(torch.Float32) // [m, K, classes]
 			w := vals.DivScalar(o.Temperature).Exp().Unsqueeze(2)
 			pred := votes.Mul(w).SumDims([]int64{1}, false).Argmax(1, false)
-			c, err := pred.Eq(yTe.Narrow(0, start, m)).Sum().Item()
+			c, err := pred.Eq(yTe.Ref(cs).Narrow(0, start, m)).Sum().Item()
 			cs.Close()
 			if err != nil {
 				ferr = err
