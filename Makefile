@@ -86,11 +86,14 @@ gpu-check-cpu:
 bench-ops: build
 	/usr/bin/python3 bench/compare_ops.py --threads 2 --repeats 5
 
-## bench-train: a DIM(L)-JSD training step, dcgan32 on 3x32x32, batch 64, 512 MI units, against PyTorch eager:
-## 8 alternating pairs, the median and range of the paired ratios, and the losses compared
+## bench-train: training steps against PyTorch eager (default layout), 8 alternating pairs each, the median and
+## range of the paired ratios: DIM(L)-JSD with dcgan32 on 3x32x32, batch 64, 512 MI units; and the step of
+## `dimtorch train`'s default configuration (basic28, 256 MI units, batch 64, prior matching on); float32 and bf16
 bench-train: build
 	/usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8
 	/usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 --bf16
+	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8
+	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --bf16
 
 clean:
 	rm -rf bin build

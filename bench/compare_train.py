@@ -6,6 +6,11 @@ the median images/s of each and the median and range of the paired ratios,
 and whether the losses agree.
 
     /usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 [--bf16] [--device cuda]
+
+dimtorch runs as `dimtorch train` does by default (channels_last; --dimtorch-nchw
+turns that off), PyTorch eager in its default layout (--pytorch-channels-last:
+NHWC). --gamma 0.1 --encoder basic28 --channels 1 --mi-units 256 is the step of
+`dimtorch train`'s default configuration (prior matching on).
 """
 import argparse
 import json
@@ -34,17 +39,24 @@ def main():
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="also print one JSON object last")
-    ap.add_argument("--dimtorch-channels-last", action="store_true", help="dimtorch with NHWC images and conv weights")
+    ap.add_argument("--dimtorch-nchw", action="store_true", help="dimtorch with NCHW images and conv weights (default: channels_last, as dimtorch train)")
+    ap.add_argument("--estimator", default="jsd")
+    ap.add_argument("--scorer", default="dot")
+    ap.add_argument("--views", default="1")
+    ap.add_argument("--score-clip", default="0")
+    ap.add_argument("--gamma", default="0", help="weight of prior matching (dimtorch train's default: 0.1)")
     ap.add_argument("--pytorch-channels-last", action="store_true", help="PyTorch with NHWC images and conv weights")
     ap.add_argument("--binary", default=os.path.join(ROOT, "bin", "dimtorch"))
     a = ap.parse_args()
     if not os.path.exists(a.binary):
         subprocess.run(["go", "build", "-o", a.binary, "./cmd/dimtorch"], cwd=ROOT, check=True)
     common = ["--encoder", a.encoder, "--channels", a.channels, "--batch-size", a.batch_size,
-              "--mi-units", a.mi_units, "--steps", a.steps, "--threads", a.threads, "--device", a.device, "--json"]
+              "--mi-units", a.mi_units, "--steps", a.steps, "--threads", a.threads, "--device", a.device, "--json",
+              "--estimator", a.estimator, "--scorer", a.scorer, "--views", a.views, "--score-clip", a.score_clip, "--gamma", a.gamma]
+    a.dimtorch_channels_last = not a.dimtorch_nchw
     if a.bf16:
         common.append("--bf16")
-    cmds = {"dimtorch": [a.binary, "bench", "train"] + common + (["--channels-last"] if a.dimtorch_channels_last else []),
+    cmds = {"dimtorch": [a.binary, "bench", "train"] + common + ["--channels-last=" + str(a.dimtorch_channels_last).lower()],
             "pytorch": [sys.executable, os.path.join(ROOT, "bench", "train_dim.py")] + common + (["--channels-last"] if a.pytorch_channels_last else [])}
     runs = {"dimtorch": [], "pytorch": []}
     for i in range(a.repeats):
@@ -60,7 +72,7 @@ def main():
     if a.dimtorch_channels_last != a.pytorch_channels_last:
         tol = None  # different convolution algorithms: the rounding differences grow over the steps
     agree = tol is None or abs(dl - pl) <= tol * max(1.0, abs(pl))
-    print(f"{a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.threads} threads, {a.device}, bf16 {a.bf16}, "
+    print(f"{a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.estimator}, prior {a.gamma}, {a.threads} threads, {a.device}, bf16 {a.bf16}, "
           f"channels_last dimtorch {a.dimtorch_channels_last} PyTorch {a.pytorch_channels_last}: "
           f"{a.repeats} alternating pairs of {a.steps} steps")
     print("| implementation | median images/s | peak RSS (MiB) | loss after the timed steps |")

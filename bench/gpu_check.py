@@ -151,7 +151,8 @@ class Check:
         for u in units:
             for bf16 in (False, True):
                 common = ["--encoder", "dcgan32", "--batch-size", str(batch), "--mi-units", str(u), "--steps", str(steps),
-                          "--warmup", str(warmup), "--threads", threads, "--device", dev, "--json"] + (["--bf16"] if bf16 else [])
+                          "--warmup", str(warmup), "--threads", threads, "--device", dev, "--json",
+                          "--channels-last=false"] + (["--bf16"] if bf16 else [])  # the same layout on both sides
                 cmds = {"dimtorch": [self.bin, "bench", "train"] + common,
                         "pytorch": [sys.executable, os.path.join(HERE, "bench", "train_dim.py")] + common}
                 runs = {"dimtorch": [], "pytorch": []}

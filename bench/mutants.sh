@@ -16,10 +16,10 @@ survivors=0
 
 # name | file | perl substitution | package | test regex
 mutants=(
-  "estimators-swap-positives-negatives|objectives/estimators.go|s/return flat.IndexSelect\(0, pi\), flat.IndexSelect\(0, ni\), nil/return flat.IndexSelect(0, ni), flat.IndexSelect(0, pi), nil/|./objectives|TestEstimatorsOptimisable"
-  "penalty-doubled|objectives/prior.go|s/gp = p.penalty\(real\).Add\(p.penalty\(fake\)\).MulScalar\(0.5\)/gp = p.penalty(real).Add(p.penalty(fake))/|./objectives|TestGradientPenaltyClosedForm"
-  "penalty-doubled-whole-step|objectives/prior.go|s/gp = p.penalty\(real\).Add\(p.penalty\(fake\)\).MulScalar\(0.5\)/gp = p.penalty(real).Add(p.penalty(fake))/|./cmd/dimtorch|TestBenchTrainMatchesPyTorch/default-config"
-  "penalty-not-through-gradient|objectives/prior.go|s/CreateGraph: true/CreateGraph: false/|./objectives|TestGradientPenaltyClosedForm"
+  "estimators-wrong-positives|objectives/estimators.go|s/Slice\(0, 0, n\*n, n\+1\)/Slice(0, 1, n*n, n+1)/|./objectives|TestEstimatorsOptimisable"
+  "penalty-doubled|objectives/prior.go|s/gp = g\[0\].Square\(\).SumDims\(\[\]int64\{1\}, false\).Mean\(\)/gp = g[0].Square().Sum().DivScalar(float64(b))/|./objectives|TestGradientPenaltyClosedForm"
+  "penalty-doubled-whole-step|objectives/prior.go|s/gp = g\[0\].Square\(\).SumDims\(\[\]int64\{1\}, false\).Mean\(\)/gp = g[0].Square().Sum().DivScalar(float64(b))/|./cmd/dimtorch|TestBenchTrainMatchesPyTorch/default-config"
+  "penalty-not-through-gradient|objectives/prior.go|s/CreateGraph: true, RetainGraph: true/CreateGraph: false, RetainGraph: true/|./objectives|TestGradientPenaltyClosedForm"
   "mine-uncorrected-gradient|eval/measures.go|s/et.DivScalar\(ma.add\(etv\)\)/et.DivScalar(etv)/|./eval|TestMINEBiasCorrectedGradient"
   "mine-stale-average|eval/measures.go|s/m.value = \(1-m.rate\)\*m.value \+ m.rate\*v/m.value = m.value/|./eval|TestMINEBiasCorrectedGradient"
   "mine-correction-sign|eval/measures.go|s/tj.Mean\(\).Sub\(et.DivScalar/tj.Mean().Add(et.DivScalar/|./eval|TestMINEClosedForm"

@@ -164,9 +164,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--channels-last", action="store_true", help="NHWC images and convolution weights")
+    ap.add_argument("--channels-last", nargs="?", const="true", default="false", choices=["true", "false"],
+                    help="NHWC images and convolution weights (--channels-last or --channels-last=true; default false)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    a.channels_last = a.channels_last == "true"
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)

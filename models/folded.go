@@ -93,7 +93,7 @@ func newFoldAlex(cfg Config, multi bool) Encoder {
 			head.Append(l)
 		}
 		f.head = nn.Child(&f.Base, "head", head)
-		f.fc = nn.Child(&f.Base, "fc1", nn.NewSequential(nn.Flatten(), nn.NewLinear(512*4*4, 1024, false), nn.NewBatchNorm1d(1024), nn.ReLU()))
+		f.fc = nn.Child(&f.Base, "fc1", nn.NewSequential(nn.Flatten(), nn.NewLinear(512*4*4, 1024, false), nn.NewBatchNorm1d(1024), nn.ReLUInPlace()))
 		f.y = nn.Child(&f.Base, "y", nn.NewLinear(1024, int64(cfg.YDim), true))
 	}
 	f.spec = Spec{Name: name, Input: [3]int{cfg.InChannels, 64, 64}, Folded: &Folded{Crop: 16, Stride: 8, Grid: 7}}
@@ -109,7 +109,7 @@ func newFoldResNet(cfg Config) Encoder {
 	trunk.Append(nn.AdaptiveAvgPool2d(1, 1))
 	f.trunk = nn.Child(&f.Base, "trunk", trunk)
 	f.head = nn.Child(&f.Base, "head", nn.NewSequential(newBottleneck(512, 256, 1024, 2))) // 7 -> 4
-	f.fc = nn.Child(&f.Base, "fc1", nn.NewSequential(nn.AdaptiveAvgPool2d(1, 1), nn.Flatten(), nn.NewLinear(1024, 1024, false), nn.NewBatchNorm1d(1024), nn.ReLU()))
+	f.fc = nn.Child(&f.Base, "fc1", nn.NewSequential(nn.AdaptiveAvgPool2d(1, 1), nn.Flatten(), nn.NewLinear(1024, 1024, false), nn.NewBatchNorm1d(1024), nn.ReLUInPlace()))
 	f.y = nn.Child(&f.Base, "y", nn.NewLinear(1024, int64(cfg.YDim), true))
 	f.spec = Spec{Name: "fold-resnet32", Input: [3]int{cfg.InChannels, 32, 32}, Folded: &Folded{Crop: 8, Stride: 4, Grid: 7}}
 	probeSpec(f, &f.spec)

@@ -37,13 +37,13 @@ func newMIHead(in, units int64, spatial bool) *MIHead {
 	var sc *torch.Tensor
 	if spatial {
 		h.block = nn.Child(&h.Base, "block", nn.NewSequential(
-			nn.NewConv2d(in, units, 1, torch.ConvOptions{}, false), nn.NewBatchNorm2d(units), nn.ReLU(),
+			nn.NewConv2d(in, units, 1, torch.ConvOptions{}, false), nn.NewBatchNorm2d(units), nn.ReLUInPlace(),
 			nn.NewConv2d(units, units, 1, torch.ConvOptions{}, true)))
 		c := nn.NewConv2d(in, units, 1, torch.ConvOptions{}, false)
 		h.shortcut, sc = nn.Child(&h.Base, "shortcut", c), c.Weight
 	} else {
 		h.block = nn.Child(&h.Base, "block", nn.NewSequential(
-			nn.NewLinear(in, units, false), nn.NewBatchNorm1d(units), nn.ReLU(), nn.NewLinear(units, units, true)))
+			nn.NewLinear(in, units, false), nn.NewBatchNorm1d(units), nn.ReLUInPlace(), nn.NewLinear(units, units, true)))
 		l := nn.NewLinear(in, units, false)
 		h.shortcut, sc = nn.Child(&h.Base, "shortcut", l), l.Weight
 	}

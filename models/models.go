@@ -143,12 +143,12 @@ func convBNReLU(in, out, k, stride, pad int64) *nn.Sequential {
 	return nn.NewSequential(
 		nn.NewConv2d(in, out, k, torch.ConvOptions{Stride: stride, Padding: pad}, false),
 		nn.NewBatchNorm2d(out),
-		nn.ReLU(),
+		nn.ReLUInPlace(),
 	)
 }
 
 func linBNReLU(in, out int64) *nn.Sequential {
-	return nn.NewSequential(nn.NewLinear(in, out, false), nn.NewBatchNorm1d(out), nn.ReLU())
+	return nn.NewSequential(nn.NewLinear(in, out, false), nn.NewBatchNorm1d(out), nn.ReLUInPlace())
 }
 
 func shapeOf(t *torch.Tensor) [3]int {

@@ -21,8 +21,8 @@ type bottleneck struct {
 func newBottleneck(in, mid, out, stride int64) *bottleneck {
 	b := &bottleneck{}
 	b.body = nn.Child(&b.Base, "body", nn.NewSequential(
-		nn.NewConv2d(in, mid, 1, torch.ConvOptions{}, false), nn.NewBatchNorm2d(mid), nn.ReLU(),
-		nn.NewConv2d(mid, mid, 3, torch.ConvOptions{Stride: stride, Padding: 1}, false), nn.NewBatchNorm2d(mid), nn.ReLU(),
+		nn.NewConv2d(in, mid, 1, torch.ConvOptions{}, false), nn.NewBatchNorm2d(mid), nn.ReLUInPlace(),
+		nn.NewConv2d(mid, mid, 3, torch.ConvOptions{Stride: stride, Padding: 1}, false), nn.NewBatchNorm2d(mid), nn.ReLUInPlace(),
 		nn.NewConv2d(mid, out, 1, torch.ConvOptions{}, false), nn.NewBatchNorm2d(out),
 	))
 	if in != out || stride != 1 {

@@ -34,12 +34,19 @@ type fDiv struct {
 
 func (f fDiv) Name() string { return f.name }
 
+// Loss computes the negatives' term over all N x N pairs and takes the
+// positives' share out again, instead of copying the N(N-1) negative scores
+// out of the score tensor (a gather forward, a scatter of the whole tensor
+// backward): the positives are a strided view of the diagonal.
 func (f fDiv) Loss(s *torch.Tensor) *torch.Tensor {
-	p, q, err := split(s)
+	p, err := positives(s)
 	if err != nil {
 		return torch.Errored(err)
 	}
-	return f.neg(q).Mean().Sub(f.pos(p).Mean())
+	n := s.Size(0)
+	negCount := float64(n*(n-1)) * float64(p.Numel()/n)
+	negSum := f.neg(s).Sum().Sub(f.neg(p).Sum())
+	return negSum.DivScalar(negCount).Sub(f.pos(p).Mean())
 }
 
 var log2 = math.Log(2)
@@ -106,11 +113,14 @@ type dv struct{}
 func (dv) Name() string { return "dv" }
 
 func (dv) Loss(s *torch.Tensor) *torch.Tensor {
-	p, q, err := split(s)
+	p, err := positives(s)
 	if err != nil {
 		return torch.Errored(err)
 	}
-	logMeanExp := q.Flatten(0, -1).LogSumExp([]int64{0}, false).SubScalar(math.Log(float64(q.Numel())))
+	n := s.Size(0)
+	self := eyeMask(n, s.Device(), s.Scope()).Reshape(n, n, 1, 1)
+	negCount := float64(n*(n-1)) * float64(p.Numel()/n)
+	logMeanExp := s.MaskedFill(self, math.Inf(-1)).Flatten(0, -1).LogSumExp([]int64{0}, false).SubScalar(math.Log(negCount))
 	return logMeanExp.Sub(p.Mean())
 }
 
@@ -127,7 +137,7 @@ func (infoNCE) Loss(s *torch.Tensor) *torch.Tensor {
 	if err := checkScores(s); err != nil {
 		return torch.Errored(err)
 	}
-	p, _, _ := split(s) // [N, L, M]
+	p, _ := positives(s) // [N, L, M]
 	// Negatives of global (k, m): entries S[j, k, l', m] with j != k.
 	g := s.Permute(1, 3, 0, 2) // [K, M, N, L]
 	self := eyeMask(n, s.Device(), s.Scope()).Reshape(n, 1, n, 1)
@@ -151,17 +161,15 @@ func checkScores(s *torch.Tensor) error {
 	return nil
 }
 
-// split returns the positive scores [N, L, M] (n == k) and the negative
-// scores [N*(N-1), L, M] (n != k).
-func split(s *torch.Tensor) (pos, neg *torch.Tensor, err error) {
+// positives returns the positive scores S[n, n] as a view [N, L, M] (every
+// (N+1)-th row of the flattened pairs: no copy).
+func positives(s *torch.Tensor) (*torch.Tensor, error) {
 	if err := checkScores(s); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	sh := s.Shape()
-	n, l, m := sh[0], sh[2], sh[3]
-	flat := s.Reshape(n*n, l, m)
-	pi, ni := pairIndex(n, s.Device(), s.Scope())
-	return flat.IndexSelect(0, pi), flat.IndexSelect(0, ni), nil
+	n := sh[0]
+	return s.Reshape(n*n, sh[2], sh[3]).Slice(0, 0, n*n, n+1), nil
 }
 
 type idxKey struct {
@@ -171,36 +179,11 @@ type idxKey struct {
 
 var (
 	idxMu    sync.Mutex
-	idxCache = map[idxKey][2]*torch.Tensor{}
 	eyeCache = map[idxKey]*torch.Tensor{}
 )
 
-// pairIndex returns the flat indices n*N+n of the positives and of the
-// negatives, cached per batch size and device (the cache owns them; the
-// returned handles are new references in scope s).
-func pairIndex(n int64, dev torch.Device, s *torch.Scope) (*torch.Tensor, *torch.Tensor) {
-	idxMu.Lock()
-	defer idxMu.Unlock()
-	k := idxKey{n, dev}
-	c, ok := idxCache[k]
-	if !ok {
-		var pos, neg []int64
-		for i := int64(0); i < n; i++ {
-			for j := int64(0); j < n; j++ {
-				if i == j {
-					pos = append(pos, i*n+j)
-				} else {
-					neg = append(neg, i*n+j)
-				}
-			}
-		}
-		c = [2]*torch.Tensor{torch.FromSlice(pos, []int64{n}, dev), torch.FromSlice(neg, []int64{n * (n - 1)}, dev)}
-		idxCache[k] = c
-	}
-	return c[0].Ref(s), c[1].Ref(s)
-}
-
-// eyeMask returns a boolean N x N identity, cached like pairIndex.
+// eyeMask returns a boolean N x N identity, cached per batch size and
+// device (the cache owns it; the returned handle is a new reference in s).
 func eyeMask(n int64, dev torch.Device, s *torch.Scope) *torch.Tensor {
 	idxMu.Lock()
 	defer idxMu.Unlock()

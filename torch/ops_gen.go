@@ -36,10 +36,11 @@ const (
 	opElu            = 29
 	opChannelsLast   = 30
 	opIsChannelsLast = 31
+	opReluInPlace    = 32
 )
 
 // unaryNames are the operators' names in error messages, by code.
-var unaryNames = [...]string{"neg", "exp", "log", "log1p", "sigmoid", "tanh", "relu", "sqrt", "abs", "square", "sign", "floor", "ceil", "round", "sin", "cos", "rsqrt", "logical_not", "contiguous", "detach", "clone", "erf", "expm1", "reciprocal", "gelu", "log_sigmoid", "isnan", "isfinite", "t", "elu", "contiguous", "is_contiguous"}
+var unaryNames = [...]string{"neg", "exp", "log", "log1p", "sigmoid", "tanh", "relu", "sqrt", "abs", "square", "sign", "floor", "ceil", "round", "sin", "cos", "rsqrt", "logical_not", "contiguous", "detach", "clone", "erf", "expm1", "reciprocal", "gelu", "log_sigmoid", "isnan", "isfinite", "t", "elu", "contiguous", "is_contiguous", "relu_"}
 
 // Codes of dt_binary (shim.cc).
 const (

@@ -36,6 +36,7 @@
   case 29: r = at::elu(a); break; \
   case 30: r = a.contiguous(at::MemoryFormat::ChannelsLast); break; \
   case 31: r = at::scalar_tensor(a.is_contiguous(at::MemoryFormat::ChannelsLast), at::kBool); break; \
+  case 32: r = a.relu_(); break; \
   /* end */
 
 #define DT_BINARY_CASES \

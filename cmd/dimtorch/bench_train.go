@@ -37,7 +37,7 @@ func benchTrainCommand() *cli.Command {
 			&cli.Float64Flag{Name: "gp-weight", Value: 1, Usage: "gradient penalty of the prior's discriminator"},
 			&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass"},
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
-			&cli.BoolFlag{Name: "channels-last", Usage: "lay the images and convolution weights out as NHWC (channels_last)"},
+			&cli.BoolFlag{Name: "channels-last", Value: true, Usage: "lay the images and convolution weights out as NHWC (channels_last), as dimtorch train does by default (--channels-last=false: NCHW)"},
 			&cli.Uint64Flag{Name: "seed", Value: 0},
 			&cli.BoolFlag{Name: "json", Usage: "end with one JSON object"},
 		},

@@ -44,8 +44,9 @@ func TestBenchTrainMatchesPyTorch(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			// NCHW unless the case says otherwise (the last --channels-last wins on both sides).
 			args := append([]string{"--encoder", "basic28", "--channels", "1", "--batch-size", "16", "--mi-units", "32",
-				"--steps", "4", "--warmup", "1", "--threads", "1", "--json"}, c.extra...)
+				"--steps", "4", "--warmup", "1", "--threads", "1", "--json", "--channels-last=false"}, c.extra...)
 			out, stderr, code := run(t, append([]string{"bench", "train"}, args...)...)
 			if code != 0 {
 				t.Fatalf("bench train: %s", stderr)

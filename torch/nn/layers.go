@@ -213,6 +213,10 @@ func (f *Func) Forward(x *torch.Tensor) *torch.Tensor { return f.Fn(x) }
 // ReLU returns the ReLU activation as a layer.
 func ReLU() *Func { return &Func{Name: "relu", Fn: (*torch.Tensor).Relu} }
 
+// ReLUInPlace is ReLU overwriting its input (PyTorch's ReLU(inplace=True)):
+// for use after a layer whose output nothing else reads, such as BatchNorm.
+func ReLUInPlace() *Func { return &Func{Name: "relu", Fn: (*torch.Tensor).ReluInPlace} }
+
 // LeakyReLU returns the leaky ReLU activation as a layer.
 func LeakyReLU(slope float64) *Func {
 	return &Func{Name: "leaky_relu", Fn: func(x *torch.Tensor) *torch.Tensor { return x.LeakyRelu(slope) }}
