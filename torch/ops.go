@@ -70,12 +70,6 @@ func (t *Tensor) Sigmoid() *Tensor    { return t.unary(opSigmoid) }
 func (t *Tensor) LogSigmoid() *Tensor { return t.unary(opLogSigmoid) }
 func (t *Tensor) Tanh() *Tensor       { return t.unary(opTanh) }
 func (t *Tensor) Relu() *Tensor       { return t.unary(opRelu) }
-
-// ReluInPlace overwrites t with relu(t) and returns it (as a new handle),
-// recorded by autograd like PyTorch's relu_: use it where nothing else
-// reads t's old values (after a BatchNorm, whose backward needs its input,
-// not its output). It saves the result's allocation and a pass over memory.
-func (t *Tensor) ReluInPlace() *Tensor { return t.unary(opReluInPlace) }
 func (t *Tensor) Gelu() *Tensor       { return t.unary(opGelu) }
 func (t *Tensor) Elu() *Tensor        { return t.unary(opElu) }
 func (t *Tensor) Sqrt() *Tensor       { return t.unary(opSqrt) }
@@ -291,3 +285,9 @@ func (t *Tensor) IsChannelsLast() bool {
 	v, err := r.Item()
 	return err == nil && v != 0
 }
+
+// ReluInPlace overwrites t with relu(t) and returns it (as a new handle),
+// recorded by autograd like PyTorch's relu_: use it where nothing else
+// reads t's old values (after a BatchNorm, whose backward needs its input,
+// not its output). It saves the result's allocation and a pass over memory.
+func (t *Tensor) ReluInPlace() *Tensor { return t.unary(opReluInPlace) }
