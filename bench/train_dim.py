@@ -91,10 +91,16 @@ class Concat(nn.Module):
         return self.out(F.relu(self.hidden(pair)))  # [N, K, L, 1]
 
 
+ONEDNN_LINEAR = False
+
+
 def dot_scores(local, glob):
     """S[n, k, l, m] = <local[n, l], glob[k, m]>."""
     if glob.dim() == 2:
         glob = glob[:, None]
+    if ONEDNN_LINEAR:  # as dimtorch computes it: a linear layer, on oneDNN's kernels
+        (n, l, u), (k, m) = local.shape, glob.shape[:2]
+        return F.linear(local.reshape(n * l, u), glob.reshape(k * m, u)).reshape(n, l, k, m).permute(0, 2, 1, 3)
     return torch.einsum("nlu,kmu->nklm", local, glob)
 
 
@@ -147,6 +153,23 @@ def gradient_penalty(disc, x):
     return (g ** 2).sum(1).mean()
 
 
+def use_onednn_linear():
+    plain = F.linear
+
+    def linear(x, w, b=None):
+        if (x.dim() >= 2 and x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
+                and not torch.is_autocast_cpu_enabled() and x.numel() > 0):
+            k = x.shape[-1]
+            y = F.conv2d(x.reshape(-1, k, 1, 1), w.reshape(w.shape[0], k, 1, 1), b)
+            return y.reshape(*x.shape[:-1], w.shape[0])
+        return plain(x, w, b)
+
+    F.linear = linear
+    torch.nn.modules.linear.F.linear = linear
+    global ONEDNN_LINEAR
+    ONEDNN_LINEAR = True
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoder", default="dcgan32")
@@ -167,8 +190,13 @@ def main():
     ap.add_argument("--channels-last", nargs="?", const="true", default="false", choices=["true", "false"],
                     help="NHWC images and convolution weights (--channels-last or --channels-last=true; default false)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--onednn-linear", action="store_true",
+                    help="run float32 CPU linear layers as 1x1 convolutions (oneDNN's kernels), as dimtorch does by "
+                         "default, for step-by-step comparisons with the same kernels; PyTorch's default is BLAS")
     a = ap.parse_args()
     a.channels_last = a.channels_last == "true"
+    if a.onednn_linear:
+        use_onednn_linear()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)

@@ -23,6 +23,7 @@
 #include <torch/version.h>
 #endif
 
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #if defined(__GLIBC__)
@@ -628,9 +629,44 @@ dt_err dt_einsum(const char *eq, const dt_tensor *ts, int n, dt_tensor *out) {
 
 // ---- neural-network functions ----------------------------------------------------------
 
+// Linear layers in float32 on the CPU run as 1x1 convolutions over [M, K, 1, 1]
+// views: libtorch sends those to oneDNN's JIT kernels, where at::linear goes to
+// the BLAS it was built with (OpenBLAS in Debian's build), 1.1x to 4x slower
+// for the shapes of DIM's layers on AVX-512 (forward and backward, measured with
+// PyTorch on the same libtorch). Same maths, other rounding; off with
+// dt_set_onednn_linear(0) or DIMTORCH_ONEDNN_LINEAR=0. Under autocast (bfloat16)
+// at::linear already runs on oneDNN and is left alone.
+static int onednn_linear_state() {
+  static int from_env = [] {
+    const char *e = std::getenv("DIMTORCH_ONEDNN_LINEAR");
+    return (e != nullptr && std::string(e) == "0") ? 0 : 1;
+  }();
+  return from_env;
+}
+static std::atomic<int> g_onednn_linear{-1};  // -1: not set, follow the environment
+
+void dt_set_onednn_linear(int on) { g_onednn_linear.store(on != 0 ? 1 : 0); }
+
+int dt_onednn_linear(void) {
+  int v = g_onednn_linear.load();
+  return (v < 0 ? onednn_linear_state() : v) != 0 && at::hasMKLDNN() ? 1 : 0;
+}
+
 dt_err dt_linear(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor *out) {
   TRY
-  *out = wrap(at::linear(T(x), T(w), opt(b)));
+  const at::Tensor &xx = T(x);
+  const at::Tensor &ww = T(w);
+  if (xx.dim() >= 2 && ww.dim() == 2 && xx.device().is_cpu() && ww.device().is_cpu() &&
+      xx.scalar_type() == at::kFloat && ww.scalar_type() == at::kFloat && xx.size(-1) == ww.size(1) &&
+      xx.numel() > 0 && dt_autocast_enabled(0) == 0 && dt_onednn_linear() != 0) {
+    std::vector<int64_t> sizes = xx.sizes().vec();
+    const int64_t k = sizes.back();
+    at::Tensor y = at::conv2d(xx.reshape({-1, k, 1, 1}), ww.reshape({ww.size(0), k, 1, 1}), opt(b));
+    sizes.back() = ww.size(0);
+    *out = wrap(y.reshape(sizes));
+    return nullptr;
+  }
+  *out = wrap(at::linear(xx, ww, opt(b)));
   CATCH
 }
 
@@ -786,6 +822,48 @@ dt_err dt_init_(int op, dt_tensor t_, double a, double b) {
 
 // ---- optimiser steps: one call per step over the parameter list (per-parameter ATen ops) ----------
 
+// One Adam update of a float32 CPU parameter in a single pass over its
+// elements (parameter, gradient and both moments read once, written once),
+// split over libtorch's intra-op threads: the per-tensor form above makes
+// about ten passes. Same formula, in the same order, as the per-tensor form
+// and PyTorch's Adam. Returns false (nothing done) for other tensors, which
+// take the per-tensor form.
+static bool adam_fused_cpu(at::Tensor &p, const at::Tensor &g, at::Tensor &m, at::Tensor &v, double lr, double beta1,
+                           double beta2, double eps, double weight_decay, bool decoupled, double bc1, double bc2) {
+  if (!p.device().is_cpu() || p.scalar_type() != at::kFloat || g.scalar_type() != at::kFloat ||
+      m.scalar_type() != at::kFloat || v.scalar_type() != at::kFloat || !p.is_contiguous() || !g.is_contiguous() ||
+      !m.is_contiguous() || !v.is_contiguous() || g.numel() != p.numel() || m.numel() != p.numel() ||
+      v.numel() != p.numel() || g.is_sparse())
+    return false;
+  float *pp = p.data_ptr<float>();
+  const float *gp = g.data_ptr<float>();
+  float *mp = m.data_ptr<float>();
+  float *vp = v.data_ptr<float>();
+  const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
+  const float a1 = static_cast<float>(1.0 - beta1), a2 = static_cast<float>(1.0 - beta2);
+  const float wd = static_cast<float>(weight_decay), decay = static_cast<float>(1.0 - lr * weight_decay);
+  const float sbc2 = static_cast<float>(std::sqrt(bc2)), e = static_cast<float>(eps);
+  const float step = static_cast<float>(-lr / bc1);
+  at::parallel_for(0, p.numel(), 32768, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) {
+      float gi = gp[i];
+      float pi = pp[i];
+      if (weight_decay != 0) {
+        if (decoupled)
+          pi = pi * decay;
+        else
+          gi = gi + wd * pi;
+      }
+      const float mi = mp[i] * b1 + a1 * gi;
+      const float vi = vp[i] * b2 + a2 * (gi * gi);
+      mp[i] = mi;
+      vp[i] = vi;
+      pp[i] = pi + step * (mi / (std::sqrt(vi) / sbc2 + e));
+    }
+  });
+  return true;
+}
+
 dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq, int n,
                     double lr, double beta1, double beta2, double eps, double weight_decay, int decoupled,
                     int64_t step) {
@@ -797,14 +875,15 @@ dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_
     at::Tensor &p = T(params[i]);
     at::Tensor g = p.grad();
     if (!g.defined()) continue;
+    at::Tensor &m = T(exp_avg[i]);
+    at::Tensor &v = T(exp_avg_sq[i]);
+    if (adam_fused_cpu(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled != 0, bc1, bc2)) continue;
     if (weight_decay != 0) {
       if (decoupled)
         p.mul_(1.0 - lr * weight_decay);
       else
         g = g.add(p, weight_decay);
     }
-    at::Tensor &m = T(exp_avg[i]);
-    at::Tensor &v = T(exp_avg_sq[i]);
     m.mul_(beta1).add_(g, 1.0 - beta1);
     v.mul_(beta2).addcmul_(g, g, 1.0 - beta2);
     at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(eps);

@@ -29,7 +29,7 @@ extern "C" {
 typedef struct dt_tensor_s *dt_tensor;
 typedef char *dt_err;
 
-#define DT_ABI_VERSION 3
+#define DT_ABI_VERSION 4
 
 int dt_abi_version(void);
 void dt_free(dt_tensor t);
@@ -146,6 +146,10 @@ dt_err dt_einsum(const char *eq, const dt_tensor *ts, int n, dt_tensor *out);
 
 /* ---- neural-network functions ------------------------------------------- */
 dt_err dt_linear(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor *out);
+/* float32 CPU linear layers as 1x1 convolutions on oneDNN (default on where
+   libtorch has oneDNN, unless DIMTORCH_ONEDNN_LINEAR=0) */
+void dt_set_onednn_linear(int on);
+int dt_onednn_linear(void);
 dt_err dt_conv2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride, const int64_t *padding,
                  const int64_t *dilation, int64_t groups, dt_tensor *out);
 dt_err dt_conv_transpose2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dimtorch/dimtorch/datasets/datasetstest"
+	"github.com/dimtorch/dimtorch/torch"
 )
 
 func hasPyTorch() bool {
@@ -55,7 +56,11 @@ func TestBenchTrainMatchesPyTorch(t *testing.T) {
 			if err := json.Unmarshal([]byte(lastLine(out)), &d); err != nil {
 				t.Fatal(err)
 			}
-			py, err := exec.Command("/usr/bin/python3", append([]string{"../../bench/train_dim.py"}, args...)...).Output()
+			pyArgs := args
+			if torch.OneDNNLinear() { // dimtorch's float32 linear layers run on oneDNN: the same kernels on both sides
+				pyArgs = append(pyArgs, "--onednn-linear")
+			}
+			py, err := exec.Command("/usr/bin/python3", append([]string{"../../bench/train_dim.py"}, pyArgs...)...).Output()
 			if err != nil {
 				t.Fatal(err)
 			}
