@@ -822,48 +822,10 @@ dt_err dt_init_(int op, dt_tensor t_, double a, double b) {
 
 // ---- optimiser steps: one call per step over the parameter list (per-parameter ATen ops) ----------
 
-// One Adam update of a float32 CPU parameter in a single pass over its
-// elements (parameter, gradient and both moments read once, written once),
-// split over libtorch's intra-op threads: the per-tensor form above makes
-// about ten passes. Same formula, in the same order, as the per-tensor form
-// and PyTorch's Adam. Returns false (nothing done) for other tensors, which
-// take the per-tensor form.
-static bool adam_fused_cpu(at::Tensor &p, const at::Tensor &g, at::Tensor &m, at::Tensor &v, double lr, double beta1,
-                           double beta2, double eps, double weight_decay, bool decoupled, double bc1, double bc2) {
-  if (!p.device().is_cpu() || p.scalar_type() != at::kFloat || g.scalar_type() != at::kFloat ||
-      m.scalar_type() != at::kFloat || v.scalar_type() != at::kFloat || !p.is_contiguous() || !g.is_contiguous() ||
-      !m.is_contiguous() || !v.is_contiguous() || g.numel() != p.numel() || m.numel() != p.numel() ||
-      v.numel() != p.numel() || g.is_sparse())
-    return false;
-  float *pp = p.data_ptr<float>();
-  const float *gp = g.data_ptr<float>();
-  float *mp = m.data_ptr<float>();
-  float *vp = v.data_ptr<float>();
-  const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2);
-  const float a1 = static_cast<float>(1.0 - beta1), a2 = static_cast<float>(1.0 - beta2);
-  const float wd = static_cast<float>(weight_decay), decay = static_cast<float>(1.0 - lr * weight_decay);
-  const float sbc2 = static_cast<float>(std::sqrt(bc2)), e = static_cast<float>(eps);
-  const float step = static_cast<float>(-lr / bc1);
-  at::parallel_for(0, p.numel(), 32768, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; i++) {
-      float gi = gp[i];
-      float pi = pp[i];
-      if (weight_decay != 0) {
-        if (decoupled)
-          pi = pi * decay;
-        else
-          gi = gi + wd * pi;
-      }
-      const float mi = mp[i] * b1 + a1 * gi;
-      const float vi = vp[i] * b2 + a2 * (gi * gi);
-      mp[i] = mi;
-      vp[i] = vi;
-      pp[i] = pi + step * (mi / (std::sqrt(vi) / sbc2 + e));
-    }
-  });
-  return true;
-}
-
+// A hand-written single-pass Adam loop (parameter, gradient and moments read
+// once) was measured slower than these ATen operations (0.80x to 0.97x of the
+// step on AVX-512): ATen's kernels are vectorised for the CPU they run on,
+// the shim is compiled for the baseline x86-64.
 dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq, int n,
                     double lr, double beta1, double beta2, double eps, double weight_decay, int decoupled,
                     int64_t step) {
@@ -877,7 +839,6 @@ dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_
     if (!g.defined()) continue;
     at::Tensor &m = T(exp_avg[i]);
     at::Tensor &v = T(exp_avg_sq[i]);
-    if (adam_fused_cpu(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled != 0, bc1, bc2)) continue;
     if (weight_decay != 0) {
       if (decoupled)
         p.mul_(1.0 - lr * weight_decay);
