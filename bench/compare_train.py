@@ -65,28 +65,38 @@ def main():
             runs[impl].append(run(cmds[impl]))
     ratios = [d["images_per_sec"] / p["images_per_sec"] for d, p in zip(runs["dimtorch"], runs["pytorch"])]
     med = {k: statistics.median(r["images_per_sec"] for r in v) for k, v in runs.items()}
-    dl, pl = runs["dimtorch"][-1]["last_loss"], runs["pytorch"][-1]["last_loss"]
-    # float32 on the CPU: the same computation, so the same loss to rounding;
-    # bf16 and CUDA kernels are not bit-reproducible across the two.
-    tol = 2e-2 if (a.bf16 or a.device != "cpu") else 1e-5
-    if a.dimtorch_channels_last != a.pytorch_channels_last:
-        tol = None  # different convolution algorithms: the rounding differences grow over the steps
-    agree = tol is None or abs(dl - pl) <= tol * max(1.0, abs(pl))
+    dl = runs["dimtorch"][-1]["first_loss"]
+    # The losses: PyTorch computing the same step with dimtorch's layout and
+    # kernels (float32 linear layers as 1x1 convolutions on oneDNN, unless
+    # DIMTORCH_ONEDNN_LINEAR=0) must give the same loss at the first timed
+    # step (after the warm-up steps): float32 on the CPU to rounding, bf16 and
+    # CUDA to their precision. Later steps are not compared: on this random-data
+    # task a rounding difference in the last bit grows to several percent of
+    # the loss within 20 steps (the timed PyTorch runs, in other kernels and
+    # layouts, drift the same way). bench/train_dim.py's step-by-step test is
+    # TestBenchTrainMatchesPyTorch.
+    same = [sys.executable, os.path.join(ROOT, "bench", "train_dim.py")] + common + [
+        "--channels-last=" + str(a.dimtorch_channels_last).lower()]
+    if a.device == "cpu" and os.environ.get("DIMTORCH_ONEDNN_LINEAR") != "0":
+        same.append("--onednn-linear")
+    pl = run(same)["first_loss"]
+    tol = 2e-2 if (a.bf16 or a.device != "cpu") else 1e-4
+    agree = abs(dl - pl) <= tol * max(1.0, abs(pl))
     print(f"{a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.estimator}, prior {a.gamma}, {a.threads} threads, {a.device}, bf16 {a.bf16}, "
           f"channels_last dimtorch {a.dimtorch_channels_last} PyTorch {a.pytorch_channels_last}: "
           f"{a.repeats} alternating pairs of {a.steps} steps")
-    print("| implementation | median images/s | peak RSS (MiB) | loss after the timed steps |")
+    print("| implementation | median images/s | peak RSS (MiB) | loss after the timed steps (own layout and kernels) |")
     print("| --- | ---: | ---: | ---: |")
     for impl in ("dimtorch", "pytorch"):
         print(f"| {impl} | {med[impl]:.1f} | {runs[impl][-1]['peak_rss_mb']:.0f} | {runs[impl][-1]['last_loss']:.6f} |")
     print(f"dimtorch / PyTorch eager: median {statistics.median(ratios):.2f}x over {len(ratios)} pairs "
           f"(range {min(ratios):.2f}x to {max(ratios):.2f}x); "
-          + ("losses not compared (different memory layouts round differently)" if tol is None else
-             f"losses {'agree' if agree else 'DIFFER'} (tolerance {tol:g})"))
+          + f"loss at the first timed step {dl:.6f}, PyTorch with the same layout and kernels {pl:.6f}: "
+          + f"{'agree' if agree else 'DIFFER'} (relative tolerance {tol:g})")
     if a.json:
         print(json.dumps({"median_ratio": statistics.median(ratios), "min_ratio": min(ratios), "max_ratio": max(ratios),
                           "ratios": ratios, "dimtorch_images_per_sec": med["dimtorch"], "pytorch_images_per_sec": med["pytorch"],
-                          "dimtorch_last_loss": dl, "pytorch_last_loss": pl, "losses_agree": agree}))
+                          "dimtorch_last_loss": dl, "pytorch_same_kernels_last_loss": pl, "losses_agree": agree}))
     if not agree:
         sys.exit(1)
 
