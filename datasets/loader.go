@@ -28,6 +28,15 @@ type LoaderOptions struct {
 	// transforms as a one-view loader with the same seed.
 	Views  int
 	Device torch.Device
+	// Rank and World shard every epoch for data-parallel training: the
+	// epoch's order (the same permutation on every rank, from Seed and the
+	// epoch) is cut to a multiple of World images and rank r reads positions
+	// r, r+World, r+2*World, ... of it. The shards of one epoch are disjoint,
+	// of equal size, and together cover all but at most World-1 images (a
+	// different few each epoch when shuffling). Augmentations depend on the
+	// image, the view and the epoch only, not on the rank. World 0 or 1: no
+	// sharding.
+	Rank, World int
 }
 
 // Loader turns a Dataset into batches of tensors: images as float32
@@ -55,6 +64,12 @@ func NewLoader(ds Dataset, o LoaderOptions) (*Loader, error) {
 	if o.Views < 0 {
 		return nil, fmt.Errorf("views %d must be positive", o.Views)
 	}
+	if o.World == 0 {
+		o.World = 1
+	}
+	if o.World < 1 || o.Rank < 0 || o.Rank >= o.World {
+		return nil, fmt.Errorf("rank %d of a world of %d: want 0 <= rank < world", o.Rank, o.World)
+	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.NumCPU()
 	}
@@ -63,6 +78,9 @@ func NewLoader(ds Dataset, o LoaderOptions) (*Loader, error) {
 	}
 	if ds.Len() == 0 {
 		return nil, errors.New("the dataset is empty")
+	}
+	if ds.Len() < o.World {
+		return nil, fmt.Errorf("%d images cannot be shared among %d processes", ds.Len(), o.World)
 	}
 	l := &Loader{ds: ds, o: o}
 	img, _, err := ds.Image(0)
@@ -74,7 +92,7 @@ func NewLoader(ds Dataset, o LoaderOptions) (*Loader, error) {
 	}
 	l.shape = Shape{img.C, img.H, img.W}
 	if l.NumBatches() == 0 {
-		return nil, fmt.Errorf("%d images make no full batch of %d (drop-last is on)", ds.Len(), o.BatchSize)
+		return nil, fmt.Errorf("%d images make no full batch of %d (drop-last is on)", l.ShardLen(), o.BatchSize)
 	}
 	return l, nil
 }
@@ -85,9 +103,13 @@ func (l *Loader) Shape() Shape { return l.shape }
 // Dataset returns the dataset the loader reads.
 func (l *Loader) Dataset() Dataset { return l.ds }
 
-// NumBatches returns the number of batches per epoch.
+// ShardLen is the number of images this loader reads per epoch: the
+// dataset's, or its rank's share when sharded.
+func (l *Loader) ShardLen() int { return l.ds.Len() / l.o.World }
+
+// NumBatches returns the number of batches per epoch (of this rank's shard).
 func (l *Loader) NumBatches() int {
-	n, b := l.ds.Len(), l.o.BatchSize
+	n, b := l.ShardLen(), l.o.BatchSize
 	if l.o.DropLast {
 		return n / b
 	}
@@ -123,14 +145,23 @@ func (b *Batch) Free() {
 // Order returns the dataset indices of an epoch in the order they are served.
 func (l *Loader) Order(epoch int) []int {
 	n := l.ds.Len()
+	var idx []int
 	if !l.o.Shuffle {
-		idx := make([]int, n)
+		idx = make([]int, n)
 		for i := range idx {
 			idx[i] = i
 		}
+	} else {
+		idx = rand.New(rand.NewPCG(l.o.Seed, 0x9e3779b97f4a7c15^uint64(epoch))).Perm(n)
+	}
+	if l.o.World <= 1 {
 		return idx
 	}
-	return rand.New(rand.NewPCG(l.o.Seed, 0x9e3779b97f4a7c15^uint64(epoch))).Perm(n)
+	shard := make([]int, 0, l.ShardLen())
+	for i := l.o.Rank; i < l.ShardLen()*l.o.World; i += l.o.World {
+		shard = append(shard, idx[i])
+	}
+	return shard
 }
 
 // imageRNG is the random source of one view of one image's augmentation in

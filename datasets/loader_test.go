@@ -473,3 +473,93 @@ func TestLoaderViews(t *testing.T) {
 		t.Fatal("negative views accepted")
 	}
 }
+
+// Sharded loaders (data-parallel ranks) split every epoch: the shards are
+// disjoint, equal in size, cover the epoch's permutation but for fewer than
+// World images, change with the epoch, and serve the same augmented images
+// as an unsharded loader does for the same indices; world 1 is the
+// unsharded loader.
+func TestShardedLoaders(t *testing.T) {
+	ds := synthetic(103, Shape{1, 4, 4})
+	base := LoaderOptions{BatchSize: 5, Shuffle: true, Seed: 7, Workers: 2}
+	full, err := NewLoader(ds, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, world := range []int{1, 2, 3, 4} {
+		for epoch := 0; epoch < 2; epoch++ {
+			seen := map[int]int{}
+			var size int
+			for r := 0; r < world; r++ {
+				o := base
+				o.Rank, o.World = r, world
+				l, err := NewLoader(ds, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				shard := l.Order(epoch)
+				if r == 0 {
+					size = len(shard)
+				}
+				if len(shard) != size || size != 103/world || l.NumBatches() != (size+4)/5 {
+					t.Fatalf("world %d rank %d: shard of %d (rank 0: %d), %d batches", world, r, len(shard), size, l.NumBatches())
+				}
+				for _, i := range shard {
+					seen[i]++
+				}
+			}
+			order := full.Order(epoch)
+			for k, i := range order {
+				if k < size*world && seen[i] != 1 {
+					t.Fatalf("world %d epoch %d: image %d served %d times", world, epoch, i, seen[i])
+				}
+				if k >= size*world && seen[i] != 0 {
+					t.Fatalf("world %d epoch %d: dropped tail image %d served", world, epoch, i)
+				}
+			}
+			if world == 1 && fmt.Sprint(order) != fmt.Sprint(func() []int { l, _ := NewLoader(ds, LoaderOptions{BatchSize: 5, Shuffle: true, Seed: 7, Rank: 0, World: 1}); return l.Order(epoch) }()) {
+				t.Fatal("world 1 differs from the unsharded loader")
+			}
+		}
+	}
+	o := base
+	o.Rank, o.World = 1, 2
+	l, _ := NewLoader(ds, o)
+	if fmt.Sprint(l.Order(0)) == fmt.Sprint(l.Order(1)) {
+		t.Fatal("a shard does not change with the epoch")
+	}
+	// The same image gets the same augmentation in a shard as unsharded.
+	tf := o
+	tf.Transform = Compose(RandomCrop(4, 4, 1))
+	sh, err := NewLoader(ds, tf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := base
+	plain.Transform = tf.Transform
+	un, _ := NewLoader(ds, plain)
+	it := sh.Epoch(context.Background(), 0)
+	b, err := it.Next()
+	it.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Free()
+	got, _ := b.X.Narrow(0, 0, 1).Float64s()
+	want, err := un.build(0, 0, b.Indices[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Free()
+	w, _ := want.X.Float64s()
+	if fmt.Sprint(got) != fmt.Sprint(w) {
+		t.Fatal("the sharded loader augments an image differently from the unsharded one")
+	}
+	for _, bad := range [][2]int{{2, 2}, {-1, 2}, {0, -1}, {0, 200}} {
+		o := base
+		o.Rank, o.World = bad[0], bad[1]
+		if _, err := NewLoader(ds, o); err == nil {
+			t.Fatalf("rank %d of world %d accepted", bad[0], bad[1])
+		}
+	}
+}

