@@ -517,7 +517,10 @@ func TestShardedLoaders(t *testing.T) {
 					t.Fatalf("world %d epoch %d: dropped tail image %d served", world, epoch, i)
 				}
 			}
-			if world == 1 && fmt.Sprint(order) != fmt.Sprint(func() []int { l, _ := NewLoader(ds, LoaderOptions{BatchSize: 5, Shuffle: true, Seed: 7, Rank: 0, World: 1}); return l.Order(epoch) }()) {
+			if world == 1 && fmt.Sprint(order) != fmt.Sprint(func() []int {
+				l, _ := NewLoader(ds, LoaderOptions{BatchSize: 5, Shuffle: true, Seed: 7, Rank: 0, World: 1})
+				return l.Order(epoch)
+			}()) {
 				t.Fatal("world 1 differs from the unsharded loader")
 			}
 		}
