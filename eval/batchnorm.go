@@ -3,7 +3,6 @@ package eval
 import (
 	"context"
 	"fmt"
-	"io"
 
 	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/models"
@@ -47,34 +46,16 @@ func CalibrateBatchNorm(ctx context.Context, enc models.Encoder, d datasets.Data
 		return 0, err
 	}
 	enc.Train(true)
-	it := l.Epoch(ctx, 0)
-	defer it.Close()
 	seen := 0
-	torch.NoGrad(func() {
-		for {
-			b, e := it.Next()
-			if e == io.EOF {
-				return
-			}
-			if e != nil {
-				err = e
-				return
-			}
-			s := torch.NewScope()
-			b.MoveTo(s)
-			if e := models.CheckInput(enc, b.X); e != nil {
-				err = e
-				s.Close()
-				return
-			}
-			e = enc.Encode(b.X).Y.Err()
-			seen += int(b.X.Size(0))
-			s.Close()
-			if e != nil {
-				err = fmt.Errorf("batch-norm statistics: %w", e)
-				return
-			}
+	err = eachBatch(ctx, l, func(b *datasets.Batch, _ *torch.Scope) error {
+		if err := models.CheckInput(enc, b.X); err != nil {
+			return err
 		}
+		if err := enc.Encode(b.X).Y.Err(); err != nil {
+			return fmt.Errorf("batch-norm statistics: %w", err)
+		}
+		seen += int(b.X.Size(0))
+		return nil
 	})
 	return seen, err
 }

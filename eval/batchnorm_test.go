@@ -40,9 +40,13 @@ func TestCalibrateBatchNorm(t *testing.T) {
 			bn = b
 		}
 	})
+	live := torch.LiveTensors()
 	n, err := CalibrateBatchNorm(context.Background(), enc, d, nil, torch.CPU)
 	if err != nil || n != 1000 {
 		t.Fatalf("calibrated on %d images: %v", n, err)
+	}
+	if after := torch.LiveTensors(); after != live {
+		t.Fatalf("%d live tensors before calibrating, %d after", live, after)
 	}
 	if enc.Training() {
 		t.Fatal("the encoder was left in training mode")

