@@ -1,0 +1,317 @@
+//go:build !dimtorch_nodist && !dimtorch_shim
+
+package dist
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+)
+
+// The tests start copies of the test binary as the ranks of a job: a copy
+// with DIMTORCH_DIST_TEST set runs that scenario (see TestMain) and prints
+// one JSON result line.
+const envScenario = "DIMTORCH_DIST_TEST"
+
+func TestMain(m *testing.M) {
+	if s := os.Getenv(envScenario); s != "" {
+		out, err := runScenario(s)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "scenario error:", err)
+			fmt.Printf("{\"error\": %q}\n", err.Error())
+			os.Exit(3)
+		}
+		b, _ := json.Marshal(out)
+		fmt.Println(string(b))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// freePort returns a TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type rankResult struct {
+	out    map[string][]float64
+	stderr string
+	err    error
+	took   time.Duration
+}
+
+// spawn runs scenario on world ranks (extra environment per rank from env)
+// and returns each rank's result.
+func spawn(t *testing.T, scenario string, world int, env func(rank int) []string) []rankResult {
+	t.Helper()
+	port := freePort(t)
+	cmds := make([]*exec.Cmd, world)
+	outs := make([]*strings.Builder, world)
+	errs := make([]*strings.Builder, world)
+	for r := 0; r < world; r++ {
+		c := exec.Command(os.Args[0], "-test.run=^$")
+		c.Env = append(os.Environ(), envScenario+"="+scenario, "RANK="+strconv.Itoa(r), "WORLD_SIZE="+strconv.Itoa(world),
+			"MASTER_ADDR=127.0.0.1", "MASTER_PORT="+strconv.Itoa(port), EnvTimeout+"=20")
+		if env != nil {
+			c.Env = append(c.Env, env(r)...)
+		}
+		outs[r], errs[r] = &strings.Builder{}, &strings.Builder{}
+		c.Stdout, c.Stderr = outs[r], errs[r]
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds[r] = c
+	}
+	res := make([]rankResult, world)
+	start := time.Now()
+	for r, c := range cmds {
+		res[r].err = c.Wait()
+		res[r].took = time.Since(start)
+		res[r].stderr = errs[r].String()
+		lines := strings.Split(strings.TrimSpace(outs[r].String()), "\n")
+		_ = json.Unmarshal([]byte(lines[len(lines)-1]), &res[r].out)
+	}
+	return res
+}
+
+func join() (*Group, error) {
+	cfg, ok, err := FromEnv()
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("no WORLD_SIZE")
+	}
+	return New(cfg)
+}
+
+func runScenario(name string) (map[string][]float64, error) {
+	if name == "mismatch" {
+		// Every rank but 0 claims a world one larger than rank 0's.
+		if os.Getenv("RANK") != "0" {
+			os.Setenv("WORLD_SIZE", "3")
+		}
+	}
+	g, err := join()
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	out := map[string][]float64{}
+	r := float32(g.Rank())
+	switch name {
+	case "collectives":
+		x := torch.FromSlice([]float32{1 + r, 10 * (1 + r)}, []int64{2})
+		defer x.Free()
+		if err := g.AllReduce(Sum, x); err != nil {
+			return nil, err
+		}
+		m := torch.FromSlice([]float64{float64(r)}, []int64{1})
+		defer m.Free()
+		if err := g.AllReduce(Max, m); err != nil {
+			return nil, err
+		}
+		// A channels-last tensor broadcast from rank 1.
+		b := torch.FromSlice([]float32{r, r, r, r, r, r, r, r}, []int64{1, 2, 2, 2}).ChannelsLast()
+		defer b.Free()
+		if err := g.Broadcast(1, b); err != nil {
+			return nil, err
+		}
+		out["sum"], _ = float64s(x)
+		out["max"], _ = float64s(m)
+		out["bcast"], _ = float64s(b)
+		// All-gather with gradients: loss_r = sum(w_r * gathered) with
+		// w_r = rank+1, so d(sum_r loss_r)/dx = sum_r (r+1) on every rank.
+		v := torch.FromSlice([]float32{r, -r, 2 * r}, []int64{1, 3}).SetRequiresGrad(true)
+		defer v.Free()
+		s := torch.NewScope()
+		defer s.Close()
+		gathered := g.AllGather(v.Mul(torch.Scalar(1.0, s)))
+		loss := gathered.MulScalar(float64(r) + 1).Sum()
+		if err := loss.Backward(); err != nil {
+			return nil, err
+		}
+		out["gathered"], _ = float64s(gathered)
+		out["grad"], _ = float64s(v.Grad())
+	case "reducer":
+		// A linear layer trained on each rank's own data: after the reducer
+		// the gradient must be the mean of the ranks' gradients, that is
+		// the gradient of the mean loss over both shards.
+		torch.ManualSeed(uint64(7 + g.Rank())) // different weights: the broadcast must align them
+		lin := nn.NewLinear(3, 2, true)
+		defer nn.Free(lin)
+		ps := nn.Parameters(lin)
+		if err := g.Verify(ps...); err != nil {
+			return nil, err
+		}
+		if err := g.Broadcast(0, ps...); err != nil {
+			return nil, err
+		}
+		red, err := g.NewReducer(ps)
+		if err != nil {
+			return nil, err
+		}
+		defer red.Close()
+		for step := 0; step < 3; step++ {
+			s := torch.NewScope()
+			x := torch.FromSlice([]float32{1 + r, 2, -r, 0.5, r * r, 1, float32(step), 1, 1}, []int64{3, 3}, s)
+			backward := func(prepare bool, key string) error {
+				for _, p := range ps {
+					_ = p.ZeroGrad()
+				}
+				if prepare {
+					if err := red.Prepare(); err != nil {
+						return err
+					}
+				}
+				if err := lin.Forward(x).Square().Mean().Backward(); err != nil {
+					return err
+				}
+				for i, p := range ps {
+					out[fmt.Sprintf("%s%d_%d", key, step, i)], _ = float64s(p.Grad())
+				}
+				return nil
+			}
+			// This rank's own gradient (no Prepare: the reducer stays out),
+			// then the averaged one.
+			if err := backward(false, "local"); err != nil {
+				return nil, err
+			}
+			if err := backward(true, "reduced"); err != nil {
+				return nil, err
+			}
+			torch.NoGrad(func() {
+				for _, p := range ps {
+					_ = p.SubInPlace(p.Grad().MoveTo(s), 0.1)
+				}
+			})
+			s.Close()
+		}
+		for i, p := range ps {
+			out[fmt.Sprintf("param%d", i)], _ = float64s(p)
+		}
+	case "die":
+		x := torch.FromSlice([]float32{1}, []int64{1})
+		defer x.Free()
+		if g.Rank() == 1 {
+			os.Exit(9) // a crash: no goodbye
+		}
+		start := time.Now()
+		for i := 0; i < 1000; i++ {
+			if err := g.AllReduce(Sum, x); err != nil {
+				return map[string][]float64{"seconds": {time.Since(start).Seconds()}}, err
+			}
+		}
+		return nil, fmt.Errorf("the collectives kept working without rank 1")
+	case "mismatch":
+	}
+	return out, nil
+}
+
+func float64s(t *torch.Tensor) ([]float64, error) {
+	return t.Contiguous().To(torch.Float64).Float64s()
+}
+
+func TestCollectives(t *testing.T) {
+	res := spawn(t, "collectives", 2, nil)
+	for r, x := range res {
+		if x.err != nil {
+			t.Fatalf("rank %d: %v\n%s", r, x.err, x.stderr)
+		}
+		want := map[string][]float64{"sum": {3, 30}, "max": {1}, "bcast": {1, 1, 1, 1, 1, 1, 1, 1},
+			"gathered": {0, 0, 0, 1, -1, 2}, "grad": {3, 3, 3}}
+		for k, w := range want {
+			if !close(x.out[k], w, 1e-6) {
+				t.Errorf("rank %d %s = %v, want %v", r, k, x.out[k], w)
+			}
+		}
+	}
+}
+
+func close(a, b []float64, tol float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !(math.Abs(a[i]-b[i]) <= tol*(1+math.Abs(b[i]))) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestReducer: DDP's Reducer leaves on every rank the mean of the ranks'
+// own gradients, step after step, and the parameters stay equal.
+func TestReducer(t *testing.T) {
+	res := spawn(t, "reducer", 2, nil)
+	for r, x := range res {
+		if x.err != nil {
+			t.Fatalf("rank %d: %v\n%s", r, x.err, x.stderr)
+		}
+	}
+	a, b := res[0].out, res[1].out
+	for step := 0; step < 3; step++ {
+		for i := 0; i < 2; i++ {
+			k := fmt.Sprintf("%d_%d", step, i)
+			la, lb := a["local"+k], b["local"+k]
+			if len(la) == 0 || close(la, lb, 1e-3) {
+				t.Fatalf("step %d param %d: the ranks' own gradients should differ: %v %v", step, i, la, lb)
+			}
+			mean := make([]float64, len(la))
+			for j := range la {
+				mean[j] = (la[j] + lb[j]) / 2
+			}
+			for r, x := range []map[string][]float64{a, b} {
+				if !close(x["reduced"+k], mean, 1e-5) {
+					t.Errorf("rank %d step %d param %d: reduced gradient %v, want the mean %v", r, step, i, x["reduced"+k], mean)
+				}
+			}
+		}
+	}
+	for i := 0; i < 2; i++ {
+		k := fmt.Sprintf("param%d", i)
+		if !close(a[k], b[k], 0) {
+			t.Errorf("%s differs between the ranks: %v vs %v", k, a[k], b[k])
+		}
+	}
+}
+
+// TestPeerDies: when a rank dies, the other's next collective fails with
+// an error well within the timeout instead of hanging.
+func TestPeerDies(t *testing.T) {
+	res := spawn(t, "die", 2, nil)
+	if res[1].err == nil {
+		t.Fatal("rank 1 should have died")
+	}
+	if res[0].err == nil {
+		t.Fatalf("rank 0 carried on without rank 1: %s", res[0].stderr)
+	}
+	if res[0].took > 20*time.Second {
+		t.Errorf("rank 0 took %v to notice", res[0].took)
+	}
+	t.Logf("rank 0: %v after %v: %s", res[0].err, res[0].took, strings.TrimSpace(res[0].stderr))
+}
+
+// TestWorldMismatch: ranks started with different world sizes are told so.
+func TestWorldMismatch(t *testing.T) {
+	res := spawn(t, "mismatch", 2, func(int) []string { return []string{EnvTimeout + "=5"} })
+	if res[1].err == nil || !strings.Contains(res[1].stderr, "world size of 3 but rank 0 with 2") {
+		t.Errorf("rank 1: %v %s", res[1].err, res[1].stderr)
+	}
+}
