@@ -33,13 +33,13 @@ const DefaultPort = 29500
 
 // Config is where one process stands in a job.
 type Config struct {
-	Rank, World     int    // this process's rank among World processes
-	LocalRank       int    // its rank on this machine
-	MasterAddr      string // host of rank 0, which serves the rendezvous store
-	MasterPort      int
-	Timeout         time.Duration // 0: DefaultTimeout
-	Iface           string        // network interface for Gloo ("" : the one that reaches MasterAddr)
-	BucketBytes     int64         // Reducer bucket size; 0: DDP's 25 MiB
+	Rank, World int    // this process's rank among World processes
+	LocalRank   int    // its rank on this machine
+	MasterAddr  string // host of rank 0, which serves the rendezvous store
+	MasterPort  int
+	Timeout     time.Duration // 0: DefaultTimeout
+	Iface       string        // network interface for Gloo ("" : the one that reaches MasterAddr)
+	BucketBytes int64         // Reducer bucket size; 0: DDP's 25 MiB
 }
 
 // Validate checks the ranks, the address and the port.
