@@ -111,6 +111,15 @@ type DIM struct {
 	critic      *nn.Sequential // global DIM: local map -> vector
 	globalHeadG *models.MIHead
 	coord       *CoordPredictor
+
+	// Gather, when set, concatenates a tensor's rows over the ranks of a
+	// data-parallel job, differentiably (dist.Group.AllGather): the
+	// estimators then score every rank's locals against every rank's
+	// globals, so each image has the negatives of the whole global batch.
+	// Every rank computes the whole score tensor; the gradients the ranks
+	// receive through Gather add up to those of one process holding the
+	// global batch.
+	Gather func(*torch.Tensor) *torch.Tensor
 }
 
 // New builds the objective's networks for an encoder with the given spec.
@@ -215,6 +224,9 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 // of scores would lose the loss's low bits in bfloat16's 8-bit mantissa,
 // so the losses are computed in float32, as mixed-precision practice does.
 func (d *DIM) crossViews(local, global *torch.Tensor, score func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
+	if d.Gather != nil {
+		local, global = d.gather(local), d.gather(global)
+	}
 	scores := func(l, g *torch.Tensor) *torch.Tensor { return score(l, g).To(torch.Float32) }
 	c := d.Cfg.ScoreClip
 	if c <= 0 {
@@ -231,6 +243,21 @@ func (d *DIM) crossViews(local, global *torch.Tensor, score func(l, g *torch.Ten
 		loss = loss.Add(p.DivScalar(float64(len(penalties))))
 	}
 	return loss
+}
+
+// gather concatenates x's rows over the ranks, keeping the view-major layout
+// that pairs expects: [V*N, ...] on each of W ranks becomes [V*W*N, ...].
+func (d *DIM) gather(x *torch.Tensor) *torch.Tensor {
+	g := d.Gather(x)
+	v := int64(d.Cfg.Views)
+	if v <= 1 || g.Err() != nil {
+		return g
+	}
+	sh := x.Shape()
+	w := g.Size(0) / sh[0]
+	n := sh[0] / v
+	inner := append([]int64{w, v, n}, sh[1:]...)
+	return g.Reshape(inner...).Transpose(0, 1).Contiguous().Reshape(append([]int64{v * w * n}, sh[1:]...)...)
 }
 
 // pairs is crossViews without score stabilisation.

@@ -39,6 +39,9 @@ type Meta struct {
 	Spec     models.Spec `json:"spec"`
 	State    State       `json:"state"`
 	Classes  []string    `json:"classes,omitempty"`
+	// World is the number of data-parallel processes that trained the run
+	// (0 in checkpoints from before it was recorded: one).
+	World int `json:"world,omitempty"`
 }
 
 const checkpointFormat = 1

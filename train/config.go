@@ -38,6 +38,9 @@ type Config struct {
 	// before it existed resume without it.
 	ChannelsLast bool    `json:"channels_last"`
 	ProbeLR      float64 `json:"probe_lr"` // the online probe's Adam learning rate
+	// GlobalNegatives: in a data-parallel job, the MI estimators take their
+	// negatives from every rank's batch instead of the rank's own.
+	GlobalNegatives bool `json:"global_negatives,omitempty"`
 	LogEvery     int     `json:"log_every"`
 }
 

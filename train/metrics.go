@@ -72,7 +72,11 @@ func openMetrics(run string, upTo int64) (*metrics, error) {
 	return m, nil
 }
 
+// The methods do nothing on a nil *metrics (ranks other than 0 keep none).
 func (m *metrics) write(r Record) error {
+	if m == nil {
+		return nil
+	}
 	m.recs = append(m.recs, r)
 	line, err := json.Marshal(r)
 	if err != nil {
@@ -82,10 +86,18 @@ func (m *metrics) write(r Record) error {
 	return err
 }
 
-func (m *metrics) close() error { return m.f.Close() }
+func (m *metrics) close() error {
+	if m == nil {
+		return nil
+	}
+	return m.f.Close()
+}
 
 // plot draws the loss curves (and the probe's accuracy) into RUN/loss.png.
 func (m *metrics) plot(run string) error {
+	if m == nil {
+		return nil
+	}
 	p := plot.New()
 	p.Title.Text = "DIM training"
 	p.X.Label.Text = "step"

@@ -2,6 +2,7 @@ package train
 
 import (
 	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/dist"
 	"github.com/dimtorch/dimtorch/torch/nn"
 	"github.com/dimtorch/dimtorch/torch/optim"
 )
@@ -40,18 +41,34 @@ func (p *probe) free() {
 // step trains on one batch of features (detached here) and counts its
 // training accuracy before the update. Unlabeled batches (label -1) are
 // skipped.
-func (p *probe) step(feat, labels *torch.Tensor) error {
-	if v, err := labels.Min().Item(); err != nil || v < 0 {
+//
+// In a data-parallel job red averages the gradient over the ranks; a rank
+// whose batch is unlabeled then still takes part, with a zero gradient.
+func (p *probe) step(feat, labels *torch.Tensor, red *dist.Reducer) error {
+	v, err := labels.Min().Item()
+	if err != nil {
 		return err
 	}
+	if v < 0 && red == nil {
+		return nil
+	}
 	logits := p.lin.Forward(feat.Detach().To(torch.Float32))
-	if err := p.count(logits, labels); err != nil {
-		return err
+	loss := logits.Sum().MulScalar(0)
+	if v >= 0 {
+		if err := p.count(logits, labels); err != nil {
+			return err
+		}
+		loss = torch.CrossEntropy(logits, labels, torch.ReduceMean)
 	}
 	if err := p.opt.ZeroGrad(); err != nil {
 		return err
 	}
-	if err := torch.CrossEntropy(logits, labels, torch.ReduceMean).Backward(); err != nil {
+	if red != nil {
+		if err := red.Prepare(); err != nil {
+			return err
+		}
+	}
+	if err := loss.Backward(); err != nil {
 		return err
 	}
 	return p.opt.Step()

@@ -16,6 +16,7 @@ import (
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/objectives"
 	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/dist"
 	"github.com/dimtorch/dimtorch/torch/nn"
 	"github.com/dimtorch/dimtorch/torch/optim"
 	"github.com/rs/zerolog"
@@ -27,6 +28,9 @@ type Options struct {
 	Out      string         // the run directory
 	Log      zerolog.Logger // structured logs
 	Progress io.Writer      // where the progress bar goes; nil for periodic log lines instead
+	// Group, when set, makes this process one rank of a data-parallel job
+	// (see parallel.go); rank 0 alone writes to Out.
+	Group *dist.Group
 }
 
 // Trainer owns everything a run needs. Close releases it.
@@ -45,6 +49,7 @@ type Trainer struct {
 	state   State
 	metrics *metrics
 	closers []func()
+	par     *parallel // nil when training alone
 
 	// Test hooks: called after each step, and to replace a step's loss value.
 	afterStep func(step int64)
@@ -78,11 +83,27 @@ func New(cfg Config, o Options) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t.metrics, err = openMetrics(o.Out, -1); err != nil {
+	if err := t.start(o, -1); err != nil {
 		t.Close()
 		return nil, err
 	}
 	return t, nil
+}
+
+// start joins the data-parallel group, if any, and opens the metrics
+// (rank 0 only) after the record of step from (-1: a fresh run).
+func (t *Trainer) start(o Options, from int64) error {
+	if o.Group != nil {
+		if err := t.joinGroup(o.Group); err != nil {
+			return err
+		}
+	}
+	if !t.leader() {
+		return nil
+	}
+	var err error
+	t.metrics, err = openMetrics(o.Out, from)
+	return err
 }
 
 // Resume continues the run in o.Out from its checkpoint exactly where it
@@ -95,6 +116,11 @@ func Resume(o Options, epochs int) (*Trainer, error) {
 	}
 	defer ck.Free()
 	cfg := ck.Meta.Config
+	if was, now := max(1, ck.Meta.World), worldOf(o.Group); was != now {
+		return nil, fmt.Errorf("checkpoint %s was trained by %d processes and cannot continue with %d: the shards, the "+
+			"global batch and the random streams depend on the number of processes (resume with --nproc-per-node/--nnodes giving %d)",
+			ck.Dir, was, now, was)
+	}
 	if epochs > 0 {
 		cfg.Epochs = epochs
 	}
@@ -111,12 +137,22 @@ func Resume(o Options, epochs int) (*Trainer, error) {
 	}
 	t.state = ck.Meta.State
 	t.state.Completed = false
-	if t.metrics, err = openMetrics(o.Out, t.state.Step); err != nil {
+	if t.probe != nil && !t.leader() {
+		t.probe.reset() // the checkpoint's counts are rank 0's
+	}
+	if err := t.start(o, t.state.Step); err != nil {
 		t.Close()
 		return nil, err
 	}
 	o.Log.Info().Str("checkpoint", ck.Dir).Int("epoch", t.state.Epoch+1).Int("batch", t.state.Batch).Int64("step", t.state.Step).Msg("resuming")
 	return t, nil
+}
+
+func worldOf(g *dist.Group) int {
+	if g == nil {
+		return 1
+	}
+	return g.World()
 }
 
 // build constructs the networks, optimisers and loaders from the seed.
@@ -155,9 +191,13 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	if workers <= 0 {
 		workers = 2
 	}
+	rank, world := 0, 1
+	if o.Group != nil {
+		rank, world = o.Group.Rank(), o.Group.World()
+	}
 	t.train, err = datasets.NewLoader(datasets.Subset(trainSet, cfg.Limit), datasets.LoaderOptions{
 		BatchSize: cfg.BatchSize, Shuffle: true, Seed: cfg.Seed, Workers: workers, DropLast: true, Transform: trainT,
-		Views: cfg.Objective.Views, Device: dev,
+		Views: cfg.Objective.Views, Device: dev, Rank: rank, World: world,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("training data: %w", err)
@@ -165,7 +205,8 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	if t.classes != nil {
 		if testSet, err := datasets.Open(cfg.Data, datasets.Test, cfg.DataDir); err == nil && testSet.Classes() != nil {
 			t.closers = append(t.closers, func() { datasets.Close(testSet) })
-			t.test, err = datasets.NewLoader(testSet, datasets.LoaderOptions{BatchSize: 256, Workers: workers, Transform: testT, Device: dev})
+			t.test, err = datasets.NewLoader(testSet, datasets.LoaderOptions{BatchSize: 256, Workers: workers, Transform: testT, Device: dev,
+				Rank: rank, World: world})
 			if err != nil {
 				return nil, fmt.Errorf("test data: %w", err)
 			}
@@ -213,6 +254,7 @@ func build(cfg Config, o Options) (*Trainer, error) {
 
 // Close releases networks, optimisers and data files.
 func (t *Trainer) Close() {
+	t.par.close()
 	if t.opt != nil {
 		t.opt.Free()
 	}
@@ -269,7 +311,7 @@ func (t *Trainer) save() error {
 	rng := torch.RNGState()
 	defer rng.Free()
 	optState["rng"] = rng
-	meta := Meta{Config: t.cfg, Spec: t.enc.Spec(), State: t.state, Classes: t.classes}
+	meta := Meta{Config: t.cfg, Spec: t.enc.Spec(), State: t.state, Classes: t.classes, World: t.world()}
 	return saveCheckpoint(t.o.Out, meta, t.modelDict(), optState)
 }
 
@@ -349,6 +391,11 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	var terms objectives.Terms
 	var taps models.Taps
 	x := t.layout(b.X)
+	if t.par != nil {
+		if err := prepare(t.par.main); err != nil {
+			return stepValues{}, t.commError(err)
+		}
+	}
 	forward := func() { terms, taps = t.dim.Loss(t.enc, x, t.prior) }
 	if t.cfg.BF16 {
 		if err := torch.AutocastOn(t.dev, torch.BFloat16, forward); err != nil {
@@ -383,12 +430,20 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 		return v, err
 	}
 	if err := terms.Total.Backward(); err != nil {
+		if t.par != nil {
+			return v, t.commError(err)
+		}
 		return v, err
 	}
 	if err := t.opt.Step(); err != nil {
 		return v, err
 	}
 	if t.prior != nil {
+		if t.par != nil {
+			if err := prepare(t.par.prior); err != nil {
+				return v, t.commError(err)
+			}
+		}
 		pl, err := t.prior.Step(taps.Y)
 		if errors.Is(err, objectives.ErrNonFinite) {
 			return v, fmt.Errorf("%w at step %d (epoch %d): %v", ErrDiverged, t.state.Step+1, t.state.Epoch+1, err)
@@ -400,7 +455,11 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	}
 	if t.probe != nil {
 		// The online probe sees the first view of each image.
-		if err := t.probe.step(taps.Y.Narrow(0, 0, b.Y.Size(0)), b.Y); err != nil {
+		var red *dist.Reducer
+		if t.par != nil {
+			red = t.par.probe
+		}
+		if err := t.probe.step(taps.Y.Narrow(0, 0, b.Y.Size(0)), b.Y, red); err != nil {
 			return v, err
 		}
 	}
@@ -432,6 +491,9 @@ func (t *Trainer) lr() float64 {
 func (t *Trainer) evalProbe(ctx context.Context) (float64, error) {
 	if t.probe == nil || t.test == nil {
 		return 0, errors.New("no probe")
+	}
+	if err := t.shareBuffers(); err != nil {
+		return 0, err
 	}
 	t.enc.Train(false)
 	defer t.enc.Train(true)
@@ -465,6 +527,9 @@ func (t *Trainer) evalProbe(ctx context.Context) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if err := t.sumCounts(&correct, &seen); err != nil {
+		return 0, err
+	}
 	return float64(correct) / float64(seen), nil
 }
 
@@ -479,13 +544,19 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	log := t.o.Log
+	// In a data-parallel job the ranks stop together (shareStep), so the
+	// data is read under a context that a signal does not cancel.
+	dataCtx := ctx
+	if t.par != nil {
+		dataCtx = context.WithoutCancel(ctx)
+	}
 	start := time.Now()
 	var images int64
 	sum := &Summary{Out: t.o.Out, Epochs: t.cfg.Epochs}
 	log.Info().Str("data", t.cfg.Data).Int("images", t.train.Dataset().Len()).Str("encoder", t.cfg.Encoder.Name).
 		Str("mode", t.cfg.Objective.Mode).Str("estimator", t.cfg.Objective.Estimator).Int("mi_units", t.cfg.Objective.MIUnits).
 		Int("batch", t.cfg.BatchSize).Int("epochs", t.cfg.Epochs).Str("device", t.dev.String()).Int("threads", t.cfg.Threads).
-		Int64("parameters", nn.NumParameters(t.enc)+nn.NumParameters(t.dim)).Msg("training")
+		Int64("parameters", nn.NumParameters(t.enc)+nn.NumParameters(t.dim)).Int("processes", t.world()).Msg("training")
 	for t.state.Epoch < t.cfg.Epochs {
 		epoch := t.state.Epoch
 		t.enc.Train(true)
@@ -495,14 +566,14 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 		}
 		nb := t.train.NumBatches()
 		var bar *progressbar.ProgressBar
-		if t.o.Progress != nil {
+		if t.o.Progress != nil && t.leader() {
 			bar = progressbar.NewOptions(nb, progressbar.OptionSetWriter(t.o.Progress),
 				progressbar.OptionSetDescription(fmt.Sprintf("epoch %d/%d", epoch+1, t.cfg.Epochs)),
 				progressbar.OptionShowCount(), progressbar.OptionSetWidth(24), progressbar.OptionThrottle(200*time.Millisecond),
 				progressbar.OptionClearOnFinish())
 			_ = bar.Set(t.state.Batch)
 		}
-		it := t.train.EpochFrom(ctx, epoch, t.state.Batch)
+		it := t.train.EpochFrom(dataCtx, epoch, t.state.Batch)
 		var acc stepAccumulator
 		window := time.Now()
 		for {
@@ -517,7 +588,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 				}
 				return sum, err
 			}
-			n := int64(len(b.Indices))
+			n := int64(len(b.Indices) * t.world())
 			t.opt.SetLR(t.lr())
 			v, err := t.step(b)
 			if err != nil {
@@ -525,6 +596,11 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 				if errors.Is(err, ErrDiverged) {
 					return sum, fmt.Errorf("%w; the last good checkpoint is %s (try a lower --lr or another --estimator)", err, t.lastCheckpoint())
 				}
+				return sum, err
+			}
+			stop, err := t.shareStep(&v, ctx.Err() != nil)
+			if err != nil {
+				it.Close()
 				return sum, err
 			}
 			t.state.Batch++
@@ -539,7 +615,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 					it.Close()
 					return sum, err
 				}
-				if bar == nil {
+				if bar == nil && t.leader() {
 					log.Info().Int("epoch", epoch+1).Int64("step", t.state.Step).Float64("loss", rec.Loss).Float64("images_per_sec", math.Round(rate)).Msg("step")
 				}
 				acc = stepAccumulator{}
@@ -552,7 +628,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.cfg.Epochs, v.loss))
 				_ = bar.Add(1)
 			}
-			if ctx.Err() != nil {
+			if stop {
 				it.Close()
 				return sum, t.interrupt()
 			}
@@ -563,10 +639,14 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 		}
 		rec := Record{Kind: "epoch", Epoch: epoch, Step: t.state.Step, Loss: sum.Loss, Seconds: time.Since(start).Seconds()}
 		if t.probe != nil {
-			tr := t.probe.accuracy()
+			correct, seen := t.probe.correct, t.probe.seen
+			if err := t.sumCounts(&correct, &seen); err != nil {
+				return sum, err
+			}
+			tr := float64(correct) / float64(max(1, seen))
 			rec.ProbeTrainAcc = &tr
 			if t.test != nil {
-				te, err := t.evalProbe(ctx)
+				te, err := t.evalProbe(dataCtx)
 				if err != nil && ctx.Err() == nil {
 					return sum, err
 				}
@@ -579,14 +659,16 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 		t.state.Epoch++
 		t.state.Batch = 0
 		t.state.Completed = t.state.Epoch >= t.cfg.Epochs
-		if err := t.metrics.write(rec); err != nil {
-			return sum, err
-		}
-		if err := t.save(); err != nil {
-			return sum, fmt.Errorf("save checkpoint: %w", err)
-		}
-		if err := t.metrics.plot(t.o.Out); err != nil {
-			log.Warn().Err(err).Msg("could not draw loss.png")
+		if t.leader() {
+			if err := t.metrics.write(rec); err != nil {
+				return sum, err
+			}
+			if err := t.save(); err != nil {
+				return sum, fmt.Errorf("save checkpoint: %w", err)
+			}
+			if err := t.metrics.plot(t.o.Out); err != nil {
+				log.Warn().Err(err).Msg("could not draw loss.png")
+			}
 		}
 		ev := log.Info().Int("epoch", epoch+1).Float64("loss", sum.Loss).Str("checkpoint", filepath.Join(t.o.Out, CheckpointDir))
 		if rec.ProbeTrainAcc != nil {
@@ -596,7 +678,11 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 			ev = ev.Float64("probe_test_acc (online)", *rec.ProbeTestAcc)
 		}
 		ev.Msg("epoch done")
-		if ctx.Err() != nil && t.state.Epoch < t.cfg.Epochs {
+		stop, err := t.shareStep(&stepValues{}, ctx.Err() != nil)
+		if err != nil {
+			return sum, err
+		}
+		if stop && t.state.Epoch < t.cfg.Epochs {
 			return sum, t.interrupt()
 		}
 	}
@@ -609,6 +695,9 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 }
 
 func (t *Trainer) interrupt() error {
+	if !t.leader() {
+		return fmt.Errorf("%w at epoch %d, batch %d (step %d); rank 0 saves the checkpoint", ErrInterrupted, t.state.Epoch+1, t.state.Batch, t.state.Step)
+	}
 	if err := t.save(); err != nil {
 		return fmt.Errorf("%w, and saving the checkpoint failed: %v", ErrInterrupted, err)
 	}

@@ -11,8 +11,10 @@ import (
 
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/objectives"
+	"github.com/dimtorch/dimtorch/torch/dist"
 	"github.com/dimtorch/dimtorch/train"
 	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 )
 
@@ -53,6 +55,13 @@ func trainFlags() []cli.Flag {
 		&cli.StringFlag{Name: "out", Usage: "run directory: checkpoint, metrics.jsonl, loss.png", Required: true},
 		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from its checkpoint (--epochs may extend it)"},
 		&cli.BoolFlag{Name: "json", Usage: "print the summary as one JSON object"},
+		&cli.IntFlag{Name: "nproc-per-node", Value: 1, Category: "data-parallel", Usage: "worker processes on this machine (each reads its shard, with --batch-size images per step; gradients averaged with c10d/Gloo)"},
+		&cli.IntFlag{Name: "nnodes", Value: 1, Category: "data-parallel", Usage: "machines in the job (run the same command on each, with its --node-rank)"},
+		&cli.IntFlag{Name: "node-rank", Category: "data-parallel", Usage: "this machine's index among --nnodes"},
+		&cli.StringFlag{Name: "master-addr", Category: "data-parallel", Usage: "address of node 0, where rank 0 serves the rendezvous (default 127.0.0.1 on one machine)"},
+		&cli.IntFlag{Name: "master-port", Category: "data-parallel", Usage: "rendezvous port (default: a free port on one machine, 29500 across machines)"},
+		&cli.DurationFlag{Name: "dist-timeout", Value: dist.DefaultTimeout, Category: "data-parallel", Usage: "how long ranks wait for each other (rendezvous, every collective) before failing"},
+		&cli.BoolFlag{Name: "global-negatives", Category: "data-parallel", Usage: "score every rank's features against every rank's: negatives from the global batch (all-gather with gradients)"},
 	}
 }
 
@@ -80,6 +89,7 @@ func configFromFlags(c *cli.Context) train.Config {
 	cfg.Threads, cfg.Workers, cfg.Device, cfg.BF16 = c.Int("threads"), c.Int("workers"), c.String("device"), c.Bool("bf16")
 	cfg.LogEvery = c.Int("log-every")
 	cfg.ChannelsLast = c.Bool("channels-last")
+	cfg.GlobalNegatives = c.Bool("global-negatives")
 	return cfg
 }
 
@@ -89,59 +99,135 @@ func trainCommand() *cli.Command {
 		Usage: "train a Deep InfoMax encoder",
 		Flags: trainFlags(),
 		Action: func(c *cli.Context) error {
-			log := logger(c)
-			train.Version = version
-			opts := train.Options{Out: c.String("out"), Log: log}
-			if isatty.IsTerminal(os.Stderr.Fd()) {
-				opts.Progress = os.Stderr
-			}
-			var tr *train.Trainer
-			var err error
-			if c.Bool("resume") {
-				epochs := 0
-				if c.IsSet("epochs") {
-					epochs = c.Int("epochs")
-				}
-				tr, err = train.Resume(opts, epochs)
-			} else {
-				tr, err = train.New(configFromFlags(c), opts)
-			}
+			job, inJob, err := dist.FromEnv()
 			if err != nil {
-				return err
+				return fmt.Errorf("data-parallel environment: %w", err)
 			}
-			defer tr.Close()
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			done := make(chan struct{})
-			defer close(done) // runs before stop: no warning when the run simply ends
-			go func() {
-				select {
-				case <-done:
-				case <-ctx.Done():
-					select {
-					case <-done:
-					default:
-						log.Warn().Msg("interrupt: finishing the step and saving a checkpoint (interrupt again to quit at once)")
-						stop() // a second signal terminates the process
-					}
-				}
-			}()
-			sum, err := tr.Run(ctx)
-			if errors.Is(err, train.ErrInterrupted) {
-				return cli.Exit("dimtorch: "+err.Error(), 130)
+			if !inJob && (c.Int("nproc-per-node") > 1 || c.Int("nnodes") > 1) {
+				return launch(c)
 			}
-			if err != nil {
-				return err
+			if inJob && job.World > 1 {
+				return trainRank(c, job)
 			}
-			if c.Bool("json") {
-				return json.NewEncoder(os.Stdout).Encode(sum)
-			}
-			fmt.Printf("trained %d epochs (%d steps) in %.1fs, %.0f images/s; final loss %.4f\n", sum.Epochs, sum.Steps, sum.Seconds, sum.ImagesPerSec, sum.Loss)
-			if sum.ProbeTestAcc != nil {
-				fmt.Printf("online probe (linear on Y, trained during pretraining): %.2f%% test accuracy\n", 100**sum.ProbeTestAcc)
-			}
-			fmt.Printf("run directory: %s (checkpoint/, metrics.jsonl, loss.png)\n", sum.Out)
-			return nil
+			return trainRun(c, nil)
 		},
 	}
+}
+
+// launch starts this machine's workers: this same command line, which each
+// worker runs with torchrun's environment set.
+func launch(c *cli.Context) error {
+	if d := c.String("device"); d != "cpu" {
+		return fmt.Errorf("--device %s with several processes: data-parallel training runs on Gloo (CPU) in this build; NCCL for CUDA is not built in", d)
+	}
+	if !dist.Available() {
+		return dist.ErrUnavailable
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = dist.Launch(ctx, dist.LaunchOptions{
+		Command: append([]string{exe}, os.Args[1:]...), NProc: c.Int("nproc-per-node"), NNodes: c.Int("nnodes"),
+		NodeRank: c.Int("node-rank"), MasterAddr: c.String("master-addr"), MasterPort: c.Int("master-port"),
+		Timeout: c.Duration("dist-timeout"),
+	})
+	var we *dist.WorkerError
+	switch {
+	case errors.As(err, &we):
+		return cli.Exit("dimtorch: "+err.Error(), max(1, we.ExitCode()))
+	case errors.Is(err, dist.ErrWorkersInterrupted):
+		return cli.Exit("dimtorch: every worker stopped; rank 0 saved the checkpoint: continue with the same command and --resume", 130)
+	}
+	return err
+}
+
+// trainRank runs one rank of a data-parallel job.
+func trainRank(c *cli.Context, job dist.Config) error {
+	if d := c.String("device"); d != "cpu" {
+		return fmt.Errorf("--device %s with several processes: data-parallel training runs on Gloo (CPU) in this build; NCCL for CUDA is not built in", d)
+	}
+	if job.Timeout == 0 {
+		job.Timeout = c.Duration("dist-timeout")
+	}
+	g, err := dist.New(job)
+	if err != nil {
+		return fmt.Errorf("rank %d: %w", job.Rank, err)
+	}
+	defer g.Close()
+	if err := trainRun(c, g); err != nil {
+		if g.Rank() > 0 && !errors.Is(err, train.ErrInterrupted) {
+			return fmt.Errorf("rank %d: %w", g.Rank(), err)
+		}
+		return err
+	}
+	return nil
+}
+
+// trainRun trains alone (g nil) or as one rank of g.
+func trainRun(c *cli.Context, g *dist.Group) error {
+	log := logger(c)
+	if g != nil {
+		log = log.With().Int("rank", g.Rank()).Logger()
+		if g.Rank() > 0 {
+			log = log.Level(zerolog.WarnLevel) // rank 0 reports the run
+		}
+	}
+	train.Version = version
+	opts := train.Options{Out: c.String("out"), Log: log, Group: g}
+	if isatty.IsTerminal(os.Stderr.Fd()) {
+		opts.Progress = os.Stderr
+	}
+	var tr *train.Trainer
+	var err error
+	if c.Bool("resume") {
+		epochs := 0
+		if c.IsSet("epochs") {
+			epochs = c.Int("epochs")
+		}
+		tr, err = train.Resume(opts, epochs)
+	} else {
+		tr, err = train.New(configFromFlags(c), opts)
+	}
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	done := make(chan struct{})
+	defer close(done) // runs before stop: no warning when the run simply ends
+	go func() {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			select {
+			case <-done:
+			default:
+				log.Warn().Msg("interrupt: finishing the step and saving a checkpoint (interrupt again to quit at once)")
+				stop() // a second signal terminates the process
+			}
+		}
+	}()
+	sum, err := tr.Run(ctx)
+	if errors.Is(err, train.ErrInterrupted) {
+		return cli.Exit("dimtorch: "+err.Error(), 130)
+	}
+	if err != nil {
+		return err
+	}
+	if g != nil && g.Rank() > 0 {
+		return nil
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(os.Stdout).Encode(sum)
+	}
+	fmt.Printf("trained %d epochs (%d steps) in %.1fs, %.0f images/s; final loss %.4f\n", sum.Epochs, sum.Steps, sum.Seconds, sum.ImagesPerSec, sum.Loss)
+	if sum.ProbeTestAcc != nil {
+		fmt.Printf("online probe (linear on Y, trained during pretraining): %.2f%% test accuracy\n", 100**sum.ProbeTestAcc)
+	}
+	fmt.Printf("run directory: %s (checkpoint/, metrics.jsonl, loss.png)\n", sum.Out)
+	return nil
 }

@@ -83,6 +83,32 @@ struct AllGather : public torch::autograd::Function<AllGather> {
   }
 };
 
+// Drops the Reducer's "Grad strides do not match bucket view strides"
+// warning and passes every other warning on. The mismatch it reports is
+// between two equivalent layouts of 1x1 convolution weights in
+// channels-last (strides differ only on dimensions of size 1); the Reducer
+// copies the gradient into its bucket either way.
+class StrideWarningFilter : public c10::WarningHandler {
+ public:
+  explicit StrideWarningFilter(c10::WarningHandler *next) : next_(next) {}
+  void process(const c10::SourceLocation &loc, const std::string &msg, const bool verbatim) override {
+    if (msg.find("Grad strides do not match bucket view strides") != std::string::npos) return;
+    next_->process(loc, msg, verbatim);
+  }
+
+ private:
+  c10::WarningHandler *next_;
+};
+
+// Installs the filter on the calling thread (libtorch's warning handler is
+// per thread; the CPU backward pass runs on the thread that starts it).
+void filter_stride_warning() {
+  static thread_local bool installed = false;
+  if (installed) return;
+  installed = true;
+  c10::Warning::set_warning_handler(new StrideWarningFilter(c10::Warning::get_warning_handler()));
+}
+
 }  // namespace
 
 #define TRY try {
@@ -215,6 +241,7 @@ dt_err dt_reducer_prepare(dt_reducer r) {
   // After the first backward pass the buckets are rebuilt once in the order
   // the gradients arrived (rank 0's order, broadcast); later calls return
   // at once.
+  filter_stride_warning();
   r->r->rebuild_buckets();
   r->r->prepare_for_forward();
   r->r->prepare_for_backward({});

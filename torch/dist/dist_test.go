@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -38,15 +37,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// freePort returns a TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
+// port returns a TCP port that was free a moment ago.
+func port(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 type rankResult struct {
@@ -60,7 +58,7 @@ type rankResult struct {
 // and returns each rank's result.
 func spawn(t *testing.T, scenario string, world int, env func(rank int) []string) []rankResult {
 	t.Helper()
-	port := freePort(t)
+	port := port(t)
 	cmds := make([]*exec.Cmd, world)
 	outs := make([]*strings.Builder, world)
 	errs := make([]*strings.Builder, world)

@@ -1,0 +1,197 @@
+package train
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/dist"
+	"github.com/dimtorch/dimtorch/torch/nn"
+)
+
+// Data-parallel training. Every rank builds the same networks from the
+// seed, rank 0's parameters and buffers are broadcast at the start (after a
+// check that every rank built the same shapes), each rank reads its own
+// shard of every epoch, and DDP's Reducer averages the gradients of the
+// encoder and MI heads, of the prior's discriminator and of the online probe
+// during their backward passes, so every rank takes the same optimiser step.
+// BatchNorm statistics are per rank (as DDP without SyncBatchNorm); rank 0's
+// are broadcast before the test-set probe and are the ones saved. After each
+// step one small all-reduce shares the step's losses (the logged loss is the
+// mean over ranks) and whether any rank was asked to stop, so that all ranks
+// stop after the same step. Rank 0 alone writes the checkpoint, the metrics,
+// the plot and the progress bar.
+
+// parallel is the trainer's part in a data-parallel job.
+type parallel struct {
+	g                  *dist.Group
+	main, prior, probe *dist.Reducer
+}
+
+func (t *Trainer) rank() int {
+	if t.par == nil {
+		return 0
+	}
+	return t.par.g.Rank()
+}
+
+func (t *Trainer) world() int {
+	if t.par == nil {
+		return 1
+	}
+	return t.par.g.World()
+}
+
+// leader reports whether this process writes the run directory.
+func (t *Trainer) leader() bool { return t.rank() == 0 }
+
+// modules returns every network whose state the ranks share.
+func (t *Trainer) modules() []nn.Module {
+	ms := []nn.Module{t.enc, t.dim}
+	if t.prior != nil {
+		ms = append(ms, t.prior.D)
+	}
+	if t.probe != nil {
+		ms = append(ms, t.probe.lin)
+	}
+	return ms
+}
+
+// joinGroup makes this trainer one rank of o.Group: same weights as rank 0,
+// reducers on the gradients, and a random stream of its own.
+func (t *Trainer) joinGroup(g *dist.Group) error {
+	t.par = &parallel{g: g}
+	var params, buffers []*torch.Tensor
+	for _, m := range t.modules() {
+		params = append(params, nn.Parameters(m)...)
+		for _, b := range m.NamedBuffers() {
+			buffers = append(buffers, b.Tensor)
+		}
+	}
+	all := append(append([]*torch.Tensor{}, params...), buffers...)
+	if err := g.Verify(all...); err != nil {
+		return fmt.Errorf("the ranks built different networks (same configuration on every rank?): %w", err)
+	}
+	if err := g.Broadcast(0, all...); err != nil {
+		return err
+	}
+	var err error
+	if t.par.main, err = g.NewReducer(append(nn.Parameters(t.enc), nn.Parameters(t.dim)...)); err != nil {
+		return err
+	}
+	if t.prior != nil {
+		if t.par.prior, err = g.NewReducer(nn.Parameters(t.prior.D)); err != nil {
+			return err
+		}
+	}
+	if t.probe != nil {
+		if t.par.probe, err = g.NewReducer(nn.Parameters(t.probe.lin)); err != nil {
+			return err
+		}
+	}
+	if t.cfg.GlobalNegatives {
+		t.dim.Gather = g.AllGather
+	}
+	// Rank 0 keeps the stream of a single-process run; the others draw
+	// their own prior samples and occlusions.
+	if r := g.Rank(); r > 0 {
+		if err := torch.ManualSeed(t.cfg.Seed ^ (uint64(r) * 0x9E3779B97F4A7C15) ^ uint64(t.state.Step)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *parallel) close() {
+	if p == nil {
+		return
+	}
+	p.main.Close()
+	p.prior.Close()
+	p.probe.Close()
+}
+
+// prepare arms a reducer for the next backward pass (no-op when alone).
+func prepare(r *dist.Reducer) error {
+	if r == nil {
+		return nil
+	}
+	return r.Prepare()
+}
+
+// shareStep averages the step's values over the ranks and reports whether
+// any rank asked to stop.
+func (t *Trainer) shareStep(v *stepValues, stop bool) (bool, error) {
+	if t.par == nil {
+		return stop, nil
+	}
+	flag := 0.0
+	if stop {
+		flag = 1
+	}
+	dst := []*float64{&v.loss, &v.local, &v.global, &v.prior, &v.coord, &v.dLoss, &v.gp}
+	vals := []float64{flag}
+	for _, d := range dst {
+		vals = append(vals, *d)
+	}
+	x := torch.FromSlice(vals, []int64{int64(len(vals))})
+	defer x.Free()
+	if err := t.par.g.AllReduce(dist.Sum, x); err != nil {
+		return false, t.commError(err)
+	}
+	got, err := x.Float64s()
+	if err != nil {
+		return false, err
+	}
+	w := float64(t.world())
+	for i, d := range dst {
+		*d = got[i+1] / w
+	}
+	return got[0] > 0, nil
+}
+
+// sumCounts adds integer counts over the ranks.
+func (t *Trainer) sumCounts(c ...*int64) error {
+	if t.par == nil {
+		return nil
+	}
+	vals := make([]float64, len(c))
+	for i, p := range c {
+		vals[i] = float64(*p)
+	}
+	x := torch.FromSlice(vals, []int64{int64(len(vals))})
+	defer x.Free()
+	if err := t.par.g.AllReduce(dist.Sum, x); err != nil {
+		return t.commError(err)
+	}
+	got, err := x.Float64s()
+	if err != nil {
+		return err
+	}
+	for i, p := range c {
+		*p = int64(math.Round(got[i]))
+	}
+	return nil
+}
+
+// shareBuffers gives every rank rank 0's BatchNorm statistics.
+func (t *Trainer) shareBuffers() error {
+	if t.par == nil {
+		return nil
+	}
+	var buffers []*torch.Tensor
+	for _, m := range t.modules() {
+		for _, b := range m.NamedBuffers() {
+			buffers = append(buffers, b.Tensor)
+		}
+	}
+	if err := t.par.g.Broadcast(0, buffers...); err != nil {
+		return t.commError(err)
+	}
+	return nil
+}
+
+// commError says what a failed collective most likely means.
+func (t *Trainer) commError(err error) error {
+	return fmt.Errorf("rank %d lost contact with the other ranks (one of them stopped or died; its own error says why): %w", t.rank(), err)
+}
