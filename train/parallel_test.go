@@ -1,0 +1,293 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/dimtorch/dimtorch/datasets"
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/dist"
+	"github.com/dimtorch/dimtorch/torch/nn"
+)
+
+// Data-parallel tests start copies of the test binary as the ranks of a
+// job: a copy with envRankConfig set trains that configuration as one rank
+// (see TestMain) and writes its final weights next to the run.
+const (
+	envRankConfig = "DIMTORCH_TRAIN_TEST_CONFIG"
+	envRankOut    = "DIMTORCH_TRAIN_TEST_OUT"
+)
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(envRankConfig); path != "" {
+		if err := runRank(path, os.Getenv(envRankOut)); err != nil {
+			fmt.Fprintln(os.Stderr, "rank error:", err)
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func runRank(cfgPath, out string) error {
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return err
+	}
+	var cfg Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return err
+	}
+	job, _, err := dist.FromEnv()
+	if err != nil {
+		return err
+	}
+	g, err := dist.New(job)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	o := opts(out)
+	o.Group = g
+	tr, err := New(cfg, o)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	sum, err := tr.Run(context.Background())
+	if err != nil {
+		return err
+	}
+	meta := map[string]string{"loss": strconv.FormatFloat(sum.Loss, 'g', -1, 64)}
+	m := tr.modelDict()
+	// The last step's (averaged) gradients of the encoder and heads.
+	for _, p := range append(named(tr.enc, "encoder."), named(tr.dim, "objective.")...) {
+		if g := p.Tensor.Grad(); g != nil && g.Err() == nil {
+			m["grad."+p.Name] = g
+		}
+	}
+	return torch.SaveSafetensors(filepath.Join(out, fmt.Sprintf("rank%d.safetensors", g.Rank())), m, meta)
+}
+
+// runJob starts world ranks that train the configuration named by
+// envRankConfig into out (set both with t.Setenv first) and returns each
+// rank's weights and last logged loss.
+func runJob(t *testing.T, world int, out string) ([]map[string][]float64, []string) {
+	t.Helper()
+	err := dist.Launch(context.Background(), dist.LaunchOptions{
+		Command: []string{os.Args[0], "-test.run=^$"}, NProc: world, Timeout: 30e9, Grace: 5e9,
+		Stdout: io.Discard, Stderr: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	weights := make([]map[string][]float64, world)
+	losses := make([]string, world)
+	for r := 0; r < world; r++ {
+		m, meta, err := torch.LoadSafetensors(filepath.Join(out, fmt.Sprintf("rank%d.safetensors", r)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		weights[r] = map[string][]float64{}
+		for k, v := range m {
+			weights[r][k], _ = v.Float64s()
+			v.Free()
+		}
+		losses[r] = meta["loss"]
+	}
+	return weights, losses
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func maxDiff(a, b []float64) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	d := 0.0
+	for i := range a {
+		d = math.Max(d, math.Abs(a[i]-b[i]))
+	}
+	if math.IsNaN(d) {
+		return math.Inf(1)
+	}
+	return d
+}
+
+// sharedParams drops the BatchNorm statistics, which are per rank.
+func sharedParams(m map[string][]float64) map[string][]float64 {
+	out := map[string][]float64{}
+	for k, v := range m {
+		if !strings.Contains(k, "running_") && !strings.Contains(k, "num_batches") && !strings.HasPrefix(k, "grad.") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func jobConfig(t *testing.T, cfg Config) string {
+	t.Helper()
+	b, _ := json.Marshal(cfg)
+	p := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestDataParallelMatchesShardAveraging: two ranks on loopback end with
+// the same weights as one process that, at every step, computes the
+// gradients of the same two shards' batches, averages them and takes the
+// Adam step.
+func TestDataParallelMatchesShardAveraging(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.BatchSize, cfg.Epochs = 16, 1
+	cfg.Objective.Gamma = 0 // the prior's samples differ per rank; the test wants a step without randomness
+	out := t.TempDir()
+	t.Setenv(envRankConfig, jobConfig(t, cfg))
+	t.Setenv(envRankOut, out)
+	ws, _ := runJob(t, 2, out)
+	a, b := sharedParams(ws[0]), sharedParams(ws[1])
+	for k, v := range a {
+		if d := maxDiff(v, b[k]); d != 0 {
+			t.Errorf("%s differs between the ranks by %g", k, d)
+		}
+	}
+
+	// The reference: one process, both shards, averaged gradients.
+	ref, err := build(cfg, opts(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	set, err := datasets.Open(cfg.Data, datasets.Train, cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer datasets.Close(set)
+	trainT, _ := cfg.transforms(set.Shape())
+	var its []*datasets.EpochIter
+	steps := 0
+	for r := 0; r < 2; r++ {
+		l, err := datasets.NewLoader(datasets.Subset(set, cfg.Limit), datasets.LoaderOptions{BatchSize: cfg.BatchSize, Shuffle: true,
+			Seed: cfg.Seed, Workers: 1, DropLast: true, Transform: trainT, Device: ref.dev, Rank: r, World: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		it := l.Epoch(context.Background(), 0)
+		defer it.Close()
+		its = append(its, it)
+		steps = l.NumBatches()
+	}
+	params := append(nn.Parameters(ref.enc), nn.Parameters(ref.dim)...)
+	for k := 0; k < steps; k++ {
+		if err := ref.opt.ZeroGrad(); err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range its {
+			bt, err := it.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := torch.NewScope()
+			bt.MoveTo(s)
+			terms, _ := ref.dim.Loss(ref.enc, ref.layout(bt.X), nil)
+			if err := terms.Total.Backward(); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+		}
+		for _, p := range params {
+			g := p.Grad()
+			if err := g.MulScalarInPlace(0.5); err != nil {
+				t.Fatal(err)
+			}
+			g.Free()
+		}
+		if err := ref.opt.Step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The last step's gradients: the mean of the shards' (Adam alone could
+	// not tell a mean from a sum).
+	grads := 0
+	for _, p := range append(named(ref.enc, "encoder."), named(ref.dim, "objective.")...) {
+		g := p.Tensor.Grad()
+		want, _ := g.Float64s()
+		g.Free()
+		if d := maxDiff(ws[0]["grad."+p.Name], want); !(d <= 1e-5) {
+			t.Errorf("gradient of %s: the two-rank run differs from the averaged shards by %g", p.Name, d)
+		}
+		grads++
+	}
+	checked := 0
+	for k, v := range ref.modelDict() {
+		if !strings.HasPrefix(k, "encoder.") && !strings.HasPrefix(k, "objective.") || strings.Contains(k, "running_") || strings.Contains(k, "num_batches") {
+			continue
+		}
+		want, _ := v.Float64s()
+		if d := maxDiff(a[k], want); !(d <= 1e-5) {
+			t.Errorf("%s: the two-rank run differs from the averaged shards by %g", k, d)
+		}
+		checked++
+	}
+	if checked < 10 {
+		t.Fatalf("only %d tensors compared", checked)
+	}
+	t.Logf("%d steps; %d tensors and %d gradients equal to the shard-averaging reference", steps, checked, grads)
+}
+
+// TestDataParallelEveryPart: with the prior game, two views and negatives
+// from both ranks, every reducer keeps the ranks' weights identical (encoder
+// and heads, the prior's discriminator, the online probe), and training
+// moves them.
+func TestDataParallelEveryPart(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.BatchSize, cfg.Epochs = 16, 1
+	cfg.Objective.Views, cfg.Augment = 2, true
+	cfg.GlobalNegatives = true
+	if cfg.Objective.Gamma == 0 {
+		t.Fatal("the default configuration should play the prior game")
+	}
+	out := t.TempDir()
+	t.Setenv(envRankConfig, jobConfig(t, cfg))
+	t.Setenv(envRankOut, out)
+	ws, losses := runJob(t, 2, out)
+	a, b := sharedParams(ws[0]), sharedParams(ws[1])
+	prefixes := map[string]int{}
+	for k, v := range a {
+		if d := maxDiff(v, b[k]); d != 0 {
+			t.Errorf("%s differs between the ranks by %g", k, d)
+		}
+		prefixes[strings.SplitN(k, ".", 2)[0]]++
+	}
+	for _, p := range []string{"encoder", "objective", "prior", "probe"} {
+		if prefixes[p] == 0 {
+			t.Errorf("no %s weights compared (%v)", p, prefixes)
+		}
+	}
+	if l, err := strconv.ParseFloat(losses[0], 64); err != nil || math.IsNaN(l) || math.IsInf(l, 0) {
+		t.Errorf("loss %q", losses[0])
+	}
+}
+
+func named(m nn.Module, prefix string) []nn.Named {
+	ps := m.NamedParameters()
+	for i := range ps {
+		ps[i].Name = prefix + ps[i].Name
+	}
+	return ps
+}
