@@ -19,6 +19,7 @@ func benchCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			benchTrainCommand(),
 			benchEmbedCommand(),
+			benchAllreduceCommand(),
 			{
 				Name:  "ops",
 				Usage: "the binding's per-op overhead (a one-element add) and a DIM-sized conv2d forward+backward",
