@@ -8,6 +8,7 @@ import (
 
 	"github.com/dimtorch/dimtorch/internal/ortlib"
 	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/dist"
 	"github.com/urfave/cli/v2"
 )
 
@@ -34,6 +35,7 @@ type envReport struct {
 	ONNXRuntime     string `json:"onnxruntime_library"`
 	ONNXRuntimeNote string `json:"onnxruntime_note,omitempty"`
 	AllocatorTuned  bool   `json:"allocator_tuned"`
+	Distributed     string `json:"distributed"`
 	Parallel        string `json:"parallel_info,omitempty"`
 }
 
@@ -51,7 +53,10 @@ func envCommand() *cli.Command {
 				Dimtorch: version, Go: runtime.Version(), Libtorch: torch.Version(), ShimABI: torch.ABIVersion(),
 				Threads: torch.NumThreads(), CPUs: runtime.NumCPU(),
 				CUDA: torch.CUDAAvailable(), CUDADevices: torch.CUDADeviceCount(),
-				AllocatorTuned: torch.AllocatorTuned(),
+				AllocatorTuned: torch.AllocatorTuned(), Distributed: "c10d with Gloo (CPU)",
+			}
+			if !dist.Available() {
+				r.Distributed = "none (" + dist.ErrUnavailable.Error() + ")"
 			}
 			if p, err := ortlib.Find(c.String("onnxruntime-lib")); err == nil {
 				r.ONNXRuntime = p
@@ -80,6 +85,7 @@ func envCommand() *cli.Command {
 			} else {
 				fmt.Printf("cuda         no\n")
 			}
+			fmt.Printf("distributed  %s\n", r.Distributed)
 			fmt.Printf("onnxruntime  %s\n", r.ONNXRuntime)
 			if r.ONNXRuntimeNote != "" {
 				fmt.Printf("             %s\n", r.ONNXRuntimeNote)

@@ -161,3 +161,56 @@ func TestLauncherPortInUse(t *testing.T) {
 		t.Fatalf("code %d:\n%s", code, errOut)
 	}
 }
+
+// Two "machines" on loopback: one launcher per node with --nnodes 2 and its
+// --node-rank, rendezvous at --master-addr:--master-port. Only rank 0
+// reports; both end cleanly.
+func TestLauncherTwoNodes(t *testing.T) {
+	args, out := parallelArgs(t, 512, 1)
+	for i, a := range args {
+		if a == "--nproc-per-node" {
+			args[i+1] = "1"
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	node := func(rank int) *exec.Cmd {
+		return exec.Command(binary, append(args, "--nnodes", "2", "--node-rank", strconv.Itoa(rank),
+			"--master-addr", "127.0.0.1", "--master-port", port, "--json")...)
+	}
+	n1 := node(1)
+	var err1 strings.Builder
+	n1.Stderr = &err1
+	if err := n1.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, errOut, code := func() (string, string, int) {
+		c := node(0)
+		var o, e strings.Builder
+		c.Stdout, c.Stderr = &o, &e
+		err := c.Run()
+		if err != nil {
+			return o.String(), e.String(), 1
+		}
+		return o.String(), e.String(), 0
+	}()
+	if err := n1.Wait(); err != nil {
+		t.Fatalf("node 1: %v\n%s", err, err1.String())
+	}
+	if code != 0 {
+		t.Fatalf("node 0: %s", errOut)
+	}
+	var sum struct {
+		Steps int64 `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(lastLine(stdout)), &sum); err != nil || sum.Steps != 512/(2*32) {
+		t.Fatalf("summary: %q (%v)", stdout, err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "checkpoint", "checkpoint.json")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,6 +105,10 @@ func Launch(ctx context.Context, o LaunchOptions) error {
 	if o.Stderr == nil {
 		o.Stderr = os.Stderr
 	}
+	// The workers die with the launcher (Pdeathsig), which Linux ties to
+	// the thread that started them: keep that thread for the whole job.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	world := o.NProc * o.NNodes
 	type exit struct {
 		local int
