@@ -84,11 +84,4 @@ func (p *probe) count(logits, labels *torch.Tensor) error {
 	return nil
 }
 
-func (p *probe) accuracy() float64 {
-	if p.seen == 0 {
-		return 0
-	}
-	return float64(p.correct) / float64(p.seen)
-}
-
 func (p *probe) reset() { p.correct, p.seen = 0, 0 }
