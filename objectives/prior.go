@@ -117,9 +117,10 @@ func (p *Prior) Step(y *torch.Tensor) (PriorLosses, error) {
 	if l.GP, err = gp.Item(); err != nil {
 		return l, fmt.Errorf("prior discriminator: %w", err)
 	}
-	if !finite(l.D) || !finite(l.GP) {
-		return l, fmt.Errorf("prior discriminator: %w: loss %v, gradient penalty %v", ErrNonFinite, l.D, l.GP)
-	}
+	// The checks come after the backward pass: in a data-parallel job it
+	// averages the gradients over the ranks, so that every rank sees a
+	// non-finite gradient norm when one rank's loss is not finite, and
+	// every rank stops here.
 	if err := total.Backward(); err != nil {
 		return l, fmt.Errorf("prior discriminator: %w", err)
 	}
@@ -129,8 +130,8 @@ func (p *Prior) Step(y *torch.Tensor) (PriorLosses, error) {
 	if err != nil {
 		return l, fmt.Errorf("prior discriminator: %w", err)
 	}
-	if !finite(norm) {
-		return l, fmt.Errorf("prior discriminator: %w: gradient norm %v", ErrNonFinite, norm)
+	if !finite(l.D) || !finite(l.GP) || !finite(norm) {
+		return l, fmt.Errorf("prior discriminator: %w: loss %v, gradient penalty %v, gradient norm %v", ErrNonFinite, l.D, l.GP, norm)
 	}
 	if err := p.Opt.Step(); err != nil {
 		return l, err

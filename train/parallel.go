@@ -1,8 +1,12 @@
 package train
 
 import (
+	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"math"
+	"sort"
+	"strings"
 
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/dist"
@@ -61,6 +65,9 @@ func (t *Trainer) modules() []nn.Module {
 // reducers on the gradients, and a random stream of its own.
 func (t *Trainer) joinGroup(g *dist.Group) error {
 	t.par = &parallel{g: g}
+	if err := t.sameSettings(); err != nil {
+		return err
+	}
 	var params, buffers []*torch.Tensor
 	for _, m := range t.modules() {
 		params = append(params, nn.Parameters(m)...)
@@ -92,12 +99,76 @@ func (t *Trainer) joinGroup(g *dist.Group) error {
 	if t.cfg.GlobalNegatives {
 		t.dim.Gather = g.AllGather
 	}
-	// Rank 0 keeps the stream of a single-process run; the others draw
-	// their own prior samples and occlusions.
-	if r := g.Rank(); r > 0 {
-		if err := torch.ManualSeed(t.cfg.Seed ^ (uint64(r) * 0x9E3779B97F4A7C15) ^ uint64(t.state.Step)); err != nil {
-			return err
+	return nil
+}
+
+// reseed gives ranks other than 0 a random stream of their own for the next
+// step (their prior samples and occlusions), a function of the seed, the
+// rank and the step, so that a resumed job draws what an uninterrupted one
+// would. Rank 0 keeps the stream of a single-process run, which its
+// checkpoint saves.
+func (t *Trainer) reseed() error {
+	r := t.rank()
+	if r == 0 {
+		return nil
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%d/%d", t.cfg.Seed, r, t.state.Step)
+	return torch.ManualSeed(h.Sum64())
+}
+
+// sameSettings fails on every rank unless all ranks run the same
+// configuration (threads, workers, logging and the data directory may
+// differ), from the same position, with the same data: otherwise their
+// collectives would not match and the job would hang until the timeout.
+func (t *Trainer) sameSettings() error {
+	b, err := json.Marshal(t.cfg)
+	if err != nil {
+		return err
+	}
+	fields := map[string]any{}
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return err
+	}
+	for _, k := range []string{"threads", "workers", "log_every", "data_dir"} {
+		delete(fields, k)
+	}
+	fields["position (epoch, batch, step)"] = []any{t.state.Epoch, t.state.Batch, t.state.Step}
+	fields["images in the training set"] = t.train.Dataset().Len()
+	fields["test split"] = t.test != nil
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	hashes := make([]int64, len(names))
+	for i, k := range names {
+		v, _ := json.Marshal(fields[k])
+		h := fnv.New32a()
+		h.Write(v)
+		hashes[i] = int64(h.Sum32())
+	}
+	lo := torch.FromSlice(hashes, []int64{int64(len(hashes))})
+	defer lo.Free()
+	hi := torch.FromSlice(hashes, []int64{int64(len(hashes))})
+	defer hi.Free()
+	if err := t.par.g.AllReduce(dist.Min, lo); err != nil {
+		return err
+	}
+	if err := t.par.g.AllReduce(dist.Max, hi); err != nil {
+		return err
+	}
+	a, _ := lo.Int64s()
+	z, _ := hi.Int64s()
+	var differ []string
+	for i := range names {
+		if len(a) != len(names) || len(z) != len(names) || a[i] != z[i] {
+			differ = append(differ, names[i])
 		}
+	}
+	if len(differ) > 0 {
+		return fmt.Errorf("the ranks were started with different settings (%s): start every rank with the same command, "+
+			"and on several machines give every node the same data and run directory", strings.Join(differ, ", "))
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/dimtorch/dimtorch/datasets"
@@ -49,6 +50,9 @@ func runRank(cfgPath, out string) error {
 	job, _, err := dist.FromEnv()
 	if err != nil {
 		return err
+	}
+	if os.Getenv("DIMTORCH_TRAIN_TEST_SKEW") != "" && job.Rank == 1 {
+		cfg.BatchSize++ // a rank started with another command line
 	}
 	g, err := dist.New(job)
 	if err != nil {
@@ -290,4 +294,40 @@ func named(m nn.Module, prefix string) []nn.Named {
 		ps[i].Name = prefix + ps[i].Name
 	}
 	return ps
+}
+
+// Ranks started with different settings stop at once with a message that
+// names the setting, instead of hanging in mismatched collectives.
+func TestDataParallelSettingsDiffer(t *testing.T) {
+	cfg := smallConfig(t)
+	out := t.TempDir()
+	t.Setenv(envRankConfig, jobConfig(t, cfg))
+	t.Setenv(envRankOut, out)
+	t.Setenv("DIMTORCH_TRAIN_TEST_SKEW", "1")
+	var stderr lockedBuilder
+	err := dist.Launch(context.Background(), dist.LaunchOptions{
+		Command: []string{os.Args[0], "-test.run=^$"}, NProc: 2, Timeout: 30e9, Grace: 5e9, Stdout: io.Discard, Stderr: &stderr,
+	})
+	if err == nil || !strings.Contains(stderr.String(), "different settings (batch_size)") {
+		t.Fatalf("launch: %v\n%s", err, stderr.String())
+	}
+}
+
+// lockedBuilder collects the output of several processes (exec copies each
+// one's output from its own goroutine).
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

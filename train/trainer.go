@@ -50,6 +50,8 @@ type Trainer struct {
 	metrics *metrics
 	closers []func()
 	par     *parallel // nil when training alone
+	// savedStep is the step of the last checkpoint written by this run (-1: none).
+	savedStep int64
 
 	// Test hooks: called after each step, and to replace a step's loss value.
 	afterStep func(step int64)
@@ -167,7 +169,7 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	if err := torch.ManualSeed(cfg.Seed); err != nil {
 		return nil, err
 	}
-	t := &Trainer{cfg: cfg, o: o, dev: dev}
+	t := &Trainer{cfg: cfg, o: o, dev: dev, savedStep: -1}
 	ok := false
 	defer func() {
 		if !ok {
@@ -392,6 +394,9 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	var taps models.Taps
 	x := t.layout(b.X)
 	if t.par != nil {
+		if err := t.reseed(); err != nil {
+			return stepValues{}, err
+		}
 		if err := prepare(t.par.main); err != nil {
 			return stepValues{}, t.commError(err)
 		}
@@ -422,9 +427,11 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	if t.lossHook != nil {
 		v.loss = t.lossHook(t.state.Step+1, v.loss)
 	}
-	if math.IsNaN(v.loss) || math.IsInf(v.loss, 0) {
-		return v, fmt.Errorf("%w: the loss became %v at step %d (epoch %d; local %v, global %v, prior %v)",
-			ErrDiverged, v.loss, t.state.Step+1, t.state.Epoch+1, v.local, v.global, v.prior)
+	// In a data-parallel job every rank finishes the step and the decision
+	// is taken on the loss shared by all ranks (Run), so that no rank waits
+	// in a collective for one that left.
+	if t.par == nil && !finite(v.loss) {
+		return v, t.diverged(v)
 	}
 	if err := t.opt.ZeroGrad(); err != nil {
 		return v, err
@@ -464,6 +471,13 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 		}
 	}
 	return v, nil
+}
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+func (t *Trainer) diverged(v stepValues) error {
+	return fmt.Errorf("%w: the loss became %v at step %d (epoch %d; local %v, global %v, prior %v)",
+		ErrDiverged, v.loss, t.state.Step+1, t.state.Epoch+1, v.local, v.global, v.prior)
 }
 
 // layout returns a batch of images in the configured memory layout.
@@ -583,7 +597,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 			}
 			if err != nil {
 				it.Close()
-				if ctx.Err() != nil {
+				if ctx.Err() != nil && t.par == nil {
 					return sum, t.interrupt()
 				}
 				return sum, err
@@ -599,6 +613,9 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 				return sum, err
 			}
 			stop, err := t.shareStep(&v, ctx.Err() != nil)
+			if err == nil && !finite(v.loss) {
+				err = fmt.Errorf("%w; the last good checkpoint is %s (try a lower --lr or another --estimator)", t.diverged(v), t.lastCheckpoint())
+			}
 			if err != nil {
 				it.Close()
 				return sum, err
@@ -628,7 +645,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.cfg.Epochs, v.loss))
 				_ = bar.Add(1)
 			}
-			if stop {
+			if stop || t.par == nil && ctx.Err() != nil {
 				it.Close()
 				return sum, t.interrupt()
 			}
@@ -647,7 +664,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 			rec.ProbeTrainAcc = &tr
 			if t.test != nil {
 				te, err := t.evalProbe(dataCtx)
-				if err != nil && ctx.Err() == nil {
+				if err != nil && (ctx.Err() == nil || t.par != nil) {
 					return sum, err
 				}
 				if err == nil {
@@ -670,6 +687,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 				log.Warn().Err(err).Msg("could not draw loss.png")
 			}
 		}
+		t.savedStep = t.state.Step
 		ev := log.Info().Int("epoch", epoch+1).Float64("loss", sum.Loss).Str("checkpoint", filepath.Join(t.o.Out, CheckpointDir))
 		if rec.ProbeTrainAcc != nil {
 			ev = ev.Float64("probe_train_acc", *rec.ProbeTrainAcc)
@@ -695,11 +713,19 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 }
 
 func (t *Trainer) interrupt() error {
+	if t.probe != nil && t.par != nil {
+		// The checkpoint keeps the epoch's probe counts of every rank.
+		if err := t.sumCounts(&t.probe.correct, &t.probe.seen); err != nil {
+			return err
+		}
+	}
 	if !t.leader() {
 		return fmt.Errorf("%w at epoch %d, batch %d (step %d); rank 0 saves the checkpoint", ErrInterrupted, t.state.Epoch+1, t.state.Batch, t.state.Step)
 	}
-	if err := t.save(); err != nil {
-		return fmt.Errorf("%w, and saving the checkpoint failed: %v", ErrInterrupted, err)
+	if t.savedStep != t.state.Step { // not just saved at the end of an epoch
+		if err := t.save(); err != nil {
+			return fmt.Errorf("%w, and saving the checkpoint failed: %v", ErrInterrupted, err)
+		}
 	}
 	if err := t.metrics.plot(t.o.Out); err != nil {
 		t.o.Log.Warn().Err(err).Msg("could not draw loss.png")

@@ -50,6 +50,7 @@ func startAndWait(t *testing.T, args []string, out string, n int) (*exec.Cmd, *s
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
 	t.Fatalf("no progress:\n%s", stderr.String())
 	return nil, nil
 }
@@ -96,6 +97,7 @@ func TestLauncherWorkerKilled(t *testing.T) {
 	case err = <-done:
 	case <-time.After(60 * time.Second):
 		_ = cmd.Process.Kill()
+		<-done
 		t.Fatalf("the launcher did not end within 60 s of a worker's death:\n%s", stderr.String())
 	}
 	took := time.Since(start)

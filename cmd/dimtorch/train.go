@@ -129,6 +129,13 @@ func launch(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		// The workers finish their step and rank 0 saves; a second
+		// interrupt ends the launcher, and its workers die with it.
+		fmt.Fprintln(os.Stderr, "dimtorch: interrupt: the workers finish the step and save a checkpoint (interrupt again to quit at once)")
+		stop()
+	}()
 	err = dist.Launch(ctx, dist.LaunchOptions{
 		Command: append([]string{exe}, os.Args[1:]...), NProc: c.Int("nproc-per-node"), NNodes: c.Int("nnodes"),
 		NodeRank: c.Int("node-rank"), MasterAddr: c.String("master-addr"), MasterPort: c.Int("master-port"),
@@ -168,6 +175,18 @@ func trainRank(c *cli.Context, job dist.Config) error {
 
 // trainRun trains alone (g nil) or as one rank of g.
 func trainRun(c *cli.Context, g *dist.Group) error {
+	// A worker takes interrupts from its launcher from the start: one that
+	// arrives while the job is still starting stops it after its first
+	// step. Alone, an interrupt while starting simply ends the process.
+	var ctx context.Context
+	var stop context.CancelFunc
+	listen := func() {
+		ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	}
+	if g != nil {
+		listen()
+		defer stop()
+	}
 	log := logger(c)
 	if g != nil {
 		log = log.With().Int("rank", g.Rank()).Logger()
@@ -195,8 +214,10 @@ func trainRun(c *cli.Context, g *dist.Group) error {
 		return err
 	}
 	defer tr.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if g == nil {
+		listen()
+		defer stop()
+	}
 	done := make(chan struct{})
 	defer close(done) // runs before stop: no warning when the run simply ends
 	go func() {

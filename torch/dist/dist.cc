@@ -67,19 +67,25 @@ struct AllGather : public torch::autograd::Function<AllGather> {
     int world = p->aux->getSize();
     ctx->saved_data["pg"] = pgp;
     ctx->saved_data["n"] = x.size(0);
-    std::vector<at::Tensor> in{x.contiguous()};
+    ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
+    // Gloo has no bfloat16: reduced precision travels as float32.
+    at::Tensor send = x.is_floating_point() && x.element_size() < 4 ? x.to(at::kFloat) : x;
+    std::vector<at::Tensor> in{send.contiguous()};
     std::vector<std::vector<at::Tensor>> out(1);
     for (int i = 0; i < world; i++) out[0].push_back(at::empty_like(in[0]));
     p->aux->allgather(out, in)->wait();
-    return at::cat(out[0], 0);
+    return at::cat(out[0], 0).to(x.scalar_type());
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
                                                  torch::autograd::variable_list grads) {
     auto *p = reinterpret_cast<dt_pg_s *>(ctx->saved_data["pg"].toInt());
     int64_t n = ctx->saved_data["n"].toInt();
-    std::vector<at::Tensor> g{grads[0].contiguous().clone()};
+    auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    at::Tensor gr = grads[0];
+    gr = gr.is_floating_point() && gr.element_size() < 4 ? gr.to(at::kFloat) : gr.clone();
+    std::vector<at::Tensor> g{gr.contiguous()};
     p->aux->allreduce(g)->wait();
-    return {g[0].narrow(0, p->aux->getRank() * n, n), at::Tensor()};
+    return {g[0].narrow(0, p->aux->getRank() * n, n).to(dtype), at::Tensor()};
   }
 };
 
@@ -218,6 +224,9 @@ dt_err dt_pg_all_gather(dt_pg pg, dt_tensor x, dt_tensor *out) {
 dt_err dt_reducer_new(dt_pg pg, dt_tensor *params, int n, int64_t bucket_bytes, dt_reducer *out) {
   TRY
   auto ps = tensors(params, n);
+  for (size_t i = 0; i < ps.size(); i++)
+    if (!ps[i].requires_grad())
+      throw std::runtime_error("parameter " + std::to_string(i) + " does not require gradients: the Reducer cannot watch it");
   std::vector<bool> sparse(ps.size(), false);
   std::vector<std::vector<size_t>> idx;
   std::vector<size_t> limits;

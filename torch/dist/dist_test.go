@@ -147,6 +147,19 @@ func runScenario(name string) (map[string][]float64, error) {
 		}
 		out["gathered"], _ = float64s(gathered)
 		out["grad"], _ = float64s(v.Grad())
+		// bfloat16 (as under autocast) travels as float32 and comes back
+		// in bfloat16, in both directions.
+		u := torch.FromSlice([]float32{r + 1, 2}, []int64{2}).SetRequiresGrad(true)
+		defer u.Free()
+		gb := g.AllGather(u.Mul(torch.Scalar(1.0, s)).To(torch.BFloat16))
+		if gb.DType() != torch.BFloat16 {
+			return nil, fmt.Errorf("gathered dtype %v", gb.DType())
+		}
+		if err := gb.To(torch.Float32).MulScalar(float64(r) + 1).Sum().Backward(); err != nil {
+			return nil, err
+		}
+		out["gathered_bf16"], _ = float64s(gb)
+		out["grad_bf16"], _ = float64s(u.Grad())
 	case "reducer":
 		// A linear layer trained on each rank's own data: after the reducer
 		// the gradient must be the mean of the ranks' gradients, that is
@@ -233,7 +246,7 @@ func TestCollectives(t *testing.T) {
 			t.Fatalf("rank %d: %v\n%s", r, x.err, x.stderr)
 		}
 		want := map[string][]float64{"sum": {3, 30}, "max": {1}, "bcast": {1, 1, 1, 1, 1, 1, 1, 1},
-			"gathered": {0, 0, 0, 1, -1, 2}, "grad": {3, 3, 3}}
+			"gathered": {0, 0, 0, 1, -1, 2}, "grad": {3, 3, 3}, "gathered_bf16": {1, 2, 2, 2}, "grad_bf16": {3, 3}}
 		for k, w := range want {
 			if !close(x.out[k], w, 1e-6) {
 				t.Errorf("rank %d %s = %v, want %v", r, k, x.out[k], w)

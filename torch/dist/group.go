@@ -155,7 +155,10 @@ func (g *Group) Barrier() error {
 // order (all ranks' x must have the same shape). It is differentiable: the
 // backward pass sums the gradient over ranks and hands each rank its slice,
 // so a loss computed on the gathered tensor trains every rank's network.
-// The result joins x's scope; it carries the error if the collective fails.
+// Reduced-precision tensors (bfloat16 under autocast, which Gloo does not
+// carry) travel as float32 and come back in their own dtype. The group must
+// stay open until the backward pass is done. The result joins x's scope; it
+// carries the error if the collective fails.
 func (g *Group) AllGather(x *torch.Tensor) *torch.Tensor {
 	defer runtime.KeepAlive(x)
 	h, err := handle.Of(x)
@@ -164,6 +167,9 @@ func (g *Group) AllGather(x *torch.Tensor) *torch.Tensor {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.p == nil {
+		return handle.Failed(fmt.Errorf("all-gather: the process group is closed")).(*torch.Tensor)
+	}
 	var out C.dt_tensor
 	if err := cerr("all-gather", C.dt_pg_all_gather(g.p, C.dt_tensor(h), &out)); err != nil {
 		return handle.Failed(err).(*torch.Tensor)

@@ -25,8 +25,10 @@ type LaunchOptions struct {
 	MasterAddr string   // rank 0's machine ("" : 127.0.0.1, single-machine jobs only)
 	MasterPort int      // 0: a free port (single-machine jobs), else DefaultPort
 	Timeout    time.Duration
-	// Grace is how long workers get to stop after SIGTERM (a worker failed)
-	// or SIGINT (the launcher was interrupted) before SIGKILL; 0: 30 s.
+	// Grace is how long the other workers get to stop after SIGTERM (sent
+	// when a worker failed) before SIGKILL; 0: 30 s. After an interrupt the
+	// workers get all the time they need to finish the step and save; a
+	// second interrupt should end the launcher (its workers die with it).
 	Grace          time.Duration
 	Stdout, Stderr io.Writer // nil: the launcher's own
 }
@@ -39,7 +41,7 @@ type WorkerError struct {
 }
 
 func (e *WorkerError) Error() string {
-	how := e.State.String() // "exit status 1", "signal: killed"
+	how := "exited with status " + strconv.Itoa(e.State.ExitCode())
 	if ws, ok := e.State.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		how = "was killed by signal " + ws.Signal().String()
 	}
@@ -63,7 +65,7 @@ var ErrWorkersInterrupted = errors.New("interrupted: every worker stopped")
 // waits for them. When one fails the others get SIGTERM, then SIGKILL after
 // Grace, and the error names the first failed rank. When ctx is cancelled
 // (Ctrl-C) every worker gets SIGINT, so that they stop together after a step
-// and rank 0 saves; workers still running after Grace are killed. Workers
+// and rank 0 saves, however long that takes. Workers
 // run in their own process group (so a terminal's Ctrl-C reaches them only
 // through the launcher) and die with the launcher.
 func Launch(ctx context.Context, o LaunchOptions) error {
@@ -155,10 +157,9 @@ func Launch(ctx context.Context, o LaunchOptions) error {
 		}(i, c)
 	}
 	var first *WorkerError
-	interrupted := false
+	interrupted, stopped := false, false
 	var deadline <-chan time.Time
 	done := ctx.Done()
-	allStopped := true
 	for left := o.NProc; left > 0; {
 		select {
 		case e := <-exits:
@@ -169,10 +170,11 @@ func Launch(ctx context.Context, o LaunchOptions) error {
 			if e.state == nil || e.state.Success() {
 				continue
 			}
-			if e.state.ExitCode() != 130 || !interrupted {
-				allStopped = false
+			if interrupted && e.state.ExitCode() == 130 {
+				stopped = true
+				continue
 			}
-			if first == nil && !(interrupted && e.state.ExitCode() == 130) {
+			if first == nil {
 				first = &WorkerError{Rank: o.NodeRank*o.NProc + e.local, Pid: procs[e.local].Process.Pid, State: e.state}
 				if !interrupted {
 					signalAll(syscall.SIGTERM)
@@ -185,9 +187,6 @@ func Launch(ctx context.Context, o LaunchOptions) error {
 			done = nil
 			interrupted = true
 			signalAll(syscall.SIGINT)
-			if deadline == nil {
-				deadline = time.After(o.Grace)
-			}
 		case <-deadline:
 			signalAll(syscall.SIGKILL)
 		}
@@ -195,7 +194,7 @@ func Launch(ctx context.Context, o LaunchOptions) error {
 	if first != nil {
 		return first
 	}
-	if interrupted && allStopped {
+	if stopped {
 		return ErrWorkersInterrupted
 	}
 	return nil
