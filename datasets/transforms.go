@@ -2,6 +2,7 @@ package datasets
 
 import (
 	"fmt"
+	"github.com/dimtorch/dimtorch/internal/imgops"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -140,37 +141,10 @@ func resize(img Image, h, w int) Image {
 }
 
 // resizeRegion samples the region [top, top+rh) x [left, left+rw) of img
-// into an h x w image, bilinearly.
+// into an h x w image, bilinearly (imgops.ResizeRegion, which package embed
+// shares for served images).
 func resizeRegion(img Image, top, left, rh, rw float64, h, w int) Image {
-	out := NewImage(img.C, h, w)
-	sy, sx := rh/float64(h), rw/float64(w)
-	x0s := make([]int, w)
-	x1s := make([]int, w)
-	fxs := make([]float64, w)
-	for x := 0; x < w; x++ {
-		fx := left + (float64(x)+0.5)*sx - 0.5
-		fx = math.Max(0, math.Min(fx, float64(img.W-1)))
-		x0 := int(fx)
-		x0s[x], x1s[x], fxs[x] = x0, min(x0+1, img.W-1), fx-float64(x0)
-	}
-	for y := 0; y < h; y++ {
-		fy := top + (float64(y)+0.5)*sy - 0.5
-		fy = math.Max(0, math.Min(fy, float64(img.H-1)))
-		y0 := int(fy)
-		y1 := min(y0+1, img.H-1)
-		wy := fy - float64(y0)
-		for c := 0; c < img.C; c++ {
-			r0 := img.Pix[(c*img.H+y0)*img.W:]
-			r1 := img.Pix[(c*img.H+y1)*img.W:]
-			dst := out.Pix[(c*h+y)*w:]
-			for x := 0; x < w; x++ {
-				a := float64(r0[x0s[x]])*(1-fxs[x]) + float64(r0[x1s[x]])*fxs[x]
-				b := float64(r1[x0s[x]])*(1-fxs[x]) + float64(r1[x1s[x]])*fxs[x]
-				dst[x] = uint8(math.Round(a*(1-wy) + b*wy))
-			}
-		}
-	}
-	return out
+	return Image{C: img.C, H: h, W: w, Pix: imgops.ResizeRegion(img.Pix, img.C, img.H, img.W, top, left, rh, rw, h, w)}
 }
 
 // RandomResizedCrop cuts a random window covering a fraction in [minScale,

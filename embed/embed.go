@@ -1,14 +1,18 @@
 // Package embed runs exported dimtorch encoders (ONNX) through onnxruntime
 // to embed images in Go services, with no libtorch at all. A Model is safe
-// for concurrent use by several goroutines.
+// for concurrent use by several goroutines, Close included: it waits for
+// the runs in progress and later calls return ErrClosed.
 //
 // The onnxruntime shared library is found from Options.Library, the
-// DIMTORCH_ONNXRUNTIME_LIB environment variable, or well-known places
-// (third_party/onnxruntime from `make setup`, the user cache, system
-// library directories); Open fails with a clear error when it is absent.
+// DIMTORCH_ONNXRUNTIME_LIB environment variable, beside the executable
+// (its directory, or ../third_party/onnxruntime where `make setup` puts it),
+// the user cache, or the system library directories (see package ortlib);
+// never from the working directory. Open fails with a clear error when it
+// is absent.
 package embed
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"image"
@@ -16,8 +20,10 @@ import (
 	_ "image/jpeg" // decoders for EmbedFile
 	_ "image/png"
 	"os"
+	"strings"
 	"sync"
 
+	"github.com/dimtorch/dimtorch/internal/imgops"
 	"github.com/dimtorch/dimtorch/internal/ortlib"
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -31,11 +37,13 @@ type Options struct {
 
 // Model is an opened encoder.
 type Model struct {
+	mu      sync.RWMutex // runs hold it shared, Close exclusively
 	session *ort.DynamicAdvancedSession
 	input   string
 	output  string
 	c, h, w int64
 	dim     int64
+	data    string // the training data, from the model's metadata ("" if absent)
 }
 
 var (
@@ -122,11 +130,21 @@ func Open(path string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if md, err := m.session.GetModelMetadata(); err == nil {
+		if v, ok, err := md.LookupCustomMetadataMap("data"); err == nil && ok {
+			m.data = v
+		}
+		md.Destroy()
+	}
 	return m, nil
 }
 
-// Close releases the session.
+// Close releases the session once the runs in progress have finished;
+// later calls return ErrClosed. It is safe to call more than once and
+// while other goroutines embed.
 func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.session == nil {
 		return nil
 	}
@@ -147,6 +165,18 @@ var ErrClosed = errors.New("embed: the model is closed")
 // EmbedBatch embeds n images given as float32 NCHW values in [0, 1] and
 // returns n vectors.
 func (m *Model) EmbedBatch(data []float32, n int) ([][]float32, error) {
+	return m.EmbedBatchContext(context.Background(), data, n)
+}
+
+// EmbedBatchContext is EmbedBatch that gives up when ctx is done: before
+// the run, or during it (onnxruntime's run is told to terminate), returning
+// ctx's error.
+func (m *Model) EmbedBatchContext(ctx context.Context, data []float32, n int) ([][]float32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	if m.session == nil {
 		return nil, ErrClosed
 	}
@@ -159,11 +189,41 @@ func (m *Model) EmbedBatch(data []float32, n int) ([][]float32, error) {
 		return nil, err
 	}
 	defer in.Destroy()
+	var ro *ort.RunOptions
+	if ctx.Done() != nil {
+		if ro, err = ort.NewRunOptions(); err != nil {
+			return nil, err
+		}
+		// Terminate may be running when the run returns: the options are
+		// destroyed only after it, under mu.
+		var mu sync.Mutex
+		done := false
+		stop := context.AfterFunc(ctx, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !done {
+				_ = ro.Terminate()
+			}
+		})
+		defer func() {
+			stop()
+			mu.Lock()
+			done = true
+			_ = ro.Destroy()
+			mu.Unlock()
+		}()
+	}
 	outs := []ort.Value{nil}
-	if err := m.session.Run([]ort.Value{in}, outs); err != nil {
+	if err := m.session.RunWithOptions([]ort.Value{in}, outs, ro); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, fmt.Errorf("embed: %w", err)
 	}
 	defer outs[0].Destroy()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	t, ok := outs[0].(*ort.Tensor[float32])
 	if !ok {
 		return nil, fmt.Errorf("embed: the output is not a float32 tensor")
@@ -209,6 +269,53 @@ func (m *Model) Pixels(img image.Image) ([]float32, error) {
 			out[h*w+y*w+x] = float32(g) / 65535
 			out[2*h*w+y*w+x] = float32(bl) / 65535
 		}
+	}
+	return out, nil
+}
+
+// Preprocess turns any decoded image into the model's input, as dimtorch
+// evaluates the encoder on its data: for models trained on STL-10 or an
+// image folder (the model's "data" metadata), a bilinear resize to 64 x 64
+// first; then a bilinear resize to the input size when it differs (the
+// same arithmetic as training's, package imgops); the model's channels
+// (luminance for 1-channel models, grey repeated for 3-channel ones);
+// values in [0, 1].
+func (m *Model) Preprocess(img image.Image) ([]float32, error) {
+	c := int(m.c)
+	if c != 1 && c != 3 {
+		return nil, fmt.Errorf("embed: preprocessing makes 1- or 3-channel images, the model takes %d", c)
+	}
+	b := img.Bounds()
+	h, w := b.Dy(), b.Dx()
+	if h <= 0 || w <= 0 {
+		return nil, fmt.Errorf("embed: an empty image")
+	}
+	pix := make([]uint8, c*h*w)
+	gray, isGray := img.(*image.Gray)
+	for y := 0; y < h; y++ {
+		if isGray && c == 1 {
+			copy(pix[y*w:(y+1)*w], gray.Pix[(y+b.Min.Y-gray.Rect.Min.Y)*gray.Stride+(b.Min.X-gray.Rect.Min.X):])
+			continue
+		}
+		for x := 0; x < w; x++ {
+			px := img.At(b.Min.X+x, b.Min.Y+y)
+			if c == 1 {
+				pix[y*w+x] = color.GrayModel.Convert(px).(color.Gray).Y
+				continue
+			}
+			r, g, bl, _ := px.RGBA()
+			pix[y*w+x], pix[h*w+y*w+x], pix[2*h*w+y*w+x] = uint8(r>>8), uint8(g>>8), uint8(bl>>8)
+		}
+	}
+	if (m.data == "stl10" || strings.HasPrefix(m.data, "folder:")) && (h != 64 || w != 64) {
+		pix, h, w = imgops.Resize(pix, c, h, w, 64, 64), 64, 64
+	}
+	if h != int(m.h) || w != int(m.w) {
+		pix = imgops.Resize(pix, c, h, w, int(m.h), int(m.w))
+	}
+	out := make([]float32, len(pix))
+	for i, v := range pix {
+		out[i] = float32(v) / 255
 	}
 	return out, nil
 }

@@ -1,14 +1,19 @@
 package embed_test
 
 import (
+	"context"
+	"errors"
 	"image"
 	"image/color"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/embed"
 	"github.com/dimtorch/dimtorch/export"
 	"github.com/dimtorch/dimtorch/internal/ortlib"
@@ -18,6 +23,7 @@ import (
 
 func exported(t *testing.T, name string, ch int) string {
 	t.Helper()
+	ortlib.UseRepositoryCopy()
 	if _, err := ortlib.Find(""); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("CI must provide onnxruntime (make setup fetches it): %v", err)
@@ -124,5 +130,119 @@ func TestOpenErrors(t *testing.T) {
 	_ = os.WriteFile(f, []byte("garbage"), 0o644)
 	if _, err := m.EmbedFile(f); err == nil || !strings.Contains(err.Error(), "not a readable PNG or JPEG") {
 		t.Fatalf("bad file: %v", err)
+	}
+}
+
+// Close while goroutines embed: every call either returns its vectors or
+// ErrClosed; nothing crashes (this crashed with SIGSEGV before Close waited
+// for the runs in progress).
+func TestCloseWhileEmbedding(t *testing.T) {
+	p := exported(t, "dcgan32", 3)
+	for round := 0; round < 3; round++ {
+		m, err := embed.Open(p, embed.Options{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := make([]float32, 8*3*32*32)
+		var wg sync.WaitGroup
+		var ok, closed atomic.Int32
+		for g := 0; g < 6; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 20; i++ {
+					_, err := m.EmbedBatch(data, 8)
+					switch {
+					case err == nil:
+						ok.Add(1)
+					case errors.Is(err, embed.ErrClosed):
+						closed.Add(1)
+					default:
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if closed.Load() == 0 {
+			t.Logf("round %d: every call finished before Close (%d)", round, ok.Load())
+		}
+	}
+}
+
+// A cancelled context stops a call before it runs and interrupts a run in
+// progress; the model stays usable.
+func TestEmbedContext(t *testing.T) {
+	m, err := embed.Open(exported(t, "dcgan32", 3), embed.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	data := make([]float32, 256*3*32*32)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.EmbedBatchContext(ctx, data, 256); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled before: %v", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = m.EmbedBatchContext(ctx, data, 256)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("deadline during the run: %v", err)
+	}
+	t.Logf("a run of 256 images gave up %v after its 1 ms deadline", time.Since(start))
+	if _, err := m.EmbedBatchContext(context.Background(), data[:3*32*32], 1); err != nil {
+		t.Fatalf("after a terminated run: %v", err)
+	}
+}
+
+// Preprocess is the training pipeline's arithmetic: a colour image of
+// another size becomes the model's 28x28 grayscale input through the same
+// bilinear resize as the datasets package.
+func TestPreprocess(t *testing.T) {
+	m, err := embed.Open(exported(t, "basic28", 1), embed.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	src := image.NewRGBA(image.Rect(0, 0, 56, 42))
+	for y := 0; y < 42; y++ {
+		for x := 0; x < 56; x++ {
+			src.Set(x, y, color.RGBA{uint8(4 * x), uint8(6 * y), 100, 255})
+		}
+	}
+	got, err := m.Preprocess(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gray := make([]uint8, 56*42)
+	for y := 0; y < 42; y++ {
+		for x := 0; x < 56; x++ {
+			gray[y*56+x] = color.GrayModel.Convert(src.At(x, y)).(color.Gray).Y
+		}
+	}
+	want := datasets.Resize(28, 28).Apply(datasets.Image{C: 1, H: 42, W: 56, Pix: gray}, nil)
+	if len(got) != 28*28 {
+		t.Fatalf("%d values", len(got))
+	}
+	for i, v := range want.Pix {
+		if got[i] != float32(v)/255 {
+			t.Fatalf("pixel %d: %v, the datasets pipeline gives %v", i, got[i]*255, v)
+		}
+	}
+	// An image of the right size and mode is what Pixels gives.
+	g := image.NewGray(image.Rect(0, 0, 28, 28))
+	g.Pix[30] = 77
+	a, _ := m.Preprocess(g)
+	b, _ := m.Pixels(g)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("pixel %d: %v vs %v", i, a[i], b[i])
+		}
 	}
 }

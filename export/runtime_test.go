@@ -15,6 +15,7 @@ import (
 
 func needORT(t *testing.T) {
 	t.Helper()
+	ortlib.UseRepositoryCopy()
 	if _, err := ortlib.Find(""); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("CI must provide onnxruntime (make setup fetches it): %v", err)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dimtorch/dimtorch/internal/ortlib"
 )
 
 var binary string
@@ -17,6 +19,7 @@ var binary string
 // TestMain builds the dimtorch binary once; the tests run it as a user would
 // and check exit codes, output and that nothing panics.
 func TestMain(m *testing.M) {
+	ortlib.UseRepositoryCopy() // the binary runs from a temporary directory
 	dir, err := os.MkdirTemp("", "dimtorch-cli")
 	if err != nil {
 		panic(err)

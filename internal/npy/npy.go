@@ -1,5 +1,6 @@
 // Package npy writes NumPy .npy files (format version 1.0) of float32 or
-// int64 arrays, for handing arrays to Python tools.
+// int64 arrays, for handing arrays to Python tools, and reads float32 ones
+// back (embedding galleries).
 package npy
 
 import (

@@ -17,9 +17,11 @@ const EnvVar = "DIMTORCH_ONNXRUNTIME_LIB"
 var libNames = []string{"libonnxruntime.so", "libonnxruntime.so.1", "libonnxruntime.dylib", "onnxruntime.dll"}
 
 // Candidates lists the places searched, in order: the explicit path, the
-// environment variable, the project's third_party directory (where `make
-// setup` puts the library), the user's cache, and the system library
-// directories.
+// environment variable, beside the executable (its directory, and
+// ../third_party/onnxruntime, where `make setup` puts the library for
+// bin/dimtorch), the user's cache, and the system library directories. The
+// working directory and its parents are never searched: a service must not
+// load whatever library file sits above the directory it was started in.
 func Candidates(explicit string) []string {
 	var c []string
 	if explicit != "" {
@@ -29,17 +31,8 @@ func Candidates(explicit string) []string {
 		c = append(c, v)
 	}
 	var dirs []string
-	if wd, err := os.Getwd(); err == nil {
-		// The repository root or any parent of the working directory.
-		for d := wd; ; d = filepath.Dir(d) {
-			dirs = append(dirs, filepath.Join(d, "third_party", "onnxruntime"))
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
-	}
 	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Join(filepath.Dir(exe), "..", "third_party", "onnxruntime"), filepath.Dir(exe))
+		dirs = append(dirs, filepath.Dir(exe), filepath.Join(filepath.Dir(exe), "..", "third_party", "onnxruntime"))
 	}
 	if cache, err := os.UserCacheDir(); err == nil {
 		dirs = append(dirs, filepath.Join(cache, "dimtorch", "onnxruntime"))
@@ -51,6 +44,30 @@ func Candidates(explicit string) []string {
 		}
 	}
 	return c
+}
+
+// UseRepositoryCopy is for tests, which run in a package directory of the
+// repository: unless EnvVar is set, it points EnvVar at the library that
+// `make setup` put in the repository's third_party/onnxruntime (found from
+// the working directory upwards), for the test and the processes it starts.
+func UseRepositoryCopy() {
+	if os.Getenv(EnvVar) != "" {
+		return
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		p := filepath.Join(d, "third_party", "onnxruntime", "libonnxruntime.so.1")
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			os.Setenv(EnvVar, p)
+			return
+		}
+		if filepath.Dir(d) == d {
+			return
+		}
+	}
 }
 
 // ErrNotFound is returned by Find when no candidate exists.

@@ -1,0 +1,184 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrOverloaded is returned when accepting a request would queue more
+// images than Config.MaxQueue: the client should retry later (HTTP 429).
+var ErrOverloaded = errors.New("the server is at capacity: retry later")
+
+// errClosed is returned for work submitted after shutdown began.
+var errClosed = errors.New("the server is shutting down")
+
+// runner embeds a batch of images given as one float32 NCHW slice.
+type runner func(ctx context.Context, pixels []float32, n int) ([][]float32, error)
+
+// job is one request's images waiting for the model.
+type job struct {
+	ctx    context.Context
+	pixels []float32
+	n      int
+	done   chan result // buffered: the batcher never blocks on it
+}
+
+type result struct {
+	vecs [][]float32
+	err  error
+}
+
+// batcher turns concurrent requests into model runs: with batching on, one
+// goroutine collects jobs until MaxBatch images are waiting or MaxWait has
+// passed since the first, runs them as one batch and hands each job its
+// rows; with batching off, each job runs at once on its own. Either way at
+// most MaxQueue images are accepted but not yet answered.
+type batcher struct {
+	run      runner
+	batching bool
+	maxBatch int
+	maxWait  time.Duration
+	maxQueue int64
+
+	queued  atomic.Int64 // images accepted and not yet answered
+	in      chan *job
+	mu      sync.RWMutex // guards closed against submissions
+	closed  bool
+	wg      sync.WaitGroup
+	onBatch func(images int) // metrics hook
+}
+
+func newBatcher(run runner, batching bool, maxBatch int, maxWait time.Duration, maxQueue int, onBatch func(int)) *batcher {
+	b := &batcher{run: run, batching: batching, maxBatch: maxBatch, maxWait: maxWait, maxQueue: int64(maxQueue),
+		in: make(chan *job, maxQueue), onBatch: onBatch}
+	if batching {
+		b.wg.Add(1)
+		go b.loop()
+	}
+	return b
+}
+
+// Queued returns the images accepted and not yet answered.
+func (b *batcher) Queued() int64 { return b.queued.Load() }
+
+// embed submits n images and waits for their vectors, or for ctx.
+func (b *batcher) embed(ctx context.Context, pixels []float32, n int) ([][]float32, error) {
+	if q := b.queued.Add(int64(n)); q > b.maxQueue {
+		b.queued.Add(int64(-n))
+		return nil, ErrOverloaded
+	}
+	defer b.queued.Add(int64(-n))
+	if !b.batching {
+		b.onBatch(n)
+		return b.run(ctx, pixels, n)
+	}
+	j := &job{ctx: ctx, pixels: pixels, n: n, done: make(chan result, 1)}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return nil, errClosed
+	}
+	b.in <- j // never blocks: the channel holds maxQueue jobs of at least one image
+	b.mu.RUnlock()
+	select {
+	case r := <-j.done:
+		return r.vecs, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err() // the batcher skips or discards the job
+	}
+}
+
+// close stops accepting work and returns when every accepted job is done.
+func (b *batcher) close() {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.in)
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+func (b *batcher) loop() {
+	defer b.wg.Done()
+	var carry *job
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			var ok bool
+			if first, ok = <-b.in; !ok {
+				return
+			}
+		}
+		batch := []*job{first}
+		n := first.n
+		if n < b.maxBatch && b.maxWait > 0 {
+			timer.Reset(b.maxWait)
+		fill:
+			for n < b.maxBatch {
+				select {
+				case j, ok := <-b.in:
+					if !ok {
+						break fill
+					}
+					if n+j.n > b.maxBatch {
+						carry = j
+						break fill
+					}
+					batch = append(batch, j)
+					n += j.n
+				case <-timer.C:
+					break fill
+				}
+			}
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+		b.runBatch(batch)
+	}
+}
+
+// runBatch runs the jobs whose clients are still waiting as one batch.
+func (b *batcher) runBatch(batch []*job) {
+	live := batch[:0]
+	n := 0
+	for _, j := range batch {
+		if j.ctx.Err() != nil {
+			j.done <- result{err: j.ctx.Err()}
+			continue
+		}
+		live = append(live, j)
+		n += j.n
+	}
+	if n == 0 {
+		return
+	}
+	pixels := live[0].pixels
+	if len(live) > 1 {
+		pixels = make([]float32, 0, len(live[0].pixels)/live[0].n*n)
+		for _, j := range live {
+			pixels = append(pixels, j.pixels...)
+		}
+	}
+	b.onBatch(n)
+	vecs, err := b.run(context.Background(), pixels, n)
+	at := 0
+	for _, j := range live {
+		if err != nil {
+			j.done <- result{err: err}
+			continue
+		}
+		j.done <- result{vecs: vecs[at : at+j.n]}
+		at += j.n
+	}
+}

@@ -1,0 +1,375 @@
+// Package serve is dimtorch's HTTP service for exported encoders, built on
+// package embed (onnxruntime; no libtorch): embeddings and nearest
+// neighbours over JSON, with micro-batching of concurrent requests,
+// Prometheus metrics, limits on every input a client controls, and a
+// graceful shutdown. `dimtorch serve` is its command.
+//
+// # API
+//
+//	POST /v1/embed              images -> {"dim": D, "embeddings": [[...], ...]}
+//	POST /v1/neighbors?k=N      images -> {"k": N, "results": [{"neighbors": [{"index", "name", "similarity"}, ...]}, ...]}
+//	GET  /healthz               200 while the process runs
+//	GET  /readyz                200 when it takes requests, 503 while it starts or stops
+//	GET  /metrics               Prometheus text format
+//
+// Images come as a raw PNG or JPEG body, as the files of a multipart form,
+// or as JSON {"images": ["<base64 or data URL>", ...]}; each is converted
+// to the model's channels and resized to its input (Model.Preprocess).
+// Errors are JSON {"error": "...", "status": N}: 400 malformed request, 404
+// unknown path or no gallery, 405 wrong method, 413 body, image or count
+// over a limit, 415 not a PNG or JPEG, 422 damaged image, 429 at capacity
+// (with Retry-After), 503 shutting down.
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"image"
+	"log"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// Model is what the service needs of an encoder; *embed.Model has it.
+type Model interface {
+	EmbedBatchContext(ctx context.Context, data []float32, n int) ([][]float32, error)
+	Preprocess(img image.Image) ([]float32, error)
+	InputShape() (c, h, w int)
+	Dim() int
+}
+
+// Config sets the service's batching and limits. Zero values take the
+// defaults in brackets.
+type Config struct {
+	Batching  bool          // batch concurrent requests together (else each runs on its own)
+	MaxBatch  int           // images per model run [32]
+	MaxWait   time.Duration // how long a batch waits to fill once it has an image [2ms]
+	MaxQueue  int           // images accepted and not yet answered before 429 [8 x MaxBatch, at least MaxImages]
+	MaxBody   int64         // bytes per request body [16 MiB]
+	MaxPixels int64         // width x height of one image, checked before decoding [16,777,216: 4096 x 4096]
+	MaxImages int           // images per request [64]
+	MaxK      int           // neighbours per query [100]
+	Decoders  int           // images decoded at once, bounding their memory [2 x GOMAXPROCS]
+
+	ReadHeaderTimeout time.Duration // [5s]: a client that sends headers slowly is cut off
+	ReadTimeout       time.Duration // [30s]
+	WriteTimeout      time.Duration // [60s]
+	IdleTimeout       time.Duration // [120s]
+	ShutdownTimeout   time.Duration // in-flight requests get this long after SIGTERM [30s]
+
+	Log zerolog.Logger
+}
+
+func (c *Config) defaults() {
+	set := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	setD := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	set(&c.MaxBatch, 32)
+	set(&c.MaxImages, 64)
+	set(&c.MaxQueue, max(8*c.MaxBatch, c.MaxImages))
+	c.MaxQueue = max(c.MaxQueue, c.MaxImages)
+	set(&c.MaxK, 100)
+	set(&c.Decoders, 2*runtime.GOMAXPROCS(0))
+	if c.MaxBody <= 0 {
+		c.MaxBody = 16 << 20
+	}
+	if c.MaxPixels <= 0 {
+		c.MaxPixels = 4096 * 4096
+	}
+	if c.MaxWait < 0 {
+		c.MaxWait = 0
+	}
+	setD(&c.ReadHeaderTimeout, 5*time.Second)
+	setD(&c.ReadTimeout, 30*time.Second)
+	setD(&c.WriteTimeout, 60*time.Second)
+	setD(&c.IdleTimeout, 120*time.Second)
+	setD(&c.ShutdownTimeout, 30*time.Second)
+}
+
+// Server answers the API for one model and an optional gallery.
+type Server struct {
+	cfg     Config
+	model   Model
+	gallery *Gallery
+	b       *batcher
+	m       *metrics
+	ready   atomic.Bool
+	decode  chan struct{}
+	handler http.Handler
+}
+
+// New prepares a server; Serve runs it. gallery may be nil (then
+// /v1/neighbors answers 404).
+func New(model Model, gallery *Gallery, cfg Config) (*Server, error) {
+	cfg.defaults()
+	if gallery != nil && gallery.Dim() != model.Dim() {
+		return nil, errors.New("the gallery's vectors have " + strconv.Itoa(gallery.Dim()) + " values, the model's " + strconv.Itoa(model.Dim()))
+	}
+	s := &Server{cfg: cfg, model: model, gallery: gallery, decode: make(chan struct{}, cfg.Decoders)}
+	s.m = newMetrics(func() float64 { return float64(s.b.Queued()) })
+	s.b = newBatcher(model.EmbedBatchContext, cfg.Batching, cfg.MaxBatch, cfg.MaxWait, cfg.MaxQueue, func(n int) {
+		s.m.batches.Observe(float64(n))
+		s.m.images.Add(float64(n))
+	})
+	mux := http.NewServeMux()
+	route := func(path, method, name string, h func(http.ResponseWriter, *http.Request) error) {
+		mux.Handle(path, s.instrument(name, method, h))
+	}
+	route("/v1/embed", http.MethodPost, "embed", s.handleEmbed)
+	route("/v1/neighbors", http.MethodPost, "neighbors", s.handleNeighbors)
+	route("/healthz", http.MethodGet, "healthz", func(w http.ResponseWriter, _ *http.Request) error {
+		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	route("/readyz", http.MethodGet, "readyz", func(w http.ResponseWriter, _ *http.Request) error {
+		if !s.ready.Load() {
+			return errorf(http.StatusServiceUnavailable, "not ready")
+		}
+		return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	metricsHandler := promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
+	route("/metrics", http.MethodGet, "metrics", func(w http.ResponseWriter, r *http.Request) error {
+		metricsHandler.ServeHTTP(w, r)
+		return nil
+	})
+	route("/", "", "other", func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, "no such endpoint: %s (see POST /v1/embed, POST /v1/neighbors, GET /healthz, /readyz, /metrics)", r.URL.Path)
+	})
+	s.handler = mux
+	return s, nil
+}
+
+// Handler returns the service's routes (for tests and for embedding the
+// service in another server).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// SetReady marks the service ready (Serve does it when it starts).
+func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
+
+// ObserveModelLoad records how long the model and gallery took to load.
+func (s *Server) ObserveModelLoad(d time.Duration) { s.m.modelLoad.Set(d.Seconds()) }
+
+// Serve answers on l until ctx is cancelled, then stops accepting
+// connections, lets in-flight requests finish (for up to ShutdownTimeout)
+// and returns nil.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(zerologWriter{s.cfg.Log}, "", 0),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	s.ready.Store(true)
+	s.cfg.Log.Info().Str("addr", l.Addr().String()).Bool("batching", s.cfg.Batching).Int("max_batch", s.cfg.MaxBatch).
+		Dur("max_wait", s.cfg.MaxWait).Msg("serving")
+	select {
+	case err := <-errc:
+		s.ready.Store(false)
+		s.b.close()
+		return err
+	case <-ctx.Done():
+	}
+	s.ready.Store(false)
+	s.cfg.Log.Info().Msg("shutting down: finishing the requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	s.b.close()
+	<-errc
+	if err != nil {
+		return errors.New("shutdown: requests still running after " + s.cfg.ShutdownTimeout.String())
+	}
+	s.cfg.Log.Info().Msg("stopped")
+	return nil
+}
+
+// zerologWriter passes net/http's own messages (TLS, malformed requests)
+// to the structured log.
+type zerologWriter struct{ l zerolog.Logger }
+
+func (z zerologWriter) Write(p []byte) (int, error) {
+	z.l.Debug().Str("source", "net/http").Msg(string(trimNL(p)))
+	return len(p), nil
+}
+
+func trimNL(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// instrument checks the method, turns a handler's error into its JSON
+// answer, and records the request's status and latency.
+func (s *Server) instrument(route, method string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		w := &statusWriter{ResponseWriter: rw}
+		var err error
+		if method != "" && r.Method != method {
+			w.Header().Set("Allow", method)
+			err = errorf(http.StatusMethodNotAllowed, "%s takes %s, not %s", r.URL.Path, method, r.Method)
+		} else {
+			err = h(w, r)
+		}
+		if err != nil {
+			writeError(w, r, err)
+		}
+		code := w.status
+		if code == 0 {
+			code = http.StatusOK
+		}
+		d := time.Since(start)
+		s.m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+		s.m.latency.WithLabelValues(route).Observe(d.Seconds())
+		ev := s.cfg.Log.Debug()
+		if code >= 500 {
+			ev = s.cfg.Log.Warn()
+		}
+		if err != nil {
+			ev = ev.Err(err)
+		}
+		ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", code).Dur("took", d).Str("remote", r.RemoteAddr).Msg("request")
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusInternalServerError
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+		status = he.status
+	case errors.Is(err, ErrOverloaded):
+		status = http.StatusTooManyRequests
+		w.Header().Set("Retry-After", "1")
+	case errors.Is(err, errClosed):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		return // the client is gone
+	case errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusServiceUnavailable
+	}
+	_ = writeJSON(w, status, map[string]any{"error": err.Error(), "status": status})
+}
+
+// images reads, checks, decodes and preprocesses a request's images.
+func (s *Server) images(w http.ResponseWriter, r *http.Request) ([]float32, int, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	uploads, err := readUploads(r, s.cfg.MaxImages)
+	if err != nil {
+		return nil, 0, err
+	}
+	c, h, wd := s.model.InputShape()
+	pixels := make([]float32, 0, len(uploads)*c*h*wd)
+	for i, b := range uploads {
+		select {
+		case s.decode <- struct{}{}:
+		case <-r.Context().Done():
+			return nil, 0, r.Context().Err()
+		}
+		img, err := decode(b, s.cfg.MaxPixels)
+		var p []float32
+		if err == nil {
+			p, err = s.model.Preprocess(img)
+		}
+		<-s.decode
+		if err != nil {
+			if len(uploads) > 1 {
+				var he *httpError
+				if errors.As(err, &he) {
+					return nil, 0, errorf(he.status, "image %d: %s", i, he.msg)
+				}
+				return nil, 0, errorf(http.StatusUnprocessableEntity, "image %d: %v", i, err)
+			}
+			return nil, 0, err
+		}
+		pixels = append(pixels, p...)
+	}
+	return pixels, len(uploads), nil
+}
+
+func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) error {
+	pixels, n, err := s.images(w, r)
+	if err != nil {
+		return err
+	}
+	vecs, err := s.b.embed(r.Context(), pixels, n)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"dim": s.model.Dim(), "embeddings": vecs})
+}
+
+func (s *Server) handleNeighbors(w http.ResponseWriter, r *http.Request) error {
+	if s.gallery == nil {
+		return errorf(http.StatusNotFound, "no gallery: start the server with --gallery DIR or FILE.npy")
+	}
+	k := 5
+	if v := r.URL.Query().Get("k"); v != "" {
+		var err error
+		if k, err = strconv.Atoi(v); err != nil || k < 1 || k > s.cfg.MaxK {
+			return errorf(http.StatusBadRequest, "k=%q: want a whole number from 1 to %d", v, s.cfg.MaxK)
+		}
+	}
+	pixels, n, err := s.images(w, r)
+	if err != nil {
+		return err
+	}
+	vecs, err := s.b.embed(r.Context(), pixels, n)
+	if err != nil {
+		return err
+	}
+	type res struct {
+		Neighbors []Neighbor `json:"neighbors"`
+	}
+	out := make([]res, len(vecs))
+	for i, v := range vecs {
+		out[i].Neighbors = s.gallery.Nearest(v, k)
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"k": min(k, s.gallery.Len()), "results": out})
+}
