@@ -33,6 +33,10 @@ type Options struct {
 	Library string // path of libonnxruntime; empty: search (see the package doc)
 	Threads int    // intra-op threads per run (default 1; set it explicitly for throughput)
 	Output  string // the output to return (default "y")
+	// NoSpin stops onnxruntime's threads from spinning while they wait for
+	// work (session.intra_op.allow_spinning = 0): slower for back-to-back
+	// runs, but leaves the cores to the rest of a service between runs.
+	NoSpin bool
 }
 
 // Model is an opened encoder.
@@ -125,6 +129,11 @@ func Open(path string, o Options) (*Model, error) {
 	}
 	if err := opts.SetInterOpNumThreads(1); err != nil {
 		return nil, err
+	}
+	if o.NoSpin {
+		if err := opts.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
+			return nil, err
+		}
 	}
 	m.session, err = ort.NewDynamicAdvancedSession(path, []string{m.input}, []string{m.output}, opts)
 	if err != nil {
@@ -292,9 +301,17 @@ func (m *Model) Preprocess(img image.Image) ([]float32, error) {
 	}
 	pix := make([]uint8, c*h*w)
 	gray, isGray := img.(*image.Gray)
+	rgba, isRGBA := img.(*image.RGBA) // what the PNG decoder gives for opaque colour images
 	for y := 0; y < h; y++ {
 		if isGray && c == 1 {
 			copy(pix[y*w:(y+1)*w], gray.Pix[(y+b.Min.Y-gray.Rect.Min.Y)*gray.Stride+(b.Min.X-gray.Rect.Min.X):])
+			continue
+		}
+		if isRGBA && c == 3 && opaque(rgba) {
+			row := rgba.Pix[(y+b.Min.Y-rgba.Rect.Min.Y)*rgba.Stride+4*(b.Min.X-rgba.Rect.Min.X):]
+			for x := 0; x < w; x++ {
+				pix[y*w+x], pix[h*w+y*w+x], pix[2*h*w+y*w+x] = row[4*x], row[4*x+1], row[4*x+2]
+			}
 			continue
 		}
 		for x := 0; x < w; x++ {
@@ -318,6 +335,15 @@ func (m *Model) Preprocess(img image.Image) ([]float32, error) {
 		out[i] = float32(v) / 255
 	}
 	return out, nil
+}
+
+// opaque reports whether every pixel of img is fully opaque (then its
+// premultiplied values are the colours themselves).
+func opaque(img *image.RGBA) bool {
+	if img.Rect.Empty() {
+		return true
+	}
+	return img.Opaque()
 }
 
 // EmbedImages embeds images of the model's size and colour mode.

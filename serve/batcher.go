@@ -31,8 +31,8 @@ type result struct {
 	err  error
 }
 
-// batcher turns concurrent requests into model runs: with batching on, one
-// goroutine collects jobs until MaxBatch images are waiting or MaxWait has
+// batcher turns concurrent requests into model runs: with batching on,
+// each of its runner goroutines collects jobs until MaxBatch images are waiting or MaxWait has
 // passed since the first, runs them as one batch and hands each job its
 // rows; with batching off, each job runs at once on its own. Either way at
 // most MaxQueue images are accepted but not yet answered.
@@ -49,14 +49,19 @@ type batcher struct {
 	closed  bool
 	wg      sync.WaitGroup
 	onBatch func(images int) // metrics hook
+	// inflight counts the requests on their way to the batcher (decoding)
+	// or in it: a batch waits for more only while some are on their way.
+	inflight atomic.Int64
 }
 
-func newBatcher(run runner, batching bool, maxBatch int, maxWait time.Duration, maxQueue int, onBatch func(int)) *batcher {
+func newBatcher(run runner, batching bool, runners, maxBatch int, maxWait time.Duration, maxQueue int, onBatch func(int)) *batcher {
 	b := &batcher{run: run, batching: batching, maxBatch: maxBatch, maxWait: maxWait, maxQueue: int64(maxQueue),
 		in: make(chan *job, maxQueue), onBatch: onBatch}
 	if batching {
-		b.wg.Add(1)
-		go b.loop()
+		for i := 0; i < max(1, runners); i++ {
+			b.wg.Add(1)
+			go b.loop()
+		}
 	}
 	return b
 }
@@ -118,10 +123,30 @@ func (b *batcher) loop() {
 		}
 		batch := []*job{first}
 		n := first.n
-		if n < b.maxBatch && b.maxWait > 0 {
+		// Take what is already queued, then wait up to maxWait for more
+		// only while other requests are still on their way: a lone request
+		// runs at once.
+	drain:
+		for n < b.maxBatch {
+			select {
+			case j, ok := <-b.in:
+				if !ok {
+					break drain
+				}
+				if n+j.n > b.maxBatch {
+					carry = j
+					break drain
+				}
+				batch = append(batch, j)
+				n += j.n
+			default:
+				break drain
+			}
+		}
+		if carry == nil && n < b.maxBatch && b.maxWait > 0 && b.inflight.Load() > int64(len(batch)) {
 			timer.Reset(b.maxWait)
 		fill:
-			for n < b.maxBatch {
+			for n < b.maxBatch && b.inflight.Load() > int64(len(batch)) {
 				select {
 				case j, ok := <-b.in:
 					if !ok {

@@ -2,7 +2,9 @@ package serve
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -140,4 +142,74 @@ func unit(v []float32) []float32 {
 		out[i] = float32(float64(x) * inv)
 	}
 	return out
+}
+
+// GalleryFromDir embeds every PNG and JPEG under dir (named by their paths
+// relative to dir) with m, batch images per run. Files that are not
+// readable images, or larger than maxPixels, are errors naming the file.
+func GalleryFromDir(ctx context.Context, m Model, dir string, maxPixels int64, batch int) (*Gallery, error) {
+	var names []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".png", ".jpg", ".jpeg":
+			if !d.IsDir() {
+				names = append(names, p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("gallery %s: no PNG or JPEG images", dir)
+	}
+	sort.Strings(names)
+	batch = max(1, batch)
+	c, h, w := m.InputShape()
+	rows := make([][]float32, 0, len(names))
+	pixels := make([]float32, 0, batch*c*h*w)
+	flush := func() error {
+		n := len(pixels) / (c * h * w)
+		if n == 0 {
+			return nil
+		}
+		v, err := m.EmbedBatchContext(ctx, pixels, n)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, v...)
+		pixels = pixels[:0]
+		return nil
+	}
+	for i, p := range names {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		img, err := decode(b, maxPixels)
+		if err != nil {
+			return nil, fmt.Errorf("gallery %s: %w", p, err)
+		}
+		px, err := m.Preprocess(img)
+		if err != nil {
+			return nil, fmt.Errorf("gallery %s: %w", p, err)
+		}
+		pixels = append(pixels, px...)
+		if (i+1)%batch == 0 {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+		if rel, err := filepath.Rel(dir, p); err == nil {
+			names[i] = rel
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return NewGallery(names, rows)
 }

@@ -90,7 +90,12 @@ func readUploads(r *http.Request, maxImages int) ([][]byte, error) {
 			}
 		}
 	default: // a raw image body (image/png, image/jpeg, application/octet-stream, none)
-		b, err := io.ReadAll(r.Body)
+		var buf bytes.Buffer
+		if r.ContentLength > 0 && r.ContentLength <= 64<<20 {
+			buf.Grow(int(r.ContentLength))
+		}
+		_, err := buf.ReadFrom(r.Body)
+		b := buf.Bytes()
 		if err != nil {
 			return nil, bodyError(err)
 		}

@@ -50,6 +50,7 @@ type Model interface {
 // defaults in brackets.
 type Config struct {
 	Batching  bool          // batch concurrent requests together (else each runs on its own)
+	Runners   int           // batches run at once [1]; 2 with a 1-thread model suits 2 cores
 	MaxBatch  int           // images per model run [32]
 	MaxWait   time.Duration // how long a batch waits to fill once it has an image [2ms]
 	MaxQueue  int           // images accepted and not yet answered before 429 [8 x MaxBatch, at least MaxImages]
@@ -122,7 +123,7 @@ func New(model Model, gallery *Gallery, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, model: model, gallery: gallery, decode: make(chan struct{}, cfg.Decoders)}
 	s.m = newMetrics(func() float64 { return float64(s.b.Queued()) })
-	s.b = newBatcher(model.EmbedBatchContext, cfg.Batching, cfg.MaxBatch, cfg.MaxWait, cfg.MaxQueue, func(n int) {
+	s.b = newBatcher(model.EmbedBatchContext, cfg.Batching, cfg.Runners, cfg.MaxBatch, cfg.MaxWait, cfg.MaxQueue, func(n int) {
 		s.m.batches.Observe(float64(n))
 		s.m.images.Add(float64(n))
 	})
@@ -334,6 +335,8 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request) ([]float32, int,
 }
 
 func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) error {
+	s.b.inflight.Add(1)
+	defer s.b.inflight.Add(-1)
 	pixels, n, err := s.images(w, r)
 	if err != nil {
 		return err
@@ -356,6 +359,8 @@ func (s *Server) handleNeighbors(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, "k=%q: want a whole number from 1 to %d", v, s.cfg.MaxK)
 		}
 	}
+	s.b.inflight.Add(1)
+	defer s.b.inflight.Add(-1)
 	pixels, n, err := s.images(w, r)
 	if err != nil {
 		return err

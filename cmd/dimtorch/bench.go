@@ -20,6 +20,7 @@ func benchCommand() *cli.Command {
 			benchTrainCommand(),
 			benchEmbedCommand(),
 			benchAllreduceCommand(),
+			benchServeCommand(),
 			{
 				Name:  "ops",
 				Usage: "the binding's per-op overhead (a one-element add) and a DIM-sized conv2d forward+backward",

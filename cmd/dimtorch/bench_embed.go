@@ -5,15 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sort"
 	"time"
 
 	"github.com/dimtorch/dimtorch/embed"
-	"github.com/dimtorch/dimtorch/export"
-	"github.com/dimtorch/dimtorch/models"
-	"github.com/dimtorch/dimtorch/torch"
-	"github.com/dimtorch/dimtorch/torch/nn"
 	"github.com/urfave/cli/v2"
 )
 
@@ -49,26 +44,12 @@ func benchEmbed(c *cli.Context) error {
 	path := c.String("model")
 	name := path
 	if path == "" {
-		dir, err := os.MkdirTemp("", "dimtorch-bench")
+		p, cleanup, err := randomModel(c.String("encoder"), c.Int("channels"))
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		_ = torch.ManualSeed(0)
-		enc, err := models.New(models.Config{Name: c.String("encoder"), InChannels: c.Int("channels")})
-		if err != nil {
-			return err
-		}
-		enc.Train(false)
-		m, err := export.Model(enc, export.Options{})
-		nn.Free(enc)
-		if err != nil {
-			return err
-		}
-		path = filepath.Join(dir, "model.onnx")
-		if err := export.Write(path, m); err != nil {
-			return err
-		}
+		defer cleanup()
+		path = p
 		name = "dimtorch export of " + c.String("encoder")
 	}
 	m, err := embed.Open(path, embed.Options{Library: c.String("onnxruntime-lib"), Threads: c.Int("threads")})

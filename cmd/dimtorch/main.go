@@ -55,6 +55,7 @@ func newApp() *cli.App {
 			reportCommand(),
 			exportCommand(),
 			embedCommand(),
+			serveCommand(),
 			dataCommand(),
 			benchCommand(),
 		},

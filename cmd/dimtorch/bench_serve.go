@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dimtorch/dimtorch/embed"
+	"github.com/dimtorch/dimtorch/export"
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/serve"
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+)
+
+func benchServeCommand() *cli.Command {
+	return &cli.Command{
+		Name: "serve",
+		Usage: "load test of `dimtorch serve` on loopback: p50/p99 latency and throughput of POST /v1/embed (one PNG per " +
+			"request) at several concurrencies, with and without micro-batching",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "encoder", Value: "dcgan32", Usage: "export this encoder, randomly initialised, and serve it"},
+			&cli.IntFlag{Name: "channels", Value: 3},
+			&cli.StringFlag{Name: "model", Usage: "serve this ONNX file instead"},
+			&cli.StringFlag{Name: "concurrency", Value: "1,8,64", Usage: "comma-separated numbers of concurrent clients"},
+			&cli.IntFlag{Name: "requests", Value: 1500, Usage: "requests per measurement at most"},
+			&cli.DurationFlag{Name: "duration", Value: 4 * time.Second, Usage: "time per measurement at most"},
+			&cli.IntFlag{Name: "rounds", Value: 3, Usage: "alternating pairs (without, with micro-batching) per concurrency"},
+			&cli.IntFlag{Name: "threads", Value: 2, Usage: "onnxruntime intra-op threads"},
+			&cli.IntFlag{Name: "runners", Value: 1, Usage: "batches run at once (dimtorch serve --runners)"},
+			&cli.IntFlag{Name: "max-batch", Value: 32},
+			&cli.BoolFlag{Name: "spin", Usage: "let onnxruntime's threads spin between runs (as dimtorch serve --spin)"},
+			&cli.DurationFlag{Name: "max-wait", Value: 2 * time.Millisecond},
+			&cli.StringFlag{Name: "onnxruntime-lib"},
+			&cli.BoolFlag{Name: "json", Usage: "one JSON object per measurement"},
+		},
+		Action: benchServe,
+	}
+}
+
+type benchServeRow struct {
+	Batching    bool    `json:"batching"`
+	Concurrency int     `json:"concurrency"`
+	Requests    int     `json:"requests"`
+	Seconds     float64 `json:"seconds"`
+	PerSec      float64 `json:"requests_per_sec"`
+	P50MS       float64 `json:"p50_ms"`
+	P99MS       float64 `json:"p99_ms"`
+	Errors      int     `json:"errors"`
+}
+
+// randomModel exports a randomly initialised encoder into a temporary file.
+func randomModel(encoder string, channels int) (path string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "dimtorch-bench")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	_ = torch.ManualSeed(0)
+	enc, err := models.New(models.Config{Name: encoder, InChannels: channels})
+	if err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	enc.Train(false)
+	m, err := export.Model(enc, export.Options{})
+	nn.Free(enc)
+	if err == nil {
+		path = dir + "/model.onnx"
+		err = export.Write(path, m)
+	}
+	if err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return path, cleanup, nil
+}
+
+func benchServe(c *cli.Context) error {
+	var concs []int
+	for _, s := range strings.Split(c.String("concurrency"), ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("--concurrency: %q", s)
+		}
+		concs = append(concs, n)
+	}
+	path := c.String("model")
+	if path == "" {
+		p, cleanup, err := randomModel(c.String("encoder"), c.Int("channels"))
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		path = p
+	}
+	m, err := embed.Open(path, embed.Options{Library: c.String("onnxruntime-lib"), Threads: c.Int("threads"), NoSpin: !c.Bool("spin")})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	ch, h, w := m.InputShape()
+	body := testImage(ch, h, w)
+	// Both services run at once on their own ports, sharing the model (one
+	// is loaded at a time); each concurrency alternates between them.
+	urls := map[bool]string{}
+	var stops []func() error
+	defer func() {
+		for _, stop := range stops {
+			_ = stop()
+		}
+	}()
+	for _, batching := range []bool{false, true} {
+		s, err := serve.New(m, nil, serve.Config{Batching: batching, Runners: c.Int("runners"), MaxBatch: c.Int("max-batch"), MaxWait: c.Duration("max-wait"),
+			MaxQueue: 1 << 16, Log: zerolog.Nop()})
+		if err != nil {
+			return err
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx, l) }()
+		stops = append(stops, func() error { cancel(); return <-done })
+		urls[batching] = "http://" + l.Addr().String() + "/v1/embed"
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}, Timeout: time.Minute}
+	defer client.CloseIdleConnections()
+	rounds := max(1, c.Int("rounds"))
+	type cell struct {
+		off, on []benchServeRow
+	}
+	cells := make([]cell, len(concs))
+	for i, conc := range concs {
+		for _, b := range []bool{false, true} {
+			load(client, urls[b], body, conc, conc*2, time.Minute) // warm-up
+		}
+		for r := 0; r < rounds; r++ {
+			for _, b := range []bool{false, true} {
+				row := load(client, urls[b], body, conc, c.Int("requests"), c.Duration("duration"))
+				row.Batching = b
+				if b {
+					cells[i].on = append(cells[i].on, row)
+				} else {
+					cells[i].off = append(cells[i].off, row)
+				}
+				if c.Bool("json") {
+					_ = json.NewEncoder(os.Stdout).Encode(row)
+				}
+			}
+		}
+	}
+	if c.Bool("json") {
+		return nil
+	}
+	fmt.Printf("POST /v1/embed, one %dx%dx%d PNG per request, %d onnxruntime threads, %d batch runners, loopback; %d alternating rounds, medians\n",
+		ch, h, w, c.Int("threads"), c.Int("runners"), rounds)
+	fmt.Printf("%-11s %-9s %11s %9s %9s %7s\n", "concurrency", "batching", "requests/s", "p50 ms", "p99 ms", "errors")
+	median := func(rows []benchServeRow, f func(benchServeRow) float64) float64 {
+		v := make([]float64, len(rows))
+		for i, r := range rows {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	for i, conc := range concs {
+		var ratios []float64
+		for r := range cells[i].on {
+			ratios = append(ratios, cells[i].on[r].PerSec/cells[i].off[r].PerSec)
+		}
+		sort.Float64s(ratios)
+		for _, rows := range [][]benchServeRow{cells[i].off, cells[i].on} {
+			errs := 0
+			for _, r := range rows {
+				errs += r.Errors
+			}
+			fmt.Printf("%-11d %-9v %11.0f %9.2f %9.2f %7d\n", conc, rows[0].Batching, median(rows, func(r benchServeRow) float64 { return r.PerSec }),
+				median(rows, func(r benchServeRow) float64 { return r.P50MS }), median(rows, func(r benchServeRow) float64 { return r.P99MS }), errs)
+		}
+		fmt.Printf("concurrency %d: micro-batching gives %.2fx the throughput (median of %d pairs; %.2fx to %.2fx)\n",
+			conc, ratios[len(ratios)/2], len(ratios), ratios[0], ratios[len(ratios)-1])
+	}
+	return nil
+}
+
+// load runs conc clients until n requests are done or d has passed.
+func load(client *http.Client, url string, body []byte, conc, n int, d time.Duration) benchServeRow {
+	var next, errs atomic.Int64
+	lat := make([][]float64, conc)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for k := 0; k < conc; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) && time.Now().Before(deadline) {
+				t0 := time.Now()
+				resp, err := client.Post(url, "image/png", bytes.NewReader(body))
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				lat[k] = append(lat[k], float64(time.Since(t0).Microseconds())/1000)
+			}
+		}(k)
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	var all []float64
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	sort.Float64s(all)
+	r := benchServeRow{Concurrency: conc, Requests: len(all), Seconds: secs, PerSec: float64(len(all)) / secs, Errors: int(errs.Load())}
+	if len(all) > 0 {
+		r.P50MS, r.P99MS = all[len(all)/2], all[min(len(all)-1, len(all)*99/100)]
+	}
+	return r
+}
+
+// testImage is a PNG of random pixels of the model's input size.
+func testImage(ch, h, w int) []byte {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var img image.Image
+	if ch == 1 {
+		g := image.NewGray(image.Rect(0, 0, w, h))
+		for i := range g.Pix {
+			g.Pix[i] = uint8(rng.IntN(256))
+		}
+		img = g
+	} else {
+		c := image.NewRGBA(image.Rect(0, 0, w, h))
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				c.Set(x, y, color.RGBA{uint8(rng.IntN(256)), uint8(rng.IntN(256)), uint8(rng.IntN(256)), 255})
+			}
+		}
+		img = c
+	}
+	var b bytes.Buffer
+	_ = png.Encode(&b, img)
+	return b.Bytes()
+}

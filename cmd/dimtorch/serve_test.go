@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"image"
+	"image/png"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dimtorch/dimtorch/export"
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+)
+
+// dimtorch serve end to end: a gallery folder embedded at start-up, embed
+// and neighbour requests, metrics, a taken port, and SIGTERM ending with 0.
+func TestServeCommand(t *testing.T) {
+	dir := t.TempDir()
+	_ = torch.ManualSeed(3)
+	enc, err := models.New(models.Config{Name: "basic28", InChannels: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc.Train(false)
+	m, err := export.Model(enc, export.Options{})
+	nn.Free(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "enc.onnx")
+	if err := export.Write(model, m); err != nil {
+		t.Fatal(err)
+	}
+	gallery := filepath.Join(dir, "gallery")
+	os.MkdirAll(filepath.Join(gallery, "shirts"), 0o755)
+	pngs := map[string][]byte{}
+	for i, name := range []string{"shirts/a.png", "shirts/b.png", "c.png"} {
+		img := image.NewGray(image.Rect(0, 0, 28, 28))
+		for p := range img.Pix {
+			img.Pix[p] = uint8((p*(i+3) + 17*i*i) % 256)
+		}
+		var b bytes.Buffer
+		png.Encode(&b, img)
+		pngs[name] = b.Bytes()
+		os.WriteFile(filepath.Join(gallery, name), b.Bytes(), 0o644)
+	}
+	cmd := exec.Command(binary, "--log-format", "json", "serve", "--model", model, "--gallery", gallery, "--addr", "127.0.0.1:0", "--threads", "1")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := bufio.NewScanner(stderr)
+	var addr string
+	var logged []string
+	for addr == "" && lines.Scan() {
+		logged = append(logged, lines.Text())
+		var rec map[string]any
+		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec["message"] == "serving" {
+			addr, _ = rec["addr"].(string)
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no serving line:\n%s", strings.Join(logged, "\n"))
+	}
+	rest := make(chan string, 1)
+	go func() {
+		var b strings.Builder
+		for lines.Scan() {
+			b.WriteString(lines.Text() + "\n")
+		}
+		rest <- b.String()
+	}()
+	base := "http://" + addr
+	resp, err := http.Post(base+"/v1/embed", "image/png", bytes.NewReader(pngs["c.png"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e struct {
+		Dim        int         `json:"dim"`
+		Embeddings [][]float32 `json:"embeddings"`
+	}
+	json.NewDecoder(resp.Body).Decode(&e)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || e.Dim != 64 || len(e.Embeddings) != 1 || len(e.Embeddings[0]) != 64 {
+		t.Fatalf("embed: %d %+v", resp.StatusCode, e)
+	}
+	resp, err = http.Post(base+"/v1/neighbors?k=2", "image/png", bytes.NewReader(pngs["shirts/b.png"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n struct {
+		Results []struct {
+			Neighbors []struct {
+				Name       string  `json:"name"`
+				Similarity float64 `json:"similarity"`
+			} `json:"neighbors"`
+		} `json:"results"`
+	}
+	json.NewDecoder(resp.Body).Decode(&n)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(n.Results) != 1 || len(n.Results[0].Neighbors) != 2 ||
+		n.Results[0].Neighbors[0].Name != "shirts/b.png" || n.Results[0].Neighbors[0].Similarity < 0.9999 {
+		t.Fatalf("neighbors: %d %+v", resp.StatusCode, n)
+	}
+	resp, err = http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`dimtorch_serve_requests_total{code="200",route="embed"} 1`, "dimtorch_serve_model_load_seconds", "dimtorch_serve_batch_size_bucket"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	// The same port again: a clear error.
+	if _, stderr, code := run(t, "serve", "--model", model, "--addr", addr); code == 0 || !strings.Contains(stderr, "is in use") {
+		t.Errorf("taken port: %d %s", code, stderr)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	var log string
+	select {
+	case log = <-rest: // the log ends when the process exits
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop after SIGTERM")
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v\n%s", err, log)
+	}
+	if !strings.Contains(log, `"stopped"`) {
+		t.Errorf("no orderly stop in the log:\n%s", log)
+	}
+}
