@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Side-by-side inference of dcgan32 (3x32x32 -> Y of 64), same threads:
-  - dimtorch's ONNX export, through the embed package (onnxruntime);
+  - dimtorch's ONNX export, through the embed package (onnxruntime), float32 and int8 (QDQ);
   - PyTorch's own torch.onnx.export of the same architecture, through the same
     onnxruntime harness (`dimtorch bench embed --model FILE`);
   - PyTorch eager (Debian's python3-torch, torch.no_grad, eval mode).
@@ -68,6 +68,7 @@ def main():
                       output_names=["y"], dynamic_axes={"image": {0: "batch"}, "y": {0: "batch"}})
     common = ["--batch-size", str(a.batch_size), "--threads", str(a.threads), "--json"]
     runs = {"dimtorch export, onnxruntime": [a.binary, "bench", "embed", "--encoder", "dcgan32"] + common,
+            "dimtorch export --int8, onnxruntime": [a.binary, "bench", "embed", "--encoder", "dcgan32", "--int8"] + common,
             "PyTorch export, onnxruntime": [a.binary, "bench", "embed", "--model", path] + common}
     best = {}
     for _ in range(a.repeats):

@@ -20,6 +20,7 @@ func benchEmbedCommand() *cli.Command {
 			&cli.StringFlag{Name: "encoder", Value: "dcgan32", Usage: "export this encoder, randomly initialised, and time it"},
 			&cli.IntFlag{Name: "channels", Value: 3},
 			&cli.StringFlag{Name: "model", Usage: "time this ONNX file instead (e.g. PyTorch's export of the same architecture)"},
+			&cli.BoolFlag{Name: "int8", Usage: "quantise the exported encoder to int8 (QDQ, as dimtorch export --int8) before timing it"},
 			&cli.IntFlag{Name: "batch-size", Value: 256},
 			&cli.IntFlag{Name: "threads", Value: 2},
 			&cli.IntFlag{Name: "b1-runs", Value: 300},
@@ -44,13 +45,16 @@ func benchEmbed(c *cli.Context) error {
 	path := c.String("model")
 	name := path
 	if path == "" {
-		p, cleanup, err := randomModel(c.String("encoder"), c.Int("channels"))
+		p, cleanup, err := randomModel(c.String("encoder"), c.Int("channels"), c.Bool("int8"), c.String("onnxruntime-lib"))
 		if err != nil {
 			return err
 		}
 		defer cleanup()
 		path = p
 		name = "dimtorch export of " + c.String("encoder")
+		if c.Bool("int8") {
+			name += " (int8)"
+		}
 	}
 	m, err := embed.Open(path, embed.Options{Library: c.String("onnxruntime-lib"), Threads: c.Int("threads")})
 	if err != nil {

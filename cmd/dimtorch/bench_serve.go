@@ -9,6 +9,7 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -66,8 +67,10 @@ type benchServeRow struct {
 	Errors      int     `json:"errors"`
 }
 
-// randomModel exports a randomly initialised encoder into a temporary file.
-func randomModel(encoder string, channels int) (path string, cleanup func(), err error) {
+// randomModel exports a randomly initialised encoder into a temporary file;
+// with int8 it is quantised, calibrated on 256 synthetic images (smooth
+// random patterns: timing, not accuracy).
+func randomModel(encoder string, channels int, int8 bool, lib string) (path string, cleanup func(), err error) {
 	dir, err := os.MkdirTemp("", "dimtorch-bench")
 	if err != nil {
 		return "", nil, err
@@ -80,8 +83,12 @@ func randomModel(encoder string, channels int) (path string, cleanup func(), err
 		return "", nil, err
 	}
 	enc.Train(false)
+	in := enc.Spec().Input
 	m, err := export.Model(enc, export.Options{})
 	nn.Free(enc)
+	if err == nil && int8 {
+		m, err = quantizeModel(m, syntheticImages(256, in[0], in[1], in[2]), 256, lib, "min-max over 256 synthetic images")
+	}
 	if err == nil {
 		path = dir + "/model.onnx"
 		err = export.Write(path, m)
@@ -104,7 +111,7 @@ func benchServe(c *cli.Context) error {
 	}
 	path := c.String("model")
 	if path == "" {
-		p, cleanup, err := randomModel(c.String("encoder"), c.Int("channels"))
+		p, cleanup, err := randomModel(c.String("encoder"), c.Int("channels"), false, c.String("onnxruntime-lib"))
 		if err != nil {
 			return err
 		}
@@ -244,6 +251,24 @@ func load(client *http.Client, url string, body []byte, conc, n int, d time.Dura
 		r.P50MS, r.P99MS = all[len(all)/2], all[min(len(all)-1, len(all)*99/100)]
 	}
 	return r
+}
+
+// syntheticImages returns n smooth random patterns, float32 NCHW in [0, 1].
+func syntheticImages(n, ch, h, w int) []float32 {
+	rng := rand.New(rand.NewPCG(5, 6))
+	per := ch * h * w
+	out := make([]float32, n*per)
+	for i := 0; i < n; i++ {
+		a, b, c := rng.Float64(), rng.Float64(), rng.Float64()
+		for k := 0; k < ch; k++ {
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					out[i*per+(k*h+y)*w+x] = float32(0.5 + 0.5*math.Sin(a*float64(x)/3+b*float64(y)/4+c*float64(k)*2))
+				}
+			}
+		}
+	}
+	return out
 }
 
 // testImage is a PNG of random pixels of the model's input size.

@@ -32,6 +32,9 @@ func exportCommand() *cli.Command {
 			&cli.StringFlag{Name: "checkpoint", Usage: "run directory of a trained encoder", Required: true},
 			&cli.StringFlag{Name: "out", Usage: "the .onnx file to write", Required: true},
 			&cli.StringFlag{Name: "outputs", Value: "y", Usage: "comma-separated outputs: y, fc, conv, local"},
+			&cli.BoolFlag{Name: "int8", Usage: "static int8 quantisation (QDQ: int8 weights per output channel, uint8 activations calibrated on training images)"},
+			&cli.IntFlag{Name: "calibration-images", Value: 512, Usage: "training images whose activation ranges calibrate --int8"},
+			&cli.StringFlag{Name: "onnxruntime-lib", Usage: "path of the onnxruntime library (calibration runs the float model)"},
 		},
 		Action: func(c *cli.Context) error {
 			enc, meta, err := train.LoadEncoder(c.String("checkpoint"))
@@ -54,11 +57,25 @@ func exportCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			log := logger(c)
+			if c.Bool("int8") {
+				if c.Int("calibration-images") < 1 {
+					return fmt.Errorf("--calibration-images %d: must be at least 1", c.Int("calibration-images"))
+				}
+				imgs, n, err := calibrationImages(meta.Config.Data, meta.Config.DataDir, c.Int("calibration-images"), in[1], in[2])
+				if err != nil {
+					return err
+				}
+				how := fmt.Sprintf("min-max over %d %s training images", n, meta.Config.Data)
+				if m, err = quantizeModel(m, imgs, n, c.String("onnxruntime-lib"), how); err != nil {
+					return err
+				}
+				log.Info().Int("calibration_images", n).Msg("quantised to int8")
+			}
 			if err := export.Write(c.String("out"), m); err != nil {
 				return err
 			}
-			log := logger(c)
-			log.Info().Str("file", c.String("out")).Str("encoder", enc.Spec().Name).Str("outputs", c.String("outputs")).Msg("exported")
+			log.Info().Str("file", c.String("out")).Str("encoder", enc.Spec().Name).Str("outputs", c.String("outputs")).Bool("int8", c.Bool("int8")).Msg("exported")
 			return nil
 		},
 	}

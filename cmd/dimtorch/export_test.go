@@ -71,6 +71,34 @@ func TestExportAndEmbedCommands(t *testing.T) {
 			t.Fatalf("value %d: onnxruntime %v, libtorch %v", i, va[i], vb[i])
 		}
 	}
+	// The int8 export of the same run (calibrated on 64 training images)
+	// embeds the same images to nearly the same vectors.
+	q, c := filepath.Join(dir, "int8.onnx"), filepath.Join(dir, "c.npy")
+	if _, stderr, code := run(t, "export", "--onnx", "--int8", "--calibration-images", "64", "--checkpoint", runDir, "--out", q); code != 0 {
+		t.Fatalf("export --int8: %s", stderr)
+	}
+	if _, stderr, code := run(t, "embed", "--model", q, "--data", "mnist", "--data-dir", data, "--split", "test", "--limit", "64", "--out", c); code != 0 {
+		t.Fatalf("embed int8: %s", stderr)
+	}
+	vc := readNPY(t, c)
+	var dot, na, nb float64
+	for i := range va {
+		dot, na, nb = dot+float64(va[i]*vc[i]), na+float64(va[i]*va[i]), nb+float64(vc[i]*vc[i])
+	}
+	if cos := dot / math.Sqrt(na*nb); !(cos > 0.99) {
+		t.Fatalf("int8 embeddings: cosine similarity %v to the float model's", cos)
+	}
+	if _, stderr, code := run(t, "export", "--onnx", "--int8", "--calibration-images", "0", "--checkpoint", runDir, "--out", q); code == 0 || !strings.Contains(stderr, "at least 1") {
+		t.Fatalf("--calibration-images 0: %s", stderr)
+	}
+	if exec.Command("/usr/bin/python3", "-c", "import onnx").Run() == nil {
+		check := "import onnx; m = onnx.load('" + q + "'); onnx.checker.check_model(m, full_check=True); " +
+			"assert 'int8' in {p.key: p.value for p in m.metadata_props}['quantization']; " +
+			"assert any(n.op_type == 'DequantizeLinear' for n in m.graph.node)"
+		if out, err := exec.Command("/usr/bin/python3", "-c", check).CombinedOutput(); err != nil {
+			t.Fatalf("ONNX checker on the int8 model: %s", out)
+		}
+	}
 	// CSV and JSON lines too; bad inputs give clear errors.
 	if _, stderr, code := run(t, "embed", "--model", model, "--data", "mnist", "--data-dir", data, "--limit", "3", "--out", filepath.Join(dir, "e.csv")); code != 0 {
 		t.Fatalf("csv: %s", stderr)
