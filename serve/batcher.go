@@ -75,8 +75,8 @@ func (b *batcher) embed(ctx context.Context, pixels []float32, n int) ([][]float
 		b.queued.Add(int64(-n))
 		return nil, ErrOverloaded
 	}
-	defer b.queued.Add(int64(-n))
 	if !b.batching {
+		defer b.queued.Add(int64(-n))
 		b.onBatch(n)
 		return b.run(ctx, pixels, n)
 	}
@@ -84,9 +84,13 @@ func (b *batcher) embed(ctx context.Context, pixels []float32, n int) ([][]float
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
+		b.queued.Add(int64(-n))
 		return nil, errClosed
 	}
-	b.in <- j // never blocks: the channel holds maxQueue jobs of at least one image
+	// Never blocks: a job leaves the count only when a runner has answered
+	// it (even if its client left), so the channel, which holds maxQueue
+	// jobs of at least one image, always has room.
+	b.in <- j
 	b.mu.RUnlock()
 	select {
 	case r := <-j.done:
@@ -180,6 +184,7 @@ func (b *batcher) runBatch(batch []*job) {
 	for _, j := range batch {
 		if j.ctx.Err() != nil {
 			j.done <- result{err: j.ctx.Err()}
+			b.queued.Add(int64(-j.n))
 			continue
 		}
 		live = append(live, j)
@@ -201,9 +206,10 @@ func (b *batcher) runBatch(batch []*job) {
 	for _, j := range live {
 		if err != nil {
 			j.done <- result{err: err}
-			continue
+		} else {
+			j.done <- result{vecs: vecs[at : at+j.n]}
+			at += j.n
 		}
-		j.done <- result{vecs: vecs[at : at+j.n]}
-		at += j.n
+		b.queued.Add(int64(-j.n))
 	}
 }

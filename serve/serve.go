@@ -291,7 +291,8 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, errClosed):
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		return // the client is gone
+		w.WriteHeader(499) // the client is gone (nginx's "client closed request", for the metrics and logs)
+		return
 	case errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusServiceUnavailable
 	}

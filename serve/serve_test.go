@@ -450,3 +450,32 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("still accepting connections after shutdown")
 	}
 }
+
+// Clients that give up while their images wait or run free their place in
+// the queue once the runner is done with them; the service goes on.
+func TestClientGoneFreesQueue(t *testing.T) {
+	ts := newTestServer(t, &fakeModel{delay: 150 * time.Millisecond}, nil, Config{Batching: true, MaxBatch: 1, MaxQueue: 2, MaxImages: 1})
+	impatient := &http.Client{Timeout: 40 * time.Millisecond}
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, err := impatient.Post(ts.URL+"/v1/embed", "image/png", bytes.NewReader(grayPNG(t, 5))); err == nil {
+				resp.Body.Close()
+				t.Errorf("the impatient client got an answer: %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(3 * time.Second)
+	for scrape(t, ts.URL)["dimtorch_serve_queue_images"] != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the queue never emptied after its clients left")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, a, _ := post(t, ts.URL+"/v1/embed", "image/png", grayPNG(t, 5)); code != 200 {
+		t.Fatalf("after the impatient clients: %d %q", code, a.Error)
+	}
+}
