@@ -232,7 +232,7 @@ func TestDataParallelMatchesShardAveraging(t *testing.T) {
 		g := p.Tensor.Grad()
 		want, _ := g.Float64s()
 		g.Free()
-		if d := maxDiff(ws[0]["grad."+p.Name], want); !(d <= 1e-5) {
+		if d := maxDiff(ws[0]["grad."+p.Name], want); !(d <= 1e-5*(1+maxAbs(want))) {
 			t.Errorf("gradient of %s: the two-rank run differs from the averaged shards by %g", p.Name, d)
 		}
 		grads++
@@ -243,7 +243,11 @@ func TestDataParallelMatchesShardAveraging(t *testing.T) {
 			continue
 		}
 		want, _ := v.Float64s()
-		if d := maxDiff(a[k], want); !(d <= 1e-5) {
+		// The Reducer sums g0/2 + g1/2 where the reference halves g0 + g1:
+		// rounding differs in the last bits, and Adam's normalised step
+		// turns such differences on near-zero gradients into up to lr-sized
+		// moves; the gradients above are the sharp check.
+		if d := maxDiff(a[k], want); !(d <= 1e-4) {
 			t.Errorf("%s: the two-rank run differs from the averaged shards by %g", k, d)
 		}
 		checked++
@@ -330,4 +334,12 @@ func (l *lockedBuilder) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+func maxAbs(v []float64) float64 {
+	m := 0.0
+	for _, x := range v {
+		m = math.Max(m, math.Abs(x))
+	}
+	return m
 }
