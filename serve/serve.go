@@ -158,8 +158,17 @@ func New(model Model, gallery *Gallery, cfg Config) (*Server, error) {
 // service in another server).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// SetReady marks the service ready (Serve does it when it starts).
+// SetReady marks the service ready (Serve does it when it starts; a
+// program that mounts Handler in its own server calls it).
 func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
+
+// Close stops the batch runners once the requests they hold are answered,
+// for a program that mounts Handler in its own server (Serve does it
+// itself). Requests after Close get 503.
+func (s *Server) Close() {
+	s.ready.Store(false)
+	s.b.close()
+}
 
 // ObserveModelLoad records how long the model and gallery took to load.
 func (s *Server) ObserveModelLoad(d time.Duration) { s.m.modelLoad.Set(d.Seconds()) }

@@ -95,7 +95,7 @@ func newTestServer(t *testing.T, m Model, g *Gallery, cfg Config) *httptest.Serv
 	}
 	s.SetReady(true)
 	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { ts.Close(); s.b.close() })
+	t.Cleanup(func() { ts.Close(); s.Close() })
 	return ts
 }
 
