@@ -139,8 +139,8 @@ func Resume(o Options, epochs int) (*Trainer, error) {
 	}
 	t.state = ck.Meta.State
 	t.state.Completed = false
-	if t.probe != nil && !t.leader() {
-		t.probe.reset() // the checkpoint's counts are rank 0's
+	if t.probe != nil && o.Group != nil && o.Group.Rank() > 0 {
+		t.probe.reset() // the checkpoint's counts are those of every rank, summed; rank 0 carries them
 	}
 	if err := t.start(o, t.state.Step); err != nil {
 		t.Close()
