@@ -87,7 +87,7 @@ func runRank(cfgPath, out string) error {
 func runJob(t *testing.T, world int, out string) ([]map[string][]float64, []string) {
 	t.Helper()
 	err := dist.Launch(context.Background(), dist.LaunchOptions{
-		Command: []string{os.Args[0], "-test.run=^$"}, NProc: world, Timeout: 30e9, Grace: 5e9,
+		Command: []string{os.Args[0], "-test.run=^$"}, NProc: world, Timeout: 120e9, Grace: 5e9,
 		Stdout: io.Discard, Stderr: testWriter{t},
 	})
 	if err != nil {
@@ -310,7 +310,7 @@ func TestDataParallelSettingsDiffer(t *testing.T) {
 	t.Setenv("DIMTORCH_TRAIN_TEST_SKEW", "1")
 	var stderr lockedBuilder
 	err := dist.Launch(context.Background(), dist.LaunchOptions{
-		Command: []string{os.Args[0], "-test.run=^$"}, NProc: 2, Timeout: 30e9, Grace: 5e9, Stdout: io.Discard, Stderr: &stderr,
+		Command: []string{os.Args[0], "-test.run=^$"}, NProc: 2, Timeout: 120e9, Grace: 5e9, Stdout: io.Discard, Stderr: &stderr,
 	})
 	if err == nil || !strings.Contains(stderr.String(), "different settings (batch_size)") {
 		t.Fatalf("launch: %v\n%s", err, stderr.String())

@@ -28,7 +28,7 @@ func parallelArgs(t *testing.T, images int, epochs int) (args []string, out stri
 	out = filepath.Join(t.TempDir(), "run")
 	return []string{"train", "--nproc-per-node", "2", "--data", "mnist", "--data-dir", data, "--encoder", "basic28",
 		"--epochs", strconv.Itoa(epochs), "--mi-units", "32", "--batch-size", "32", "--threads", "1", "--log-every", "1",
-		"--dist-timeout", "20s", "--out", out}, out
+		"--dist-timeout", "60s", "--out", out}, out
 }
 
 // startAndWait starts the launcher and waits until rank 0 has logged n

@@ -65,7 +65,7 @@ func spawn(t *testing.T, scenario string, world int, env func(rank int) []string
 	for r := 0; r < world; r++ {
 		c := exec.Command(os.Args[0], "-test.run=^$")
 		c.Env = append(os.Environ(), envScenario+"="+scenario, "RANK="+strconv.Itoa(r), "WORLD_SIZE="+strconv.Itoa(world),
-			"MASTER_ADDR=127.0.0.1", "MASTER_PORT="+strconv.Itoa(port), EnvTimeout+"=20")
+			"MASTER_ADDR=127.0.0.1", "MASTER_PORT="+strconv.Itoa(port), EnvTimeout+"=60")
 		if env != nil {
 			c.Env = append(c.Env, env(r)...)
 		}
@@ -321,7 +321,7 @@ func TestPeerDies(t *testing.T) {
 
 // TestWorldMismatch: ranks started with different world sizes are told so.
 func TestWorldMismatch(t *testing.T) {
-	res := spawn(t, "mismatch", 2, func(int) []string { return []string{EnvTimeout + "=5"} })
+	res := spawn(t, "mismatch", 2, func(int) []string { return []string{EnvTimeout + "=20"} })
 	if res[1].err == nil || !strings.Contains(res[1].stderr, "world size of 3 but rank 0 with 2") {
 		t.Errorf("rank 1: %v %s", res[1].err, res[1].stderr)
 	}
