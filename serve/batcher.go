@@ -127,6 +127,20 @@ func (b *batcher) loop() {
 		}
 		batch := []*job{first}
 		n := first.n
+		// take adds a received job to the batch, or keeps it for the next
+		// one when it does not fit; it reports whether to go on filling.
+		take := func(j *job, ok bool) bool {
+			if !ok {
+				return false
+			}
+			if n+j.n > b.maxBatch {
+				carry = j
+				return false
+			}
+			batch = append(batch, j)
+			n += j.n
+			return true
+		}
 		// Take what is already queued, then wait up to maxWait for more
 		// only while other requests are still on their way: a lone request
 		// runs at once.
@@ -134,15 +148,9 @@ func (b *batcher) loop() {
 		for n < b.maxBatch {
 			select {
 			case j, ok := <-b.in:
-				if !ok {
+				if !take(j, ok) {
 					break drain
 				}
-				if n+j.n > b.maxBatch {
-					carry = j
-					break drain
-				}
-				batch = append(batch, j)
-				n += j.n
 			default:
 				break drain
 			}
@@ -153,15 +161,9 @@ func (b *batcher) loop() {
 			for n < b.maxBatch && b.inflight.Load() > int64(len(batch)) {
 				select {
 				case j, ok := <-b.in:
-					if !ok {
+					if !take(j, ok) {
 						break fill
 					}
-					if n+j.n > b.maxBatch {
-						carry = j
-						break fill
-					}
-					batch = append(batch, j)
-					n += j.n
 				case <-timer.C:
 					break fill
 				}

@@ -344,14 +344,20 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request) ([]float32, int,
 	return pixels, len(uploads), nil
 }
 
-func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) error {
+// embedRequest reads a request's images and embeds them through the
+// batcher, counted as on their way to it from the start.
+func (s *Server) embedRequest(w http.ResponseWriter, r *http.Request) ([][]float32, error) {
 	s.b.inflight.Add(1)
 	defer s.b.inflight.Add(-1)
 	pixels, n, err := s.images(w, r)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	vecs, err := s.b.embed(r.Context(), pixels, n)
+	return s.b.embed(r.Context(), pixels, n)
+}
+
+func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) error {
+	vecs, err := s.embedRequest(w, r)
 	if err != nil {
 		return err
 	}
@@ -369,13 +375,7 @@ func (s *Server) handleNeighbors(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, "k=%q: want a whole number from 1 to %d", v, s.cfg.MaxK)
 		}
 	}
-	s.b.inflight.Add(1)
-	defer s.b.inflight.Add(-1)
-	pixels, n, err := s.images(w, r)
-	if err != nil {
-		return err
-	}
-	vecs, err := s.b.embed(r.Context(), pixels, n)
+	vecs, err := s.embedRequest(w, r)
 	if err != nil {
 		return err
 	}
