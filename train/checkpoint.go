@@ -17,7 +17,8 @@ import (
 // (encoder, objective networks, discriminator, probe), optim.safetensors
 // (optimiser states and the random generator) and checkpoint.json (the run's
 // Config and position). It is written to a temporary directory and swapped
-// in by renames, so a crash leaves either the old or the new checkpoint.
+// in by renames, so a crash at any point leaves a complete checkpoint, the
+// old or the new (rundir.go).
 
 // CheckpointDir is the checkpoint's directory name inside a run directory.
 const CheckpointDir = "checkpoint"
@@ -50,44 +51,46 @@ const checkpointFormat = 1
 var Version = "dev"
 
 func saveCheckpoint(run string, meta Meta, model, optim map[string]*torch.Tensor) error {
-	tmp, err := os.MkdirTemp(run, ".checkpoint-tmp-")
+	tmp, err := os.MkdirTemp(run, tmpPrefix)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	savePoint("tmp-created")
+	// No deferred clean-up: what a crash would leave is left by an error
+	// too, minus the temporary directory, removed here.
+	if err := writeCheckpoint(tmp, meta, model, optim); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	if err := swapIn(run, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	return nil
+}
+
+func writeCheckpoint(dir string, meta Meta, model, optim map[string]*torch.Tensor) error {
 	meta.Format = checkpointFormat
 	meta.Dimtorch = Version
 	meta.Libtorch = torch.Version()
-	if err := torch.SaveSafetensors(filepath.Join(tmp, "model.safetensors"), model, map[string]string{"format": "dimtorch", "encoder": meta.Config.Encoder.Name}); err != nil {
+	if err := torch.SaveSafetensors(filepath.Join(dir, "model.safetensors"), model, map[string]string{"format": "dimtorch", "encoder": meta.Config.Encoder.Name}); err != nil {
 		return err
 	}
-	if err := torch.SaveSafetensors(filepath.Join(tmp, "optim.safetensors"), optim, nil); err != nil {
+	savePoint("model-written")
+	if err := torch.SaveSafetensors(filepath.Join(dir, "optim.safetensors"), optim, nil); err != nil {
 		return err
 	}
+	savePoint("optim-written")
 	b, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(tmp, "checkpoint.json"), append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "checkpoint.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	dst := filepath.Join(run, CheckpointDir)
-	old := dst + ".old"
-	os.RemoveAll(old)
-	if _, err := os.Stat(dst); err == nil {
-		if err := os.Rename(dst, old); err != nil {
-			return err
-		}
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		_ = os.Rename(old, dst)
-		return err
-	}
-	if d, err := os.Open(run); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return os.RemoveAll(old)
+	syncDir(dir)
+	savePoint("meta-written")
+	return nil
 }
 
 // Checkpoint is a loaded checkpoint.

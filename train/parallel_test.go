@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if run := os.Getenv(envCrashRun); run != "" {
+		crashingSave(run)
+	}
 	os.Exit(m.Run())
 }
 

@@ -50,6 +50,7 @@ type Trainer struct {
 	metrics *metrics
 	closers []func()
 	par     *parallel // nil when training alone
+	lock    *runLock  // the run directory's lock (nil on ranks other than 0)
 	// savedStep is the step of the last checkpoint written by this run (-1: none).
 	savedStep int64
 
@@ -81,10 +82,20 @@ func New(cfg Config, o Options) (*Trainer, error) {
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
 	}
-	t, err := build(cfg, o)
+	lock, err := claimRun(o)
 	if err != nil {
 		return nil, err
 	}
+	if _, err := FindCheckpoint(o.Out); err == nil { // written while we took the lock
+		lock.release()
+		return nil, fmt.Errorf("%s already holds a run: continue it with --resume, or choose another --out", o.Out)
+	}
+	t, err := build(cfg, o)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	t.lock = lock
 	if err := t.start(o, -1); err != nil {
 		t.Close()
 		return nil, err
@@ -112,6 +123,18 @@ func (t *Trainer) start(o Options, from int64) error {
 // stopped: same batches, same random numbers, same optimiser state. epochs,
 // when positive, replaces the planned number of epochs (to train longer).
 func Resume(o Options, epochs int) (*Trainer, error) {
+	var lock *runLock
+	if fi, err := os.Stat(o.Out); err == nil && fi.IsDir() {
+		if lock, err = claimRun(o); err != nil {
+			return nil, err
+		}
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.release()
+		}
+	}()
 	ck, err := LoadCheckpoint(o.Out, true)
 	if err != nil {
 		return nil, err
@@ -133,6 +156,7 @@ func Resume(o Options, epochs int) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.lock, ok = lock, true
 	if err := t.load(ck); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("checkpoint %s: %w", ck.Dir, err)
@@ -148,6 +172,32 @@ func Resume(o Options, epochs int) (*Trainer, error) {
 	}
 	o.Log.Info().Str("checkpoint", ck.Dir).Int("epoch", t.state.Epoch+1).Int("batch", t.state.Batch).Int64("step", t.state.Step).Msg("resuming")
 	return t, nil
+}
+
+// claimRun makes this process the writer of the run directory: the
+// leader (rank 0, or a process training alone) takes its lock and removes
+// the temporary directories that crashed saves left. Other ranks write
+// nothing and take nothing (nil).
+func claimRun(o Options) (*runLock, error) {
+	if o.Group != nil && o.Group.Rank() > 0 {
+		return nil, nil
+	}
+	lock, err := lockRun(o.Out)
+	if err != nil {
+		return nil, err
+	}
+	if name, err := rescueTemp(o.Out); err != nil {
+		lock.release()
+		return nil, fmt.Errorf("recover the checkpoint in %s: %w", filepath.Join(o.Out, name), err)
+	} else if name != "" {
+		o.Log.Warn().Str("from", name).Msg("the run had no checkpoint but a complete one in a temporary directory (a crash during a save by an earlier dimtorch): recovered it")
+	}
+	if n, bytes, err := cleanStale(o.Out); err != nil {
+		o.Log.Warn().Err(err).Msg("could not remove the temporary files of interrupted checkpoint saves")
+	} else if n > 0 {
+		o.Log.Info().Int("dirs", n).Int64("bytes", bytes).Msg("removed the temporary files of interrupted checkpoint saves")
+	}
+	return lock, nil
 }
 
 func worldOf(g *dist.Group) int {
@@ -278,6 +328,8 @@ func (t *Trainer) Close() {
 	for _, c := range t.closers {
 		c()
 	}
+	t.lock.release()
+	t.lock = nil
 }
 
 // Encoder returns the encoder being trained.
