@@ -4,7 +4,10 @@
 package train
 
 import (
+	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/models"
@@ -51,9 +54,9 @@ func Defaults() Config {
 	return Config{
 		Data:      "fashion-mnist",
 		Encoder:   models.Config{Name: "basic28", YDim: 64},
-		Objective: objectives.Config{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g, MIUnits: 256, GPWeight: 1},
-		BatchSize: 64, Epochs: 1, LR: 1e-4, Beta1: 0.5, Beta2: 0.999, Seed: 1, Threads: 2, Device: "cpu",
-		ProbeLR: 1e-3, LogEvery: 20, ChannelsLast: true,
+		Objective: objectives.Config{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g, MIUnits: 256, GPWeight: 1, Views: 1},
+		BatchSize: 64, Epochs: 1, LR: 1e-4, Schedule: "constant", Beta1: 0.5, Beta2: 0.999, Seed: 1, Threads: 2, Device: "cpu",
+		Workers: 2, ProbeLR: 1e-3, LogEvery: 20, ChannelsLast: true,
 	}
 }
 
@@ -62,7 +65,10 @@ func (c *Config) Validate() error {
 	if err := c.Objective.Validate(); err != nil {
 		return err
 	}
-	if c.Schedule != "" && c.Schedule != "constant" && c.Schedule != "cosine" {
+	if c.Schedule == "" {
+		c.Schedule = "constant" // checkpoints from before the field had a default
+	}
+	if c.Schedule != "constant" && c.Schedule != "cosine" {
 		return fmt.Errorf("unknown --lr-schedule %q (want constant or cosine)", c.Schedule)
 	}
 	if c.CropScale < 0 || c.CropScale > 1 {
@@ -83,13 +89,77 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--lr must be positive")
 	case c.Threads < 1:
 		return fmt.Errorf("--threads must be at least 1")
+	case c.Workers < 0:
+		return fmt.Errorf("--workers must be at least 1")
+	case c.LogEvery < 1:
+		return fmt.Errorf("--log-every must be at least 1")
+	case c.Encoder.YDim < 1:
+		return fmt.Errorf("--y-dim must be at least 1, got %d", c.Encoder.YDim)
+	case !(c.Beta1 >= 0 && c.Beta1 < 1) || !(c.Beta2 >= 0 && c.Beta2 < 1):
+		return fmt.Errorf("--beta1 and --beta2 must be in [0, 1)")
+	case !(c.ProbeLR > 0):
+		return fmt.Errorf("--probe-lr must be positive")
 	case c.Limit < 0:
 		return fmt.Errorf("--limit must be non-negative")
+	}
+	if c.Workers == 0 {
+		c.Workers = 2 // checkpoints from before the field had a default
 	}
 	if _, err := torch.ParseDevice(c.Device); err != nil {
 		return err
 	}
 	return nil
+}
+
+// Resumable are the settings (by their JSON names) that a resumed run may
+// change: they set how long it trains, how it logs and how fast it reads,
+// not what one step computes. A longer run stretches a cosine schedule over
+// the new total from the step reached. --threads can change the last bits of
+// some kernels' sums.
+var Resumable = []string{"epochs", "log_every", "threads", "workers", "data_dir"}
+
+// unresumable lists the settings that differ between was and now, other
+// than the Resumable ones.
+func unresumable(was, now Config) []string {
+	a, b := flatJSON(was), flatJSON(now)
+	for _, k := range Resumable {
+		delete(a, k)
+		delete(b, k)
+	}
+	var bad []string
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			bad = append(bad, fmt.Sprintf("%s %s -> %s", k, v, b[k]))
+		}
+	}
+	for k, w := range b {
+		if _, ok := a[k]; !ok {
+			bad = append(bad, fmt.Sprintf("%s (none) -> %s", k, w))
+		}
+	}
+	sort.Strings(bad)
+	return bad
+}
+
+// flatJSON is a configuration as dotted JSON names and their JSON values.
+func flatJSON(c Config) map[string]string {
+	b, _ := json.Marshal(c)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	out := map[string]string{}
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		if mm, ok := v.(map[string]any); ok {
+			for k, x := range mm {
+				walk(prefix+k+".", x)
+			}
+			return
+		}
+		j, _ := json.Marshal(v)
+		out[strings.TrimSuffix(prefix, ".")] = string(j)
+	}
+	walk("", m)
+	return out
 }
 
 // transforms returns the training and test transforms: the dataset's

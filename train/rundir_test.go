@@ -289,7 +289,7 @@ func TestRunLockAndStaleCleanup(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "is in use") || !strings.Contains(err.Error(), strconv.Itoa(os.Getpid())) {
 		t.Fatalf("a second writer: %v, want an error naming process %d", err, os.Getpid())
 	}
-	if _, err := Resume(o, 0); err == nil || !strings.Contains(err.Error(), "is in use") {
+	if _, err := Resume(o, nil); err == nil || !strings.Contains(err.Error(), "is in use") {
 		t.Fatalf("resume while the run is held: %v", err)
 	}
 	lock.release()

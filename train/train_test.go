@@ -143,7 +143,7 @@ func TestResumeIsExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	runAll(t, tr)
-	tr, err = Resume(opts(split), 2)
+	tr, err = Resume(opts(split), withEpochs(2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestInterruptMidEpochAndResume(t *testing.T) {
 	if st.Epoch != 1 || st.Batch != 2 || st.Step != 6 {
 		t.Fatalf("saved position %+v", st)
 	}
-	tr, err = Resume(opts(out), 0)
+	tr, err = Resume(opts(out), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,10 +237,10 @@ func TestDamagedCheckpointIsReported(t *testing.T) {
 	p := filepath.Join(out, CheckpointDir, "model.safetensors")
 	b, _ := os.ReadFile(p)
 	_ = os.WriteFile(p, b[:len(b)/2], 0o644)
-	if _, err := Resume(opts(out), 2); err == nil || !strings.Contains(err.Error(), "model.safetensors") {
+	if _, err := Resume(opts(out), withEpochs(2)); err == nil || !strings.Contains(err.Error(), "model.safetensors") {
 		t.Fatalf("damaged checkpoint: %v", err)
 	}
-	if _, err := Resume(opts(t.TempDir()), 0); err == nil || !strings.Contains(err.Error(), "no checkpoint") {
+	if _, err := Resume(opts(t.TempDir()), nil); err == nil || !strings.Contains(err.Error(), "no checkpoint") {
 		t.Fatalf("missing checkpoint: %v", err)
 	}
 }
@@ -377,5 +377,39 @@ func TestTrainingDoesNotLeak(t *testing.T) {
 		if ref := live[perEpoch+i%perEpoch]; live[i] != ref {
 			t.Fatalf("live tensors at step %d: %d, at the same step of epoch 2: %d (all: %v)", i+1, live[i], ref, live)
 		}
+	}
+}
+
+// withEpochs extends a resumed run to n epochs.
+func withEpochs(n int) func(Config) (Config, error) {
+	return func(c Config) (Config, error) {
+		c.Epochs = n
+		return c, nil
+	}
+}
+
+// Resume refuses a change of anything but the Resumable settings, whatever
+// the caller asks, and names what would change.
+func TestResumeRefusesChangedSettings(t *testing.T) {
+	saved := Defaults()
+	now := saved
+	now.LR, now.Objective.MIUnits, now.Epochs, now.Threads = 0.5, 999, 9, 1
+	bad := unresumable(saved, now)
+	if len(bad) != 2 || !strings.HasPrefix(bad[0], "lr 0.0001 -> 0.5") || !strings.HasPrefix(bad[1], "objective.mi_units 256 -> 999") {
+		t.Fatalf("unresumable: %q", bad)
+	}
+	cfg := smallConfig(t)
+	out := t.TempDir()
+	tr, err := New(cfg, opts(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, tr)
+	_, err = Resume(opts(out), func(c Config) (Config, error) {
+		c.BatchSize++
+		return c, nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "batch_size") {
+		t.Fatalf("resume with another batch size: %v", err)
 	}
 }

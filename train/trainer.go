@@ -120,9 +120,11 @@ func (t *Trainer) start(o Options, from int64) error {
 }
 
 // Resume continues the run in o.Out from its checkpoint exactly where it
-// stopped: same batches, same random numbers, same optimiser state. epochs,
-// when positive, replaces the planned number of epochs (to train longer).
-func Resume(o Options, epochs int) (*Trainer, error) {
+// stopped: same batches, same random numbers, same optimiser state. change,
+// when not nil, returns the configuration to continue with from the saved
+// one; it may change only the Resumable settings (more epochs, say), and
+// anything else is refused.
+func Resume(o Options, change func(saved Config) (Config, error)) (*Trainer, error) {
 	var lock *runLock
 	if fi, err := os.Stat(o.Out); err == nil && fi.IsDir() {
 		if lock, err = claimRun(o); err != nil {
@@ -146,8 +148,19 @@ func Resume(o Options, epochs int) (*Trainer, error) {
 			"global batch and the random streams depend on the number of processes (resume with --nproc-per-node/--nnodes giving %d)",
 			ck.Dir, was, now, was)
 	}
-	if epochs > 0 {
-		cfg.Epochs = epochs
+	if err := cfg.Validate(); err != nil { // fills what older checkpoints lack
+		return nil, fmt.Errorf("checkpoint %s: %w", ck.Dir, err)
+	}
+	if change != nil {
+		next, err := change(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if bad := unresumable(cfg, next); len(bad) > 0 {
+			return nil, fmt.Errorf("checkpoint %s: a resumed run keeps its settings, and these would change: %s (only %s may)",
+				ck.Dir, strings.Join(bad, ", "), strings.Join(Resumable, ", "))
+		}
+		cfg = next
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", ck.Dir, err)
@@ -331,6 +344,10 @@ func (t *Trainer) Close() {
 	t.lock.release()
 	t.lock = nil
 }
+
+// Config returns the run's configuration, with what the run derived (the
+// encoder's input channels) filled in.
+func (t *Trainer) Config() Config { return t.cfg }
 
 // Encoder returns the encoder being trained.
 func (t *Trainer) Encoder() models.Encoder { return t.enc }

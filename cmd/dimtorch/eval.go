@@ -34,8 +34,8 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "probe", Value: "linear", Usage: "linear, mlp, knn or svm"},
 			&cli.StringFlag{Name: "features", Value: "conv,fc,y", Usage: "comma-separated subset of conv, fc, y"},
 			&cli.IntFlag{Name: "limit-train", Usage: "train the probe on the first N training images (0: all)"},
-			&cli.IntFlag{Name: "epochs", Usage: "probe epochs (default: linear/svm 50, mlp 100)"},
-			&cli.Float64Flag{Name: "probe-lr", Usage: "probe learning rate (default: linear/svm 1e-3, mlp 1e-4)"},
+			&cli.IntFlag{Name: "epochs", Usage: "probe epochs; for the linear probe, the most L-BFGS iterations", DefaultText: "linear/svm 50, mlp 100"},
+			&cli.Float64Flag{Name: "probe-lr", Usage: "probe learning rate (MLP and SVM)", DefaultText: "svm 1e-3, mlp 1e-4"},
 			&cli.Float64Flag{Name: "c", Value: 1, Usage: "inverse L2 strength of linear and SVM probes (as scikit-learn's C)"},
 			&cli.IntFlag{Name: "k", Value: 20, Usage: "kNN neighbours"},
 			&cli.BoolFlag{Name: "ndm", Usage: "also measure NDM on Y"},
@@ -51,12 +51,49 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N: where the encoder and the probes run (NDM, MINE and MS-SSIM run on the CPU)"},
 			&cli.StringFlag{Name: "out", Usage: "where to write eval/*.json, eval/*.md and pictures (default: the checkpoint's run directory)"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object: a key per feature with its test accuracy"},
+			configFlag(),
 		},
 		Action: runEval,
 	}
 }
 
+// checkEvalFlags refuses values that mean nothing (a zero or negative
+// count, an unknown choice) instead of replacing them by defaults.
+func checkEvalFlags(c *cli.Context) error {
+	if err := checkPositive(c, "threads", "k", "decoder-epochs", "measure-steps"); err != nil {
+		return err
+	}
+	if c.IsSet("epochs") {
+		if err := checkPositive(c, "epochs"); err != nil {
+			return err
+		}
+	}
+	for _, f := range []string{"c", "probe-lr"} {
+		if c.IsSet(f) && !(c.Float64(f) > 0) {
+			return fmt.Errorf("--%s must be positive, got %v", f, c.Float64(f))
+		}
+	}
+	if c.Int("limit-train") < 0 {
+		return fmt.Errorf("--limit-train must be non-negative (0: all)")
+	}
+	for _, ch := range []struct {
+		name    string
+		choices []string
+	}{{"probe", []string{"linear", "mlp", "knn", "svm"}}, {"bn-stats", []string{"train", "init"}}, {"feature-dtype", []string{"auto", "float32", "bfloat16"}}} {
+		if err := checkChoice(c, ch.name, ch.choices...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func runEval(c *cli.Context) error {
+	if err := applyConfigFile(c); err != nil {
+		return err
+	}
+	if err := checkEvalFlags(c); err != nil {
+		return err
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := torch.SetNumThreads(c.Int("threads")); err != nil {

@@ -44,7 +44,7 @@ func newApp() *cli.App {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			zerolog.SetGlobalLevel(lvl)
-			return nil
+			return checkChoice(c, "log-format", "console", "json")
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main reports errors and exit codes
 		Commands: []*cli.Command{

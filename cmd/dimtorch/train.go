@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/dimtorch/dimtorch/models"
@@ -18,87 +20,133 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-func trainFlags() []cli.Flag {
+// trainSettings are train's flags; those with a field set a field of the
+// run's configuration (train.Config), which a run directory keeps in
+// config.yaml under the flags' names.
+func trainSettings() []setting {
 	d := train.Defaults()
-	return []cli.Flag{
-		&cli.StringFlag{Name: "data", Value: d.Data, Usage: "dataset name or folder:PATH"},
-		&cli.StringFlag{Name: "data-dir", Usage: "directory holding the dataset"},
-		&cli.IntFlag{Name: "limit", Usage: "train on the first N training images (0: all)"},
-		&cli.BoolFlag{Name: "augment", Usage: "augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"},
-		&cli.Float64Flag{Name: "crop-scale", Usage: "augment with random resized crops covering at least this fraction of the image (e.g. 0.4), plus flips where they keep the classes; implies --augment"},
-		&cli.IntFlag{Name: "views", Value: 1, Usage: "augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment"},
-		&cli.Float64Flag{Name: "score-clip", Usage: "stabilise the critic's scores as AMDIM: divide by sqrt(mi-units), penalise their square (0.05), soft-clip to +-C with C*tanh(s/C) (AMDIM: 10; 0: off)"},
-		&cli.StringFlag{Name: "encoder", Value: d.Encoder.Name, Usage: "one of: " + fmt.Sprint(models.Names())},
-		&cli.StringFlag{Name: "mode", Value: "local", Usage: "local, global or local+global"},
-		&cli.StringFlag{Name: "estimator", Value: "jsd", Usage: "one of: " + fmt.Sprint(objectives.Estimators())},
-		&cli.StringFlag{Name: "scorer", Value: "dot", Usage: "dot (encode-and-dot) or concat (concat-and-convolve)"},
-		&cli.Float64Flag{Name: "alpha", Usage: "weight of global DIM (local 0, global 1, local+global 0.5)", DefaultText: "the mode's"},
-		&cli.Float64Flag{Name: "beta", Usage: "weight of local DIM (local 1, global 0, local+global 1)", DefaultText: "the mode's"},
-		&cli.Float64Flag{Name: "gamma", Usage: "weight of prior matching, 0 turns it off (local 0.1, global 1, local+global 0.1)", DefaultText: "the mode's"},
-		&cli.Float64Flag{Name: "gp-weight", Value: d.Objective.GPWeight, Usage: "weight of the gradient penalty on the prior's discriminator (0: none)"},
-		&cli.Float64Flag{Name: "coord", Usage: "weight of the coordinate-prediction task (0: off)"},
-		&cli.BoolFlag{Name: "occlusion", Usage: "compute the global features from an image with a random block occluded"},
-		&cli.IntFlag{Name: "mi-units", Value: d.Objective.MIUnits, Usage: "width of the critic's space (the paper: 2048; 256 is CPU-sized)"},
-		&cli.IntFlag{Name: "batch-size", Value: d.BatchSize},
-		&cli.IntFlag{Name: "epochs", Value: d.Epochs},
-		&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "Adam learning rate"},
-		&cli.StringFlag{Name: "lr-schedule", Value: "constant", Usage: "constant, or cosine: anneal the learning rate to 0 over the planned steps"},
-		&cli.Float64Flag{Name: "beta1", Value: d.Beta1, Usage: "Adam beta1"},
-		&cli.Float64Flag{Name: "beta2", Value: d.Beta2, Usage: "Adam beta2"},
-		&cli.Uint64Flag{Name: "seed", Value: d.Seed},
-		&cli.IntFlag{Name: "threads", Value: d.Threads, Usage: "libtorch intra-op threads"},
-		&cli.IntFlag{Name: "workers", Usage: "data-loading goroutines (default 2)"},
-		&cli.StringFlag{Name: "device", Value: d.Device, Usage: "cpu, cuda or cuda:N"},
-		&cli.BoolFlag{Name: "channels-last", Value: d.ChannelsLast, Usage: "NHWC layout for images and convolution weights (--channels-last=false: NCHW)"},
-		&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass, on the CPU (fast with AVX512-BF16/AMX) or CUDA (Ampere and later)"},
-		&cli.IntFlag{Name: "log-every", Value: d.LogEvery, Usage: "steps between metrics records"},
-		&cli.StringFlag{Name: "out", Usage: "run directory: checkpoint, metrics.jsonl, loss.png", Required: true},
-		&cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from its checkpoint (--epochs may extend it)"},
-		&cli.BoolFlag{Name: "json", Usage: "print the summary as one JSON object"},
-		&cli.IntFlag{Name: "nproc-per-node", Value: 1, Category: "data-parallel", Usage: "worker processes on this machine (each reads its shard, with --batch-size images per step; gradients averaged with c10d/Gloo)"},
-		&cli.IntFlag{Name: "nnodes", Value: 1, Category: "data-parallel", Usage: "machines in the job (run the same command on each, with its --node-rank)"},
-		&cli.IntFlag{Name: "node-rank", Category: "data-parallel", Usage: "this machine's index among --nnodes"},
-		&cli.StringFlag{Name: "master-addr", Category: "data-parallel", Usage: "address of node 0, where rank 0 serves the rendezvous (default 127.0.0.1 on one machine)"},
-		&cli.IntFlag{Name: "master-port", Category: "data-parallel", Usage: "rendezvous port (default: a free port on one machine, 29500 across machines)"},
-		&cli.DurationFlag{Name: "dist-timeout", Value: dist.DefaultTimeout, Category: "data-parallel", Usage: "how long ranks wait for each other (rendezvous, every collective) before failing"},
-		&cli.BoolFlag{Name: "global-negatives", Category: "data-parallel", Usage: "score every rank's features against every rank's: negatives from the global batch (all-gather with gradients)"},
+	str := func(f func(*train.Config) *string) func(*train.Config) any { return func(c *train.Config) any { return f(c) } }
+	num := func(f func(*train.Config) *int) func(*train.Config) any { return func(c *train.Config) any { return f(c) } }
+	flt := func(f func(*train.Config) *float64) func(*train.Config) any { return func(c *train.Config) any { return f(c) } }
+	bln := func(f func(*train.Config) *bool) func(*train.Config) any { return func(c *train.Config) any { return f(c) } }
+	return []setting{
+		{flag: &cli.StringFlag{Name: "data", Value: d.Data, Usage: "dataset name or folder:PATH"}, field: str(func(c *train.Config) *string { return &c.Data })},
+		{flag: &cli.StringFlag{Name: "data-dir", Usage: "directory holding the dataset"}, field: str(func(c *train.Config) *string { return &c.DataDir }), resumable: true},
+		{flag: &cli.IntFlag{Name: "limit", Usage: "train on the first N training images (0: all)"}, field: num(func(c *train.Config) *int { return &c.Limit })},
+		{flag: &cli.BoolFlag{Name: "augment", Usage: "augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"}, field: bln(func(c *train.Config) *bool { return &c.Augment })},
+		{flag: &cli.Float64Flag{Name: "crop-scale", Usage: "augment with random resized crops covering at least this fraction of the image (e.g. 0.4), plus flips where they keep the classes; implies --augment (0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.CropScale })},
+		{flag: &cli.IntFlag{Name: "views", Value: d.Objective.Views, Usage: "augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment"}, field: num(func(c *train.Config) *int { return &c.Objective.Views })},
+		{flag: &cli.Float64Flag{Name: "score-clip", Usage: "stabilise the critic's scores as AMDIM: divide by sqrt(mi-units), penalise their square (0.05), soft-clip to +-C with C*tanh(s/C) (AMDIM: 10; 0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.ScoreClip })},
+		{flag: &cli.StringFlag{Name: "encoder", Value: d.Encoder.Name, Usage: "one of: " + strings.Join(models.Names(), ", ")}, field: str(func(c *train.Config) *string { return &c.Encoder.Name })},
+		{flag: &cli.IntFlag{Name: "y-dim", Value: d.Encoder.YDim, Usage: "size of the global feature Y, the representation"}, field: num(func(c *train.Config) *int { return &c.Encoder.YDim })},
+		{flag: &cli.StringFlag{Name: "mode", Value: d.Objective.Mode, Usage: "local, global or local+global"}, field: str(func(c *train.Config) *string { return &c.Objective.Mode })},
+		{flag: &cli.StringFlag{Name: "estimator", Value: d.Objective.Estimator, Usage: "one of: " + strings.Join(objectives.Estimators(), ", ")}, field: str(func(c *train.Config) *string { return &c.Objective.Estimator })},
+		{flag: &cli.StringFlag{Name: "scorer", Value: d.Objective.Scorer, Usage: "dot (encode-and-dot) or concat (concat-and-convolve)"}, field: str(func(c *train.Config) *string { return &c.Objective.Scorer })},
+		{flag: &cli.Float64Flag{Name: "alpha", Usage: "weight of global DIM (local 0, global 1, local+global 0.5)", DefaultText: "the mode's"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.Alpha })},
+		{flag: &cli.Float64Flag{Name: "beta", Usage: "weight of local DIM (local 1, global 0, local+global 1)", DefaultText: "the mode's"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.Beta })},
+		{flag: &cli.Float64Flag{Name: "gamma", Usage: "weight of prior matching, 0 turns it off (local 0.1, global 1, local+global 0.1)", DefaultText: "the mode's"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.Gamma })},
+		{flag: &cli.Float64Flag{Name: "gp-weight", Value: d.Objective.GPWeight, Usage: "weight of the gradient penalty on the prior's discriminator (0: none)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.GPWeight })},
+		{flag: &cli.Float64Flag{Name: "coord", Usage: "weight of the coordinate-prediction task (0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.CoordWeight })},
+		{flag: &cli.BoolFlag{Name: "occlusion", Usage: "compute the global features from an image with a random block occluded"}, field: bln(func(c *train.Config) *bool { return &c.Objective.Occlusion })},
+		{flag: &cli.IntFlag{Name: "mi-units", Value: d.Objective.MIUnits, Usage: "width of the critic's space (the paper: 2048; 256 is CPU-sized)"}, field: num(func(c *train.Config) *int { return &c.Objective.MIUnits })},
+		{flag: &cli.IntFlag{Name: "batch-size", Value: d.BatchSize, Usage: "images per step (per process in a data-parallel job)"}, field: num(func(c *train.Config) *int { return &c.BatchSize })},
+		{flag: &cli.IntFlag{Name: "epochs", Value: d.Epochs, Usage: "passes over the training images (on --resume: the new total, to train longer)"}, field: num(func(c *train.Config) *int { return &c.Epochs }), resumable: true},
+		{flag: &cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "Adam learning rate"}, field: flt(func(c *train.Config) *float64 { return &c.LR })},
+		{flag: &cli.StringFlag{Name: "lr-schedule", Value: d.Schedule, Usage: "constant, or cosine: anneal the learning rate to 0 over the planned steps"}, field: str(func(c *train.Config) *string { return &c.Schedule })},
+		{flag: &cli.Float64Flag{Name: "beta1", Value: d.Beta1, Usage: "Adam beta1"}, field: flt(func(c *train.Config) *float64 { return &c.Beta1 })},
+		{flag: &cli.Float64Flag{Name: "beta2", Value: d.Beta2, Usage: "Adam beta2"}, field: flt(func(c *train.Config) *float64 { return &c.Beta2 })},
+		{flag: &cli.Float64Flag{Name: "probe-lr", Value: d.ProbeLR, Usage: "Adam learning rate of the online probe (linear on Y, trained on the side)"}, field: flt(func(c *train.Config) *float64 { return &c.ProbeLR })},
+		{flag: &cli.Uint64Flag{Name: "seed", Value: d.Seed, Usage: "fixes every weight, batch and augmentation"}, field: func(c *train.Config) any { return &c.Seed }},
+		{flag: &cli.IntFlag{Name: "threads", Value: d.Threads, Usage: "libtorch intra-op threads"}, field: num(func(c *train.Config) *int { return &c.Threads }), resumable: true},
+		{flag: &cli.IntFlag{Name: "workers", Value: d.Workers, Usage: "data-loading goroutines"}, field: num(func(c *train.Config) *int { return &c.Workers }), resumable: true},
+		{flag: &cli.StringFlag{Name: "device", Value: d.Device, Usage: "cpu, cuda or cuda:N"}, field: str(func(c *train.Config) *string { return &c.Device })},
+		{flag: &cli.BoolFlag{Name: "channels-last", Value: d.ChannelsLast, Usage: "NHWC layout for images and convolution weights (--channels-last=false: NCHW)"}, field: bln(func(c *train.Config) *bool { return &c.ChannelsLast })},
+		{flag: &cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass, on the CPU (fast with AVX512-BF16/AMX) or CUDA (Ampere and later)"}, field: bln(func(c *train.Config) *bool { return &c.BF16 })},
+		{flag: &cli.IntFlag{Name: "log-every", Value: d.LogEvery, Usage: "steps between metrics records"}, field: num(func(c *train.Config) *int { return &c.LogEvery }), resumable: true},
+		{flag: &cli.StringFlag{Name: "out", Usage: "run directory: checkpoint, config.yaml, metrics.jsonl, loss.png", Required: true}},
+		{flag: &cli.BoolFlag{Name: "resume", Usage: "continue the run in --out from its checkpoint; only --epochs, --log-every, --threads, --workers and --data-dir may differ from the run's settings"}},
+		{flag: configFlag()},
+		{flag: &cli.BoolFlag{Name: "json", Usage: "print the summary as one JSON object"}},
+		{flag: &cli.IntFlag{Name: "nproc-per-node", Value: 1, Category: "data-parallel", Usage: "worker processes on this machine (each reads its shard, with --batch-size images per step; gradients averaged with c10d/Gloo)"}},
+		{flag: &cli.IntFlag{Name: "nnodes", Value: 1, Category: "data-parallel", Usage: "machines in the job (run the same command on each, with its --node-rank)"}},
+		{flag: &cli.IntFlag{Name: "node-rank", Category: "data-parallel", Usage: "this machine's index among --nnodes"}},
+		{flag: &cli.StringFlag{Name: "master-addr", Category: "data-parallel", Usage: "address of node 0, where rank 0 serves the rendezvous (default 127.0.0.1 on one machine)"}},
+		{flag: &cli.IntFlag{Name: "master-port", Category: "data-parallel", Usage: "rendezvous port", DefaultText: "a free port on one machine, 29500 across machines"}},
+		{flag: &cli.DurationFlag{Name: "dist-timeout", Value: dist.DefaultTimeout, Category: "data-parallel", Usage: "how long ranks wait for each other (rendezvous, every collective) before failing"}},
+		{flag: &cli.BoolFlag{Name: "global-negatives", Category: "data-parallel", Usage: "score every rank's features against every rank's: negatives from the global batch (all-gather with gradients)"}, field: bln(func(c *train.Config) *bool { return &c.GlobalNegatives })},
 	}
 }
 
-func configFromFlags(c *cli.Context) train.Config {
+// configFromFlags is the configuration of a new run: the defaults with the
+// flags given (on the command line or in --config) applied, and the mode's
+// weights for those of alpha, beta and gamma not given.
+func configFromFlags(c *cli.Context) (train.Config, error) {
 	cfg := train.Defaults()
-	cfg.Data, cfg.DataDir, cfg.Limit, cfg.Augment = c.String("data"), c.String("data-dir"), c.Int("limit"), c.Bool("augment")
-	cfg.Encoder = models.Config{Name: c.String("encoder"), YDim: 64}
-	mode := c.String("mode")
-	a, b, g := objectives.DefaultWeights(mode)
-	pick := func(name string, def float64) float64 {
-		if c.IsSet(name) {
-			return c.Float64(name)
+	for _, s := range trainSettings() {
+		if s.field != nil && c.IsSet(s.name()) {
+			if err := s.set(c, &cfg); err != nil {
+				return cfg, err
+			}
 		}
-		return def
 	}
-	cfg.Objective = objectives.Config{
-		Mode: mode, Estimator: c.String("estimator"), Scorer: c.String("scorer"),
-		Alpha: pick("alpha", a), Beta: pick("beta", b), Gamma: pick("gamma", g),
-		MIUnits: c.Int("mi-units"), CoordWeight: c.Float64("coord"), Occlusion: c.Bool("occlusion"), GPWeight: c.Float64("gp-weight"),
-		Views: c.Int("views"), ScoreClip: c.Float64("score-clip"),
+	a, b, g := objectives.DefaultWeights(cfg.Objective.Mode)
+	for _, w := range []struct {
+		name string
+		v    *float64
+		def  float64
+	}{{"alpha", &cfg.Objective.Alpha, a}, {"beta", &cfg.Objective.Beta, b}, {"gamma", &cfg.Objective.Gamma, g}} {
+		if !c.IsSet(w.name) {
+			*w.v = w.def
+		}
 	}
-	cfg.CropScale, cfg.Schedule = c.Float64("crop-scale"), c.String("lr-schedule")
-	cfg.BatchSize, cfg.Epochs, cfg.LR = c.Int("batch-size"), c.Int("epochs"), c.Float64("lr")
-	cfg.Beta1, cfg.Beta2, cfg.Seed = c.Float64("beta1"), c.Float64("beta2"), c.Uint64("seed")
-	cfg.Threads, cfg.Workers, cfg.Device, cfg.BF16 = c.Int("threads"), c.Int("workers"), c.String("device"), c.Bool("bf16")
-	cfg.LogEvery = c.Int("log-every")
-	cfg.ChannelsLast = c.Bool("channels-last")
-	cfg.GlobalNegatives = c.Bool("global-negatives")
-	return cfg
+	return cfg, nil
+}
+
+// resumeConfig is the configuration a resumed run continues with: the
+// saved one, with the resumable flags applied. Any other flag given with a
+// value other than the run's is an error naming each of them: a resumed run
+// never silently ignores a flag.
+func resumeConfig(c *cli.Context, saved train.Config) (train.Config, error) {
+	next := saved
+	var differ []string
+	for _, s := range trainSettings() {
+		if s.field == nil || !c.IsSet(s.name()) {
+			continue
+		}
+		tmp := saved
+		if err := s.set(c, &tmp); err != nil {
+			return saved, err
+		}
+		now, was := s.value(&tmp), s.value(&saved)
+		if now == was {
+			continue
+		}
+		if s.resumable {
+			_ = s.set(c, &next)
+			continue
+		}
+		differ = append(differ, fmt.Sprintf("--%s %v (the run's: %v)", s.name(), now, was))
+	}
+	if len(differ) > 0 {
+		return saved, fmt.Errorf("--resume continues a run with the settings it started with, and these flags differ from them: %s. "+
+			"Leave them out to continue the run (only --epochs, --log-every, --threads, --workers and --data-dir may change), "+
+			"or start a new run with them: --config %s --out NEW_DIR", strings.Join(differ, ", "), filepath.Join(c.String("out"), configFile))
+	}
+	return next, nil
 }
 
 func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "train",
 		Usage: "train a Deep InfoMax encoder",
-		Flags: trainFlags(),
+		Flags: flagsOf(trainSettings()),
 		Action: func(c *cli.Context) error {
+			if err := applyConfigFile(c); err != nil {
+				return err
+			}
+			if err := checkPositive(c, "nproc-per-node", "nnodes", "workers"); err != nil {
+				return err
+			}
 			job, inJob, err := dist.FromEnv()
 			if err != nil {
 				return fmt.Errorf("data-parallel environment: %w", err)
@@ -202,18 +250,22 @@ func trainRun(c *cli.Context, g *dist.Group) error {
 	var tr *train.Trainer
 	var err error
 	if c.Bool("resume") {
-		epochs := 0
-		if c.IsSet("epochs") {
-			epochs = c.Int("epochs")
-		}
-		tr, err = train.Resume(opts, epochs)
+		tr, err = train.Resume(opts, func(saved train.Config) (train.Config, error) { return resumeConfig(c, saved) })
 	} else {
-		tr, err = train.New(configFromFlags(c), opts)
+		var cfg train.Config
+		if cfg, err = configFromFlags(c); err == nil {
+			tr, err = train.New(cfg, opts)
+		}
 	}
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
+	if g == nil || g.Rank() == 0 {
+		if err := writeRunConfig(c.String("out"), trainSettings(), tr.Config(), worldOf(g)); err != nil {
+			return err
+		}
+	}
 	if g == nil {
 		listen()
 		defer stop()

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/dimtorch/dimtorch/internal/atomicfile"
+	"github.com/dimtorch/dimtorch/torch/dist"
+	"github.com/dimtorch/dimtorch/train"
+	"github.com/urfave/cli/v2"
+	"go.yaml.in/yaml/v3"
+)
+
+// Configuration files. `--config FILE` reads a YAML mapping from flag names
+// to values, as if each were given on the command line; flags given on the
+// command line win. Every run directory keeps its resolved configuration in
+// config.yaml, in the same form, so `train --config RUN/config.yaml --out
+// NEW` repeats a run.
+
+// configFile is the resolved configuration's name in a run directory.
+const configFile = "config.yaml"
+
+func configFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Usage: "YAML file of flag values (name: value, as in a run's config.yaml); flags on the command line override it"}
+}
+
+// setting is a flag and, for train, the field of train.Config it sets (nil
+// for flags about the invocation: --out, --resume, the launcher's).
+type setting struct {
+	flag      cli.Flag
+	field     func(*train.Config) any // a pointer to the field
+	resumable bool                    // may change when the run resumes
+}
+
+func (s setting) name() string { return s.flag.Names()[0] }
+
+// set stores the flag's value in cfg.
+func (s setting) set(c *cli.Context, cfg *train.Config) error {
+	n := s.name()
+	switch p := s.field(cfg).(type) {
+	case *string:
+		*p = c.String(n)
+	case *int:
+		*p = c.Int(n)
+	case *float64:
+		*p = c.Float64(n)
+	case *bool:
+		*p = c.Bool(n)
+	case *uint64:
+		*p = c.Uint64(n)
+	default:
+		return fmt.Errorf("internal: flag --%s sets a field of type %T", n, p)
+	}
+	return nil
+}
+
+// value is the field's value (comparable).
+func (s setting) value(cfg *train.Config) any {
+	switch p := s.field(cfg).(type) {
+	case *string:
+		return *p
+	case *int:
+		return *p
+	case *float64:
+		return *p
+	case *bool:
+		return *p
+	case *uint64:
+		return *p
+	}
+	return nil
+}
+
+func flagsOf(ss []setting) []cli.Flag {
+	out := make([]cli.Flag, len(ss))
+	for i, s := range ss {
+		out[i] = s.flag
+	}
+	return out
+}
+
+// applyConfigFile sets every flag named in --config's file that the command
+// line did not set. An unknown name, a value the flag does not accept or a
+// file that is not a YAML mapping of single values is an error naming the
+// file and line.
+func applyConfigFile(c *cli.Context) error {
+	path := c.String("config")
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("--config %s: not YAML: %v", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil // an empty file
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return fmt.Errorf("--config %s:%d: want a mapping of flag names to values (lr: 0.0001)", path, m.Line)
+	}
+	known := map[string]cli.Flag{}
+	for _, f := range c.Command.Flags {
+		for _, n := range f.Names() {
+			known[n] = f
+		}
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		name := k.Value
+		where := fmt.Sprintf("--config %s:%d", path, k.Line)
+		if _, ok := known[name]; !ok || name == "config" {
+			return fmt.Errorf("%s: %q is not a flag of %s%s", where, name, c.Command.Name, suggest(name, known))
+		}
+		if seen[name] {
+			return fmt.Errorf("%s: %s is given twice", where, name)
+		}
+		seen[name] = true
+		if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
+			return fmt.Errorf("%s: %s wants a single value", where, name)
+		}
+		if c.IsSet(name) {
+			continue // the command line wins
+		}
+		if err := c.Set(name, v.Value); err != nil {
+			return fmt.Errorf("%s: %s: invalid value %q: %v", where, name, v.Value, err)
+		}
+	}
+	return nil
+}
+
+// suggest names the known flag closest to a misspelt one.
+func suggest(name string, known map[string]cli.Flag) string {
+	best, bestD := "", 3
+	for k := range known {
+		if d := editDistance(strings.ReplaceAll(name, "_", "-"), k); d < bestD || (d == bestD && k < best) {
+			best, bestD = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// writeRunConfig writes RUN/config.yaml: every setting of the run, by flag
+// name, in the order of `train --help`.
+func writeRunConfig(run string, ss []setting, cfg train.Config, world int) error {
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# The settings of the run in this directory (dimtorch %s), as flags of dimtorch train.\n", version)
+	fmt.Fprintf(&buf, "# Repeat it: dimtorch train --config %s --out NEW_DIR\n", filepath.Join(run, configFile))
+	if world > 1 {
+		fmt.Fprintf(&buf, "# It was trained by %d processes: repeat it with as many (--nproc-per-node, --nnodes or torchrun).\n", world)
+	}
+	for _, s := range ss {
+		if s.field == nil {
+			continue
+		}
+		v, err := yaml.Marshal(s.value(&cfg))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&buf, "%s: %s", s.name(), v)
+	}
+	return atomicfile.WriteBytes(filepath.Join(run, configFile), buf.Bytes(), 0o644)
+}
+
+// checkPositive reports the first of the named integer flags below 1.
+func checkPositive(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		if v := c.Int(n); v < 1 {
+			return fmt.Errorf("--%s must be at least 1, got %d", n, v)
+		}
+	}
+	return nil
+}
+
+// checkChoice reports a flag whose value is not one of choices.
+func checkChoice(c *cli.Context, name string, choices ...string) error {
+	v := c.String(name)
+	for _, ch := range choices {
+		if v == ch {
+			return nil
+		}
+	}
+	sorted := append([]string(nil), choices...)
+	sort.Strings(sorted)
+	return fmt.Errorf("--%s %s: want one of %s", name, strconv.Quote(v), strings.Join(sorted, ", "))
+}
+
+func worldOf(g *dist.Group) int {
+	if g == nil {
+		return 1
+	}
+	return g.World()
+}
