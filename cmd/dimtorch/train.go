@@ -25,10 +25,18 @@ import (
 // config.yaml under the flags' names.
 func trainSettings() []setting {
 	d := train.Defaults()
-	str := func(f func(*train.Config) *string) func(*train.Config) any { return func(c *train.Config) any { return f(c) } }
-	num := func(f func(*train.Config) *int) func(*train.Config) any { return func(c *train.Config) any { return f(c) } }
-	flt := func(f func(*train.Config) *float64) func(*train.Config) any { return func(c *train.Config) any { return f(c) } }
-	bln := func(f func(*train.Config) *bool) func(*train.Config) any { return func(c *train.Config) any { return f(c) } }
+	str := func(f func(*train.Config) *string) func(*train.Config) any {
+		return func(c *train.Config) any { return f(c) }
+	}
+	num := func(f func(*train.Config) *int) func(*train.Config) any {
+		return func(c *train.Config) any { return f(c) }
+	}
+	flt := func(f func(*train.Config) *float64) func(*train.Config) any {
+		return func(c *train.Config) any { return f(c) }
+	}
+	bln := func(f func(*train.Config) *bool) func(*train.Config) any {
+		return func(c *train.Config) any { return f(c) }
+	}
 	return []setting{
 		{flag: &cli.StringFlag{Name: "data", Value: d.Data, Usage: "dataset name or folder:PATH"}, field: str(func(c *train.Config) *string { return &c.Data })},
 		{flag: &cli.StringFlag{Name: "data-dir", Usage: "directory holding the dataset"}, field: str(func(c *train.Config) *string { return &c.DataDir }), resumable: true},
