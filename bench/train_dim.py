@@ -143,6 +143,20 @@ def cross_views(a, local, glob, score):
     return loss
 
 
+def cross_view_global(a, head, y):
+    """The global-to-global cross-view term written as SimCLR's loss: unit-length
+    projections of Y, cross-entropy of each view's cosine similarities to another
+    view's (divided by the temperature) with the same image as the target,
+    averaged over the ordered pairs of distinct views."""
+    z = F.normalize(head(y).float(), dim=1)
+    v = a.views
+    n = z.shape[0] // v
+    target = torch.arange(n, device=z.device)
+    losses = [F.cross_entropy(z[i * n:(i + 1) * n] @ z[j * n:(j + 1) * n].T / a.cross_view_temperature, target)
+              for i in range(v) for j in range(v) if i != j]
+    return sum(losses) / len(losses)
+
+
 def discriminator(d):
     return nn.Sequential(nn.Linear(d, 1000), nn.ReLU(), nn.Linear(1000, 200), nn.ReLU(), nn.Linear(200, 1))
 
@@ -181,6 +195,8 @@ def main():
     ap.add_argument("--views", type=int, default=1, help="views per image: the batch holds views x batch-size images")
     ap.add_argument("--score-clip", type=float, default=0.0)
     ap.add_argument("--gamma", type=float, default=0.0, help="weight of prior matching (0: off)")
+    ap.add_argument("--cross-view", type=float, default=0.0, help="weight of the global-to-global cross-view term (0: off)")
+    ap.add_argument("--cross-view-temperature", type=float, default=0.2)
     ap.add_argument("--gp-weight", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -211,6 +227,9 @@ def main():
         lh, gh = MIHead(lc, a.mi_units, True), MIHead(64, a.mi_units, False)
         mods = [enc, lh, gh]
         score = dot_scores
+    if a.cross_view > 0:
+        xh = MIHead(64, a.mi_units, False)
+        mods.append(xh)
     disc = discriminator(64) if a.gamma > 0 else None
     for m in mods + ([disc] if disc else []):
         m.to(dev)
@@ -234,6 +253,8 @@ def main():
                 loss = cross_views(a, local, y, score)
             else:
                 loss = cross_views(a, lh(local), gh(y), score)
+            if a.cross_view > 0:
+                loss = loss + a.cross_view * cross_view_global(a, xh, y)
             if disc:
                 gen = F.softplus(-disc(torch.sigmoid(y)).float()).mean()
                 loss = loss + a.gamma * gen

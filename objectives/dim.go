@@ -35,6 +35,15 @@ type Config struct {
 	// to (-ScoreClip, ScoreClip) by ScoreClip*tanh(s/ScoreClip) before the
 	// estimator. 0: raw scores, the paper's DIM.
 	ScoreClip float64 `json:"score_clip,omitempty"`
+	// CrossView > 0 adds, with this weight, a global-to-global cross-view
+	// term (not in the paper; as contrastive methods after DIM do, e.g.
+	// SimCLR and CLIP's symmetric loss): Y of each view, mapped by its own
+	// MI head and scaled to unit length, is scored against Y of every other
+	// view of the batch by cosine similarity / CrossViewTemp, and infoNCE
+	// takes the same image's other view as the positive and the other
+	// images' as negatives. Needs Views >= 2.
+	CrossView     float64 `json:"cross_view,omitempty"`
+	CrossViewTemp float64 `json:"cross_view_temperature,omitempty"`
 }
 
 // DefaultWeights returns alpha, beta and gamma for a mode, as in the paper:
@@ -76,6 +85,14 @@ func (c *Config) Validate() error {
 	if c.MIUnits < 1 {
 		return fmt.Errorf("mi-units must be at least 1, got %d", c.MIUnits)
 	}
+	switch {
+	case c.CrossView < 0:
+		return fmt.Errorf("cross-view must be non-negative (0: off), got %v", c.CrossView)
+	case c.CrossView > 0 && c.Views < 2:
+		return fmt.Errorf("cross-view scores one view's Y against another's: it needs --views 2 or more")
+	case c.CrossView > 0 && !(c.CrossViewTemp > 0):
+		return fmt.Errorf("cross-view-temperature must be positive, got %v", c.CrossViewTemp)
+	}
 	for _, w := range []struct {
 		name string
 		v    float64
@@ -111,6 +128,7 @@ type DIM struct {
 	critic      *nn.Sequential // global DIM: local map -> vector
 	globalHeadG *models.MIHead
 	coord       *CoordPredictor
+	crossHead   *models.MIHead // the cross-view term's head on Y
 
 	// Gather, when set, concatenates a tensor's rows over the ranks of a
 	// data-parallel job, differentiably (dist.Group.AllGather): the
@@ -154,6 +172,9 @@ func New(cfg Config, spec models.Spec) (*DIM, error) {
 	if cfg.CoordWeight > 0 {
 		d.coord = nn.Child(&d.Base, "coord", NewCoordPredictor(lc, yd, lh, lw))
 	}
+	if cfg.CrossView > 0 {
+		d.crossHead = nn.Child(&d.Base, "cross_view_head", models.NewGlobalHead(yd, u))
+	}
 	if err := nn.FirstError(d); err != nil {
 		nn.Free(d)
 		return nil, err
@@ -163,7 +184,7 @@ func New(cfg Config, spec models.Spec) (*DIM, error) {
 
 // Terms are the parts of one step's loss (nil where unused).
 type Terms struct {
-	Total, Local, Global, Prior, Coord *torch.Tensor
+	Total, Local, Global, Prior, Coord, CrossView *torch.Tensor
 }
 
 // Loss encodes x and returns the weighted objective and the taps. prior may
@@ -208,6 +229,10 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 		t.Coord = d.coord.Loss(taps.Local, y)
 		total = total.Add(t.Coord.MulScalar(d.Cfg.CoordWeight))
 	}
+	if d.crossHead != nil {
+		t.CrossView = d.crossViewGlobal(y)
+		total = total.Add(t.CrossView.MulScalar(d.Cfg.CrossView))
+	}
 	t.Total = total
 	return t, taps
 }
@@ -230,11 +255,11 @@ func (d *DIM) crossViews(local, global *torch.Tensor, score func(l, g *torch.Ten
 	scores := func(l, g *torch.Tensor) *torch.Tensor { return score(l, g).To(torch.Float32) }
 	c := d.Cfg.ScoreClip
 	if c <= 0 {
-		return d.pairs(local, global, scores)
+		return d.pairs(d.est, local, global, scores)
 	}
 	var penalties []*torch.Tensor
 	scale := 1 / math.Sqrt(float64(d.Cfg.MIUnits))
-	loss := d.pairs(local, global, func(l, g *torch.Tensor) *torch.Tensor {
+	loss := d.pairs(d.est, local, global, func(l, g *torch.Tensor) *torch.Tensor {
 		s := scores(l, g).MulScalar(scale)
 		penalties = append(penalties, s.Square().Mean().MulScalar(0.05))
 		return s.DivScalar(c).Tanh().MulScalar(c)
@@ -243,6 +268,20 @@ func (d *DIM) crossViews(local, global *torch.Tensor, score func(l, g *torch.Ten
 		loss = loss.Add(p.DivScalar(float64(len(penalties))))
 	}
 	return loss
+}
+
+// crossViewGlobal is the global-to-global cross-view term: infoNCE over
+// the cosine similarities of the views' Y (through the term's head) divided
+// by the temperature, averaged over the ordered pairs of distinct views.
+// The unit vectors and scores are float32 under autocast, as crossViews'.
+func (d *DIM) crossViewGlobal(y *torch.Tensor) *torch.Tensor {
+	z := d.crossHead.Forward(y).To(torch.Float32)
+	z = z.Div(z.Square().SumDims([]int64{1}, true).ClampMin(1e-24).Sqrt()) // rows of unit length
+	q := z.DivScalar(d.Cfg.CrossViewTemp).Unsqueeze(1)                     // [V*N, 1, U]: the "locals"
+	if d.Gather != nil {
+		q, z = d.gather(q), d.gather(z)
+	}
+	return d.pairs(infoNCE{}, q, z, DotScores)
 }
 
 // gather concatenates x's rows over the ranks, keeping the view-major layout
@@ -260,11 +299,11 @@ func (d *DIM) gather(x *torch.Tensor) *torch.Tensor {
 	return g.Reshape(inner...).Transpose(0, 1).Contiguous().Reshape(append([]int64{v * w * n}, sh[1:]...)...)
 }
 
-// pairs is crossViews without score stabilisation.
-func (d *DIM) pairs(local, global *torch.Tensor, scores func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
+// pairs is crossViews without score stabilisation, with estimator est.
+func (d *DIM) pairs(est Estimator, local, global *torch.Tensor, scores func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
 	v := int64(d.Cfg.Views)
 	if v <= 1 {
-		return d.est.Loss(scores(local, global))
+		return est.Loss(scores(local, global))
 	}
 	if err := local.Err(); err != nil {
 		return torch.Errored(err)
@@ -279,7 +318,7 @@ func (d *DIM) pairs(local, global *torch.Tensor, scores func(l, g *torch.Tensor)
 			if a == b {
 				continue
 			}
-			l := d.est.Loss(scores(local.Narrow(0, a*n, n), global.Narrow(0, b*n, n)))
+			l := est.Loss(scores(local.Narrow(0, a*n, n), global.Narrow(0, b*n, n)))
 			if sum == nil {
 				sum = l
 			} else {

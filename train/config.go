@@ -54,7 +54,7 @@ func Defaults() Config {
 	return Config{
 		Data:      "fashion-mnist",
 		Encoder:   models.Config{Name: "basic28", YDim: 64},
-		Objective: objectives.Config{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g, MIUnits: 256, GPWeight: 1, Views: 1},
+		Objective: objectives.Config{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g, MIUnits: 256, GPWeight: 1, Views: 1, CrossViewTemp: 0.2},
 		BatchSize: 64, Epochs: 1, LR: 1e-4, Schedule: "constant", Beta1: 0.5, Beta2: 0.999, Seed: 1, Threads: 2, Device: "cpu",
 		Workers: 2, ProbeLR: 1e-3, LogEvery: 20, ChannelsLast: true,
 	}

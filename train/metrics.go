@@ -30,6 +30,7 @@ type Record struct {
 	Coord         *float64 `json:"coord,omitempty"`
 	DLoss         *float64 `json:"d_loss,omitempty"`
 	GradPenalty   *float64 `json:"grad_penalty,omitempty"`
+	CrossView     *float64 `json:"cross_view,omitempty"`
 	ImagesPerSec  float64  `json:"images_per_sec,omitempty"`
 	ProbeTrainAcc *float64 `json:"probe_train_acc,omitempty"`
 	ProbeTestAcc  *float64 `json:"probe_test_acc,omitempty"`
@@ -113,6 +114,7 @@ func (m *metrics) plot(run string) error {
 		{"prior (generator)", func(r Record) *float64 { return r.Prior }, color.RGBA{44, 160, 44, 255}},
 		{"discriminator", func(r Record) *float64 { return r.DLoss }, color.RGBA{214, 39, 40, 255}},
 		{"coordinates", func(r Record) *float64 { return r.Coord }, color.RGBA{148, 103, 189, 255}},
+		{"cross-view Y", func(r Record) *float64 { return r.CrossView }, color.RGBA{140, 86, 75, 255}},
 	}
 	for _, s := range series {
 		var pts plotter.XYs

@@ -200,7 +200,7 @@ func (t *Trainer) shareStep(v *stepValues, stop bool) (bool, error) {
 	if stop {
 		flag = 1
 	}
-	dst := []*float64{&v.loss, &v.local, &v.global, &v.prior, &v.coord, &v.dLoss, &v.gp}
+	dst := []*float64{&v.loss, &v.local, &v.global, &v.prior, &v.coord, &v.dLoss, &v.gp, &v.cross}
 	vals := []float64{flag}
 	for _, d := range dst {
 		vals = append(vals, *d)

@@ -248,11 +248,17 @@ func TestDamagedCheckpointIsReported(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	cfg := smallConfig(t)
 	bad := map[string]func(c *Config){
-		"batch of one":      func(c *Config) { c.BatchSize = 1 },
-		"unknown encoder":   func(c *Config) { c.Encoder.Name = "vgg" },
-		"unknown estimator": func(c *Config) { c.Objective.Estimator = "mine" },
-		"unknown device":    func(c *Config) { c.Device = "tpu" },
-		"no epochs":         func(c *Config) { c.Epochs = 0 },
+		"batch of one":       func(c *Config) { c.BatchSize = 1 },
+		"unknown encoder":    func(c *Config) { c.Encoder.Name = "vgg" },
+		"unknown estimator":  func(c *Config) { c.Objective.Estimator = "mine" },
+		"unknown device":     func(c *Config) { c.Device = "tpu" },
+		"no epochs":          func(c *Config) { c.Epochs = 0 },
+		"no y":               func(c *Config) { c.Encoder.YDim = 0 },
+		"cross-view, 1 view": func(c *Config) { c.Objective.CrossView = 1 },
+		"cross-view at temperature 0": func(c *Config) {
+			c.Objective.CrossView, c.Objective.Views, c.Objective.CrossViewTemp = 1, 2, 0
+		},
+		"negative cross-view": func(c *Config) { c.Objective.CrossView, c.Objective.Views = -1, 2 },
 	}
 	for name, f := range bad {
 		c := cfg

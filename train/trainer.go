@@ -450,8 +450,8 @@ func hasSuffixKey(m map[string]*torch.Tensor, suffix string) bool {
 
 // stepValues are the scalars of one step.
 type stepValues struct {
-	loss, local, global, prior, coord, dLoss, gp float64
-	has                                          [6]bool // local, global, prior, coord, d, gp
+	loss, local, global, prior, coord, dLoss, gp, cross float64
+	has                                                 [7]bool // local, global, prior, coord, d, gp, cross-view
 }
 
 // step runs one optimisation step on a batch (which it frees).
@@ -483,8 +483,8 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	if v.loss, err = terms.Total.Item(); err != nil {
 		return v, err
 	}
-	parts := []*torch.Tensor{terms.Local, terms.Global, terms.Prior, terms.Coord}
-	dst := []*float64{&v.local, &v.global, &v.prior, &v.coord}
+	parts := []*torch.Tensor{terms.Local, terms.Global, terms.Prior, terms.Coord, nil, nil, terms.CrossView}
+	dst := []*float64{&v.local, &v.global, &v.prior, &v.coord, nil, nil, &v.cross}
 	for i, p := range parts {
 		if p != nil {
 			if *dst[i], err = p.Item(); err != nil {
@@ -827,6 +827,7 @@ func (a *stepAccumulator) add(v stepValues, images int64) {
 	a.sum.coord += v.coord
 	a.sum.dLoss += v.dLoss
 	a.sum.gp += v.gp
+	a.sum.cross += v.cross
 	a.sum.has = v.has
 }
 
@@ -842,5 +843,5 @@ func (a *stepAccumulator) record(epoch int, step int64, rate float64) Record {
 	return Record{Kind: "step", Epoch: epoch, Step: step, Loss: a.sum.loss / n,
 		Local: opt(a.sum.has[0], a.sum.local), Global: opt(a.sum.has[1], a.sum.global), Prior: opt(a.sum.has[2], a.sum.prior),
 		Coord: opt(a.sum.has[3], a.sum.coord), DLoss: opt(a.sum.has[4], a.sum.dLoss), GradPenalty: opt(a.sum.has[5], a.sum.gp),
-		ImagesPerSec: rate}
+		CrossView: opt(a.sum.has[6], a.sum.cross), ImagesPerSec: rate}
 }

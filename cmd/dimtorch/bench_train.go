@@ -33,6 +33,8 @@ func benchTrainCommand() *cli.Command {
 			&cli.StringFlag{Name: "scorer", Value: "dot", Usage: "dot or concat"},
 			&cli.IntFlag{Name: "views", Value: 1, Usage: "views per image: the batch holds views x batch-size images"},
 			&cli.Float64Flag{Name: "score-clip", Usage: "AMDIM's score clipping (0: off)"},
+			&cli.Float64Flag{Name: "cross-view", Usage: "weight of the global-to-global cross-view term (needs --views 2; 0: off)"},
+			&cli.Float64Flag{Name: "cross-view-temperature", Value: 0.2},
 			&cli.Float64Flag{Name: "gamma", Usage: "weight of prior matching, with its discriminator's step (0: off; dimtorch train's default: 0.1)"},
 			&cli.Float64Flag{Name: "gp-weight", Value: 1, Usage: "gradient penalty of the prior's discriminator"},
 			&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass"},
@@ -101,7 +103,8 @@ func benchTrain(c *cli.Context) error {
 	}
 	defer nn.Free(enc)
 	dim, err := objectives.New(objectives.Config{Mode: "local", Estimator: c.String("estimator"), Scorer: c.String("scorer"), Beta: 1,
-		Gamma: c.Float64("gamma"), GPWeight: c.Float64("gp-weight"), MIUnits: c.Int("mi-units"), Views: c.Int("views"), ScoreClip: c.Float64("score-clip")}, enc.Spec())
+		Gamma: c.Float64("gamma"), GPWeight: c.Float64("gp-weight"), MIUnits: c.Int("mi-units"), Views: c.Int("views"), ScoreClip: c.Float64("score-clip"),
+		CrossView: c.Float64("cross-view"), CrossViewTemp: c.Float64("cross-view-temperature")}, enc.Spec())
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,8 @@ func hasPyTorch() bool {
 // same losses step after step. Covered: DIM(L)-JSD; channels_last layout;
 // the default configuration of dimtorch train (prior matching on, with the
 // discriminator's own step and gradient penalty); infoNCE with two views and
-// score clipping; the concat scorer with DV; bfloat16 autocast with the prior.
+// score clipping; the global-to-global cross-view term; the concat scorer with
+// DV; bfloat16 autocast with the prior.
 func TestBenchTrainMatchesPyTorch(t *testing.T) {
 	if !hasPyTorch() {
 		t.Skip("Debian's python3-torch is not installed (make setup installs it)")
@@ -39,6 +40,7 @@ func TestBenchTrainMatchesPyTorch(t *testing.T) {
 		{"default-config", []string{"--gamma", "0.1", "--channels-last"}, 1e-5},
 		{"nce-views-clip", []string{"--estimator", "nce", "--views", "2", "--score-clip", "10"}, 1e-5},
 		{"concat-dv", []string{"--scorer", "concat", "--estimator", "dv"}, 1e-5},
+		{"cross-view", []string{"--estimator", "nce", "--views", "2", "--cross-view", "0.5", "--cross-view-temperature", "0.3"}, 1e-5},
 		{"all-at-once", []string{"--gamma", "0.1", "--scorer", "concat", "--estimator", "nce", "--views", "2", "--score-clip", "10"}, 1e-5},
 		// bfloat16 has an 8-bit mantissa: agreement within its rounding (2^-8).
 		{"bf16-prior", []string{"--bf16", "--gamma", "0.1", "--channels-last"}, 4e-3},
