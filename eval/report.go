@@ -129,38 +129,3 @@ func LoadReports(run string) ([]*Report, error) {
 	}
 	return out, nil
 }
-
-// Table renders reports of several runs as one comparison table in the shape
-// of the paper's Table 1: a row per run and probe, a column per feature.
-func Table(runs []string, reports [][]*Report) string {
-	var b strings.Builder
-	b.WriteString("| run | source | probe | probe's training images | conv | fc | Y | NDM | MINE (nats) | MS-SSIM |\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	cell := func(r *Report, f string) string {
-		if f == "y" {
-			if _, ok := r.Features["y"]; !ok {
-				f = "pixels"
-			}
-		}
-		res, ok := r.Features[f]
-		if !ok {
-			return ""
-		}
-		if res.Runs > 1 {
-			return fmt.Sprintf("%.2f ± %.2f", 100*res.Accuracy, 100*res.Std)
-		}
-		return fmt.Sprintf("%.2f", 100*res.Accuracy)
-	}
-	opt := func(v *float64) string {
-		if v == nil {
-			return ""
-		}
-		return fmt.Sprintf("%.3f", *v)
-	}
-	for i, run := range runs {
-		for _, r := range reports[i] {
-			fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", run, r.Source, r.Probe, r.TrainImages,
-				cell(r, "conv"), cell(r, "fc"), cell(r, "y"), opt(r.NDM), opt(r.MINE), opt(r.MSSSIM))
-		}
-	}
-	return b.String()
-}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/dimtorch/dimtorch/internal/atomicfile"
+	"github.com/dimtorch/dimtorch/internal/sysinfo"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
@@ -29,6 +30,11 @@ type State struct {
 	Batch     int   `json:"batch"`     // batches of Epoch already done
 	Step      int64 `json:"step"`      // optimisation steps so far
 	Completed bool  `json:"completed"` // every epoch is done
+	// Seconds and CPUSeconds are the training's wall-clock time and this
+	// process's processor time (user + system; rank 0's in a data-parallel
+	// job) summed over the run's sessions, up to this checkpoint.
+	Seconds    float64 `json:"seconds,omitempty"`
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
 // Meta is checkpoint.json.
@@ -43,6 +49,9 @@ type Meta struct {
 	// World is the number of data-parallel processes that trained the run
 	// (0 in checkpoints from before it was recorded: one).
 	World int `json:"world,omitempty"`
+	// Machine is the machine that wrote the checkpoint (nil before it was
+	// recorded).
+	Machine *sysinfo.Machine `json:"machine,omitempty"`
 }
 
 const checkpointFormat = 1

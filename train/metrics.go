@@ -99,6 +99,31 @@ func (m *metrics) plot(run string) error {
 	if m == nil {
 		return nil
 	}
+	return DrawCurves(m.recs, filepath.Join(run, "loss.png"))
+}
+
+// ReadMetrics reads RUN/metrics.jsonl (lines that do not parse, such as a
+// line cut short by a crash, are skipped).
+func ReadMetrics(run string) ([]Record, error) {
+	b, err := os.ReadFile(filepath.Join(run, "metrics.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var recs []Record
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var r Record
+		if json.Unmarshal(sc.Bytes(), &r) == nil {
+			recs = append(recs, r)
+		}
+	}
+	return recs, nil
+}
+
+// DrawCurves draws a run's loss terms by step and, when the run has one,
+// its online probe's test accuracy by epoch, into a PNG file.
+func DrawCurves(recs []Record, path string) error {
 	p := plot.New()
 	p.Title.Text = "DIM training"
 	p.X.Label.Text = "step"
@@ -118,7 +143,7 @@ func (m *metrics) plot(run string) error {
 	}
 	for _, s := range series {
 		var pts plotter.XYs
-		for _, r := range m.recs {
+		for _, r := range recs {
 			if r.Kind != "step" {
 				continue
 			}
@@ -139,7 +164,7 @@ func (m *metrics) plot(run string) error {
 	}
 	p.Legend.Top = true
 	var acc plotter.XYs
-	for _, r := range m.recs {
+	for _, r := range recs {
 		if r.Kind == "epoch" && r.ProbeTestAcc != nil {
 			acc = append(acc, plotter.XY{X: float64(r.Epoch + 1), Y: *r.ProbeTestAcc})
 		}
@@ -161,7 +186,7 @@ func (m *metrics) plot(run string) error {
 	} else {
 		p.Draw(dc)
 	}
-	return atomicfile.Write(filepath.Join(run, "loss.png"), 0o644, func(w io.Writer) error {
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error {
 		_, err := vgimg.PngCanvas{Canvas: img}.WriteTo(w)
 		return err
 	})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dimtorch/dimtorch/datasets"
+	"github.com/dimtorch/dimtorch/internal/sysinfo"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/objectives"
 	"github.com/dimtorch/dimtorch/torch"
@@ -53,6 +54,10 @@ type Trainer struct {
 	lock    *runLock  // the run directory's lock (nil on ranks other than 0)
 	// savedStep is the step of the last checkpoint written by this run (-1: none).
 	savedStep int64
+	// When this session's Run began, and the state's times then.
+	runWall           time.Time
+	runCPU            float64
+	baseWall, baseCPU float64
 
 	// Test hooks: called after each step, and to replace a step's loss value.
 	afterStep func(step int64)
@@ -64,7 +69,8 @@ type Summary struct {
 	Out          string   `json:"out"`
 	Epochs       int      `json:"epochs"`
 	Steps        int64    `json:"steps"`
-	Seconds      float64  `json:"seconds"`
+	Seconds      float64  `json:"seconds"`               // this session's wall-clock time
+	CPUSeconds   float64  `json:"cpu_seconds,omitempty"` // the run's processor time over all its sessions (this process's)
 	ImagesPerSec float64  `json:"images_per_sec"`
 	Loss         float64  `json:"loss"`
 	ProbeTestAcc *float64 `json:"probe_test_acc,omitempty"`
@@ -382,7 +388,12 @@ func (t *Trainer) save() error {
 	rng := torch.RNGState()
 	defer rng.Free()
 	optState["rng"] = rng
-	meta := Meta{Config: t.cfg, Spec: t.enc.Spec(), State: t.state, Classes: t.classes, World: t.world()}
+	if !t.runWall.IsZero() {
+		t.state.Seconds = t.baseWall + time.Since(t.runWall).Seconds()
+		t.state.CPUSeconds = t.baseCPU + sysinfo.CPUSeconds() - t.runCPU
+	}
+	machine := sysinfo.Describe()
+	meta := Meta{Config: t.cfg, Spec: t.enc.Spec(), State: t.state, Classes: t.classes, World: t.world(), Machine: &machine}
 	return saveCheckpoint(t.o.Out, meta, t.modelDict(), optState)
 }
 
@@ -634,6 +645,8 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 		dataCtx = context.WithoutCancel(ctx)
 	}
 	start := time.Now()
+	t.runWall, t.runCPU = start, sysinfo.CPUSeconds()
+	t.baseWall, t.baseCPU = t.state.Seconds, t.state.CPUSeconds
 	var images int64
 	sum := &Summary{Out: t.o.Out, Epochs: t.cfg.Epochs}
 	log.Info().Str("data", t.cfg.Data).Int("images", t.train.Dataset().Len()).Str("encoder", t.cfg.Encoder.Name).
@@ -775,6 +788,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 	}
 	sum.Steps = t.state.Step
 	sum.Seconds = time.Since(start).Seconds()
+	sum.CPUSeconds = t.baseCPU + sysinfo.CPUSeconds() - t.runCPU
 	if sum.Seconds > 0 {
 		sum.ImagesPerSec = float64(images) / sum.Seconds
 	}
