@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One row of the representation-quality table (README, "Representation
-# quality"): trains basic28 on Fashion-MNIST with the given flags, measures
-# the training's CPU time (user + system), probes conv, fc and Y with the
-# offline linear probe, and prints one JSON line.
+# quality"): trains basic28 on Fashion-MNIST from the two-view recipe with
+# the row's flags, probes conv, fc and Y with the offline linear probe on
+# LABELS training labels, and prints one JSON line: the accuracies (%), the
+# training's CPU minutes (user + system, as `dimtorch train` measures itself)
+# and the flags.
 # Usage: bench/quality_run.sh RUN_DIR LABELS [train flags...]
 #   LABELS: 10000 (screening) or 60000 (all labels)
-# Every row of the table is this script with the flags the table lists, e.g.
-#   bench/quality_run.sh runs/q-base 10000 --epochs 2
+# e.g. bench/quality_run.sh runs/q-base-2ep 10000 --epochs 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=$1 labels=$2
@@ -18,11 +19,17 @@ B=${DIMTORCH:-bin/dimtorch}
 base=(--data fashion-mnist --encoder basic28 --mode local --estimator nce --views 2 --crop-scale 0.4
   --score-clip 10 --mi-units 256 --batch-size 64 --lr 1e-3 --lr-schedule cosine --bf16 --seed 1 --threads 2)
 if [ ! -f "$run/checkpoint/checkpoint.json" ]; then
-  mkdir -p "$run"
-  /usr/bin/time -f "%U %S" -o "$run/train-cpu.txt" "$B" train "${base[@]}" "$@" --out "$run" >/dev/null
+  "$B" train "${base[@]}" "$@" --out "$run" --json 2>"$run.log" | tail -1 >"$run.train.json"
 fi
-cpu=$(awk '{printf "%.1f", ($1 + $2) / 60}' "$run/train-cpu.txt")
 limit=()
 [ "$labels" = 60000 ] || limit=(--limit-train "$labels")
-res=$("$B" eval --checkpoint "$run" --probe linear --features conv,fc,y "${limit[@]}" --json 2>/dev/null | tail -1)
-printf '{"run":"%s","labels":%s,"cpu_minutes":%s,"probe":%s,"flags":"%s"}\n' "$run" "$labels" "$cpu" "$res" "$*"
+"$B" eval --checkpoint "$run" --probe linear --features conv,fc,y "${limit[@]}" --json 2>>"$run.log" | tail -1 >"$run.eval-$labels.json"
+/usr/bin/python3 - "$run" "$labels" "$*" <<'PY'
+import json, sys
+run, labels, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ck = json.load(open(run + "/checkpoint/checkpoint.json"))
+ev = json.load(open(f"{run}.eval-{labels}.json"))
+cpu = ck["state"].get("cpu_seconds", 0) / 60
+print(json.dumps({"run": run, "labels": labels, "conv": round(100 * ev["conv"], 2), "fc": round(100 * ev["fc"], 2),
+                  "y": round(100 * ev["y"], 2), "cpu_minutes": round(cpu, 1), "flags": flags}))
+PY

@@ -105,7 +105,7 @@ func benchServe(c *cli.Context) error {
 	for _, s := range strings.Split(c.String("concurrency"), ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
-			return fmt.Errorf("--concurrency: %q", s)
+			return fmt.Errorf("--concurrency: %q is not a positive number of clients (want a list such as 1,8,64)", s)
 		}
 		concs = append(concs, n)
 	}
