@@ -19,6 +19,7 @@ fi
 recipe=(--data fashion-mnist --encoder basic28 --mode local --estimator nce --views 2 --crop-scale 0.4
   --score-clip 10 --gamma 0 --mi-units 256 --batch-size 64 --epochs 6 --lr 2e-3 --lr-schedule cosine --bf16
   --seed 1 --threads 2)
+mkdir -p "$(dirname "$R")"
 cmd="dimtorch train ${recipe[*]} --out $R"
 $B train "${recipe[@]}" --out "$R" --json | tail -1 > "$R.train.json"
 $B eval --checkpoint "$R" --probe linear --features conv,fc,y --json | tail -1 > "$R.eval.json"
