@@ -18,6 +18,7 @@ B=${DIMTORCH:-bin/dimtorch}
 # cosine schedule, bfloat16; the row's flags override these.
 base=(--data fashion-mnist --encoder basic28 --mode local --estimator nce --views 2 --crop-scale 0.4
   --score-clip 10 --mi-units 256 --batch-size 64 --lr 1e-3 --lr-schedule cosine --bf16 --seed 1 --threads 2)
+mkdir -p "$(dirname "$run")"
 if [ ! -f "$run/checkpoint/checkpoint.json" ]; then
   "$B" train "${base[@]}" "$@" --out "$run" --json 2>"$run.log" | tail -1 >"$run.train.json"
 fi

@@ -39,13 +39,9 @@ func Load(dirs []string) ([]*Run, error) {
 	for _, dir := range dirs {
 		r := &Run{Dir: dir}
 		if ck, err := train.FindCheckpoint(dir); err == nil {
-			b, err := os.ReadFile(filepath.Join(ck, "checkpoint.json"))
+			m, err := train.ReadMeta(ck)
 			if err != nil {
 				return nil, err
-			}
-			var m train.Meta
-			if err := json.Unmarshal(b, &m); err != nil {
-				return nil, fmt.Errorf("%s: damaged checkpoint.json: %v", ck, err)
 			}
 			r.Meta = &m
 			if b, err := os.ReadFile(filepath.Join(dir, "config.yaml")); err == nil {

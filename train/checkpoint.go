@@ -132,6 +132,22 @@ func FindCheckpoint(path string) (string, error) {
 	return "", fmt.Errorf("no checkpoint in %s (expected %s/checkpoint.json: is this a dimtorch run directory?)", path, CheckpointDir)
 }
 
+// ReadMeta reads a checkpoint directory's checkpoint.json alone (no tensors).
+func ReadMeta(dir string) (Meta, error) {
+	var m Meta
+	b, err := os.ReadFile(filepath.Join(dir, "checkpoint.json"))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("%s: damaged checkpoint.json: %v", dir, err)
+	}
+	if m.Format != checkpointFormat {
+		return m, fmt.Errorf("%s: checkpoint format %d, this dimtorch reads format %d", dir, m.Format, checkpointFormat)
+	}
+	return m, nil
+}
+
 // LoadCheckpoint reads a checkpoint; withOptim also loads the optimiser state.
 // Damaged files give an error naming them.
 func LoadCheckpoint(path string, withOptim bool, opts ...torch.Option) (*Checkpoint, error) {
@@ -140,15 +156,8 @@ func LoadCheckpoint(path string, withOptim bool, opts ...torch.Option) (*Checkpo
 		return nil, err
 	}
 	c := &Checkpoint{Dir: dir}
-	b, err := os.ReadFile(filepath.Join(dir, "checkpoint.json"))
-	if err != nil {
+	if c.Meta, err = ReadMeta(dir); err != nil {
 		return nil, err
-	}
-	if err := json.Unmarshal(b, &c.Meta); err != nil {
-		return nil, fmt.Errorf("%s: damaged checkpoint.json: %v", dir, err)
-	}
-	if c.Meta.Format != checkpointFormat {
-		return nil, fmt.Errorf("%s: checkpoint format %d, this dimtorch reads format %d", dir, c.Meta.Format, checkpointFormat)
 	}
 	if c.Model, _, err = torch.LoadSafetensors(filepath.Join(dir, "model.safetensors"), opts...); err != nil {
 		return nil, err

@@ -1,7 +1,6 @@
 package train
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -145,12 +144,8 @@ func rescueTemp(run string) (string, error) {
 		if !e.IsDir() || !strings.HasPrefix(e.Name(), tmpPrefix) {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(run, e.Name(), "checkpoint.json"))
+		m, err := ReadMeta(filepath.Join(run, e.Name()))
 		if err != nil {
-			continue
-		}
-		var m Meta
-		if json.Unmarshal(b, &m) != nil {
 			continue
 		}
 		if m.State.Step > bestStep {

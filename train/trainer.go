@@ -258,10 +258,7 @@ func build(cfg Config, o Options) (*Trainer, error) {
 		t.cfg.Encoder.InChannels = cfg.Encoder.InChannels
 	}
 	trainT, testT := cfg.transforms(trainSet.Shape())
-	workers := cfg.Workers
-	if workers <= 0 {
-		workers = 2
-	}
+	workers := cfg.Workers // Validate gave it a value
 	rank, world := 0, 1
 	if o.Group != nil {
 		rank, world = o.Group.Rank(), o.Group.World()
