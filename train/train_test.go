@@ -359,30 +359,40 @@ func TestCosineSchedule(t *testing.T) {
 // point of every step, stay flat across steps and epochs (with the prior
 // game, the online probe, its evaluation and the checkpoints in between).
 func TestTrainingDoesNotLeak(t *testing.T) {
-	cfg := smallConfig(t)
-	cfg.Epochs = 4
-	cfg.Objective.Gamma = 0.1 // the prior game on
-	tr, err := New(cfg, opts(t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var live []int64
-	tr.lossHook = func(step int64, loss float64) float64 {
-		live = append(live, torch.LiveTensors())
-		return loss
-	}
-	runAll(t, tr)
-	perEpoch := len(live) / cfg.Epochs
-	if perEpoch < 2 {
-		t.Fatalf("%d steps", len(live))
-	}
-	// The loader's prefetched batches make the count vary within an epoch
-	// (fewer left towards its end), so compare each step with the same step
-	// of the second epoch (the optimisers' state exists by then).
-	for i := 2 * perEpoch; i < len(live); i++ {
-		if ref := live[perEpoch+i%perEpoch]; live[i] != ref {
-			t.Fatalf("live tensors at step %d: %d, at the same step of epoch 2: %d (all: %v)", i+1, live[i], ref, live)
-		}
+	for _, c := range []struct {
+		name string
+		set  func(*Config)
+	}{
+		{"prior", func(c *Config) { c.Objective.Gamma = 0.1 }}, // the prior game on
+		{"two-views-cross-view", func(c *Config) { c.Objective.Views, c.Objective.CrossView = 2, 0.5 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := smallConfig(t)
+			cfg.Epochs = 4
+			c.set(&cfg)
+			tr, err := New(cfg, opts(t.TempDir()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var live []int64
+			tr.lossHook = func(step int64, loss float64) float64 {
+				live = append(live, torch.LiveTensors())
+				return loss
+			}
+			runAll(t, tr)
+			perEpoch := len(live) / cfg.Epochs
+			if perEpoch < 2 {
+				t.Fatalf("%d steps", len(live))
+			}
+			// The loader's prefetched batches make the count vary within an epoch
+			// (fewer left towards its end), so compare each step with the same step
+			// of the second epoch (the optimisers' state exists by then).
+			for i := 2 * perEpoch; i < len(live); i++ {
+				if ref := live[perEpoch+i%perEpoch]; live[i] != ref {
+					t.Fatalf("live tensors at step %d: %d, at the same step of epoch 2: %d (all: %v)", i+1, live[i], ref, live)
+				}
+			}
+		})
 	}
 }
 
