@@ -3,6 +3,7 @@ package eval
 import (
 	"fmt"
 
+	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
 )
@@ -15,24 +16,6 @@ type DecoderOptions struct {
 	LR        float64
 	Seed      uint64
 	Progress  func(epoch int) // called after each training epoch, when set
-}
-
-// newDecoder maps d-dimensional features to C x H x W images in [-1, 1]
-// (H and W divisible by 4): a linear layer to a 128-channel map of H/4 x W/4,
-// then twice a 2x nearest upsampling and a 3x3 convolution. (Upsampling and
-// convolution rather than transposed convolutions: libtorch's CPU transposed
-// convolution backward is an order of magnitude slower.)
-func newDecoder(d, c, h, w int64) *nn.Sequential {
-	h0, w0 := h/4, w/4
-	up := func(oh, ow int64) *nn.Func {
-		return &nn.Func{Name: "upsample", Fn: func(x *torch.Tensor) *torch.Tensor { return torch.Interpolate(x, oh, ow, torch.Nearest, false) }}
-	}
-	return nn.NewSequential(
-		nn.NewLinear(d, 128*h0*w0, false), nn.NewBatchNorm1d(128*h0*w0), nn.ReLU(),
-		&nn.Func{Name: "unflatten", Fn: func(x *torch.Tensor) *torch.Tensor { return x.Reshape(-1, 128, h0, w0) }},
-		up(2*h0, 2*w0), nn.NewConv2d(128, 64, 3, torch.ConvOptions{Padding: 1}, false), nn.NewBatchNorm2d(64), nn.ReLU(),
-		up(h, w), nn.NewConv2d(64, c, 3, torch.ConvOptions{Padding: 1}, true), nn.Tanh(),
-	)
 }
 
 // ReconstructionMSSSIM trains a decoder from frozen features (standardised)
@@ -59,7 +42,7 @@ func ReconstructionMSSSIM(fTr, imgTr, fTe, imgTe *torch.Tensor, o DecoderOptions
 	if err := torch.ManualSeed(o.Seed); err != nil {
 		return 0, 0, err
 	}
-	dec := newDecoder(tr.Size(1), sh[1], sh[2], sh[3])
+	dec := models.NewDecoder(tr.Size(1), sh[1], sh[2], sh[3], true)
 	defer nn.Free(dec)
 	// fit's loss takes (output, target): here the target is the image batch,
 	// selected with the same indices as the features.

@@ -182,9 +182,16 @@ func New(cfg Config, spec models.Spec) (*DIM, error) {
 	return d, nil
 }
 
-// Terms are the parts of one step's loss (nil where unused).
+// Terms are the parts of one step's loss (nil where unused): DIM's, and
+// the baselines' (see Method).
 type Terms struct {
 	Total, Local, Global, Prior, Coord, CrossView *torch.Tensor
+	// Recon is an autoencoder's reconstruction term (the VAE's negative
+	// log-likelihood per image; the AAE's per pixel), KL the VAE's
+	// Kullback-Leibler term, Adversarial the encoder's and generator's
+	// side of BiGAN's game, NAT the distance to the assigned noise targets,
+	// CPC the mean infoNCE loss of the predicted rows.
+	Recon, KL, Adversarial, NAT, CPC *torch.Tensor
 }
 
 // Loss encodes x and returns the weighted objective and the taps. prior may

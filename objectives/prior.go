@@ -22,7 +22,14 @@ type Prior struct {
 	Opt      optim.Optimizer
 	GPWeight float64 // weight of the gradient penalty; 0 turns it off
 	Dim      int64
-	dparams  []*torch.Tensor
+	// Gaussian makes the prior a standard normal on Y itself, the
+	// adversarial autoencoder's; otherwise it is DIM's uniform prior on
+	// [0, 1]^d against sigmoid(Y).
+	Gaussian bool
+	// Sample, when set, draws the prior's samples in place of libtorch's
+	// generator (tests use it to hand the draws to a reference).
+	Sample  func(shape []int64, like *torch.Tensor) *torch.Tensor
+	dparams []*torch.Tensor
 }
 
 // PriorLosses are the discriminator's terms of one step.
@@ -76,8 +83,8 @@ func (p *Prior) Free() {
 // (on 2 cores the prior game's share of a basic28 step fell from about 150 ms to
 // about 95 ms).
 func (p *Prior) DiscriminatorLoss(y *torch.Tensor) (total, adv, gp *torch.Tensor) {
-	fake := y.Detach().To(torch.Float32).Sigmoid() // float32 even when Y came from a bfloat16 forward
-	real := torch.Rand(fake.Shape(), fake.Device(), fake.Scope())
+	fake := p.squash(y.Detach().To(torch.Float32)) // float32 even when Y came from a bfloat16 forward
+	real := p.sample(fake)
 	b := fake.Size(0)
 	x := torch.Cat([]*torch.Tensor{real, fake}, 0)
 	if p.GPWeight != 0 {
@@ -151,7 +158,27 @@ func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 // gradients until then; the gradient still flows through D to Y.
 func (p *Prior) GeneratorLoss(y *torch.Tensor) *torch.Tensor {
 	p.trainD(false)
-	return p.D.Forward(y.Sigmoid()).To(torch.Float32).Neg().Softplus().Mean()
+	return p.D.Forward(p.squash(y)).To(torch.Float32).Neg().Softplus().Mean()
+}
+
+// squash maps Y to the prior's space: sigmoid(Y) for the uniform prior,
+// Y itself for the Gaussian.
+func (p *Prior) squash(y *torch.Tensor) *torch.Tensor {
+	if p.Gaussian {
+		return y
+	}
+	return y.Sigmoid()
+}
+
+// sample draws one prior sample per row of like.
+func (p *Prior) sample(like *torch.Tensor) *torch.Tensor {
+	switch {
+	case p.Sample != nil:
+		return p.Sample(like.Shape(), like)
+	case p.Gaussian:
+		return torch.Randn(like.Shape(), like.Device(), like.Scope())
+	}
+	return torch.Rand(like.Shape(), like.Device(), like.Scope())
 }
 
 // trainD turns gradients of the discriminator's weights on or off.

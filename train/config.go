@@ -17,24 +17,27 @@ import (
 
 // Config is everything that defines a run; it is stored in every checkpoint.
 type Config struct {
-	Data      string            `json:"data"`
-	DataDir   string            `json:"data_dir,omitempty"`
-	Limit     int               `json:"limit"` // first N training images (0: all)
-	Augment   bool              `json:"augment"`
-	CropScale float64           `json:"crop_scale,omitempty"` // >0: augment with random resized crops of at least this fraction of the area
-	Encoder   models.Config     `json:"encoder"`
-	Objective objectives.Config `json:"objective"`
-	BatchSize int               `json:"batch_size"`
-	Epochs    int               `json:"epochs"`
-	LR        float64           `json:"lr"`
-	Schedule  string            `json:"lr_schedule,omitempty"` // "" or "constant", or "cosine": annealed to 0 over the planned steps
-	Beta1     float64           `json:"beta1"`
-	Beta2     float64           `json:"beta2"`
-	Seed      uint64            `json:"seed"`
-	Threads   int               `json:"threads"`
-	Device    string            `json:"device"`
-	Workers   int               `json:"workers"`
-	BF16      bool              `json:"bf16"` // bfloat16 autocast of the forward pass on the training device (CPU or CUDA)
+	Data      string        `json:"data"`
+	DataDir   string        `json:"data_dir,omitempty"`
+	Limit     int           `json:"limit"` // first N training images (0: all)
+	Augment   bool          `json:"augment"`
+	CropScale float64       `json:"crop_scale,omitempty"` // >0: augment with random resized crops of at least this fraction of the area
+	Encoder   models.Config `json:"encoder"`
+	// Method is what trains the encoder: DIM (Objective's settings) or a
+	// baseline of the paper's Table 1.
+	Method    objectives.MethodConfig `json:"method"`
+	Objective objectives.Config       `json:"objective"`
+	BatchSize int                     `json:"batch_size"`
+	Epochs    int                     `json:"epochs"`
+	LR        float64                 `json:"lr"`
+	Schedule  string                  `json:"lr_schedule,omitempty"` // "" or "constant", or "cosine": annealed to 0 over the planned steps
+	Beta1     float64                 `json:"beta1"`
+	Beta2     float64                 `json:"beta2"`
+	Seed      uint64                  `json:"seed"`
+	Threads   int                     `json:"threads"`
+	Device    string                  `json:"device"`
+	Workers   int                     `json:"workers"`
+	BF16      bool                    `json:"bf16"` // bfloat16 autocast of the forward pass on the training device (CPU or CUDA)
 	// ChannelsLast lays images and convolution weights out as NHWC, oneDNN's
 	// and cuDNN's preferred layout (the same values; the README's
 	// "Channels-last layout" gives the measured gain). Checkpoints written
@@ -54,6 +57,7 @@ func Defaults() Config {
 	return Config{
 		Data:      "fashion-mnist",
 		Encoder:   models.Config{Name: "basic28", YDim: 64},
+		Method:    objectives.MethodConfig{Name: "dim", Likelihood: "auto", CPCRows: 3},
 		Objective: objectives.Config{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g, MIUnits: 256, GPWeight: 1, Views: 1, CrossViewTemp: 0.2},
 		BatchSize: 64, Epochs: 1, LR: 1e-4, Schedule: "constant", Beta1: 0.5, Beta2: 0.999, Seed: 1, Threads: 2, Device: "cpu",
 		Workers: 2, ProbeLR: 1e-3, LogEvery: 20, ChannelsLast: true,
@@ -62,8 +66,19 @@ func Defaults() Config {
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
+	if err := c.Method.Validate(); err != nil {
+		return err
+	}
 	if err := c.Objective.Validate(); err != nil {
 		return err
+	}
+	if c.Method.Name != "dim" {
+		switch {
+		case c.Objective.Views > 1:
+			return fmt.Errorf("--views is DIM's multi-view objective; method %s trains on one view", c.Method.Name)
+		case c.GlobalNegatives:
+			return fmt.Errorf("--global-negatives shares DIM's negatives between processes; method %s has none", c.Method.Name)
+		}
 	}
 	if c.Schedule == "" {
 		c.Schedule = "constant" // checkpoints from before the field had a default

@@ -31,11 +31,28 @@ type Record struct {
 	DLoss         *float64 `json:"d_loss,omitempty"`
 	GradPenalty   *float64 `json:"grad_penalty,omitempty"`
 	CrossView     *float64 `json:"cross_view,omitempty"`
+	Recon         *float64 `json:"recon,omitempty"`
+	KL            *float64 `json:"kl,omitempty"`
+	Adversarial   *float64 `json:"adversarial,omitempty"`
+	NAT           *float64 `json:"nat,omitempty"`
+	CPC           *float64 `json:"cpc,omitempty"`
 	ImagesPerSec  float64  `json:"images_per_sec,omitempty"`
 	ProbeTrainAcc *float64 `json:"probe_train_acc,omitempty"`
 	ProbeTestAcc  *float64 `json:"probe_test_acc,omitempty"`
 	Seconds       float64  `json:"seconds,omitempty"`
 }
+
+// terms returns the record's loss parts in the order of the term constants.
+func (r *Record) terms() [nTerms]**float64 {
+	return [nTerms]**float64{termLocal: &r.Local, termGlobal: &r.Global, termPrior: &r.Prior, termCoord: &r.Coord,
+		termDLoss: &r.DLoss, termGP: &r.GradPenalty, termCrossView: &r.CrossView, termRecon: &r.Recon, termKL: &r.KL,
+		termAdversarial: &r.Adversarial, termNAT: &r.NAT, termCPC: &r.CPC}
+}
+
+// termJSON are the terms' names in metrics.jsonl.
+var termJSON = [nTerms]string{termLocal: "local", termGlobal: "global", termPrior: "prior", termCoord: "coord", termDLoss: "d_loss",
+	termGP: "grad_penalty", termCrossView: "cross_view", termRecon: "recon", termKL: "kl", termAdversarial: "adversarial",
+	termNAT: "nat", termCPC: "cpc"}
 
 type metrics struct {
 	path string
@@ -125,7 +142,7 @@ func ReadMetrics(run string) ([]Record, error) {
 // its online probe's test accuracy by epoch, into a PNG file.
 func DrawCurves(recs []Record, path string) error {
 	p := plot.New()
-	p.Title.Text = "DIM training"
+	p.Title.Text = "training"
 	p.X.Label.Text = "step"
 	p.Y.Label.Text = "loss"
 	series := []struct {
@@ -140,6 +157,11 @@ func DrawCurves(recs []Record, path string) error {
 		{"discriminator", func(r Record) *float64 { return r.DLoss }, color.RGBA{214, 39, 40, 255}},
 		{"coordinates", func(r Record) *float64 { return r.Coord }, color.RGBA{148, 103, 189, 255}},
 		{"cross-view Y", func(r Record) *float64 { return r.CrossView }, color.RGBA{140, 86, 75, 255}},
+		{"reconstruction", func(r Record) *float64 { return r.Recon }, color.RGBA{31, 119, 180, 255}},
+		{"KL", func(r Record) *float64 { return r.KL }, color.RGBA{255, 127, 14, 255}},
+		{"encoder + generator", func(r Record) *float64 { return r.Adversarial }, color.RGBA{44, 160, 44, 255}},
+		{"noise as targets", func(r Record) *float64 { return r.NAT }, color.RGBA{31, 119, 180, 255}},
+		{"CPC infoNCE", func(r Record) *float64 { return r.CPC }, color.RGBA{31, 119, 180, 255}},
 	}
 	for _, s := range series {
 		var pts plotter.XYs

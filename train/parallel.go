@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/dimtorch/dimtorch/objectives"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/dist"
 	"github.com/dimtorch/dimtorch/torch/nn"
@@ -28,8 +29,8 @@ import (
 
 // parallel is the trainer's part in a data-parallel job.
 type parallel struct {
-	g                  *dist.Group
-	main, prior, probe *dist.Reducer
+	g                   *dist.Group
+	main, critic, probe *dist.Reducer
 }
 
 func (t *Trainer) rank() int {
@@ -51,9 +52,9 @@ func (t *Trainer) leader() bool { return t.rank() == 0 }
 
 // modules returns every network whose state the ranks share.
 func (t *Trainer) modules() []nn.Module {
-	ms := []nn.Module{t.enc, t.dim}
-	if t.prior != nil {
-		ms = append(ms, t.prior.D)
+	ms := []nn.Module{t.enc, t.method}
+	if t.critic != nil {
+		ms = append(ms, t.critic.Net())
 	}
 	if t.probe != nil {
 		ms = append(ms, t.probe.lin)
@@ -83,11 +84,11 @@ func (t *Trainer) joinGroup(g *dist.Group) error {
 		return err
 	}
 	var err error
-	if t.par.main, err = g.NewReducer(append(nn.Parameters(t.enc), nn.Parameters(t.dim)...)); err != nil {
+	if t.par.main, err = g.NewReducer(append(nn.Parameters(t.enc), nn.Parameters(t.method)...)); err != nil {
 		return err
 	}
-	if t.prior != nil {
-		if t.par.prior, err = g.NewReducer(nn.Parameters(t.prior.D)); err != nil {
+	if t.critic != nil {
+		if t.par.critic, err = g.NewReducer(nn.Parameters(t.critic.Net())); err != nil {
 			return err
 		}
 	}
@@ -96,8 +97,8 @@ func (t *Trainer) joinGroup(g *dist.Group) error {
 			return err
 		}
 	}
-	if t.cfg.GlobalNegatives {
-		t.dim.Gather = g.AllGather
+	if d, ok := t.method.(*objectives.DIMMethod); ok && t.cfg.GlobalNegatives {
+		d.Gather = g.AllGather
 	}
 	return nil
 }
@@ -178,7 +179,7 @@ func (p *parallel) close() {
 		return
 	}
 	p.main.Close()
-	p.prior.Close()
+	p.critic.Close()
 	p.probe.Close()
 }
 
@@ -200,7 +201,10 @@ func (t *Trainer) shareStep(v *stepValues, stop bool) (bool, error) {
 	if stop {
 		flag = 1
 	}
-	dst := []*float64{&v.loss, &v.local, &v.global, &v.prior, &v.coord, &v.dLoss, &v.gp, &v.cross}
+	dst := []*float64{&v.loss}
+	for i := range v.terms {
+		dst = append(dst, &v.terms[i])
+	}
 	vals := []float64{flag}
 	for _, d := range dst {
 		vals = append(vals, *d)

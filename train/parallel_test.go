@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/dimtorch/dimtorch/datasets"
+	"github.com/dimtorch/dimtorch/objectives"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/dist"
 	"github.com/dimtorch/dimtorch/torch/nn"
@@ -76,7 +77,7 @@ func runRank(cfgPath, out string) error {
 	meta := map[string]string{"loss": strconv.FormatFloat(sum.Loss, 'g', -1, 64)}
 	m := tr.modelDict()
 	// The last step's (averaged) gradients of the encoder and heads.
-	for _, p := range append(named(tr.enc, "encoder."), named(tr.dim, "objective.")...) {
+	for _, p := range append(named(tr.enc, "encoder."), named(tr.method, "objective.")...) {
 		if g := p.Tensor.Grad(); g != nil && g.Err() == nil {
 			m["grad."+p.Name] = g
 		}
@@ -199,7 +200,7 @@ func TestDataParallelMatchesShardAveraging(t *testing.T) {
 		its = append(its, it)
 		steps = l.NumBatches()
 	}
-	params := append(nn.Parameters(ref.enc), nn.Parameters(ref.dim)...)
+	params := append(nn.Parameters(ref.enc), nn.Parameters(ref.method)...)
 	for k := 0; k < steps; k++ {
 		if err := ref.opt.ZeroGrad(); err != nil {
 			t.Fatal(err)
@@ -211,7 +212,7 @@ func TestDataParallelMatchesShardAveraging(t *testing.T) {
 			}
 			s := torch.NewScope()
 			bt.MoveTo(s)
-			terms, _ := ref.dim.Loss(ref.enc, ref.layout(bt.X), nil)
+			terms, _ := ref.method.Loss(ref.enc, objectives.Input{X: ref.layout(bt.X)})
 			if err := terms.Total.Backward(); err != nil {
 				t.Fatal(err)
 			}
@@ -231,7 +232,7 @@ func TestDataParallelMatchesShardAveraging(t *testing.T) {
 	// The last step's gradients: the mean of the shards' (Adam alone could
 	// not tell a mean from a sum).
 	grads := 0
-	for _, p := range append(named(ref.enc, "encoder."), named(ref.dim, "objective.")...) {
+	for _, p := range append(named(ref.enc, "encoder."), named(ref.method, "objective.")...) {
 		g := p.Tensor.Grad()
 		want, _ := g.Float64s()
 		g.Free()

@@ -40,8 +40,8 @@ type Trainer struct {
 	o       Options
 	dev     torch.Device
 	enc     models.Encoder
-	dim     *objectives.DIM
-	prior   *objectives.Prior // nil when gamma is 0
+	method  objectives.Method
+	critic  objectives.Critic // the method's second player; nil when it has none
 	opt     *optim.Adam
 	probe   *probe // nil for unlabeled data
 	train   *datasets.Loader
@@ -257,6 +257,13 @@ func build(cfg Config, o Options) (*Trainer, error) {
 		cfg.Encoder.InChannels = trainSet.Shape().C
 		t.cfg.Encoder.InChannels = cfg.Encoder.InChannels
 	}
+	if cfg.Method.Likelihood == "auto" { // resolved by the data, and saved resolved
+		cfg.Method.Likelihood = "gaussian"
+		if cfg.Encoder.InChannels == 1 {
+			cfg.Method.Likelihood = "bernoulli"
+		}
+		t.cfg.Method.Likelihood = cfg.Method.Likelihood
+	}
 	trainT, testT := cfg.transforms(trainSet.Shape())
 	workers := cfg.Workers // Validate gave it a value
 	rank, world := 0, 1
@@ -288,31 +295,27 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	if t.enc, err = models.New(cfg.Encoder); err != nil {
 		return nil, err
 	}
-	if t.dim, err = objectives.New(cfg.Objective, t.enc.Spec()); err != nil {
+	if err := nn.MoveTo(t.enc, dev); err != nil {
 		return nil, err
 	}
-	for _, m := range []nn.Module{t.enc, t.dim} {
-		if err := nn.MoveTo(m, dev); err != nil {
+	if cfg.ChannelsLast {
+		if err := nn.ToChannelsLast(t.enc); err != nil {
 			return nil, err
-		}
-		if cfg.ChannelsLast {
-			if err := nn.ToChannelsLast(m); err != nil {
-				return nil, err
-			}
 		}
 	}
 	adam := optim.AdamOptions{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: 1e-8}
-	if cfg.Objective.Gamma > 0 {
-		if t.prior, err = objectives.NewPrior(int64(t.enc.Spec().Y), adam, cfg.Objective.GPWeight, dev); err != nil {
-			return nil, err
-		}
+	t.method, err = objectives.NewMethod(cfg.Method, objectives.Env{Spec: t.enc.Spec(), Images: t.train.Dataset().Len(), Adam: adam,
+		Device: dev, ChannelsLast: cfg.ChannelsLast, DIM: cfg.Objective, World: world})
+	if err != nil {
+		return nil, err
 	}
+	t.critic = t.method.Critic()
 	if t.classes != nil {
 		if t.probe, err = newProbe(int64(t.enc.Spec().Y), int64(len(t.classes)), cfg.ProbeLR, dev); err != nil {
 			return nil, err
 		}
 	}
-	params := append(nn.Parameters(t.enc), nn.Parameters(t.dim)...)
+	params := append(nn.Parameters(t.enc), nn.Parameters(t.method)...)
 	if t.opt, err = optim.NewAdam(params, adam); err != nil {
 		return nil, err
 	}
@@ -326,14 +329,11 @@ func (t *Trainer) Close() {
 	if t.opt != nil {
 		t.opt.Free()
 	}
-	if t.prior != nil {
-		t.prior.Free()
-	}
 	if t.probe != nil {
 		t.probe.free()
 	}
-	if t.dim != nil {
-		nn.Free(t.dim)
+	if t.method != nil {
+		t.method.Free()
 	}
 	if t.enc != nil {
 		nn.Free(t.enc)
@@ -361,9 +361,9 @@ func (t *Trainer) State() State { return t.state }
 func (t *Trainer) modelDict() map[string]*torch.Tensor {
 	m := map[string]*torch.Tensor{}
 	prefixed(nn.StateDict(t.enc, ""), "encoder.", m)
-	prefixed(nn.StateDict(t.dim, ""), "objective.", m)
-	if t.prior != nil {
-		prefixed(nn.StateDict(t.prior.D, ""), "prior.", m)
+	prefixed(nn.StateDict(t.method, ""), "objective.", m)
+	if t.critic != nil {
+		prefixed(nn.StateDict(t.critic.Net(), ""), t.critic.Name()+".", m)
 	}
 	if t.probe != nil {
 		prefixed(nn.StateDict(t.probe.lin, ""), "probe.", m)
@@ -374,8 +374,8 @@ func (t *Trainer) modelDict() map[string]*torch.Tensor {
 func (t *Trainer) save() error {
 	optState := map[string]*torch.Tensor{}
 	prefixed(t.opt.State(), "encoder.", optState)
-	if t.prior != nil {
-		prefixed(t.prior.Opt.State(), "prior.", optState)
+	if t.critic != nil {
+		prefixed(t.critic.Optimizer().State(), t.critic.Name()+".", optState)
 	}
 	if t.probe != nil {
 		prefixed(t.probe.opt.State(), "probe.", optState)
@@ -399,12 +399,12 @@ func (t *Trainer) load(ck *Checkpoint) error {
 	loads := []struct {
 		mod    nn.Module
 		prefix string
-	}{{t.enc, "encoder."}, {t.dim, "objective."}}
-	if t.prior != nil {
+	}{{t.enc, "encoder."}, {t.method, "objective."}}
+	if t.critic != nil {
 		loads = append(loads, struct {
 			mod    nn.Module
 			prefix string
-		}{t.prior.D, "prior."})
+		}{t.critic.Net(), t.critic.Name() + "."})
 	}
 	if t.probe != nil {
 		loads = append(loads, struct {
@@ -424,8 +424,8 @@ func (t *Trainer) load(ck *Checkpoint) error {
 	if err := t.opt.LoadState(subDict(ck.Optim, "encoder.")); err != nil {
 		return err
 	}
-	if t.prior != nil {
-		if err := t.prior.Opt.LoadState(subDict(ck.Optim, "prior.")); err != nil {
+	if t.critic != nil {
+		if err := t.critic.Optimizer().LoadState(subDict(ck.Optim, t.critic.Name()+".")); err != nil {
 			return err
 		}
 	}
@@ -456,10 +456,37 @@ func hasSuffixKey(m map[string]*torch.Tensor, suffix string) bool {
 	return false
 }
 
-// stepValues are the scalars of one step.
+// stepValues are the scalars of one step: the loss and its parts, in the
+// order of termNames.
 type stepValues struct {
-	loss, local, global, prior, coord, dLoss, gp, cross float64
-	has                                                 [7]bool // local, global, prior, coord, d, gp, cross-view
+	loss  float64
+	terms [nTerms]float64
+	has   [nTerms]bool
+}
+
+// The parts of a step's loss that metrics record, by their JSON names (see
+// Record), in a fixed order that every rank shares.
+const (
+	termLocal = iota
+	termGlobal
+	termPrior
+	termCoord
+	termDLoss
+	termGP
+	termCrossView
+	termRecon
+	termKL
+	termAdversarial
+	termNAT
+	termCPC
+	nTerms
+)
+
+// parts lists the step's loss parts in the order of the term constants
+// (the critic's two come from its step).
+func parts(t objectives.Terms) [nTerms]*torch.Tensor {
+	return [nTerms]*torch.Tensor{termLocal: t.Local, termGlobal: t.Global, termPrior: t.Prior, termCoord: t.Coord,
+		termCrossView: t.CrossView, termRecon: t.Recon, termKL: t.KL, termAdversarial: t.Adversarial, termNAT: t.NAT, termCPC: t.CPC}
 }
 
 // step runs one optimisation step on a batch (which it frees).
@@ -478,7 +505,7 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 			return stepValues{}, t.commError(err)
 		}
 	}
-	forward := func() { terms, taps = t.dim.Loss(t.enc, x, t.prior) }
+	forward := func() { terms, taps = t.method.Loss(t.enc, objectives.Input{X: x, Indices: b.Indices}) }
 	if t.cfg.BF16 {
 		if err := torch.AutocastOn(t.dev, torch.BFloat16, forward); err != nil {
 			return stepValues{}, err
@@ -491,11 +518,9 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	if v.loss, err = terms.Total.Item(); err != nil {
 		return v, err
 	}
-	parts := []*torch.Tensor{terms.Local, terms.Global, terms.Prior, terms.Coord, nil, nil, terms.CrossView}
-	dst := []*float64{&v.local, &v.global, &v.prior, &v.coord, nil, nil, &v.cross}
-	for i, p := range parts {
+	for i, p := range parts(terms) {
 		if p != nil {
-			if *dst[i], err = p.Item(); err != nil {
+			if v.terms[i], err = p.Item(); err != nil {
 				return v, err
 			}
 			v.has[i] = true
@@ -522,20 +547,20 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	if err := t.opt.Step(); err != nil {
 		return v, err
 	}
-	if t.prior != nil {
+	if t.critic != nil {
 		if t.par != nil {
-			if err := prepare(t.par.prior); err != nil {
+			if err := prepare(t.par.critic); err != nil {
 				return v, t.commError(err)
 			}
 		}
-		pl, err := t.prior.Step(taps.Y)
+		pl, err := t.critic.Step()
 		if errors.Is(err, objectives.ErrNonFinite) {
 			return v, fmt.Errorf("%w at step %d (epoch %d): %v", ErrDiverged, t.state.Step+1, t.state.Epoch+1, err)
 		}
 		if err != nil {
 			return v, err
 		}
-		v.dLoss, v.gp, v.has[4], v.has[5] = pl.D, pl.GP, true, true
+		v.terms[termDLoss], v.terms[termGP], v.has[termDLoss], v.has[termGP] = pl.D, pl.GP, true, true
 	}
 	if t.probe != nil {
 		// The online probe sees the first view of each image.
@@ -553,8 +578,14 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 func (t *Trainer) diverged(v stepValues) error {
-	return fmt.Errorf("%w: the loss became %v at step %d (epoch %d; local %v, global %v, prior %v)",
-		ErrDiverged, v.loss, t.state.Step+1, t.state.Epoch+1, v.local, v.global, v.prior)
+	var ps []string
+	for i, has := range v.has {
+		if has {
+			ps = append(ps, fmt.Sprintf("%s %v", termJSON[i], v.terms[i]))
+		}
+	}
+	return fmt.Errorf("%w: the loss became %v at step %d (epoch %d; %s)",
+		ErrDiverged, v.loss, t.state.Step+1, t.state.Epoch+1, strings.Join(ps, ", "))
 }
 
 // layout returns a batch of images in the configured memory layout.
@@ -646,14 +677,16 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 	t.baseWall, t.baseCPU = t.state.Seconds, t.state.CPUSeconds
 	var images int64
 	sum := &Summary{Out: t.o.Out, Epochs: t.cfg.Epochs}
-	log.Info().Str("data", t.cfg.Data).Int("images", t.train.Dataset().Len()).Str("encoder", t.cfg.Encoder.Name).
-		Str("mode", t.cfg.Objective.Mode).Str("estimator", t.cfg.Objective.Estimator).Int("mi_units", t.cfg.Objective.MIUnits).
-		Int("batch", t.cfg.BatchSize).Int("epochs", t.cfg.Epochs).Str("device", t.dev.String()).Int("threads", t.cfg.Threads).
-		Int64("parameters", nn.NumParameters(t.enc)+nn.NumParameters(t.dim)).Int("processes", t.world()).Msg("training")
+	ev := log.Info().Str("data", t.cfg.Data).Int("images", t.train.Dataset().Len()).Str("encoder", t.cfg.Encoder.Name).Str("method", t.cfg.Method.Name)
+	if t.cfg.Method.Name == "dim" {
+		ev = ev.Str("mode", t.cfg.Objective.Mode).Str("estimator", t.cfg.Objective.Estimator).Int("mi_units", t.cfg.Objective.MIUnits)
+	}
+	ev.Int("batch", t.cfg.BatchSize).Int("epochs", t.cfg.Epochs).Str("device", t.dev.String()).Int("threads", t.cfg.Threads).
+		Int64("parameters", nn.NumParameters(t.enc)+nn.NumParameters(t.method)).Int("processes", t.world()).Msg("training")
 	for t.state.Epoch < t.cfg.Epochs {
 		epoch := t.state.Epoch
 		t.enc.Train(true)
-		t.dim.Train(true)
+		t.method.Train(true)
 		if t.state.Batch == 0 && t.probe != nil {
 			t.probe.reset()
 		}
@@ -832,13 +865,9 @@ func (a *stepAccumulator) add(v stepValues, images int64) {
 	a.n++
 	a.images += images
 	a.sum.loss += v.loss
-	a.sum.local += v.local
-	a.sum.global += v.global
-	a.sum.prior += v.prior
-	a.sum.coord += v.coord
-	a.sum.dLoss += v.dLoss
-	a.sum.gp += v.gp
-	a.sum.cross += v.cross
+	for i := range v.terms {
+		a.sum.terms[i] += v.terms[i]
+	}
 	a.sum.has = v.has
 }
 
@@ -851,8 +880,9 @@ func (a *stepAccumulator) record(epoch int, step int64, rate float64) Record {
 		x := v / n
 		return &x
 	}
-	return Record{Kind: "step", Epoch: epoch, Step: step, Loss: a.sum.loss / n,
-		Local: opt(a.sum.has[0], a.sum.local), Global: opt(a.sum.has[1], a.sum.global), Prior: opt(a.sum.has[2], a.sum.prior),
-		Coord: opt(a.sum.has[3], a.sum.coord), DLoss: opt(a.sum.has[4], a.sum.dLoss), GradPenalty: opt(a.sum.has[5], a.sum.gp),
-		CrossView: opt(a.sum.has[6], a.sum.cross), ImagesPerSec: rate}
+	r := Record{Kind: "step", Epoch: epoch, Step: step, Loss: a.sum.loss / n, ImagesPerSec: rate}
+	for i, f := range r.terms() {
+		*f = opt(a.sum.has[i], a.sum.terms[i])
+	}
+	return r
 }

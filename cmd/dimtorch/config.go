@@ -35,6 +35,7 @@ type setting struct {
 	flag      cli.Flag
 	field     func(*train.Config) any // a pointer to the field
 	resumable bool                    // may change when the run resumes
+	dimOnly   bool                    // a setting of --method dim only
 }
 
 func (s setting) name() string { return s.flag.Names()[0] }

@@ -1,0 +1,241 @@
+package objectives
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
+)
+
+// A Method trains an encoder: Deep InfoMax, or one of the baselines of the
+// paper's Table 1 (VAE, AAE, BiGAN, NAT, CPC). Every method trains the
+// same encoder family with the same taps, so evaluation, export and
+// embedding treat its checkpoints alike.
+//
+// The method's module holds the networks trained with the encoder by the
+// same optimiser (DIM's MI heads, a decoder, a generator, a context network);
+// its Critic, when it has one, is a second player with its own optimiser
+// that trains on what the last Loss call kept, after the encoder's step.
+type Method interface {
+	nn.Module
+	// Loss encodes the batch and returns the weighted loss, its parts and
+	// the taps.
+	Loss(enc models.Encoder, in Input) (Terms, models.Taps)
+	// Critic returns the second player, or nil.
+	Critic() Critic
+	// Free releases the method's networks and its critic.
+	Free()
+}
+
+// Input is one batch as a method sees it.
+type Input struct {
+	X       *torch.Tensor // [N, C, H, W] in [-1, 1]
+	Indices []int         // the dataset index of each row (Noise As Targets)
+}
+
+// Critic is an adversarial method's second player.
+type Critic interface {
+	// Name is the prefix of its weights and optimiser state in checkpoints.
+	Name() string
+	Net() nn.Module
+	Optimizer() optim.Optimizer
+	// Step trains the critic one step on what the last Loss kept and
+	// returns its loss and gradient penalty (before the update).
+	Step() (PriorLosses, error)
+}
+
+// Methods lists the training methods.
+var Methods = []string{"dim", "vae", "aae", "bigan", "nat", "cpc"}
+
+// MethodConfig selects a method and the baselines' settings. It is stored
+// in checkpoints; DIM's own settings are Config.
+type MethodConfig struct {
+	Name string `json:"name"` // one of Methods; "" is dim
+	// Likelihood of the VAE's and AAE's decoder: "bernoulli" (pixels in
+	// [0, 1] as probabilities), "gaussian" (with a learned noise level) or
+	// "auto": Bernoulli for one-channel images, Gaussian for colour ones.
+	Likelihood string `json:"likelihood,omitempty"`
+	// CPCRows is how many rows below each position CPC predicts.
+	CPCRows int `json:"cpc_rows,omitempty"`
+}
+
+// Validate fills the defaults and checks the settings.
+func (c *MethodConfig) Validate() error {
+	if c.Name == "" {
+		c.Name = "dim"
+	}
+	known := false
+	for _, m := range Methods {
+		known = known || m == c.Name
+	}
+	if !known {
+		return fmt.Errorf("unknown method %q (want %s)", c.Name, strings.Join(Methods, ", "))
+	}
+	switch c.Likelihood {
+	case "":
+		c.Likelihood = "auto"
+	case "auto", "bernoulli", "gaussian":
+	default:
+		return fmt.Errorf("unknown likelihood %q (want auto, bernoulli or gaussian)", c.Likelihood)
+	}
+	if c.CPCRows == 0 {
+		c.CPCRows = 3
+	}
+	if c.CPCRows < 1 {
+		return fmt.Errorf("cpc-rows must be at least 1, got %d", c.CPCRows)
+	}
+	return nil
+}
+
+// Env is what building a method needs besides its settings.
+type Env struct {
+	Spec         models.Spec       // the encoder's
+	Images       int               // the training set's size (Noise As Targets keeps one target per image)
+	Adam         optim.AdamOptions // for the critic's own optimiser
+	Device       torch.Device      // where the networks live
+	ChannelsLast bool              // lay the method's convolution weights out as NHWC
+	DIM          Config            // DIM's settings (and the prior game's gradient penalty for AAE)
+	World        int               // processes in a data-parallel job (1: alone)
+}
+
+// NewMethod builds a method's networks (and its critic's) on env.Device,
+// from libtorch's generator.
+func NewMethod(mc MethodConfig, env Env) (Method, error) {
+	if err := mc.Validate(); err != nil {
+		return nil, err
+	}
+	spec := env.Spec
+	bernoulli := mc.Likelihood == "bernoulli" || mc.Likelihood == "auto" && spec.Input[0] == 1
+	var m Method
+	var err error
+	switch mc.Name {
+	case "dim":
+		m, err = newDIMMethod(env)
+		return m, err // DIM places its networks itself (its critic is built after them)
+	case "vae":
+		m, err = newVAE(spec, bernoulli)
+	case "aae":
+		m, err = newAAE(spec, bernoulli, env)
+	case "bigan":
+		m, err = newBiGAN(spec, env)
+	case "nat":
+		if env.World > 1 {
+			return nil, fmt.Errorf("method nat keeps one assignment of targets to images, which data-parallel processes would update apart: train it in one process")
+		}
+		m, err = newNAT(spec, env.Images)
+	case "cpc":
+		if spec.Local[1] <= int(mc.CPCRows) {
+			return nil, fmt.Errorf("cpc-rows %d: %s's local map has only %d rows", mc.CPCRows, spec.Name, spec.Local[1])
+		}
+		m, err = newCPC(spec, int64(mc.CPCRows))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := place(m, env); err != nil {
+		m.Free()
+		return nil, err
+	}
+	return m, nil
+}
+
+// place moves a module to the device and layout of env.
+func place(m nn.Module, env Env) error {
+	if err := nn.FirstError(m); err != nil {
+		return err
+	}
+	if err := nn.MoveTo(m, env.Device); err != nil {
+		return err
+	}
+	if env.ChannelsLast {
+		return nn.ToChannelsLast(m)
+	}
+	return nil
+}
+
+// DIMMethod is Deep InfoMax as a Method; its critic is the prior game's
+// discriminator (when gamma > 0).
+type DIMMethod struct {
+	*DIM
+	prior *priorCritic
+}
+
+func newDIMMethod(env Env) (*DIMMethod, error) {
+	d, err := New(env.DIM, env.Spec)
+	if err != nil {
+		return nil, err
+	}
+	m := &DIMMethod{DIM: d}
+	if err := place(d, env); err != nil {
+		m.Free()
+		return nil, err
+	}
+	if env.DIM.Gamma > 0 {
+		p, err := NewPrior(int64(env.Spec.Y), env.Adam, env.DIM.GPWeight, env.Device)
+		if err != nil {
+			m.Free()
+			return nil, err
+		}
+		m.prior = &priorCritic{Prior: p}
+	}
+	return m, nil
+}
+
+// Loss implements Method.
+func (m *DIMMethod) Loss(enc models.Encoder, in Input) (Terms, models.Taps) {
+	var p *Prior
+	if m.prior != nil {
+		p = m.prior.Prior
+	}
+	t, taps := m.DIM.Loss(enc, in.X, p)
+	if m.prior != nil {
+		m.prior.y = taps.Y
+	}
+	return t, taps
+}
+
+// Critic implements Method.
+func (m *DIMMethod) Critic() Critic {
+	if m.prior == nil {
+		return nil
+	}
+	return m.prior
+}
+
+// Free implements Method.
+func (m *DIMMethod) Free() {
+	if m.prior != nil {
+		m.prior.Free()
+	}
+	nn.Free(m.DIM)
+}
+
+// priorCritic plays the prior game on the Y of the last Loss call.
+type priorCritic struct {
+	*Prior
+	y *torch.Tensor
+}
+
+func (c *priorCritic) Name() string               { return "prior" }
+func (c *priorCritic) Net() nn.Module             { return c.D }
+func (c *priorCritic) Optimizer() optim.Optimizer { return c.Opt }
+func (c *priorCritic) Step() (PriorLosses, error) {
+	if c.y == nil {
+		return PriorLosses{}, fmt.Errorf("prior: Step before Loss")
+	}
+	y := c.y
+	c.y = nil
+	return c.Prior.Step(y)
+}
+
+// noise draws standard normal values of the given shape like x (on its
+// device, in its scope), or calls the test hook.
+func noise(hook func([]int64, *torch.Tensor) *torch.Tensor, shape []int64, like *torch.Tensor) *torch.Tensor {
+	if hook != nil {
+		return hook(shape, like)
+	}
+	return torch.Randn(shape, like.Device(), like.Scope())
+}

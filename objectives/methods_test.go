@@ -1,0 +1,311 @@
+package objectives
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/dimtorch/dimtorch/internal/npy"
+	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/torch"
+	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
+)
+
+func hasPyTorch() bool {
+	return exec.Command("/usr/bin/python3", "-c", "import torch, scipy.optimize").Run() == nil
+}
+
+// newTestMethod builds basic28 on images of ch channels and a method on it.
+func newTestMethod(t *testing.T, mc MethodConfig, ch, images int) (models.Encoder, Method) {
+	t.Helper()
+	enc, err := models.New(models.Config{Name: "basic28", InChannels: ch, YDim: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMethod(mc, Env{Spec: enc.Spec(), Images: images, Adam: optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8},
+		Device: torch.CPU, DIM: Config{GPWeight: 1}, World: 1})
+	if err != nil {
+		nn.Free(enc)
+		t.Fatal(err)
+	}
+	return enc, m
+}
+
+// recorder is a noise hook that keeps what it drew.
+type recorder struct{ drawn []*torch.Tensor }
+
+func (r *recorder) draw(shape []int64, like *torch.Tensor) *torch.Tensor {
+	v := torch.Randn(shape, like.Device(), like.Scope())
+	r.drawn = append(r.drawn, v)
+	return v
+}
+
+func writeTensor(t *testing.T, path string, x *torch.Tensor) {
+	t.Helper()
+	shape := x.Shape()
+	dims := make([]int, len(shape))
+	for i, s := range shape {
+		dims[i] = int(s)
+	}
+	var err error
+	if x.DType() == torch.Int64 {
+		var v []int64
+		if v, err = x.Int64s(); err == nil {
+			err = npy.WriteInt64(path, v, dims...)
+		}
+	} else {
+		var v []float32
+		if v, err = x.Detach().To(torch.Float32).Contiguous().Float32s(); err == nil {
+			err = npy.WriteFloat32(path, v, dims...)
+		}
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// Every baseline's loss (and its critic's) against an independent plain
+// PyTorch computation (testdata/methods_ref.py) from the same weights,
+// taps and noise: the VAE's ELBO under both likelihoods, the AAE's
+// reconstruction, generator loss, discriminator loss and gradient penalty,
+// BiGAN's two sides, NAT's Hungarian re-assignment (against SciPy) and
+// distance, and CPC's infoNCE over the masked context's predictions.
+func TestMethodsAgainstPyTorch(t *testing.T) {
+	if !hasPyTorch() {
+		t.Skip("Debian's python3-torch and python3-scipy are not installed (make setup installs them)")
+	}
+	cases := []struct {
+		name string
+		mc   MethodConfig
+		ch   int
+	}{
+		{"vae-bernoulli", MethodConfig{Name: "vae", Likelihood: "bernoulli"}, 1},
+		{"vae-gaussian", MethodConfig{Name: "vae", Likelihood: "gaussian"}, 3},
+		{"aae", MethodConfig{Name: "aae", Likelihood: "bernoulli"}, 1},
+		{"aae-gaussian", MethodConfig{Name: "aae", Likelihood: "gaussian"}, 3},
+		{"bigan", MethodConfig{Name: "bigan"}, 1},
+		{"nat", MethodConfig{Name: "nat"}, 1},
+		{"cpc", MethodConfig{Name: "cpc", CPCRows: 2}, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := torch.ManualSeed(7); err != nil {
+				t.Fatal(err)
+			}
+			const n, images = 8, 20
+			enc, m := newTestMethod(t, c.mc, c.ch, images)
+			defer nn.Free(enc)
+			defer m.Free()
+			s := torch.NewScope()
+			defer s.Close()
+			dir := t.TempDir()
+			if c.mc.Name == "vae" && c.mc.Likelihood == "gaussian" { // away from its initial value, so that it matters
+				torch.NoGrad(func() { _ = m.(*VAE).lik.logScale.FillInPlace(-0.7) })
+			}
+			x := torch.Rand([]int64{n, int64(c.ch), 28, 28}, s).MulScalar(2).AddScalar(-1)
+			indices := []int{3, 17, 0, 9, 12, 5, 19, 8}
+			var noise, real recorder
+			switch mm := m.(type) {
+			case *VAE:
+				mm.Noise = noise.draw
+			case *BiGAN:
+				mm.Noise = noise.draw
+			case *AAE:
+				mm.prior.Sample = real.draw
+			case *NAT:
+				// The assignment starts scrambled, as after some training.
+				perm := torch.RandPerm(images, s)
+				if err := mm.assign.CopyFrom(perm); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for k, v := range nn.StateDict(m, "") {
+				writeTensor(t, filepath.Join(dir, "p."+k+".npy"), v)
+			}
+			if cr := m.Critic(); cr != nil {
+				for k, v := range nn.StateDict(cr.Net(), "") {
+					writeTensor(t, filepath.Join(dir, "p."+cr.Name()+"."+k+".npy"), v)
+				}
+			}
+			terms, taps := m.Loss(enc, Input{X: x, Indices: indices})
+			got := map[string]float64{}
+			for name, v := range map[string]*torch.Tensor{"total": terms.Total, "recon": terms.Recon, "kl": terms.KL, "prior": terms.Prior,
+				"adversarial": terms.Adversarial, "nat": terms.NAT, "cpc": terms.CPC} {
+				if v != nil {
+					f, err := v.Item()
+					if err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+					got[name] = f
+				}
+			}
+			if cr := m.Critic(); cr != nil {
+				pl, err := cr.Step()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got["d_loss"] = pl.D
+				if c.mc.Name == "aae" {
+					got["grad_penalty"] = pl.GP
+				}
+			}
+			writeTensor(t, filepath.Join(dir, "x.npy"), x)
+			writeTensor(t, filepath.Join(dir, "y.npy"), taps.Y)
+			writeTensor(t, filepath.Join(dir, "fc.npy"), taps.FC)
+			writeTensor(t, filepath.Join(dir, "local.npy"), taps.Local)
+			idx := make([]int64, len(indices))
+			for i, v := range indices {
+				idx[i] = int64(v)
+			}
+			if err := npy.WriteInt64(filepath.Join(dir, "indices.npy"), idx, len(idx)); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range []struct {
+				name string
+				rec  recorder
+			}{{"noise", noise}, {"real", real}} {
+				if len(r.rec.drawn) > 1 {
+					t.Fatalf("%s drawn %d times", r.name, len(r.rec.drawn))
+				}
+				if len(r.rec.drawn) == 1 {
+					writeTensor(t, filepath.Join(dir, r.name+".npy"), r.rec.drawn[0])
+				}
+			}
+			mc := c.mc
+			_ = mc.Validate()
+			cfg, _ := json.Marshal(map[string]any{"method": mc.Name, "likelihood": mc.Likelihood, "rows": mc.CPCRows})
+			if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			b, err := exec.Command("/usr/bin/python3", "testdata/methods_ref.py", dir).Output()
+			if err != nil {
+				if ee, ok := err.(*exec.ExitError); ok {
+					t.Fatalf("reference: %v\n%s", err, ee.Stderr)
+				}
+				t.Fatal(err)
+			}
+			var want map[string]any
+			if err := json.Unmarshal(b, &want); err != nil {
+				t.Fatalf("reference output %q: %v", b, err)
+			}
+			for k, wv := range want {
+				if k == "assign" {
+					continue
+				}
+				w := wv.(float64)
+				g, ok := got[k]
+				if !ok {
+					t.Errorf("%s: dimtorch has no %s", c.name, k)
+					continue
+				}
+				if math.Abs(g-w) > 2e-5*(1+math.Abs(w)) {
+					t.Errorf("%s %s: dimtorch %.7g, PyTorch %.7g", c.name, k, g, w)
+				}
+			}
+			if len(got) != len(want)-btoi(want["assign"] != nil) {
+				t.Errorf("dimtorch reports %v, the reference %v", keys(got), want)
+			}
+			if a, ok := want["assign"]; ok {
+				cur, err := m.(*NAT).assign.IndexSelect(0, torch.FromSlice(idx, []int64{int64(len(idx))}, s)).Int64s()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(cur) != fmt.Sprint(a) {
+					t.Errorf("assignment %v, SciPy's %v", cur, a)
+				}
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func keys(m map[string]float64) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+// BiGAN's players each improve against the other held fixed: steps of the
+// discriminator alone lower its loss, steps of the encoder and generator
+// alone lower theirs.
+func TestBiGANPlayers(t *testing.T) {
+	if err := torch.ManualSeed(3); err != nil {
+		t.Fatal(err)
+	}
+	enc, m := newTestMethod(t, MethodConfig{Name: "bigan"}, 1, 0)
+	defer nn.Free(enc)
+	defer m.Free()
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Rand([]int64{16, 1, 28, 28}, s).MulScalar(2).AddScalar(-1)
+	step := func(s *torch.Scope) (float64, float64) {
+		terms, _ := m.Loss(enc, Input{X: x.Ref(s)})
+		a, err := terms.Total.Item()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl, err := m.Critic().Step()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, pl.D
+	}
+	// The discriminator alone.
+	var first, last float64
+	for i := 0; i < 12; i++ {
+		s := torch.NewScope()
+		_, d := step(s)
+		s.Close()
+		if i == 0 {
+			first = d
+		}
+		last = d
+	}
+	if !(last < first-0.1) {
+		t.Fatalf("the discriminator alone went from %.4f to %.4f", first, last)
+	}
+	// The encoder and generator alone.
+	opt, err := optim.NewAdam(append(nn.Parameters(enc), nn.Parameters(m)...), optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Free()
+	for i := 0; i < 12; i++ {
+		s := torch.NewScope()
+		terms, _ := m.Loss(enc, Input{X: x.Ref(s)})
+		a, err := terms.Total.Item()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := opt.ZeroGrad(); err != nil {
+			t.Fatal(err)
+		}
+		if err := terms.Total.Backward(); err != nil {
+			t.Fatal(err)
+		}
+		if err := opt.Step(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if i == 0 {
+			first = a
+		}
+		last = a
+	}
+	if !(last < first-0.1) {
+		t.Fatalf("the encoder and generator alone went from %.4f to %.4f", first, last)
+	}
+}
