@@ -12,81 +12,51 @@ func init() {
 	registry["alex64"] = builder{[2]int{64, 64}, "AlexNet-style 64x64: conv96-192-384-384-192 with pooling -> fc4096-fc4096 -> Y; local 384x15x15", newAlex64}
 }
 
-// convnet is a stack of conv stages (the local tap after stage localAt, the
-// conv tap after the last), then fully connected layers and the Y layer.
-type convnet struct {
-	nn.Base
-	spec    Spec
-	cfg     Config
-	stages  []*nn.Sequential
-	localAt int
-	fcs     []*nn.Sequential
-	y       *nn.Linear
-}
-
-func (c *convnet) Spec() Spec     { return c.spec }
-func (c *convnet) Config() Config { return c.cfg }
-
-func (c *convnet) Encode(x *torch.Tensor) Taps {
-	var t Taps
-	h := x
-	for i, s := range c.stages {
-		h = s.Forward(h)
-		if i == c.localAt {
-			t.Local = h
+// newConvnet builds a stack of conv stages named conv1, conv2, ... (the
+// local tap after stage localAt, counting from 0, the conv tap after the
+// last), then fully connected layers fc1, ... and the Y layer.
+func newConvnet(cfg Config, name string, in [2]int, stages []*nn.Sequential, localAt int, convOut int64, fcDims ...int64) Encoder {
+	e := &encoder{cfg: cfg}
+	h := In
+	for i, s := range stages {
+		h = e.Layer("conv"+itoa(i+1), s, h)
+		if i == localAt {
+			e.Output("local", h)
 		}
 	}
-	t.Conv = h
-	h = h.Flatten(1, -1)
-	for _, f := range c.fcs {
-		h = f.Forward(h)
-	}
-	t.FC = h
-	t.Y = c.y.Forward(h)
-	return t
-}
-
-func finishConvnet(c *convnet, cfg Config, name string, in [2]int, convOut int64, fcDims ...int64) Encoder {
-	c.cfg = cfg
-	for i, s := range c.stages {
-		nn.Child(&c.Base, "conv"+itoa(i+1), s)
-	}
+	e.Output("conv", h)
+	h = e.Op("flatten", nil, h)
 	prev := convOut
 	for i, d := range fcDims {
-		c.fcs = append(c.fcs, nn.Child(&c.Base, "fc"+itoa(i+1), linBNReLU(prev, d)))
+		h = e.Layer("fc"+itoa(i+1), linBNReLU(prev, d), h)
 		prev = d
 	}
-	c.y = nn.Child(&c.Base, "y", nn.NewLinear(prev, int64(cfg.YDim), true))
-	c.spec = Spec{Name: name, Input: [3]int{cfg.InChannels, in[0], in[1]}}
-	probeSpec(c, &c.spec)
-	return c
+	e.Output("fc", h)
+	e.Output("y", e.Layer("y", nn.NewLinear(prev, int64(cfg.YDim), true), h))
+	return e.finish(Spec{Name: name, Input: [3]int{cfg.InChannels, in[0], in[1]}})
 }
 
 func newBasic28(cfg Config) Encoder {
-	c := &convnet{localAt: 1}
 	ic := int64(cfg.InChannels)
-	c.stages = []*nn.Sequential{convBNReLU(ic, 64, 5, 2, 2), convBNReLU(64, 128, 5, 2, 2)}
-	return finishConvnet(c, cfg, "basic28", [2]int{28, 28}, 128*7*7, 1024)
+	stages := []*nn.Sequential{convBNReLU(ic, 64, 5, 2, 2), convBNReLU(64, 128, 5, 2, 2)}
+	return newConvnet(cfg, "basic28", [2]int{28, 28}, stages, 1, 128*7*7, 1024)
 }
 
 func newDCGAN32(cfg Config) Encoder {
-	c := &convnet{localAt: 1}
 	ic := int64(cfg.InChannels)
-	c.stages = []*nn.Sequential{convBNReLU(ic, 64, 4, 2, 1), convBNReLU(64, 128, 4, 2, 1), convBNReLU(128, 256, 4, 2, 1)}
-	return finishConvnet(c, cfg, "dcgan32", [2]int{32, 32}, 256*4*4, 1024)
+	stages := []*nn.Sequential{convBNReLU(ic, 64, 4, 2, 1), convBNReLU(64, 128, 4, 2, 1), convBNReLU(128, 256, 4, 2, 1)}
+	return newConvnet(cfg, "dcgan32", [2]int{32, 32}, stages, 1, 256*4*4, 1024)
 }
 
 func newBasic64(cfg Config) Encoder {
-	c := &convnet{localAt: 2}
 	ic := int64(cfg.InChannels)
-	c.stages = []*nn.Sequential{convBNReLU(ic, 64, 4, 2, 1), convBNReLU(64, 128, 4, 2, 1), convBNReLU(128, 256, 4, 2, 1), convBNReLU(256, 512, 4, 2, 1)}
-	return finishConvnet(c, cfg, "basic64", [2]int{64, 64}, 512*4*4, 1024)
+	stages := []*nn.Sequential{convBNReLU(ic, 64, 4, 2, 1), convBNReLU(64, 128, 4, 2, 1), convBNReLU(128, 256, 4, 2, 1), convBNReLU(256, 512, 4, 2, 1)}
+	return newConvnet(cfg, "basic64", [2]int{64, 64}, stages, 2, 512*4*4, 1024)
 }
 
 func pool3s2() nn.Layer { return nn.MaxPool2d(3, torch.ConvOptions{Stride: 2}) }
 
 func newAlex64(cfg Config) Encoder {
-	c := &convnet{localAt: 2}
 	ic := int64(cfg.InChannels)
 	s1 := convBNReLU(ic, 96, 3, 1, 1)
 	s1.Append(pool3s2()) // 64 -> 31
@@ -96,8 +66,7 @@ func newAlex64(cfg Config) Encoder {
 	s4 := convBNReLU(384, 384, 3, 1, 1)
 	s5 := convBNReLU(384, 192, 3, 1, 1)
 	s5.Append(pool3s2()) // 15 -> 7
-	c.stages = []*nn.Sequential{s1, s2, s3, s4, s5}
-	return finishConvnet(c, cfg, "alex64", [2]int{64, 64}, 192*7*7, 4096, 4096)
+	return newConvnet(cfg, "alex64", [2]int{64, 64}, []*nn.Sequential{s1, s2, s3, s4, s5}, 2, 192*7*7, 4096, 4096)
 }
 
 func itoa(i int) string {

@@ -30,41 +30,19 @@ func FoldBack(v *torch.Tensor, n, g int64) *torch.Tensor {
 	return v.Reshape(n, g, g, d).Permute(0, 3, 1, 2).Contiguous()
 }
 
-type folded struct {
-	nn.Base
-	spec         Spec
-	cfg          Config
-	crop, stride int64
-	trunk        *nn.Sequential // crop -> [*, D, 1, 1]
-	head         *nn.Sequential // [N, D, 7, 7] -> conv tap
-	fc           *nn.Sequential // nil for multiple globals
-	y            nn.Layer
-	multi        bool
-}
-
-func (f *folded) Spec() Spec     { return f.spec }
-func (f *folded) Config() Config { return f.cfg }
-
-func (f *folded) Encode(x *torch.Tensor) Taps {
-	var t Taps
-	n := x.Size(0)
-	v := f.trunk.Forward(Crops(x, f.crop, f.stride)).Flatten(1, -1)
-	t.Local = FoldBack(v, n, 7)
-	t.Conv = f.head.Forward(t.Local)
-	if f.multi {
-		g := f.y.Forward(t.Conv)                     // [N, D, 5, 5]
-		t.Globals = g.Flatten(2, -1).Transpose(1, 2) // [N, 25, D]
-		t.FC = torch.AdaptiveAvgPool2d(t.Conv, 1, 1).Flatten(1, -1)
-		t.Y = t.Globals.MeanDims([]int64{1}, false)
-		return t
-	}
-	t.FC = f.fc.Forward(t.Conv)
-	t.Y = f.y.Forward(t.FC)
-	return t
+// foldTrunk starts a folded encoder: the crops of the image, the trunk on
+// every crop (ending in [*, dim, 1, 1]) and the per-crop vectors folded back
+// into the local map, which it returns.
+func foldTrunk(e *encoder, crop, stride, dim int64, trunk *nn.Sequential) Value {
+	c := e.Op("crops", map[string]int64{"crop": crop, "stride": stride, "grid": 7, "channels": int64(e.cfg.InChannels)}, In)
+	v := e.Op("flatten", nil, e.Layer("trunk", trunk, c))
+	local := e.Op("foldback", map[string]int64{"grid": 7, "channels": dim}, v)
+	e.Output("local", local)
+	return local
 }
 
 func newFoldAlex(cfg Config, multi bool) Encoder {
-	f := &folded{cfg: cfg, crop: 16, stride: 8, multi: multi}
+	e := &encoder{cfg: cfg}
 	ic := int64(cfg.InChannels)
 	trunk := convBNReLU(ic, 96, 3, 1, 1)
 	trunk.Append(nn.MaxPool2d(2, torch.ConvOptions{})) // 16 -> 8
@@ -77,7 +55,7 @@ func newFoldAlex(cfg Config, multi bool) Encoder {
 			trunk.Append(l)
 		}
 	}
-	f.trunk = nn.Child(&f.Base, "trunk", trunk) // [*, 256, 1, 1]
+	local := foldTrunk(e, 16, 8, 256, trunk)
 	name := "fold-alex64"
 	if multi {
 		name = "fold-multi-alex64"
@@ -85,33 +63,37 @@ func newFoldAlex(cfg Config, multi bool) Encoder {
 		for _, l := range convBNReLU(512, 512, 1, 1, 0).Layers {
 			head.Append(l)
 		}
-		f.head = nn.Child(&f.Base, "head", head)
-		f.y = nn.Child(&f.Base, "y", nn.NewConv2d(512, int64(cfg.YDim), 1, torch.ConvOptions{}, true))
+		conv := e.Layer("head", head, local)
+		e.Output("conv", conv)
+		g := e.Op("globals", nil, e.Layer("y", nn.NewConv2d(512, int64(cfg.YDim), 1, torch.ConvOptions{}, true), conv)) // [N, 25, D]
+		e.Output("globals", g)
+		e.Output("fc", e.Op("flatten", nil, e.Op("gap", nil, conv)))
+		e.Output("y", e.Op("meanglobals", nil, g))
 	} else {
 		head := convBNReLU(256, 512, 3, 1, 1)
 		for _, l := range convBNReLU(512, 512, 3, 2, 1).Layers { // 7 -> 4
 			head.Append(l)
 		}
-		f.head = nn.Child(&f.Base, "head", head)
-		f.fc = nn.Child(&f.Base, "fc1", nn.NewSequential(nn.Flatten(), nn.NewLinear(512*4*4, 1024, false), nn.NewBatchNorm1d(1024), nn.ReLUInPlace()))
-		f.y = nn.Child(&f.Base, "y", nn.NewLinear(1024, int64(cfg.YDim), true))
+		conv := e.Layer("head", head, local)
+		e.Output("conv", conv)
+		fc := e.Layer("fc1", nn.NewSequential(nn.Flatten(), nn.NewLinear(512*4*4, 1024, false), nn.NewBatchNorm1d(1024), nn.ReLUInPlace()), conv)
+		e.Output("fc", fc)
+		e.Output("y", e.Layer("y", nn.NewLinear(1024, int64(cfg.YDim), true), fc))
 	}
-	f.spec = Spec{Name: name, Input: [3]int{cfg.InChannels, 64, 64}, Folded: &Folded{Crop: 16, Stride: 8, Grid: 7}}
-	probeSpec(f, &f.spec)
-	return f
+	return e.finish(Spec{Name: name, Input: [3]int{cfg.InChannels, 64, 64}, Folded: &Folded{Crop: 16, Stride: 8, Grid: 7}})
 }
 
 func newFoldResNet(cfg Config) Encoder {
-	f := &folded{cfg: cfg, crop: 8, stride: 4}
+	e := &encoder{cfg: cfg}
 	trunk := convBNReLU(int64(cfg.InChannels), 64, 3, 1, 1)
 	trunk.Append(newBottleneck(64, 64, 256, 2))   // 8 -> 4
 	trunk.Append(newBottleneck(256, 128, 512, 2)) // 4 -> 2
 	trunk.Append(nn.AdaptiveAvgPool2d(1, 1))
-	f.trunk = nn.Child(&f.Base, "trunk", trunk)
-	f.head = nn.Child(&f.Base, "head", nn.NewSequential(newBottleneck(512, 256, 1024, 2))) // 7 -> 4
-	f.fc = nn.Child(&f.Base, "fc1", nn.NewSequential(nn.AdaptiveAvgPool2d(1, 1), nn.Flatten(), nn.NewLinear(1024, 1024, false), nn.NewBatchNorm1d(1024), nn.ReLUInPlace()))
-	f.y = nn.Child(&f.Base, "y", nn.NewLinear(1024, int64(cfg.YDim), true))
-	f.spec = Spec{Name: "fold-resnet32", Input: [3]int{cfg.InChannels, 32, 32}, Folded: &Folded{Crop: 8, Stride: 4, Grid: 7}}
-	probeSpec(f, &f.spec)
-	return f
+	local := foldTrunk(e, 8, 4, 512, trunk)
+	conv := e.Layer("head", nn.NewSequential(newBottleneck(512, 256, 1024, 2)), local) // 7 -> 4
+	e.Output("conv", conv)
+	fc := e.Layer("fc1", nn.NewSequential(nn.AdaptiveAvgPool2d(1, 1), nn.Flatten(), nn.NewLinear(1024, 1024, false), nn.NewBatchNorm1d(1024), nn.ReLUInPlace()), conv)
+	e.Output("fc", fc)
+	e.Output("y", e.Layer("y", nn.NewLinear(1024, int64(cfg.YDim), true), fc))
+	return e.finish(Spec{Name: "fold-resnet32", Input: [3]int{cfg.InChannels, 32, 32}, Folded: &Folded{Crop: 8, Stride: 4, Grid: 7}})
 }

@@ -104,66 +104,24 @@ func (b *graphBuilder) layer(l nn.Layer, in string) string {
 		}
 		b.err = fmt.Errorf("cannot describe function layer %q", m.Name)
 		return in
-	case *bottleneck:
-		body := b.layer(m.body, in)
-		short := in
-		if m.shortcut != nil {
-			short = b.layer(m.shortcut, in)
-		}
-		return b.add("relu", []string{b.add("add", []string{body, short}, nil, nil, nil)}, nil, nil, nil)
+	case *Net:
+		names := m.describe(b, in)
+		return names[len(names)-1]
 	}
 	b.err = fmt.Errorf("cannot describe layer %T", l)
 	return in
 }
 
-// Graph implements Describer.
-func (c *convnet) Graph() (*Graph, error) {
+// Graph implements Describer. Globals stay out of the outputs: exporters
+// declare the shapes of the four taps that Spec gives.
+func (e *encoder) Graph() (*Graph, error) {
 	b := &graphBuilder{g: &Graph{Input: "image", Outputs: map[string]string{}}}
-	h := "image"
-	for i, s := range c.stages {
-		h = b.layer(s, h)
-		if i == c.localAt {
-			b.g.Outputs["local"] = h
+	names := e.describe(b, b.g.Input)
+	for _, o := range e.outputs {
+		if o.name != "globals" {
+			b.g.Outputs[o.name] = names[o.v]
 		}
 	}
-	b.g.Outputs["conv"] = h
-	h = b.add("flatten", []string{h}, nil, nil, nil)
-	for _, f := range c.fcs {
-		h = b.layer(f, h)
-	}
-	b.g.Outputs["fc"] = h
-	b.g.Outputs["y"] = b.layer(c.y, h)
-	return b.g, b.err
-}
-
-// Graph implements Describer.
-func (r *resnet) Graph() (*Graph, error) {
-	b := &graphBuilder{g: &Graph{Input: "image", Outputs: map[string]string{}}}
-	h := b.layer(r.stage1, b.layer(r.stem, "image"))
-	b.g.Outputs["local"] = b.layer(r.stage2, h)
-	b.g.Outputs["conv"] = b.layer(r.stage3, b.g.Outputs["local"])
-	h = b.add("flatten", []string{b.add("gap", []string{b.g.Outputs["conv"]}, nil, nil, nil)}, nil, nil, nil)
-	b.g.Outputs["fc"] = b.layer(r.fc, h)
-	b.g.Outputs["y"] = b.layer(r.y, b.g.Outputs["fc"])
-	return b.g, b.err
-}
-
-// Graph implements Describer.
-func (f *folded) Graph() (*Graph, error) {
-	b := &graphBuilder{g: &Graph{Input: "image", Outputs: map[string]string{}}}
-	grid := int64(f.spec.Folded.Grid)
-	crops := b.add("crops", []string{"image"}, nil, map[string]int64{"crop": f.crop, "stride": f.stride, "grid": grid, "channels": int64(f.cfg.InChannels)}, nil)
-	v := b.add("flatten", []string{b.layer(f.trunk, crops)}, nil, nil, nil)
-	b.g.Outputs["local"] = b.add("foldback", []string{v}, nil, map[string]int64{"grid": grid, "channels": int64(f.spec.Local[0])}, nil)
-	b.g.Outputs["conv"] = b.layer(f.head, b.g.Outputs["local"])
-	if f.multi {
-		g := b.add("globals", []string{b.layer(f.y, b.g.Outputs["conv"])}, nil, nil, nil)
-		b.g.Outputs["fc"] = b.add("flatten", []string{b.add("gap", []string{b.g.Outputs["conv"]}, nil, nil, nil)}, nil, nil, nil)
-		b.g.Outputs["y"] = b.add("meanglobals", []string{g}, nil, nil, nil)
-		return b.g, b.err
-	}
-	b.g.Outputs["fc"] = b.layer(f.fc, b.g.Outputs["conv"])
-	b.g.Outputs["y"] = b.layer(f.y, b.g.Outputs["fc"])
 	return b.g, b.err
 }
 
@@ -187,31 +145,14 @@ func Interpret(g *Graph, x *torch.Tensor) (map[string]*torch.Tensor, error) {
 			out = torch.Conv2d(in[0], p["weight"], p["bias"], torch.ConvOptions{Stride: is["stride"], Padding: is["padding"], Dilation: is["dilation"], Groups: is["groups"]})
 		case "batchnorm":
 			out = torch.BatchNorm(in[0], p["weight"], p["bias"], p["running_mean"], p["running_var"], false, 0, n.Floats["eps"])
-		case "relu":
-			out = in[0].Relu()
 		case "maxpool":
 			out = torch.MaxPool2d(in[0], is["kernel"], torch.ConvOptions{Stride: is["stride"], Padding: is["padding"]})
 		case "avgpool":
 			out = torch.AvgPool2d(in[0], is["kernel"], torch.ConvOptions{Stride: is["stride"], Padding: is["padding"]})
-		case "gap":
-			out = in[0].MeanDims([]int64{2, 3}, true)
-		case "flatten":
-			out = in[0].Flatten(1, -1)
 		case "linear":
 			out = torch.Linear(in[0], p["weight"], p["bias"])
-		case "add":
-			out = in[0].Add(in[1])
-		case "crops":
-			out = Crops(in[0], is["crop"], is["stride"])
-		case "foldback":
-			grid := is["grid"]
-			out = FoldBack(in[0], in[0].Size(0)/(grid*grid), grid)
-		case "globals":
-			out = in[0].Flatten(2, -1).Transpose(1, 2)
-		case "meanglobals":
-			out = in[0].MeanDims([]int64{1}, false)
 		default:
-			return nil, fmt.Errorf("unknown operation %q", n.Op)
+			out = applyOp(n.Op, is, in)
 		}
 		if err := out.Err(); err != nil {
 			return nil, fmt.Errorf("node %s (%s): %w", n.Output, n.Op, err)

@@ -137,6 +137,45 @@ func CheckInput(e Encoder, x *torch.Tensor) error {
 	return nil
 }
 
+// encoder is every Encoder: a Net whose outputs are the taps.
+type encoder struct {
+	Net
+	spec Spec
+	cfg  Config
+}
+
+func (e *encoder) Spec() Spec     { return e.spec }
+func (e *encoder) Config() Config { return e.cfg }
+
+// Encode runs the program and collects its outputs as taps.
+func (e *encoder) Encode(x *torch.Tensor) Taps {
+	v := e.run(x)
+	var t Taps
+	for _, o := range e.outputs {
+		switch o.name {
+		case "local":
+			t.Local = v[o.v]
+		case "conv":
+			t.Conv = v[o.v]
+		case "fc":
+			t.FC = v[o.v]
+		case "y":
+			t.Y = v[o.v]
+		case "globals":
+			t.Globals = v[o.v]
+		}
+	}
+	return t
+}
+
+// finish records e's spec, with the tap shapes that running a batch
+// measures, and returns e.
+func (e *encoder) finish(s Spec) Encoder {
+	e.spec = s
+	probeSpec(e, &e.spec)
+	return e
+}
+
 // Building blocks.
 
 func convBNReLU(in, out, k, stride, pad int64) *nn.Sequential {

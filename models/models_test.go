@@ -3,6 +3,8 @@ package models
 import (
 	"fmt"
 	"math"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/dimtorch/dimtorch/torch"
@@ -195,5 +197,38 @@ func TestGraphsMatchEncode(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// Every encoder keeps the names, shapes and order of its parameters and
+// buffers as recorded in testdata/state_dict.txt: checkpoints load by name,
+// and optimiser states by the parameters' order.
+func TestStateDictUnchanged(t *testing.T) {
+	want, err := os.ReadFile("testdata/state_dict.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got strings.Builder
+	for _, name := range Names() {
+		e, err := New(Config{Name: name, InChannels: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range e.NamedParameters() {
+			fmt.Fprintf(&got, "%s param %s %v\n", name, p.Name, p.Tensor.Shape())
+		}
+		for _, b := range e.NamedBuffers() {
+			fmt.Fprintf(&got, "%s buffer %s %v\n", name, b.Name, b.Tensor.Shape())
+		}
+		nn.Free(e)
+	}
+	g, w := strings.Split(got.String(), "\n"), strings.Split(string(want), "\n")
+	for i := range min(len(g), len(w)) {
+		if g[i] != w[i] {
+			t.Fatalf("line %d: got %q, want %q", i+1, g[i], w[i])
+		}
+	}
+	if len(g) != len(w) {
+		t.Fatalf("%d lines, want %d", len(g), len(w))
 	}
 }

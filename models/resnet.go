@@ -10,67 +10,38 @@ func init() {
 	registry["resnet64"] = builder{[2]int{64, 64}, "bottleneck ResNet for 64x64: stem 64 (s2), stages 256/512/1024 (s2) -> fc1024 -> Y; local 512x8x8", func(c Config) Encoder { return newResNet(c, "resnet64", 64, 2) }}
 }
 
-// bottleneck is ResNet's 1x1-3x3-1x1 block with a projection shortcut when
-// the shape changes.
-type bottleneck struct {
-	nn.Base
-	body     *nn.Sequential
-	shortcut *nn.Sequential // nil for the identity
-}
-
-func newBottleneck(in, mid, out, stride int64) *bottleneck {
-	b := &bottleneck{}
-	b.body = nn.Child(&b.Base, "body", nn.NewSequential(
+// newBottleneck returns ResNet's 1x1-3x3-1x1 block, with a projection
+// shortcut when the shape changes. The shortcut runs before the body, as it
+// always has, which keeps the gradients bit for bit what they were (autograd
+// sums the input's gradient in that order); the body is registered first,
+// which keeps the parameters' order.
+func newBottleneck(in, mid, out, stride int64) *Net {
+	b := &Net{}
+	body := nn.Child(&b.Base, "body", nn.NewSequential(
 		nn.NewConv2d(in, mid, 1, torch.ConvOptions{}, false), nn.NewBatchNorm2d(mid), nn.ReLUInPlace(),
 		nn.NewConv2d(mid, mid, 3, torch.ConvOptions{Stride: stride, Padding: 1}, false), nn.NewBatchNorm2d(mid), nn.ReLUInPlace(),
 		nn.NewConv2d(mid, out, 1, torch.ConvOptions{}, false), nn.NewBatchNorm2d(out),
 	))
+	short := In
 	if in != out || stride != 1 {
-		b.shortcut = nn.Child(&b.Base, "shortcut", nn.NewSequential(
-			nn.NewConv2d(in, out, 1, torch.ConvOptions{Stride: stride}, false), nn.NewBatchNorm2d(out)))
+		short = b.Layer("shortcut", nn.NewSequential(
+			nn.NewConv2d(in, out, 1, torch.ConvOptions{Stride: stride}, false), nn.NewBatchNorm2d(out)), In)
 	}
+	b.Op("relu", nil, b.Op("add", nil, b.Apply(body, In), short))
 	return b
 }
 
-func (b *bottleneck) Forward(x *torch.Tensor) *torch.Tensor {
-	s := x
-	if b.shortcut != nil {
-		s = b.shortcut.Forward(x)
-	}
-	return b.body.Forward(x).Add(s).Relu()
-}
-
-type resnet struct {
-	nn.Base
-	spec                         Spec
-	cfg                          Config
-	stem, stage1, stage2, stage3 nn.Layer
-	fc                           *nn.Sequential
-	y                            *nn.Linear
-}
-
 func newResNet(cfg Config, name string, size int, stemStride int64) Encoder {
-	r := &resnet{cfg: cfg}
-	r.stem = nn.Child(&r.Base, "stem", convBNReLU(int64(cfg.InChannels), 64, 3, stemStride, 1))
-	r.stage1 = nn.Child(&r.Base, "stage1", nn.NewSequential(newBottleneck(64, 64, 256, 2), newBottleneck(256, 64, 256, 1)))
-	r.stage2 = nn.Child(&r.Base, "stage2", nn.NewSequential(newBottleneck(256, 128, 512, 2), newBottleneck(512, 128, 512, 1)))
-	r.stage3 = nn.Child(&r.Base, "stage3", nn.NewSequential(newBottleneck(512, 256, 1024, 2), newBottleneck(1024, 256, 1024, 1)))
-	r.fc = nn.Child(&r.Base, "fc1", linBNReLU(1024, 1024))
-	r.y = nn.Child(&r.Base, "y", nn.NewLinear(1024, int64(cfg.YDim), true))
-	r.spec = Spec{Name: name, Input: [3]int{cfg.InChannels, size, size}}
-	probeSpec(r, &r.spec)
-	return r
-}
-
-func (r *resnet) Spec() Spec     { return r.spec }
-func (r *resnet) Config() Config { return r.cfg }
-
-func (r *resnet) Encode(x *torch.Tensor) Taps {
-	var t Taps
-	h := r.stage1.Forward(r.stem.Forward(x))
-	t.Local = r.stage2.Forward(h)
-	t.Conv = r.stage3.Forward(t.Local)
-	t.FC = r.fc.Forward(torch.AdaptiveAvgPool2d(t.Conv, 1, 1).Flatten(1, -1))
-	t.Y = r.y.Forward(t.FC)
-	return t
+	e := &encoder{cfg: cfg}
+	h := e.Layer("stem", convBNReLU(int64(cfg.InChannels), 64, 3, stemStride, 1), In)
+	h = e.Layer("stage1", nn.NewSequential(newBottleneck(64, 64, 256, 2), newBottleneck(256, 64, 256, 1)), h)
+	local := e.Layer("stage2", nn.NewSequential(newBottleneck(256, 128, 512, 2), newBottleneck(512, 128, 512, 1)), h)
+	e.Output("local", local)
+	conv := e.Layer("stage3", nn.NewSequential(newBottleneck(512, 256, 1024, 2), newBottleneck(1024, 256, 1024, 1)), local)
+	e.Output("conv", conv)
+	pooled := e.Op("flatten", nil, e.Op("gap", nil, conv))
+	fc := e.Layer("fc1", linBNReLU(1024, 1024), pooled)
+	e.Output("fc", fc)
+	e.Output("y", e.Layer("y", nn.NewLinear(1024, int64(cfg.YDim), true), fc))
+	return e.finish(Spec{Name: name, Input: [3]int{cfg.InChannels, size, size}})
 }
