@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# dimtorch's Table 1 on Fashion-MNIST: the paper's baselines (VAE, AAE,
+# BiGAN, NAT, CPC), DIM(G) and DIM(L) with JSD, infoNCE and DV, the
+# untrained encoder and raw pixels, each probed with the linear probe and
+# with the paper's MLP probe (200 hidden units, BatchNorm, dropout) on conv,
+# fc and Y, trained on the first LABELS training labels and scored on the
+# 10,000 test images.
+#
+# The same budget for every method: basic28, batch 64, EPOCHS passes over
+# the 60,000 training images (LIMIT: fewer), seed 1, 2 threads, Adam with
+# betas (0.5, 0.999) at lr 1e-3 (BiGAN: 2e-4, the DCGAN/BiGAN papers'
+# setting; at 1e-3 its discriminator wins within a few hundred steps).
+# Each row's training time is in the report. Finished steps are skipped,
+# so an interrupted run continues where it stopped.
+#
+# Usage: bench/table1.sh [RUNS_DIR]   (EPOCHS=1 LIMIT=0 LABELS=10000 THREADS=2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=${1:-runs/table1}
+EPOCHS=${EPOCHS:-1}
+LIMIT=${LIMIT:-0}
+LABELS=${LABELS:-10000}
+THREADS=${THREADS:-2}
+B=bin/dimtorch
+[ -x $B ] || go build -o $B ./cmd/dimtorch
+mkdir -p "$R"
+common=(--data fashion-mnist --encoder basic28 --batch-size 64 --epochs "$EPOCHS" --limit "$LIMIT" --seed 1 --threads "$THREADS")
+train() { # name, flags...
+  local name=$1
+  shift
+  if [ ! -f "$R/$name/checkpoint/checkpoint.json" ] || ! grep -q '"completed": *true' "$R/$name/checkpoint/checkpoint.json"; then
+    if [ -f "$R/$name/checkpoint/checkpoint.json" ]; then
+      $B train --resume --out "$R/$name"
+    else
+      $B train "${common[@]}" "$@" --out "$R/$name"
+    fi
+  fi
+}
+probe() { # dir, eval flags...: linear and MLP probes, skipped when done
+  local dir=$1
+  shift
+  for p in linear mlp; do
+    if ! ls "$dir"/eval/$p-*-n"$LABELS".json >/dev/null 2>&1; then
+      $B eval "$@" --probe $p --features conv,fc,y --limit-train "$LABELS" --threads "$THREADS" --out "$dir"
+    fi
+  done
+}
+rows=()
+run_row() { # name, train flags...
+  train "$@"
+  probe "$R/$1" --checkpoint "$R/$1"
+  rows+=("$R/$1")
+}
+run_row dim-g-jsd --mode global --estimator jsd --lr 1e-3
+run_row dim-l-jsd --mode local --estimator jsd --lr 1e-3
+run_row dim-l-nce --mode local --estimator nce --lr 1e-3
+run_row dim-l-dv --mode local --estimator dv --lr 1e-3
+run_row vae --method vae --lr 1e-3
+run_row aae --method aae --lr 1e-3
+run_row bigan --method bigan --lr 2e-4
+run_row nat --method nat --lr 1e-3
+run_row cpc --method cpc --lr 1e-3
+probe "$R/untrained" --random-init --encoder basic28 --seed 1
+for p in linear mlp; do
+  ls "$R"/pixels/eval/$p-*-n"$LABELS".json >/dev/null 2>&1 ||
+    $B eval --pixels --probe $p --limit-train "$LABELS" --threads "$THREADS" --out "$R/pixels"
+done
+$B report --out "$R/report" "${rows[@]}" "$R/untrained" "$R/pixels"
