@@ -309,3 +309,60 @@ func TestBiGANPlayers(t *testing.T) {
 		t.Fatalf("the encoder and generator alone went from %.4f to %.4f", first, last)
 	}
 }
+
+// Under bfloat16 autocast every baseline's loss and its critic's step are
+// finite and close to float32's, and the backward pass runs.
+func TestMethodsBF16(t *testing.T) {
+	for _, name := range []string{"vae", "aae", "bigan", "nat", "cpc"} {
+		t.Run(name, func(t *testing.T) {
+			if err := torch.ManualSeed(5); err != nil {
+				t.Fatal(err)
+			}
+			enc, m := newTestMethod(t, MethodConfig{Name: name}, 1, 16)
+			defer nn.Free(enc)
+			defer m.Free()
+			s := torch.NewScope()
+			defer s.Close()
+			x := torch.Rand([]int64{16, 1, 28, 28}, s).MulScalar(2).AddScalar(-1)
+			idx := make([]int, 16)
+			for i := range idx {
+				idx[i] = i
+			}
+			loss := func(bf16 bool) (float64, *torch.Tensor) {
+				if err := torch.ManualSeed(9); err != nil {
+					t.Fatal(err)
+				}
+				var terms Terms
+				f := func() { terms, _ = m.Loss(enc, Input{X: x, Indices: idx}) }
+				if bf16 {
+					if err := torch.Autocast(torch.BFloat16, f); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					f()
+				}
+				v, err := terms.Total.Item()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if terms.Total.DType() != torch.Float32 {
+					t.Fatalf("the loss is %v, want float32", terms.Total.DType())
+				}
+				return v, terms.Total
+			}
+			f32, _ := loss(false)
+			b16, total := loss(true) // the critic keeps this call's tensors
+			if math.IsNaN(b16) || math.Abs(b16-f32) > 0.05*(1+math.Abs(f32)) {
+				t.Fatalf("bf16 loss %v, float32 %v", b16, f32)
+			}
+			if err := total.Backward(); err != nil {
+				t.Fatal(err)
+			}
+			if c := m.Critic(); c != nil {
+				if _, err := c.Step(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}

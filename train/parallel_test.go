@@ -347,3 +347,42 @@ func maxAbs(v []float64) float64 {
 	}
 	return m
 }
+
+// The baselines train data-parallel too: the ranks of a BiGAN job (whose
+// discriminator has its own reducer) and of a VAE job end with the same
+// weights; NAT, whose assignment table would drift apart, is refused.
+func TestDataParallelBaselines(t *testing.T) {
+	for _, m := range []string{"bigan", "vae"} {
+		t.Run(m, func(t *testing.T) {
+			cfg := smallConfig(t)
+			cfg.BatchSize, cfg.Epochs = 16, 1
+			cfg.Method.Name = m
+			out := t.TempDir()
+			t.Setenv(envRankConfig, jobConfig(t, cfg))
+			t.Setenv(envRankOut, out)
+			ws, _ := runJob(t, 2, out)
+			a, b := sharedParams(ws[0]), sharedParams(ws[1])
+			prefixes := map[string]int{}
+			for k, v := range a {
+				if d := maxDiff(v, b[k]); d != 0 {
+					t.Errorf("%s differs between the ranks by %g", k, d)
+				}
+				prefixes[strings.SplitN(k, ".", 2)[0]]++
+			}
+			want := []string{"encoder", "objective"}
+			if m == "bigan" {
+				want = append(want, "discriminator")
+			}
+			for _, p := range want {
+				if prefixes[p] == 0 {
+					t.Errorf("no %s weights compared (%v)", p, prefixes)
+				}
+			}
+		})
+	}
+	cfg := smallConfig(t)
+	cfg.Method.Name = "nat"
+	if _, err := objectives.NewMethod(cfg.Method, objectives.Env{Images: 10, World: 2}); err == nil || !strings.Contains(err.Error(), "one process") {
+		t.Fatalf("nat with 2 processes: %v", err)
+	}
+}
