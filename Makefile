@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 APT_PACKAGES := libtorch-dev libgloo-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx
 ORT_VERSION := 1.24.3
 
-.PHONY: setup build demo test test-go test-shim lint fmt-check bench-ops bench-train quality shim gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: setup build demo test test-go test-shim lint fmt-check bench-ops bench-train quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
 
 ## setup: install what building and testing need (Debian packages, Go modules, the onnxruntime library); idempotent
 setup:
@@ -101,6 +101,12 @@ bench-train: build
 ## within 30 CPU-minutes.
 quality: setup build
 	bench/quality.sh
+
+## dimtorch's Table 1 on Fashion-MNIST: every baseline, DIM(G), DIM(L) with JSD, infoNCE and DV,
+## the untrained encoder and raw pixels; linear and MLP probes on conv, fc and Y (runs/table1/report;
+## about 2 hours on 2 cores; an interrupted run continues where it stopped).
+table1: setup build
+	bench/table1.sh
 
 clean:
 	rm -rf bin build
