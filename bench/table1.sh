@@ -7,13 +7,16 @@
 # 10,000 test images.
 #
 # The same budget for every method: basic28, batch 64, EPOCHS passes over
-# the 60,000 training images (LIMIT: fewer), seed 1, 2 threads, Adam with
-# betas (0.5, 0.999) at lr 1e-3 (BiGAN: 2e-4, the DCGAN/BiGAN papers'
-# setting; at 1e-3 its discriminator wins within a few hundred steps).
+# the 60,000 training images (LIMIT: fewer), seed 1, 2 threads, 256 MI
+# units for DIM, Adam with betas (0.5, 0.999) at lr 1e-3 (BiGAN: 2e-4, the
+# setting of the BiGAN and DCGAN papers).
 # Each row's training time is in the report. Finished steps are skipped,
 # so an interrupted run continues where it stopped.
 #
-# Usage: bench/table1.sh [RUNS_DIR]   (EPOCHS=1 LIMIT=0 LABELS=10000 THREADS=2)
+# Usage: bench/table1.sh [RUNS_DIR]
+#   environment (defaults): EPOCHS=1 LIMIT=0 LABELS=10000 THREADS=2 DATA=fashion-mnist
+#   ENCODER=basic28 MI_UNITS=256 DEVICE=cpu. The CIFAR-10 recipe for a GPU (see the README):
+#   DATA=cifar10 ENCODER=dcgan32 MI_UNITS=2048 DEVICE=cuda EPOCHS=100 LABELS=50000 bench/table1.sh runs/table1-cifar10
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-runs/table1}
@@ -21,10 +24,14 @@ EPOCHS=${EPOCHS:-1}
 LIMIT=${LIMIT:-0}
 LABELS=${LABELS:-10000}
 THREADS=${THREADS:-2}
+DATA=${DATA:-fashion-mnist}
+ENCODER=${ENCODER:-basic28}
+MI_UNITS=${MI_UNITS:-256}
+DEVICE=${DEVICE:-cpu}
 B=bin/dimtorch
 [ -x $B ] || go build -o $B ./cmd/dimtorch
 mkdir -p "$R"
-common=(--data fashion-mnist --encoder basic28 --batch-size 64 --epochs "$EPOCHS" --limit "$LIMIT" --seed 1 --threads "$THREADS")
+common=(--data "$DATA" --encoder "$ENCODER" --batch-size 64 --epochs "$EPOCHS" --limit "$LIMIT" --seed 1 --threads "$THREADS" --device "$DEVICE")
 train() { # name, flags...
   local name=$1
   shift
@@ -41,7 +48,7 @@ probe() { # dir, eval flags...: linear and MLP probes, skipped when done
   shift
   for p in linear mlp; do
     if ! ls "$dir"/eval/$p-*-n"$LABELS".json >/dev/null 2>&1; then
-      $B eval "$@" --probe $p --features conv,fc,y --limit-train "$LABELS" --threads "$THREADS" --out "$dir"
+      $B eval "$@" --probe $p --features conv,fc,y --limit-train "$LABELS" --threads "$THREADS" --device "$DEVICE" --out "$dir"
     fi
   done
 }
@@ -51,18 +58,18 @@ run_row() { # name, train flags...
   probe "$R/$1" --checkpoint "$R/$1"
   rows+=("$R/$1")
 }
-run_row dim-g-jsd --mode global --estimator jsd --lr 1e-3
-run_row dim-l-jsd --mode local --estimator jsd --lr 1e-3
-run_row dim-l-nce --mode local --estimator nce --lr 1e-3
-run_row dim-l-dv --mode local --estimator dv --lr 1e-3
+run_row dim-g-jsd --mode global --estimator jsd --mi-units "$MI_UNITS" --lr 1e-3
+run_row dim-l-jsd --mode local --estimator jsd --mi-units "$MI_UNITS" --lr 1e-3
+run_row dim-l-nce --mode local --estimator nce --mi-units "$MI_UNITS" --lr 1e-3
+run_row dim-l-dv --mode local --estimator dv --mi-units "$MI_UNITS" --lr 1e-3
 run_row vae --method vae --lr 1e-3
 run_row aae --method aae --lr 1e-3
 run_row bigan --method bigan --lr 2e-4
 run_row nat --method nat --lr 1e-3
 run_row cpc --method cpc --lr 1e-3
-probe "$R/untrained" --random-init --encoder basic28 --seed 1
+probe "$R/untrained" --random-init --encoder "$ENCODER" --data "$DATA" --seed 1
 for p in linear mlp; do
   ls "$R"/pixels/eval/$p-*-n"$LABELS".json >/dev/null 2>&1 ||
-    $B eval --pixels --probe $p --limit-train "$LABELS" --threads "$THREADS" --out "$R/pixels"
+    $B eval --pixels --data "$DATA" --probe $p --limit-train "$LABELS" --threads "$THREADS" --device "$DEVICE" --out "$R/pixels"
 done
 $B report --out "$R/report" "${rows[@]}" "$R/untrained" "$R/pixels"
