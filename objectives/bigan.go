@@ -128,17 +128,17 @@ func (c *biganCritic) loss() *torch.Tensor {
 }
 
 // Step implements Critic.
-func (c *biganCritic) Step() (PriorLosses, error) {
+func (c *biganCritic) Step() (CriticLosses, error) {
 	if c.x == nil {
-		return PriorLosses{}, fmt.Errorf("discriminator: Step before Loss")
+		return CriticLosses{}, fmt.Errorf("discriminator: Step before Loss")
 	}
 	defer func() { c.x, c.ex, c.gz, c.z = nil, nil, nil, nil }()
 	c.train(true)
 	if err := c.opt.ZeroGrad(); err != nil {
-		return PriorLosses{}, err
+		return CriticLosses{}, err
 	}
 	l := c.loss()
-	var out PriorLosses
+	var out CriticLosses
 	var err error
 	if out.D, err = l.Item(); err != nil {
 		return out, fmt.Errorf("discriminator: %w", err)

@@ -12,17 +12,21 @@ import (
 // paper; for the plain convnets, the positions of the map with their
 // overlapping receptive fields), an autoregressive context network (two
 // 3x3 convolutions of the map's width, masked so that the context at row i
-// sees rows i-4 to i only) summarises the rows above each position, and for k = 1..K a linear
-// map W_k predicts the code k rows below from the context. infoNCE scores
+// sees rows i-4 to i only) summarises each position's row and the rows
+// above, and for k = 1..K a linear map W_k predicts the code k rows below
+// from the context. infoNCE scores
 // each prediction against the true code and, as negatives, the codes of
 // every other position and image of the batch at the same offset; the loss
-// is the mean over k. CPC trains the layers up to the local tap: the fc and
-// Y layers above it get no gradient.
+// is the mean over k. With skip > 0 the offsets are skip+1..skip+K: when
+// receptive fields overlap, the nearest rows' codes share input pixels with
+// the context's newest row, an easier task. CPC trains the layers up to the
+// local tap: the layers above it (fc and Y; on the deeper encoders also
+// conv) get no gradient.
 type CPC struct {
 	nn.Base
-	context *nn.Sequential
-	predict *nn.Conv2d // 1x1: K predictions of C channels
-	k, c    int64
+	context       *nn.Sequential
+	predict       *nn.Conv2d // 1x1: K predictions of C channels
+	skip, rows, c int64
 }
 
 // causal is a 3x3 convolution whose output at row i sees input rows i-2 to
@@ -34,9 +38,9 @@ func causal(in, out int64) *nn.Sequential {
 	}}, nn.NewConv2d(in, out, 3, torch.ConvOptions{}, true), nn.ReLU())
 }
 
-func newCPC(spec models.Spec, rows int64) (*CPC, error) {
+func newCPC(spec models.Spec, skip, rows int64) (*CPC, error) {
 	c := int64(spec.Local[0])
-	p := &CPC{k: rows, c: c}
+	p := &CPC{skip: skip, rows: rows, c: c}
 	p.context = nn.Child(&p.Base, "context", nn.NewSequential(causal(c, c), causal(c, c)))
 	p.predict = nn.Child(&p.Base, "predict", nn.NewConv2d(c, rows*c, 1, torch.ConvOptions{}, true))
 	return p, nn.FirstError(p)
@@ -52,8 +56,9 @@ func (p *CPC) Loss(enc models.Encoder, in Input) (Terms, models.Taps) {
 		return t.Permute(0, 2, 3, 1).Reshape(-1, p.c)
 	}
 	var sum *torch.Tensor
-	for k := int64(1); k <= p.k; k++ {
-		guess := rows(pred.Narrow(1, (k-1)*p.c, p.c).Narrow(2, 0, h-k))
+	for j := int64(0); j < p.rows; j++ {
+		k := p.skip + 1 + j // the offset predicted by W_j
+		guess := rows(pred.Narrow(1, j*p.c, p.c).Narrow(2, 0, h-k))
 		truth := rows(z.Narrow(2, k, h-k))
 		scores := guess.Mm(truth.T()).To(torch.Float32)
 		labels := torch.Arange(0, float64(scores.Size(0)), 1, torch.Int64, z.Device(), z.Scope())
@@ -65,7 +70,7 @@ func (p *CPC) Loss(enc models.Encoder, in Input) (Terms, models.Taps) {
 		}
 	}
 	var t Terms
-	t.CPC = sum.DivScalar(float64(p.k))
+	t.CPC = sum.DivScalar(float64(p.rows))
 	t.Total = t.CPC
 	return t, taps
 }

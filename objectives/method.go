@@ -44,7 +44,7 @@ type Critic interface {
 	Optimizer() optim.Optimizer
 	// Step trains the critic one step on what the last Loss kept and
 	// returns its loss and gradient penalty (before the update).
-	Step() (PriorLosses, error)
+	Step() (CriticLosses, error)
 }
 
 // Methods lists the training methods.
@@ -58,8 +58,11 @@ type MethodConfig struct {
 	// [0, 1] as probabilities), "gaussian" (with a learned noise level) or
 	// "auto": Bernoulli for one-channel images, Gaussian for colour ones.
 	Likelihood string `json:"likelihood,omitempty"`
-	// CPCRows is how many rows below each position CPC predicts.
+	// CPCRows is how many rows below each position CPC predicts, after
+	// skipping CPCSkip rows (whose codes share input pixels with the
+	// context's newest row when receptive fields overlap).
 	CPCRows int `json:"cpc_rows,omitempty"`
+	CPCSkip int `json:"cpc_skip,omitempty"`
 }
 
 // Validate fills the defaults and checks the settings.
@@ -84,8 +87,8 @@ func (c *MethodConfig) Validate() error {
 	if c.CPCRows == 0 {
 		c.CPCRows = 3
 	}
-	if c.CPCRows < 1 {
-		return fmt.Errorf("cpc-rows must be at least 1, got %d", c.CPCRows)
+	if c.CPCRows < 1 || c.CPCSkip < 0 {
+		return fmt.Errorf("cpc: predict at least 1 row (got %d) after skipping none or more (got %d)", c.CPCRows, c.CPCSkip)
 	}
 	return nil
 }
@@ -127,10 +130,15 @@ func NewMethod(mc MethodConfig, env Env) (Method, error) {
 		}
 		m, err = newNAT(spec, env.Images)
 	case "cpc":
-		if spec.Local[1] <= int(mc.CPCRows) {
-			return nil, fmt.Errorf("cpc-rows %d: %s's local map has only %d rows", mc.CPCRows, spec.Name, spec.Local[1])
+		if env.World > 1 {
+			return nil, fmt.Errorf("method cpc trains the encoder up to its local map only, and data-parallel gradient averaging " +
+				"needs every parameter's gradient: train it in one process")
 		}
-		m, err = newCPC(spec, int64(mc.CPCRows))
+		if need := mc.CPCSkip + mc.CPCRows; spec.Local[1] <= need {
+			return nil, fmt.Errorf("cpc: predicting %d rows after skipping %d needs a local map of more than %d rows; %s's has %d",
+				mc.CPCRows, mc.CPCSkip, need, spec.Name, spec.Local[1])
+		}
+		m, err = newCPC(spec, int64(mc.CPCSkip), int64(mc.CPCRows))
 	}
 	if err != nil {
 		return nil, err
@@ -222,9 +230,9 @@ type priorCritic struct {
 func (c *priorCritic) Name() string               { return "prior" }
 func (c *priorCritic) Net() nn.Module             { return c.D }
 func (c *priorCritic) Optimizer() optim.Optimizer { return c.Opt }
-func (c *priorCritic) Step() (PriorLosses, error) {
+func (c *priorCritic) Step() (CriticLosses, error) {
 	if c.y == nil {
-		return PriorLosses{}, fmt.Errorf("prior: Step before Loss")
+		return CriticLosses{}, fmt.Errorf("prior: Step before Loss")
 	}
 	y := c.y
 	c.y = nil

@@ -36,6 +36,21 @@ func newTestMethod(t *testing.T, mc MethodConfig, ch, images int) (models.Encode
 	return enc, m
 }
 
+// leafEncoder runs an encoder and hands its taps on as independent leaves
+// of the graph, so that the gradients with respect to each tap mean what
+// the reference's do (in the encoder, Y depends on fc, which depends on
+// the local map).
+type leafEncoder struct{ models.Encoder }
+
+func (e leafEncoder) Encode(x *torch.Tensor) models.Taps {
+	var t models.Taps
+	torch.NoGrad(func() { t = e.Encoder.Encode(x) })
+	leaf := func(v *torch.Tensor) *torch.Tensor { return v.Detach().Contiguous().SetRequiresGrad(true) }
+	t.Local, t.FC, t.Y = leaf(t.Local), leaf(t.FC), leaf(t.Y)
+	t.Conv = t.Local
+	return t
+}
+
 // recorder is a noise hook that keeps what it drew.
 type recorder struct{ drawn []*torch.Tensor }
 
@@ -91,6 +106,7 @@ func TestMethodsAgainstPyTorch(t *testing.T) {
 		{"bigan", MethodConfig{Name: "bigan"}, 1},
 		{"nat", MethodConfig{Name: "nat"}, 1},
 		{"cpc", MethodConfig{Name: "cpc", CPCRows: 2}, 1},
+		{"cpc-skip", MethodConfig{Name: "cpc", CPCRows: 2, CPCSkip: 2}, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -104,8 +120,15 @@ func TestMethodsAgainstPyTorch(t *testing.T) {
 			s := torch.NewScope()
 			defer s.Close()
 			dir := t.TempDir()
-			if c.mc.Name == "vae" && c.mc.Likelihood == "gaussian" { // away from its initial value, so that it matters
-				torch.NoGrad(func() { _ = m.(*VAE).lik.logScale.FillInPlace(-0.7) })
+			var lik likelihood
+			switch mm := m.(type) {
+			case *VAE:
+				lik = mm.lik
+			case *AAE:
+				lik = mm.lik
+			}
+			if lik.logScale != nil { // away from its initial value, so that it matters
+				torch.NoGrad(func() { _ = lik.logScale.FillInPlace(-0.7) })
 			}
 			x := torch.Rand([]int64{n, int64(c.ch), 28, 28}, s).MulScalar(2).AddScalar(-1)
 			indices := []int{3, 17, 0, 9, 12, 5, 19, 8}
@@ -124,6 +147,10 @@ func TestMethodsAgainstPyTorch(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			var before []int64
+			if nat, ok := m.(*NAT); ok {
+				before, _ = nat.assign.Int64s()
+			}
 			for k, v := range nn.StateDict(m, "") {
 				writeTensor(t, filepath.Join(dir, "p."+k+".npy"), v)
 			}
@@ -132,7 +159,25 @@ func TestMethodsAgainstPyTorch(t *testing.T) {
 					writeTensor(t, filepath.Join(dir, "p."+cr.Name()+"."+k+".npy"), v)
 				}
 			}
-			terms, taps := m.Loss(enc, Input{X: x, Indices: indices})
+			terms, taps := m.Loss(leafEncoder{enc}, Input{X: x, Indices: indices})
+			tapNames := []string{"y", "fc", "local"}
+			grads, err := torch.Grad([]*torch.Tensor{terms.Total}, []*torch.Tensor{taps.Y, taps.FC, taps.Local},
+				torch.GradOptions{RetainGraph: true, AllowUnused: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The encoder's loss trains the encoder and the method's
+			// networks, never the critic's weights.
+			if err := terms.Total.Backward(); err != nil {
+				t.Fatal(err)
+			}
+			if cr := m.Critic(); cr != nil {
+				for _, p := range cr.Net().NamedParameters() {
+					if g := p.Tensor.Grad(); g != nil && g.Err() == nil {
+						t.Fatalf("the critic's %s has a gradient from the encoder's loss", p.Name)
+					}
+				}
+			}
 			got := map[string]float64{}
 			for name, v := range map[string]*torch.Tensor{"total": terms.Total, "recon": terms.Recon, "kl": terms.KL, "prior": terms.Prior,
 				"adversarial": terms.Adversarial, "nat": terms.NAT, "cpc": terms.CPC} {
@@ -178,7 +223,7 @@ func TestMethodsAgainstPyTorch(t *testing.T) {
 			}
 			mc := c.mc
 			_ = mc.Validate()
-			cfg, _ := json.Marshal(map[string]any{"method": mc.Name, "likelihood": mc.Likelihood, "rows": mc.CPCRows})
+			cfg, _ := json.Marshal(map[string]any{"method": mc.Name, "likelihood": mc.Likelihood, "rows": mc.CPCRows, "skip": mc.CPCSkip})
 			if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -210,6 +255,27 @@ func TestMethodsAgainstPyTorch(t *testing.T) {
 			if len(got) != len(want)-btoi(want["assign"] != nil) {
 				t.Errorf("dimtorch reports %v, the reference %v", keys(got), want)
 			}
+			for i, name := range tapNames {
+				ref, _, err := npy.ReadFloat32(filepath.Join(dir, "ref_grad_"+name+".npy"))
+				if (grads[i] == nil) != (err != nil) {
+					t.Fatalf("gradient with respect to %s: dimtorch has one: %v, the reference: %v", name, grads[i] != nil, err == nil)
+				}
+				if grads[i] == nil {
+					continue
+				}
+				g, err := grads[i].Contiguous().Float32s()
+				if err != nil || len(g) != len(ref) {
+					t.Fatalf("gradient with respect to %s: %d values, the reference %d (%v)", name, len(g), len(ref), err)
+				}
+				var scale, diff float64
+				for j := range g {
+					scale = math.Max(scale, math.Abs(float64(ref[j])))
+					diff = math.Max(diff, math.Abs(float64(g[j]-ref[j])))
+				}
+				if diff > 1e-4*scale+1e-7 {
+					t.Errorf("gradient with respect to %s: differs from PyTorch's by %g (largest value %g)", name, diff, scale)
+				}
+			}
 			if a, ok := want["assign"]; ok {
 				cur, err := m.(*NAT).assign.IndexSelect(0, torch.FromSlice(idx, []int64{int64(len(idx))}, s)).Int64s()
 				if err != nil {
@@ -217,6 +283,23 @@ func TestMethodsAgainstPyTorch(t *testing.T) {
 				}
 				if fmt.Sprint(cur) != fmt.Sprint(a) {
 					t.Errorf("assignment %v, SciPy's %v", cur, a)
+				}
+				// Images outside the batch keep their targets, and the
+				// assignment stays a permutation.
+				after, _ := m.(*NAT).assign.Int64s()
+				inBatch := map[int]bool{}
+				for _, i := range indices {
+					inBatch[i] = true
+				}
+				seen := map[int64]bool{}
+				for i, v := range after {
+					if !inBatch[i] && v != before[i] {
+						t.Errorf("image %d outside the batch moved from target %d to %d", i, before[i], v)
+					}
+					seen[v] = true
+				}
+				if len(seen) != images {
+					t.Errorf("the assignment is no longer a permutation: %v", after)
 				}
 			}
 		})
@@ -364,5 +447,38 @@ func TestMethodsBF16(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// CPC's context at row i depends on rows 0..i of the patch codes only:
+// changing every row below i leaves the context of rows 0..i exactly as it
+// was, and changing row i changes it.
+func TestCPCContextIsCausal(t *testing.T) {
+	if err := torch.ManualSeed(11); err != nil {
+		t.Fatal(err)
+	}
+	p, err := newCPC(models.Spec{Local: [3]int{8, 7, 7}}, 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Free()
+	s := torch.NewScope()
+	defer s.Close()
+	z := torch.Randn([]int64{2, 8, 7, 7}, s)
+	base := p.context.Forward(z)
+	for i := int64(0); i < 6; i++ {
+		below := torch.Randn([]int64{2, 8, 6 - i, 7}, s)
+		changed := torch.Cat([]*torch.Tensor{z.Narrow(2, 0, i+1), below}, 2)
+		d, err := p.context.Forward(changed).Narrow(2, 0, i+1).Sub(base.Narrow(2, 0, i+1)).Abs().Max().Item()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d != 0 {
+			t.Fatalf("rows below %d change the context of rows 0..%d by %g", i, i, d)
+		}
+		row := torch.Cat([]*torch.Tensor{z.Narrow(2, 0, i), torch.Randn([]int64{2, 8, 1, 7}, s), z.Narrow(2, i+1, 6-i)}, 2)
+		if d, _ := p.context.Forward(row).Narrow(2, i, 1).Sub(base.Narrow(2, i, 1)).Abs().Max().Item(); d == 0 {
+			t.Fatalf("row %d does not reach its own context", i)
+		}
 	}
 }

@@ -74,7 +74,9 @@ func (n *NAT) reassign(y *torch.Tensor, indices []int) (*torch.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	cost, err := y.Mm(n.targets.IndexSelect(0, cur).T()).Neg().Float64s()
+	// In float64, which autocast leaves alone: bfloat16 products would
+	// round the costs to three digits.
+	cost, err := y.To(torch.Float64).Mm(n.targets.IndexSelect(0, cur).To(torch.Float64).T()).Neg().Float64s()
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,8 @@ import (
 
 // Prior is prior matching as a two-player game. Its discriminator
 // (d -> 1000 -> 200 -> 1, ReLU) learns to tell samples of the uniform prior on
-// [0, 1]^d from sigmoid(Y), with a gradient penalty: the mean of the penalties
+// [0, 1]^d from sigmoid(Y) (DIM's; with Gaussian, samples of N(0, I) from Y
+// itself, the adversarial autoencoder's), with a gradient penalty: the mean of the penalties
 // on real and on fake inputs, as the original code has it
 // (0.5 * (gp_real + gp_fake)), weighted by GPWeight (0: no penalty). It has
 // its own optimiser and step. The encoder plays the non-saturating
@@ -32,9 +33,11 @@ type Prior struct {
 	dparams []*torch.Tensor
 }
 
-// PriorLosses are the discriminator's terms of one step.
-type PriorLosses struct {
-	D, GP float64 // discriminator loss (without penalty) and penalty
+// CriticLosses are a critic's terms of one step: the prior game's
+// discriminator or BiGAN's.
+type CriticLosses struct {
+	D, GP float64 // the critic's loss (without penalty) and its gradient penalty
+	HasGP bool    // whether the critic has a gradient penalty
 }
 
 // NewPrior builds the discriminator for d-dimensional Y on device dev and
@@ -110,13 +113,13 @@ var ErrNonFinite = errors.New("non-finite value")
 // Step trains the discriminator one step on a batch of Y and returns its
 // losses. It clears the discriminator's gradients first, so gradients left by
 // the encoder's generator loss never reach this update.
-func (p *Prior) Step(y *torch.Tensor) (PriorLosses, error) {
+func (p *Prior) Step(y *torch.Tensor) (CriticLosses, error) {
 	p.trainD(true)
 	if err := p.Opt.ZeroGrad(); err != nil {
-		return PriorLosses{}, err
+		return CriticLosses{}, err
 	}
 	total, adv, gp := p.DiscriminatorLoss(y)
-	var l PriorLosses
+	l := CriticLosses{HasGP: p.GPWeight != 0}
 	var err error
 	if l.D, err = adv.Item(); err != nil {
 		return l, fmt.Errorf("prior discriminator: %w", err)
@@ -148,8 +151,9 @@ func (p *Prior) Step(y *torch.Tensor) (PriorLosses, error) {
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
-// GeneratorLoss is the encoder's side: softplus(-D(sigmoid(Y))), minimised
-// when the discriminator takes sigmoid(Y) for prior samples. Under bfloat16
+// GeneratorLoss is the encoder's side: softplus(-D(sigmoid(Y))) (with
+// Gaussian: softplus(-D(Y))), minimised when the discriminator takes the
+// codes for prior samples. Under bfloat16
 // autocast D runs in bfloat16 and the loss in float32, like DIM's estimators.
 //
 // The discriminator's weights take no gradient from this loss: the

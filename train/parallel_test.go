@@ -348,11 +348,13 @@ func maxAbs(v []float64) float64 {
 	return m
 }
 
-// The baselines train data-parallel too: the ranks of a BiGAN job (whose
-// discriminator has its own reducer) and of a VAE job end with the same
-// weights; NAT, whose assignment table would drift apart, is refused.
+// The baselines train data-parallel too: the ranks of a BiGAN job and of
+// an AAE job (whose discriminators have their own reducers) and of a VAE
+// job end with the same weights; NAT, whose assignment table would drift
+// apart, and CPC, which leaves the encoder's top layers without gradients,
+// are refused.
 func TestDataParallelBaselines(t *testing.T) {
-	for _, m := range []string{"bigan", "vae"} {
+	for _, m := range []string{"bigan", "aae", "vae"} {
 		t.Run(m, func(t *testing.T) {
 			cfg := smallConfig(t)
 			cfg.BatchSize, cfg.Epochs = 16, 1
@@ -370,8 +372,11 @@ func TestDataParallelBaselines(t *testing.T) {
 				prefixes[strings.SplitN(k, ".", 2)[0]]++
 			}
 			want := []string{"encoder", "objective"}
-			if m == "bigan" {
+			switch m {
+			case "bigan":
 				want = append(want, "discriminator")
+			case "aae":
+				want = append(want, "prior")
 			}
 			for _, p := range want {
 				if prefixes[p] == 0 {
@@ -380,9 +385,10 @@ func TestDataParallelBaselines(t *testing.T) {
 			}
 		})
 	}
-	cfg := smallConfig(t)
-	cfg.Method.Name = "nat"
-	if _, err := objectives.NewMethod(cfg.Method, objectives.Env{Images: 10, World: 2}); err == nil || !strings.Contains(err.Error(), "one process") {
-		t.Fatalf("nat with 2 processes: %v", err)
+	for _, m := range []string{"nat", "cpc"} {
+		mc := objectives.MethodConfig{Name: m}
+		if _, err := objectives.NewMethod(mc, objectives.Env{Images: 10, World: 2}); err == nil || !strings.Contains(err.Error(), "one process") {
+			t.Fatalf("%s with 2 processes: %v", m, err)
+		}
 	}
 }

@@ -257,7 +257,7 @@ func build(cfg Config, o Options) (*Trainer, error) {
 		cfg.Encoder.InChannels = trainSet.Shape().C
 		t.cfg.Encoder.InChannels = cfg.Encoder.InChannels
 	}
-	if cfg.Method.Likelihood == "auto" { // resolved by the data, and saved resolved
+	if m := cfg.Method; m.Likelihood == "auto" && (m.Name == "vae" || m.Name == "aae") { // resolved by the data, and saved resolved
 		cfg.Method.Likelihood = "gaussian"
 		if cfg.Encoder.InChannels == 1 {
 			cfg.Method.Likelihood = "bernoulli"
@@ -560,7 +560,7 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 		if err != nil {
 			return v, err
 		}
-		v.terms[termDLoss], v.terms[termGP], v.has[termDLoss], v.has[termGP] = pl.D, pl.GP, true, true
+		v.terms[termDLoss], v.terms[termGP], v.has[termDLoss], v.has[termGP] = pl.D, pl.GP, true, pl.HasGP
 	}
 	if t.probe != nil {
 		// The online probe sees the first view of each image.

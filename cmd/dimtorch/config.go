@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,7 +36,7 @@ type setting struct {
 	flag      cli.Flag
 	field     func(*train.Config) any // a pointer to the field
 	resumable bool                    // may change when the run resumes
-	dimOnly   bool                    // a setting of --method dim only
+	methods   []string                // the --method values that use it (nil: all)
 }
 
 func (s setting) name() string { return s.flag.Names()[0] }
@@ -184,8 +185,8 @@ func writeRunConfig(run string, ss []setting, cfg train.Config, world int) error
 		fmt.Fprintf(&buf, "# It was trained by %d processes: repeat it with as many (--nproc-per-node, --nnodes or torchrun).\n", world)
 	}
 	for _, s := range ss {
-		if s.field == nil {
-			continue
+		if s.field == nil || s.methods != nil && !slices.Contains(s.methods, cfg.Method.Name) {
+			continue // not a setting, or one the run's method does not use
 		}
 		v, err := yaml.Marshal(s.value(&cfg))
 		if err != nil {

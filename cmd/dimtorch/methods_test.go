@@ -27,6 +27,11 @@ func TestBaselineCommands(t *testing.T) {
 				"--batch-size", "32", "--threads", "1", "--out", runDir); code != 0 {
 				t.Fatalf("train: %s", stderr)
 			}
+			// The run's config.yaml names the method and only the settings it uses.
+			if y := string(readFile(t, filepath.Join(runDir, "config.yaml"))); !strings.Contains(y, "method: "+m) ||
+				strings.Contains(y, "estimator:") || (m == "cpc") != strings.Contains(y, "cpc-rows:") {
+				t.Fatalf("config.yaml:\n%s", y)
+			}
 			out, stderr, code := run(t, "eval", "--checkpoint", runDir, "--data", "mnist", "--data-dir", data, "--probe", "linear",
 				"--features", "conv,fc,y", "--limit-train", "200", "--json")
 			if code != 0 {
@@ -54,7 +59,7 @@ func TestBaselineCommands(t *testing.T) {
 	}
 	_, stderr, code := run(t, "train", "--method", "vae", "--estimator", "nce", "--mi-units", "64", "--data", "mnist", "--data-dir", data,
 		"--out", filepath.Join(t.TempDir(), "run"))
-	if code == 0 || !strings.Contains(stderr, "--estimator, --mi-units") || !strings.Contains(stderr, "method vae") {
+	if code == 0 || !strings.Contains(stderr, "method vae does not use --estimator (a setting of --method dim), --mi-units") {
 		t.Fatalf("DIM's settings with --method vae: exit %d, %s", code, stderr)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -23,7 +24,31 @@ import (
 // trainSettings are train's flags; those with a field set a field of the
 // run's configuration (train.Config), which a run directory keeps in
 // config.yaml under the flags' names.
+// dimOnly marks the settings of --method dim.
+var dimOnly = []string{"dim"}
+
 func trainSettings() []setting {
+	list := trainSettingList()
+	for _, s := range list {
+		if s.methods == nil {
+			continue
+		}
+		cat := "--method " + strings.Join(s.methods, ", ")
+		switch f := s.flag.(type) {
+		case *cli.StringFlag:
+			f.Category = cat
+		case *cli.IntFlag:
+			f.Category = cat
+		case *cli.Float64Flag:
+			f.Category = cat
+		case *cli.BoolFlag:
+			f.Category = cat
+		}
+	}
+	return list
+}
+
+func trainSettingList() []setting {
 	d := train.Defaults()
 	str := func(f func(*train.Config) *string) func(*train.Config) any {
 		return func(c *train.Config) any { return f(c) }
@@ -43,25 +68,26 @@ func trainSettings() []setting {
 		{flag: &cli.IntFlag{Name: "limit", Usage: "train on the first N training images (0: all)"}, field: num(func(c *train.Config) *int { return &c.Limit })},
 		{flag: &cli.BoolFlag{Name: "augment", Usage: "augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"}, field: bln(func(c *train.Config) *bool { return &c.Augment })},
 		{flag: &cli.Float64Flag{Name: "crop-scale", Usage: "augment with random resized crops covering at least this fraction of the image (e.g. 0.4), plus flips where they keep the classes; implies --augment (0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.CropScale })},
-		{flag: &cli.IntFlag{Name: "views", Value: d.Objective.Views, Usage: "augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment"}, field: num(func(c *train.Config) *int { return &c.Objective.Views }), dimOnly: true},
-		{flag: &cli.Float64Flag{Name: "score-clip", Usage: "stabilise the critic's scores as AMDIM: divide by sqrt(mi-units), penalise their square (0.05), soft-clip to +-C with C*tanh(s/C) (AMDIM: 10; 0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.ScoreClip }), dimOnly: true},
-		{flag: &cli.Float64Flag{Name: "cross-view", Usage: "weight of a global-to-global cross-view term (not in the paper; SimCLR-like): Y of one view against Y of the other views, infoNCE on cosine similarities; needs --views 2 (0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.CrossView }), dimOnly: true},
-		{flag: &cli.Float64Flag{Name: "cross-view-temperature", Value: d.Objective.CrossViewTemp, Usage: "temperature of --cross-view's cosine similarities"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.CrossViewTemp }), dimOnly: true},
+		{flag: &cli.IntFlag{Name: "views", Value: d.Objective.Views, Usage: "augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment"}, field: num(func(c *train.Config) *int { return &c.Objective.Views }), methods: dimOnly},
+		{flag: &cli.Float64Flag{Name: "score-clip", Usage: "stabilise the critic's scores as AMDIM: divide by sqrt(mi-units), penalise their square (0.05), soft-clip to +-C with C*tanh(s/C) (AMDIM: 10; 0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.ScoreClip }), methods: dimOnly},
+		{flag: &cli.Float64Flag{Name: "cross-view", Usage: "weight of a global-to-global cross-view term (not in the paper; SimCLR-like): Y of one view against Y of the other views, infoNCE on cosine similarities; needs --views 2 (0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.CrossView }), methods: dimOnly},
+		{flag: &cli.Float64Flag{Name: "cross-view-temperature", Value: d.Objective.CrossViewTemp, Usage: "temperature of --cross-view's cosine similarities"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.CrossViewTemp }), methods: dimOnly},
 		{flag: &cli.StringFlag{Name: "method", Value: d.Method.Name, Usage: "what trains the encoder: dim (Deep InfoMax), or a baseline of the paper's Table 1: vae, aae, bigan, nat, cpc"}, field: str(func(c *train.Config) *string { return &c.Method.Name })},
-		{flag: &cli.StringFlag{Name: "likelihood", Value: d.Method.Likelihood, Usage: "pixel model of the vae and aae decoders: bernoulli, gaussian (learned noise level), or auto (bernoulli for one channel, gaussian for colour)"}, field: str(func(c *train.Config) *string { return &c.Method.Likelihood })},
-		{flag: &cli.IntFlag{Name: "cpc-rows", Value: d.Method.CPCRows, Usage: "rows of the local map below each position that cpc predicts"}, field: num(func(c *train.Config) *int { return &c.Method.CPCRows })},
+		{flag: &cli.StringFlag{Name: "likelihood", Value: d.Method.Likelihood, Usage: "pixel model of the vae and aae decoders: bernoulli, gaussian (learned noise level), or auto (bernoulli for one channel, gaussian for colour)"}, field: str(func(c *train.Config) *string { return &c.Method.Likelihood }), methods: []string{"vae", "aae"}},
+		{flag: &cli.IntFlag{Name: "cpc-rows", Value: d.Method.CPCRows, Usage: "rows of the local map below each position that cpc predicts"}, field: num(func(c *train.Config) *int { return &c.Method.CPCRows }), methods: []string{"cpc"}},
+		{flag: &cli.IntFlag{Name: "cpc-skip", Usage: "rows below each position that cpc skips before the predicted ones (their codes share input pixels with the context's when receptive fields overlap)"}, field: num(func(c *train.Config) *int { return &c.Method.CPCSkip }), methods: []string{"cpc"}},
 		{flag: &cli.StringFlag{Name: "encoder", Value: d.Encoder.Name, Usage: "one of: " + strings.Join(models.Names(), ", ")}, field: str(func(c *train.Config) *string { return &c.Encoder.Name })},
 		{flag: &cli.IntFlag{Name: "y-dim", Value: d.Encoder.YDim, Usage: "size of the global feature Y, the representation"}, field: num(func(c *train.Config) *int { return &c.Encoder.YDim })},
-		{flag: &cli.StringFlag{Name: "mode", Value: d.Objective.Mode, Usage: "local, global or local+global"}, field: str(func(c *train.Config) *string { return &c.Objective.Mode }), dimOnly: true},
-		{flag: &cli.StringFlag{Name: "estimator", Value: d.Objective.Estimator, Usage: "one of: " + strings.Join(objectives.Estimators(), ", ")}, field: str(func(c *train.Config) *string { return &c.Objective.Estimator }), dimOnly: true},
-		{flag: &cli.StringFlag{Name: "scorer", Value: d.Objective.Scorer, Usage: "dot (encode-and-dot) or concat (concat-and-convolve)"}, field: str(func(c *train.Config) *string { return &c.Objective.Scorer }), dimOnly: true},
-		{flag: &cli.Float64Flag{Name: "alpha", Usage: "weight of global DIM (local 0, global 1, local+global 0.5)", DefaultText: "the mode's"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.Alpha }), dimOnly: true},
-		{flag: &cli.Float64Flag{Name: "beta", Usage: "weight of local DIM (local 1, global 0, local+global 1)", DefaultText: "the mode's"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.Beta }), dimOnly: true},
-		{flag: &cli.Float64Flag{Name: "gamma", Usage: "weight of prior matching, 0 turns it off (local 0.1, global 1, local+global 0.1)", DefaultText: "the mode's"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.Gamma }), dimOnly: true},
-		{flag: &cli.Float64Flag{Name: "gp-weight", Value: d.Objective.GPWeight, Usage: "weight of the gradient penalty on the prior's discriminator (0: none)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.GPWeight })},
-		{flag: &cli.Float64Flag{Name: "coord", Usage: "weight of the coordinate-prediction task (0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.CoordWeight }), dimOnly: true},
-		{flag: &cli.BoolFlag{Name: "occlusion", Usage: "compute the global features from an image with a random block occluded"}, field: bln(func(c *train.Config) *bool { return &c.Objective.Occlusion }), dimOnly: true},
-		{flag: &cli.IntFlag{Name: "mi-units", Value: d.Objective.MIUnits, Usage: "width of the critic's space (the paper: 2048; 256 is CPU-sized)"}, field: num(func(c *train.Config) *int { return &c.Objective.MIUnits }), dimOnly: true},
+		{flag: &cli.StringFlag{Name: "mode", Value: d.Objective.Mode, Usage: "local, global or local+global"}, field: str(func(c *train.Config) *string { return &c.Objective.Mode }), methods: dimOnly},
+		{flag: &cli.StringFlag{Name: "estimator", Value: d.Objective.Estimator, Usage: "one of: " + strings.Join(objectives.Estimators(), ", ")}, field: str(func(c *train.Config) *string { return &c.Objective.Estimator }), methods: dimOnly},
+		{flag: &cli.StringFlag{Name: "scorer", Value: d.Objective.Scorer, Usage: "dot (encode-and-dot) or concat (concat-and-convolve)"}, field: str(func(c *train.Config) *string { return &c.Objective.Scorer }), methods: dimOnly},
+		{flag: &cli.Float64Flag{Name: "alpha", Usage: "weight of global DIM (local 0, global 1, local+global 0.5)", DefaultText: "the mode's"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.Alpha }), methods: dimOnly},
+		{flag: &cli.Float64Flag{Name: "beta", Usage: "weight of local DIM (local 1, global 0, local+global 1)", DefaultText: "the mode's"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.Beta }), methods: dimOnly},
+		{flag: &cli.Float64Flag{Name: "gamma", Usage: "weight of prior matching, 0 turns it off (local 0.1, global 1, local+global 0.1)", DefaultText: "the mode's"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.Gamma }), methods: dimOnly},
+		{flag: &cli.Float64Flag{Name: "gp-weight", Value: d.Objective.GPWeight, Usage: "weight of the gradient penalty on the prior's discriminator (DIM's prior game, the AAE's; 0: none)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.GPWeight }), methods: []string{"dim", "aae"}},
+		{flag: &cli.Float64Flag{Name: "coord", Usage: "weight of the coordinate-prediction task (0: off)"}, field: flt(func(c *train.Config) *float64 { return &c.Objective.CoordWeight }), methods: dimOnly},
+		{flag: &cli.BoolFlag{Name: "occlusion", Usage: "compute the global features from an image with a random block occluded"}, field: bln(func(c *train.Config) *bool { return &c.Objective.Occlusion }), methods: dimOnly},
+		{flag: &cli.IntFlag{Name: "mi-units", Value: d.Objective.MIUnits, Usage: "width of the critic's space (the paper: 2048; 256 is CPU-sized)"}, field: num(func(c *train.Config) *int { return &c.Objective.MIUnits }), methods: dimOnly},
 		{flag: &cli.IntFlag{Name: "batch-size", Value: d.BatchSize, Usage: "images per step (per process in a data-parallel job)"}, field: num(func(c *train.Config) *int { return &c.BatchSize })},
 		{flag: &cli.IntFlag{Name: "epochs", Value: d.Epochs, Usage: "passes over the training images (on --resume: the new total, to train longer)"}, field: num(func(c *train.Config) *int { return &c.Epochs }), resumable: true},
 		{flag: &cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "Adam learning rate"}, field: flt(func(c *train.Config) *float64 { return &c.LR })},
@@ -102,16 +128,18 @@ func configFromFlags(c *cli.Context) (train.Config, error) {
 			}
 		}
 	}
-	if cfg.Method.Name != "dim" && cfg.Method.Name != "" {
-		var dimOnly []string
-		for _, s := range trainSettings() {
-			if s.dimOnly && c.IsSet(s.name()) {
-				dimOnly = append(dimOnly, "--"+s.name())
-			}
+	method := cfg.Method.Name
+	if method == "" {
+		method = "dim"
+	}
+	var unused []string
+	for _, s := range trainSettings() {
+		if s.methods != nil && !slices.Contains(s.methods, method) && c.IsSet(s.name()) {
+			unused = append(unused, fmt.Sprintf("--%s (a setting of --method %s)", s.name(), strings.Join(s.methods, " or ")))
 		}
-		if len(dimOnly) > 0 {
-			return cfg, fmt.Errorf("%s: settings of --method dim, which method %s does not use", strings.Join(dimOnly, ", "), cfg.Method.Name)
-		}
+	}
+	if len(unused) > 0 {
+		return cfg, fmt.Errorf("method %s does not use %s", method, strings.Join(unused, ", "))
 	}
 	a, b, g := objectives.DefaultWeights(cfg.Objective.Mode)
 	for _, w := range []struct {
@@ -162,7 +190,7 @@ func resumeConfig(c *cli.Context, saved train.Config) (train.Config, error) {
 func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "train",
-		Usage: "train a Deep InfoMax encoder",
+		Usage: "train an encoder: Deep InfoMax, or a baseline of the paper (--method)",
 		Flags: flagsOf(trainSettings()),
 		Action: func(c *cli.Context) error {
 			if err := applyConfigFile(c); err != nil {

@@ -5,12 +5,14 @@ objectives/methods_test.go.
 
     /usr/bin/python3 methods_ref.py DIR
 
-DIR holds what the Go test wrote: config.json (method, likelihood, rows),
+DIR holds what the Go test wrote: config.json (method, likelihood, rows, skip),
 the batch x.npy, the encoder's taps (y.npy, fc.npy, local.npy), the noise
 the Go side drew (noise.npy: the VAE's epsilon or BiGAN's codes; real.npy:
 the AAE prior's samples), NAT's indices.npy, and every weight and buffer
 of the method and its critic as p.NAME.npy. Prints one JSON object of
-losses (and NAT's new assignment of the batch's images).
+losses (and NAT's new assignment of the batch's images), and writes the
+gradients of the total loss with respect to the taps it depends on as
+ref_grad_y.npy, ref_grad_fc.npy, ref_grad_local.npy.
 """
 import json
 import math
@@ -81,24 +83,28 @@ def joint_d(x, z):
 
 x = load("x")
 n, c, h, w = x.shape
-y = load("y")
+y = load("y").requires_grad_(True)
+fc = load("fc").requires_grad_(True)
+local = load("local").requires_grad_(True)
+total = None
 out = {}
 m = cfg["method"]
 if m == "vae":
-    mu, lv = y, F.linear(load("fc"), p("logvar.weight"), p("logvar.bias"))
+    mu, lv = y, F.linear(fc, p("logvar.weight"), p("logvar.bias"))
     z = mu + torch.exp(0.5 * lv) * load("noise")
-    out["recon"] = nll(decoder(z, "decoder", c, h, w, False), x).item()
+    recon = nll(decoder(z, "decoder", c, h, w, False), x)
     # KL(N(mu, sigma^2) || N(0, 1)) per dimension, summed, batch mean.
-    kl = 0.5 * (mu ** 2 + torch.exp(lv) - 1 - lv)
-    out["kl"] = (kl.sum() / n).item()
-    out["total"] = out["recon"] + out["kl"]
+    kl = (0.5 * (mu ** 2 + torch.exp(lv) - 1 - lv)).sum() / n
+    total = recon + kl
+    out["recon"], out["kl"] = recon.item(), kl.item()
 elif m == "aae":
-    out["recon"] = (nll(decoder(y, "decoder", c, h, w, False), x) / (c * h * w)).item()
-    out["prior"] = F.softplus(-mlp_d(y, "prior")).mean().item()
-    out["total"] = out["recon"] + out["prior"]
+    recon = nll(decoder(y, "decoder", c, h, w, False), x) / (c * h * w)
+    gen = F.softplus(-mlp_d(y, "prior")).mean()
+    total = recon + gen
+    out["recon"], out["prior"] = recon.item(), gen.item()
     real = load("real")
     r = real.clone().requires_grad_(True)
-    f = y.clone().requires_grad_(True)
+    f = y.detach().clone().requires_grad_(True)
     dr, df = mlp_d(r, "prior"), mlp_d(f, "prior")
     out["d_loss"] = (F.softplus(-dr).mean() + F.softplus(df).mean()).item()
     gr, = torch.autograd.grad(dr.sum(), r)
@@ -109,9 +115,9 @@ elif m == "bigan":
     gz = decoder(zs, "generator", c, h, w, True)
     real, fake = joint_d(x, y), joint_d(gz, zs)
     # Encoder and generator: labels flipped (non-saturating).
-    out["adversarial"] = (F.binary_cross_entropy_with_logits(real, torch.zeros_like(real))
-                          + F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))).item()
-    out["total"] = out["adversarial"]
+    total = (F.binary_cross_entropy_with_logits(real, torch.zeros_like(real))
+             + F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake)))
+    out["adversarial"] = total.item()
     out["d_loss"] = (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
                      + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))).item()
 elif m == "nat":
@@ -120,28 +126,37 @@ elif m == "nat":
     targets, assign = p("targets"), p("assign").long()
     u = y / y.norm(dim=1, keepdim=True)
     cur = assign[idx]
-    rows, cols = linear_sum_assignment((u @ targets[cur].T).double().numpy(), maximize=True)
+    rows, cols = linear_sum_assignment((u.detach() @ targets[cur].T).double().numpy(), maximize=True)
     new = cur[torch.from_numpy(cols)]
     out["assign"] = new.tolist()
-    out["nat"] = ((u - targets[new]) ** 2).sum(1).mean().item()
-    out["total"] = out["nat"]
+    total = ((u - targets[new]) ** 2).sum(1).mean()
+    out["nat"] = total.item()
 elif m == "cpc":
-    z = load("local")
-    k = cfg["rows"]
-    cc = z.shape[1]
+    z = local
+    rows, skip = cfg["rows"], cfg["skip"]
+    cc, hh = z.shape[1], z.shape[2]
 
-    def causal(v, i):
-        v = F.pad(v, (1, 1, 2, 0))  # only rows above, as a masked convolution
-        return F.relu(F.conv2d(v, p("context.%d.1.weight" % i), p("context.%d.1.bias" % i)))
+    def context_layer(v, i):
+        # The context at row r sees rows r-2..r: the map shifted down by one
+        # row (row r holds row r-1), then an ordinary 3x3 convolution with
+        # padding 1 (rows r-1..r+1 of the shifted map).
+        shifted = F.pad(v, (0, 0, 1, 0))[:, :, :hh]
+        return F.relu(F.conv2d(shifted, p("context.%d.1.weight" % i), p("context.%d.1.bias" % i), padding=1))
 
-    ctx = causal(causal(z, 0), 1)
+    ctx = context_layer(context_layer(z, 0), 1)
     pred = F.conv2d(ctx, p("predict.weight"), p("predict.bias"))
     losses = []
-    for j in range(1, k + 1):
-        g = pred[:, (j - 1) * cc:j * cc, : z.shape[2] - j].permute(0, 2, 3, 1).reshape(-1, cc)
-        t = z[:, :, j:].permute(0, 2, 3, 1).reshape(-1, cc)
+    for j in range(rows):
+        k = skip + 1 + j
+        g = pred[:, j * cc:(j + 1) * cc, : hh - k].permute(0, 2, 3, 1).reshape(-1, cc)
+        t = z[:, :, k:].permute(0, 2, 3, 1).reshape(-1, cc)
         s = g @ t.T
         losses.append(F.cross_entropy(s, torch.arange(s.shape[0])))
-    out["cpc"] = torch.stack(losses).mean().item()
-    out["total"] = out["cpc"]
+    total = torch.stack(losses).mean()
+    out["cpc"] = total.item()
+out["total"] = total.item()
+total.backward()
+for name, v in (("y", y), ("fc", fc), ("local", local)):
+    if v.grad is not None:
+        np.save(os.path.join(D, "ref_grad_%s.npy" % name), v.grad.numpy().astype(np.float32))
 print(json.dumps(out))
