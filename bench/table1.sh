@@ -2,9 +2,12 @@
 # dimtorch's Table 1 on Fashion-MNIST: the paper's baselines (VAE, AAE,
 # BiGAN, NAT, CPC), DIM(G) and DIM(L) with JSD, infoNCE and DV, the
 # untrained encoder and raw pixels, each probed with the linear probe and
-# with the paper's MLP probe (200 hidden units, BatchNorm, dropout; Adam at
-# 1e-4 for MLP_EPOCHS epochs) on conv, fc and Y, trained on the first LABELS
-# training labels and scored on the 10,000 test images.
+# with the paper's MLP probe (200 hidden units, BatchNorm, dropout) on
+# conv, fc and Y, trained on the first LABELS training labels and scored on
+# the 10,000 test images. The MLP trains with Adam at MLP_LR 1e-3 for
+# MLP_EPOCHS 50 epochs: at the paper's 1e-4 it is far from converged within
+# minutes (on DIM(L)-JSD's Y: 77.5% after 30 epochs, 80.7% after 100, against
+# 84.1% at 1e-3 after 100, below the linear probe's 82.3% in the first two).
 #
 # The same budget for every method: basic28, batch 64, EPOCHS passes over
 # the 60,000 training images (LIMIT: fewer), seed 1, 2 threads, 256 MI
@@ -14,7 +17,7 @@
 # so an interrupted run continues where it stopped.
 #
 # Usage: bench/table1.sh [RUNS_DIR]
-#   environment (defaults): EPOCHS=1 LIMIT=0 LABELS=10000 MLP_EPOCHS=30 THREADS=2
+#   environment (defaults): EPOCHS=1 LIMIT=0 LABELS=10000 MLP_EPOCHS=50 MLP_LR=1e-3 THREADS=2
 #   DATA=fashion-mnist ENCODER=basic28 MI_UNITS=256 DEVICE=cpu. The CIFAR-10 recipe for a GPU (see the README):
 #   DATA=cifar10 ENCODER=dcgan32 MI_UNITS=2048 DEVICE=cuda EPOCHS=100 LABELS=50000 bench/table1.sh runs/table1-cifar10
 set -euo pipefail
@@ -28,7 +31,8 @@ DATA=${DATA:-fashion-mnist}
 ENCODER=${ENCODER:-basic28}
 MI_UNITS=${MI_UNITS:-256}
 DEVICE=${DEVICE:-cpu}
-MLP_EPOCHS=${MLP_EPOCHS:-30}
+MLP_EPOCHS=${MLP_EPOCHS:-50}
+MLP_LR=${MLP_LR:-1e-3}
 B=bin/dimtorch
 [ -x $B ] || go build -o $B ./cmd/dimtorch
 mkdir -p "$R"
@@ -44,8 +48,8 @@ train() { # name, flags...
     fi
   fi
 }
-epochs() { # the probe's epochs: the MLP's are MLP_EPOCHS
-  [ "$1" = mlp ] && echo "--epochs $MLP_EPOCHS"
+epochs() { # the MLP probe's epochs and learning rate
+  [ "$1" = mlp ] && echo "--epochs $MLP_EPOCHS --probe-lr $MLP_LR"
   return 0
 }
 probe() { # dir, eval flags...: linear and MLP probes, skipped when done
@@ -78,3 +82,4 @@ for p in linear mlp; do
     $B eval --pixels --data "$DATA" --probe $p --limit-train "$LABELS" $(epochs $p) --threads "$THREADS" --device "$DEVICE" --out "$R/pixels"
 done
 $B report --out "$R/report" "${rows[@]}" "$R/untrained" "$R/pixels"
+/usr/bin/python3 bench/table1_markdown.py "$R" "$LABELS" | tee "$R/table1.md"
