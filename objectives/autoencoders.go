@@ -62,7 +62,7 @@ func newVAE(spec models.Spec, bernoulli bool) (*VAE, error) {
 	v.logvar = nn.Child(&v.Base, "logvar", nn.NewLinear(int64(spec.FC), int64(spec.Y), true))
 	v.dec = nn.Child(&v.Base, "decoder", newImageDecoder(spec, false))
 	v.lik = newLikelihood(&v.Base, bernoulli)
-	return v, nn.FirstError(v)
+	return v, built(v)
 }
 
 // Loss implements Method.
@@ -101,7 +101,7 @@ func newAAE(spec models.Spec, bernoulli bool, env Env) (*AAE, error) {
 	a := &AAE{}
 	a.dec = nn.Child(&a.Base, "decoder", newImageDecoder(spec, false))
 	a.lik = newLikelihood(&a.Base, bernoulli)
-	if err := nn.FirstError(a); err != nil {
+	if err := built(a); err != nil {
 		return nil, err
 	}
 	p, err := NewPrior(int64(spec.Y), env.Adam, env.DIM.GPWeight, env.Device)

@@ -64,7 +64,7 @@ type biganCritic struct {
 func newBiGAN(spec models.Spec, env Env) (*BiGAN, error) {
 	b := &BiGAN{}
 	b.gen = nn.Child(&b.Base, "generator", newImageDecoder(spec, true))
-	if err := nn.FirstError(b); err != nil {
+	if err := built(b); err != nil {
 		return nil, err
 	}
 	d := newJointD(spec)

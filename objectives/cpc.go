@@ -43,7 +43,7 @@ func newCPC(spec models.Spec, skip, rows int64) (*CPC, error) {
 	p := &CPC{skip: skip, rows: rows, c: c}
 	p.context = nn.Child(&p.Base, "context", nn.NewSequential(causal(c, c), causal(c, c)))
 	p.predict = nn.Child(&p.Base, "predict", nn.NewConv2d(c, rows*c, 1, torch.ConvOptions{}, true))
-	return p, nn.FirstError(p)
+	return p, built(p)
 }
 
 // Loss implements Method.

@@ -115,9 +115,12 @@ func NewMethod(mc MethodConfig, env Env) (Method, error) {
 	var m Method
 	var err error
 	switch mc.Name {
-	case "dim":
-		m, err = newDIMMethod(env)
-		return m, err // DIM places its networks itself (its critic is built after them)
+	case "dim": // DIM places its networks itself (its critic is built after them)
+		d, err := newDIMMethod(env)
+		if err != nil {
+			return nil, err // not d: a nil *DIMMethod in an interface is not a nil Method
+		}
+		return d, nil
 	case "vae":
 		m, err = newVAE(spec, bernoulli)
 	case "aae":
@@ -148,6 +151,16 @@ func NewMethod(mc MethodConfig, env Env) (Method, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// built reports the first error of a freshly built module, freeing it
+// then.
+func built(m nn.Module) error {
+	err := nn.FirstError(m)
+	if err != nil {
+		nn.Free(m)
+	}
+	return err
 }
 
 // place moves a module to the device and layout of env.

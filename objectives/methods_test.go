@@ -482,3 +482,24 @@ func TestCPCContextIsCausal(t *testing.T) {
 		}
 	}
 }
+
+// A method that cannot be built is reported as an error and a nil Method
+// (not a nil pointer inside the interface, which a caller's Free would
+// dereference).
+func TestNewMethodErrors(t *testing.T) {
+	for _, c := range []struct {
+		mc  MethodConfig
+		env Env
+	}{
+		{MethodConfig{Name: "dim"}, Env{DIM: Config{Mode: "sideways"}}},
+		{MethodConfig{Name: "gan"}, Env{}},
+		{MethodConfig{Name: "vae", Likelihood: "poisson"}, Env{}},
+		{MethodConfig{Name: "nat"}, Env{Images: 0}},
+		{MethodConfig{Name: "cpc", CPCRows: 7}, Env{Spec: models.Spec{Name: "basic28", Local: [3]int{128, 7, 7}}}},
+	} {
+		m, err := NewMethod(c.mc, c.env)
+		if err == nil || m != nil {
+			t.Errorf("%+v: method %v, error %v", c.mc, m, err)
+		}
+	}
+}

@@ -31,7 +31,7 @@ func newNAT(spec models.Spec, images int) (*NAT, error) {
 	t = t.Div(t.Square().SumDims([]int64{1}, true).Sqrt())
 	n.targets = n.Buffer("targets", t)
 	n.assign = n.Buffer("assign", torch.Arange(0, float64(images), 1, torch.Int64))
-	return n, nn.FirstError(n)
+	return n, built(n)
 }
 
 // Loss implements Method.
