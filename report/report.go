@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strings"
 
 	"github.com/dimtorch/dimtorch/eval"
 	"github.com/dimtorch/dimtorch/train"
@@ -144,29 +143,7 @@ func (r *Run) Method() string {
 		}
 		return ""
 	}
-	c := r.Meta.Config
-	switch m := c.Method; m.Name {
-	case "vae", "aae":
-		return fmt.Sprintf("%s (%s likelihood), %s", strings.ToUpper(m.Name), m.Likelihood, c.Encoder.Name)
-	case "bigan":
-		return "BiGAN, " + c.Encoder.Name
-	case "nat":
-		return "NAT, " + c.Encoder.Name
-	case "cpc":
-		return fmt.Sprintf("CPC (%d rows), %s", m.CPCRows, c.Encoder.Name)
-	}
-	o := c.Objective
-	s := fmt.Sprintf("DIM(%s) %s, %s, %d MI units", strings.ToUpper(strings.ReplaceAll(strings.ReplaceAll(o.Mode, "local", "L"), "global", "G")), o.Estimator, c.Encoder.Name, o.MIUnits)
-	if o.Views > 1 {
-		s += fmt.Sprintf(", %d views", o.Views)
-	}
-	if o.CrossView > 0 {
-		s += fmt.Sprintf(", cross-view %g", o.CrossView)
-	}
-	if o.Gamma > 0 {
-		s += ", prior"
-	}
-	return s
+	return r.Meta.Config.Describe()
 }
 
 // Training is the run's length and training time.

@@ -204,3 +204,35 @@ func (c *Config) transforms(trainShape datasets.Shape) (train, test datasets.Tra
 	}
 	return resize(train), resize(test)
 }
+
+// Describe names the run's method and its main settings, as reports and
+// evaluations show it: "DIM(L) jsd, basic28, 256 MI units, prior",
+// "VAE (bernoulli likelihood), basic28".
+func (c Config) Describe() string {
+	switch m := c.Method; m.Name {
+	case "vae", "aae":
+		return fmt.Sprintf("%s (%s likelihood), %s", strings.ToUpper(m.Name), m.Likelihood, c.Encoder.Name)
+	case "bigan":
+		return "BiGAN, " + c.Encoder.Name
+	case "nat":
+		return "NAT, " + c.Encoder.Name
+	case "cpc":
+		s := fmt.Sprintf("CPC (%d rows", m.CPCRows)
+		if m.CPCSkip > 0 {
+			s += fmt.Sprintf(" after %d", m.CPCSkip)
+		}
+		return s + "), " + c.Encoder.Name
+	}
+	o := c.Objective
+	s := fmt.Sprintf("DIM(%s) %s, %s, %d MI units", strings.ToUpper(strings.ReplaceAll(strings.ReplaceAll(o.Mode, "local", "L"), "global", "G")), o.Estimator, c.Encoder.Name, o.MIUnits)
+	if o.Views > 1 {
+		s += fmt.Sprintf(", %d views", o.Views)
+	}
+	if o.CrossView > 0 {
+		s += fmt.Sprintf(", cross-view %g", o.CrossView)
+	}
+	if o.Gamma > 0 {
+		s += ", prior"
+	}
+	return s
+}

@@ -117,3 +117,22 @@ func TestBaselineConfigErrors(t *testing.T) {
 		t.Fatalf("cpc predicting 7 rows of a 7-row map: %v", err)
 	}
 }
+
+// Reports and evaluations name each run's method.
+func TestDescribeNamesTheMethod(t *testing.T) {
+	for _, c := range []struct {
+		m    objectives.MethodConfig
+		want string
+	}{
+		{objectives.MethodConfig{Name: "dim"}, "DIM(L) jsd, basic28, 256 MI units, prior"},
+		{objectives.MethodConfig{Name: "vae", Likelihood: "bernoulli"}, "VAE (bernoulli likelihood), basic28"},
+		{objectives.MethodConfig{Name: "bigan"}, "BiGAN, basic28"},
+		{objectives.MethodConfig{Name: "cpc", CPCRows: 3, CPCSkip: 2}, "CPC (3 rows after 2), basic28"},
+	} {
+		cfg := Defaults()
+		cfg.Method = c.m
+		if got := cfg.Describe(); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.m, got, c.want)
+		}
+	}
+}

@@ -139,11 +139,7 @@ func runEval(c *cli.Context) error {
 		if err := nn.MoveTo(enc, dev); err != nil {
 			return err
 		}
-		desc := fmt.Sprintf("DIM %s %s", meta.Config.Objective.Mode, meta.Config.Objective.Estimator)
-		if v := meta.Config.Objective.Views; v > 1 {
-			desc += fmt.Sprintf(", %d views", v)
-		}
-		src = eval.EncoderSource{Enc: enc, Desc: fmt.Sprintf("%s (%s)", desc, c.String("checkpoint"))}
+		src = eval.EncoderSource{Enc: enc, Desc: fmt.Sprintf("%s (%s)", meta.Config.Describe(), c.String("checkpoint"))}
 		if data == "" {
 			data = meta.Config.Data
 			if dataDir == "" {
