@@ -18,7 +18,8 @@ package torch
 
 /*
 #cgo CXXFLAGS: -std=c++17 -O2 -I/usr/include/torch/csrc/api/include -Wno-deprecated-declarations -Wno-unused-parameter
-#cgo !dimtorch_shim LDFLAGS: -ltorch -ltorch_cpu -lc10
+#cgo !dimtorch_shim CXXFLAGS: -fopenmp
+#cgo !dimtorch_shim LDFLAGS: -ltorch -ltorch_cpu -lc10 -fopenmp
 #cgo dimtorch_shim LDFLAGS: -ldimtorch_shim
 */
 import "C"

@@ -48,6 +48,24 @@ func SetNumThreads(n int) error {
 	return nil
 }
 
+// SetFlushDenormal makes the CPU treat denormal float32 and float64 values
+// (below about 1.2e-38 in float32) as zero, on the calling OS thread and on
+// its intra-op threads (x86's FTZ and DAZ; PyTorch's set_flush_denormal).
+// Arithmetic on denormals is an order of magnitude slower on x86, and a
+// softmax over thousands of confident scores makes many; flushing them
+// changes results only where they occur. It reports whether the CPU
+// supports it. Call it from the thread that runs the computation (lock it
+// with runtime.LockOSThread): it applies to that thread and to its OpenMP
+// team, libtorch's intra-op threads (with a separately built shim, -tags
+// dimtorch_shim, to the calling thread only).
+func SetFlushDenormal(on bool) bool {
+	v := 0
+	if on {
+		v = 1
+	}
+	return C.dt_set_flush_denormal(C.int(v)) != 0
+}
+
 // NumThreads returns the number of intra-op threads.
 func NumThreads() int { return int(C.dt_get_num_threads()) }
 

@@ -150,6 +150,20 @@ dt_err dt_rng_set_state(dt_tensor state) {
 
 void dt_set_num_threads(int n) { at::set_num_threads(n); }
 int dt_get_num_threads(void) { return at::get_num_threads(); }
+
+int dt_set_flush_denormal(int on) {
+  bool ok = at::globalContext().setFlushDenormal(on != 0);
+  if (!ok) return 0;
+#ifdef _OPENMP
+  // The setting is per thread: run it on every thread of the OpenMP team
+  // that this thread's parallel regions use, libtorch's intra-op threads
+  // (the same libgomp; threads created later inherit it). Built without
+  // OpenMP (a shim for another libtorch), only this thread is set.
+#pragma omp parallel num_threads(at::get_num_threads())
+  at::globalContext().setFlushDenormal(on != 0);
+#endif
+  return 1;
+}
 int dt_cuda_is_available(void) { return at::hasCUDA() ? 1 : 0; }
 
 int dt_cuda_device_count(void) {

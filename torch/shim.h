@@ -43,6 +43,9 @@ dt_err dt_rng_get_state(dt_tensor *out);
 dt_err dt_rng_set_state(dt_tensor state);
 void dt_set_num_threads(int n);
 int dt_get_num_threads(void);
+/* Flush denormal floats to zero (x86 FTZ and DAZ) on the calling thread and
+   on every thread of its intra-op team; 1 if the CPU supports it. */
+int dt_set_flush_denormal(int on);
 int dt_cuda_is_available(void);
 int dt_cuda_device_count(void);
 dt_err dt_cuda_synchronize(int device);

@@ -44,6 +44,10 @@ type Config struct {
 	// before it existed resume without it.
 	ChannelsLast bool    `json:"channels_last"`
 	ProbeLR      float64 `json:"probe_lr"` // the online probe's Adam learning rate
+	// FlushDenormals treats denormal floats as zero on the CPU (x86 FTZ and
+	// DAZ; torch.SetFlushDenormal): CPC's softmax over thousands of
+	// confident scores makes so many that its step slows down tenfold.
+	FlushDenormals bool `json:"flush_denormals,omitempty"`
 	// GlobalNegatives: in a data-parallel job, the MI estimators take their
 	// negatives from every rank's batch instead of the rank's own.
 	GlobalNegatives bool `json:"global_negatives,omitempty"`

@@ -666,6 +666,13 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	log := t.o.Log
+	if t.cfg.FlushDenormals && t.dev.Type == torch.CPUDevice {
+		if torch.SetFlushDenormal(true) {
+			defer torch.SetFlushDenormal(false)
+		} else {
+			log.Warn().Msg("--flush-denormals: this CPU cannot flush denormal floats to zero; training without")
+		}
+	}
 	// In a data-parallel job the ranks stop together (shareStep), so the
 	// data is read under a context that a signal does not cancel.
 	dataCtx := ctx
