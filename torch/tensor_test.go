@@ -3,7 +3,6 @@ package torch_test
 import (
 	"errors"
 	"math"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -336,43 +335,5 @@ func TestRNGStateRestores(t *testing.T) {
 	}
 	if err := torch.SetRNGState(torch.Zeros([]int64{3}, torch.Uint8, s)); err == nil {
 		t.Fatal("a malformed state must be refused")
-	}
-}
-
-// With denormals flushed, arithmetic on them gives zero, on the calling
-// thread and on the intra-op threads (a large product runs on all of them);
-// without, they survive.
-func TestFlushDenormal(t *testing.T) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := torch.SetNumThreads(2); err != nil {
-		t.Fatal(err)
-	}
-	s := torch.NewScope()
-	defer s.Close()
-	const tiny = 1e-39 // a float32 denormal
-	survivors := func() float64 {
-		small := torch.Full([]int64{1}, tiny, s).MulScalar(1)
-		large := torch.Full([]int64{1 << 20}, tiny, s).MulScalar(1).Ne(torch.Zeros([]int64{1 << 20}, s)).Sum()
-		a, err := small.Item()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := large.Item()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a + b
-	}
-	if !torch.SetFlushDenormal(true) {
-		t.Skip("this CPU cannot flush denormals")
-	}
-	defer torch.SetFlushDenormal(false)
-	if n := survivors(); n != 0 {
-		t.Fatalf("with denormals flushed, %g survived", n)
-	}
-	torch.SetFlushDenormal(false)
-	if n := survivors(); n < 1<<20 {
-		t.Fatalf("without flushing, only %g denormals survived", n)
 	}
 }
