@@ -1,6 +1,8 @@
-// Package train runs Deep InfoMax training: the loop over batches, the
-// prior's two-player game, an online probe, metrics, plots, atomic
-// checkpoints, exact resumption and clean interruption.
+// Package train runs the training of an encoder by Deep InfoMax or one of
+// the baselines (objectives.Method): the loop over batches, the critic's
+// steps (the prior's two-player game, BiGAN's discriminator), an online
+// probe, metrics, plots, atomic checkpoints, exact resumption and clean
+// interruption.
 package train
 
 import (

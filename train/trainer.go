@@ -457,7 +457,7 @@ func hasSuffixKey(m map[string]*torch.Tensor, suffix string) bool {
 }
 
 // stepValues are the scalars of one step: the loss and its parts, in the
-// order of termNames.
+// order of the term constants.
 type stepValues struct {
 	loss  float64
 	terms [nTerms]float64
