@@ -104,7 +104,7 @@ quality: setup build
 
 ## dimtorch's Table 1 on Fashion-MNIST: every baseline, DIM(G), DIM(L) with JSD, infoNCE and DV,
 ## the untrained encoder and raw pixels; linear and MLP probes on conv, fc and Y (runs/table1/report;
-## about 2 hours on 2 cores; an interrupted run continues where it stopped).
+## about 75 minutes on 2 cores; an interrupted run continues where it stopped).
 table1: setup build
 	bench/table1.sh
 

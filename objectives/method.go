@@ -93,6 +93,17 @@ func (c *MethodConfig) Validate() error {
 	return nil
 }
 
+// Resolve replaces the VAE's and AAE's "auto" likelihood by the one the
+// data's channels choose: Bernoulli for one channel, Gaussian for colour.
+func (c *MethodConfig) Resolve(channels int) {
+	if c.Likelihood == "auto" && (c.Name == "vae" || c.Name == "aae") {
+		c.Likelihood = "gaussian"
+		if channels == 1 {
+			c.Likelihood = "bernoulli"
+		}
+	}
+}
+
 // Env is what building a method needs besides its settings.
 type Env struct {
 	Spec         models.Spec       // the encoder's
@@ -111,7 +122,8 @@ func NewMethod(mc MethodConfig, env Env) (Method, error) {
 		return nil, err
 	}
 	spec := env.Spec
-	bernoulli := mc.Likelihood == "bernoulli" || mc.Likelihood == "auto" && spec.Input[0] == 1
+	mc.Resolve(spec.Input[0])
+	bernoulli := mc.Likelihood == "bernoulli"
 	var m Method
 	var err error
 	switch mc.Name {

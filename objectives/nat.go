@@ -28,7 +28,13 @@ func newNAT(spec models.Spec, images int) (*NAT, error) {
 	}
 	n := &NAT{}
 	t := torch.Randn([]int64{int64(images), int64(spec.Y)})
-	t = t.Div(t.Square().SumDims([]int64{1}, true).Sqrt())
+	s := torch.NewScope() // the norms are temporaries; the targets are scaled in place
+	err := t.DivInPlace(t.Ref(s).Square().SumDims([]int64{1}, true).Sqrt())
+	s.Close()
+	if err != nil {
+		t.Free()
+		return nil, err
+	}
 	n.targets = n.Buffer("targets", t)
 	n.assign = n.Buffer("assign", torch.Arange(0, float64(images), 1, torch.Int64))
 	return n, built(n)

@@ -1,8 +1,6 @@
 package train
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"testing"
 
@@ -20,32 +18,7 @@ func TestBaselinesResumeExactly(t *testing.T) {
 		t.Run(m, func(t *testing.T) {
 			cfg := smallConfig(t)
 			cfg.Method.Name = m
-			straight := t.TempDir()
-			tr, err := New(cfg, opts(straight))
-			if err != nil {
-				t.Fatal(err)
-			}
-			runAll(t, tr)
-
-			out := t.TempDir()
-			if tr, err = New(cfg, opts(out)); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			tr.afterStep = func(step int64) {
-				if step == 6 {
-					cancel()
-				}
-			}
-			if _, err = tr.Run(ctx); !errors.Is(err, ErrInterrupted) {
-				t.Fatalf("want an interruption, got %v", err)
-			}
-			tr.Close()
-			if tr, err = Resume(opts(out), nil); err != nil {
-				t.Fatal(err)
-			}
-			runAll(t, tr)
-			a, b := loadWeights(t, straight), loadWeights(t, out)
+			a, b := interruptAndResume(t, cfg)
 			if _, ok := a["objective.assign"]; m == "nat" && !ok {
 				t.Fatal("the checkpoint lacks NAT's assignment")
 			}

@@ -278,21 +278,28 @@ func TestDataParallelEveryPart(t *testing.T) {
 	t.Setenv(envRankConfig, jobConfig(t, cfg))
 	t.Setenv(envRankOut, out)
 	ws, losses := runJob(t, 2, out)
+	ranksAgree(t, ws, "encoder", "objective", "prior", "probe")
+	if l, err := strconv.ParseFloat(losses[0], 64); err != nil || math.IsNaN(l) || math.IsInf(l, 0) {
+		t.Errorf("loss %q", losses[0])
+	}
+}
+
+// ranksAgree checks that two ranks' shared weights are identical, and that
+// weights under each of the given prefixes were compared.
+func ranksAgree(t *testing.T, ws []map[string][]float64, prefixes ...string) {
+	t.Helper()
 	a, b := sharedParams(ws[0]), sharedParams(ws[1])
-	prefixes := map[string]int{}
+	seen := map[string]int{}
 	for k, v := range a {
 		if d := maxDiff(v, b[k]); d != 0 {
 			t.Errorf("%s differs between the ranks by %g", k, d)
 		}
-		prefixes[strings.SplitN(k, ".", 2)[0]]++
+		seen[strings.SplitN(k, ".", 2)[0]]++
 	}
-	for _, p := range []string{"encoder", "objective", "prior", "probe"} {
-		if prefixes[p] == 0 {
-			t.Errorf("no %s weights compared (%v)", p, prefixes)
+	for _, p := range prefixes {
+		if seen[p] == 0 {
+			t.Errorf("no %s weights compared (%v)", p, seen)
 		}
-	}
-	if l, err := strconv.ParseFloat(losses[0], 64); err != nil || math.IsNaN(l) || math.IsInf(l, 0) {
-		t.Errorf("loss %q", losses[0])
 	}
 }
 
@@ -363,14 +370,6 @@ func TestDataParallelBaselines(t *testing.T) {
 			t.Setenv(envRankConfig, jobConfig(t, cfg))
 			t.Setenv(envRankOut, out)
 			ws, _ := runJob(t, 2, out)
-			a, b := sharedParams(ws[0]), sharedParams(ws[1])
-			prefixes := map[string]int{}
-			for k, v := range a {
-				if d := maxDiff(v, b[k]); d != 0 {
-					t.Errorf("%s differs between the ranks by %g", k, d)
-				}
-				prefixes[strings.SplitN(k, ".", 2)[0]]++
-			}
 			want := []string{"encoder", "objective"}
 			switch m {
 			case "bigan":
@@ -378,11 +377,7 @@ func TestDataParallelBaselines(t *testing.T) {
 			case "aae":
 				want = append(want, "prior")
 			}
-			for _, p := range want {
-				if prefixes[p] == 0 {
-					t.Errorf("no %s weights compared (%v)", p, prefixes)
-				}
-			}
+			ranksAgree(t, ws, want...)
 		})
 	}
 	for _, m := range []string{"nat", "cpc"} {

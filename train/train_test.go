@@ -154,9 +154,17 @@ func TestResumeIsExact(t *testing.T) {
 // An interruption mid-epoch saves the position; resuming finishes the run
 // with the same weights as an uninterrupted one.
 func TestInterruptMidEpochAndResume(t *testing.T) {
-	cfg := smallConfig(t)
-	straight := t.TempDir()
-	tr, err := New(cfg, opts(straight))
+	straight, resumed := interruptAndResume(t, smallConfig(t))
+	sameWeights(t, straight, resumed)
+}
+
+// interruptAndResume trains cfg (2 epochs of 4 steps) straight through, and
+// again interrupted at step 6 (epoch 2, batch 2) and resumed, checking the
+// interruption's message and saved position; it returns both runs' weights.
+func interruptAndResume(t *testing.T, cfg Config) (straight, resumed map[string][]float64) {
+	t.Helper()
+	dir := t.TempDir()
+	tr, err := New(cfg, opts(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +200,7 @@ func TestInterruptMidEpochAndResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	runAll(t, tr)
-	sameWeights(t, loadWeights(t, straight), loadWeights(t, out))
+	return loadWeights(t, dir), loadWeights(t, out)
 }
 
 // A NaN loss stops the run with a clear error and leaves the last good
@@ -365,6 +373,11 @@ func TestTrainingDoesNotLeak(t *testing.T) {
 	}{
 		{"prior", func(c *Config) { c.Objective.Gamma = 0.1 }}, // the prior game on
 		{"two-views-cross-view", func(c *Config) { c.Objective.Views, c.Objective.CrossView = 2, 0.5 }},
+		{"vae", func(c *Config) { c.Method.Name = "vae" }},
+		{"aae", func(c *Config) { c.Method.Name = "aae" }}, // a critic with a gradient penalty
+		{"bigan", func(c *Config) { c.Method.Name = "bigan" }},
+		{"nat", func(c *Config) { c.Method.Name = "nat" }},
+		{"cpc", func(c *Config) { c.Method.Name = "cpc" }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := smallConfig(t)

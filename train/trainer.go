@@ -257,13 +257,8 @@ func build(cfg Config, o Options) (*Trainer, error) {
 		cfg.Encoder.InChannels = trainSet.Shape().C
 		t.cfg.Encoder.InChannels = cfg.Encoder.InChannels
 	}
-	if m := cfg.Method; m.Likelihood == "auto" && (m.Name == "vae" || m.Name == "aae") { // resolved by the data, and saved resolved
-		cfg.Method.Likelihood = "gaussian"
-		if cfg.Encoder.InChannels == 1 {
-			cfg.Method.Likelihood = "bernoulli"
-		}
-		t.cfg.Method.Likelihood = cfg.Method.Likelihood
-	}
+	cfg.Method.Resolve(cfg.Encoder.InChannels) // and saved resolved
+	t.cfg.Method = cfg.Method
 	trainT, testT := cfg.transforms(trainSet.Shape())
 	workers := cfg.Workers // Validate gave it a value
 	rank, world := 0, 1
