@@ -1,16 +1,21 @@
 #!/usr/bin/python3
 """Side-by-side: `dimtorch bench train` against PyTorch eager
-(bench/train_dim.py) on the same libtorch, model and thread count, in
-alternating pairs (the order flips every pair); prints a markdown table with
-the median images/s of each and the median and range of the paired ratios,
-and whether the losses agree.
+(bench/train_dim.py) on the same libtorch, model and thread count, run turn by
+turn: both processes warm up, then take one timed step each in turn (the
+order flips every block of --steps), so that the noise of a shared machine
+falls on both alike. Prints a markdown table with each side's images/s
+(median over blocks), the median and range of the blocks' ratios, and whether
+the losses agree.
 
     /usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 [--bf16] [--device cuda]
 
-dimtorch runs as `dimtorch train` does by default (channels_last; --dimtorch-nchw
-turns that off), PyTorch eager in its default layout (--pytorch-channels-last:
-NHWC). --gamma 0.1 --encoder basic28 --channels 1 --mi-units 256 is the step of
-`dimtorch train`'s default configuration (prior matching on).
+--repeats blocks of --steps steps each: a block's ratio is PyTorch's time over
+dimtorch's for the same block. dimtorch runs as `dimtorch train` does by
+default (channels_last; --dimtorch-nchw turns that off), PyTorch eager in its
+default layout (--pytorch-channels-last: NHWC). --gamma 0.1 --encoder basic28
+--channels 1 --mi-units 256 is the step of `dimtorch train`'s default
+configuration (prior matching on). --binary-b BIN compares two dimtorch
+binaries (or one binary under two environments: --env-b VAR=VALUE) instead.
 """
 import argparse
 import json
@@ -18,6 +23,8 @@ import os
 import statistics
 import subprocess
 import sys
+
+from turns import Turns, interleave
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +42,8 @@ def main():
     ap.add_argument("--mi-units", default="512")
     ap.add_argument("--steps", default="20")
     ap.add_argument("--threads", default="2")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="blocks of --steps steps (each block gives one ratio)")
+    ap.add_argument("--per-turn", type=int, default=1, help="steps each side takes in its turn")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="also print one JSON object last")
@@ -51,21 +59,23 @@ def main():
     if not os.path.exists(a.binary):
         subprocess.run(["go", "build", "-o", a.binary, "./cmd/dimtorch"], cwd=ROOT, check=True)
     common = ["--encoder", a.encoder, "--channels", a.channels, "--batch-size", a.batch_size,
-              "--mi-units", a.mi_units, "--steps", a.steps, "--threads", a.threads, "--device", a.device, "--json",
+              "--mi-units", a.mi_units, "--threads", a.threads, "--device", a.device, "--json",
               "--estimator", a.estimator, "--scorer", a.scorer, "--views", a.views, "--score-clip", a.score_clip, "--gamma", a.gamma]
     a.dimtorch_channels_last = not a.dimtorch_nchw
     if a.bf16:
         common.append("--bf16")
-    cmds = {"dimtorch": [a.binary, "bench", "train"] + common + ["--channels-last=" + str(a.dimtorch_channels_last).lower()],
-            "pytorch": [sys.executable, os.path.join(ROOT, "bench", "train_dim.py")] + common + (["--channels-last"] if a.pytorch_channels_last else [])}
-    runs = {"dimtorch": [], "pytorch": []}
-    for i in range(a.repeats):
-        order = ["dimtorch", "pytorch"] if i % 2 == 0 else ["pytorch", "dimtorch"]
-        for impl in order:
-            runs[impl].append(run(cmds[impl]))
-    ratios = [d["images_per_sec"] / p["images_per_sec"] for d, p in zip(runs["dimtorch"], runs["pytorch"])]
-    med = {k: statistics.median(r["images_per_sec"] for r in v) for k, v in runs.items()}
-    dl = runs["dimtorch"][-1]["first_loss"]
+    turn = common + ["--steps", str(a.repeats * int(a.steps)), "--lockstep"]
+    cmds = {"dimtorch": [a.binary, "bench", "train"] + turn + ["--channels-last=" + str(a.dimtorch_channels_last).lower()],
+            "pytorch": [sys.executable, os.path.join(ROOT, "bench", "train_dim.py")] + turn + (["--channels-last"] if a.pytorch_channels_last else [])}
+    d = Turns("dimtorch", cmds["dimtorch"], cwd=ROOT)
+    p = Turns("pytorch", cmds["pytorch"], cwd=ROOT)
+    td, tp = interleave(d, p, a.repeats, int(a.steps), a.per_turn)
+    runs = {"dimtorch": d.finish(), "pytorch": p.finish()}
+    ratios = [sum(y) / sum(x) for x, y in zip(td, tp)]
+    bs = int(a.batch_size)
+    med = {"dimtorch": statistics.median(bs * len(x) * 1000 / sum(x) for x in td),
+           "pytorch": statistics.median(bs * len(y) * 1000 / sum(y) for y in tp)}
+    dl = runs["dimtorch"]["first_loss"]
     # The losses: PyTorch computing the same step with dimtorch's layout and
     # kernels (float32 linear layers as 1x1 convolutions on oneDNN, unless
     # DIMTORCH_ONEDNN_LINEAR=0) must give the same loss at the first timed
@@ -75,7 +85,7 @@ def main():
     # the loss within 20 steps (the timed PyTorch runs, in other kernels and
     # layouts, drift the same way). bench/train_dim.py's step-by-step test is
     # TestBenchTrainMatchesPyTorch.
-    same = [sys.executable, os.path.join(ROOT, "bench", "train_dim.py")] + common + [
+    same = [sys.executable, os.path.join(ROOT, "bench", "train_dim.py")] + common + ["--steps", a.steps,
         "--channels-last=" + str(a.dimtorch_channels_last).lower()]
     if a.device == "cpu" and os.environ.get("DIMTORCH_ONEDNN_LINEAR") != "0":
         same.append("--onednn-linear")
@@ -84,19 +94,19 @@ def main():
     agree = abs(dl - pl) <= tol * max(1.0, abs(pl))
     print(f"{a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.estimator}, prior {a.gamma}, {a.threads} threads, {a.device}, bf16 {a.bf16}, "
           f"channels_last dimtorch {a.dimtorch_channels_last} PyTorch {a.pytorch_channels_last}: "
-          f"{a.repeats} alternating pairs of {a.steps} steps")
+          f"{a.repeats} blocks of {a.steps} steps taken turn by turn")
     print("| implementation | median images/s | peak RSS (MiB) | loss after the timed steps (own layout and kernels) |")
     print("| --- | ---: | ---: | ---: |")
     for impl in ("dimtorch", "pytorch"):
-        print(f"| {impl} | {med[impl]:.1f} | {runs[impl][-1]['peak_rss_mb']:.0f} | {runs[impl][-1]['last_loss']:.6f} |")
-    print(f"dimtorch / PyTorch eager: median {statistics.median(ratios):.2f}x over {len(ratios)} pairs "
+        print(f"| {impl} | {med[impl]:.1f} | {runs[impl]['peak_rss_mb']:.0f} | {runs[impl]['last_loss']:.6f} |")
+    print(f"dimtorch / PyTorch eager: median {statistics.median(ratios):.2f}x over {len(ratios)} blocks "
           f"(range {min(ratios):.2f}x to {max(ratios):.2f}x); "
           + f"loss at the first timed step {dl:.6f}, PyTorch with the same layout and kernels {pl:.6f}: "
           + f"{'agree' if agree else 'DIFFER'} (relative tolerance {tol:g})")
     if a.json:
         print(json.dumps({"median_ratio": statistics.median(ratios), "min_ratio": min(ratios), "max_ratio": max(ratios),
                           "ratios": ratios, "dimtorch_images_per_sec": med["dimtorch"], "pytorch_images_per_sec": med["pytorch"],
-                          "dimtorch_last_loss": dl, "pytorch_same_kernels_last_loss": pl, "losses_agree": agree}))
+                          "dimtorch_first_loss": dl, "pytorch_same_kernels_first_loss": pl, "losses_agree": agree}))
     if not agree:
         sys.exit(1)
 

@@ -21,7 +21,12 @@ TRAIN_IMAGES=${DIMTORCH_BUNDLE_TRAIN_IMAGES:-10000}
 
 # A libdimtorch_shim.so to link against here (Debian's libtorch); the check
 # replaces it there with one built against the GPU machine's libtorch.
-if [ ! -f build/shim/libdimtorch_shim.so ] || [ torch/shim.cc -nt build/shim/libdimtorch_shim.so ] || [ torch/shim.h -nt build/shim/libdimtorch_shim.so ] || [ torch/shim_ops.h -nt build/shim/libdimtorch_shim.so ]; then
+SHIM_SOURCES="torch/shim.cc torch/shim.h torch/shim_ops.h torch/fused.cc torch/fused.h torch/CMakeLists.txt"
+stale=0
+for f in $SHIM_SOURCES; do
+  [ -f build/shim/libdimtorch_shim.so ] && [ ! "$f" -nt build/shim/libdimtorch_shim.so ] || stale=1
+done
+if [ "$stale" = 1 ]; then
   cmake -S torch -B build/shim -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build build/shim -j "$(nproc)" >/dev/null
 fi
@@ -32,7 +37,7 @@ export CGO_LDFLAGS="-L$PWD/build/shim"
 ver=$(git describe --always --dirty 2>/dev/null || echo dev)
 "$GO" build -tags dimtorch_shim -trimpath -ldflags "-s -w -X main.version=$ver" -o "$OUT/bin/dimtorch" ./cmd/dimtorch
 "$GO" test -c -tags dimtorch_shim -trimpath -ldflags "-s -w" -o "$OUT/bin/torch.test" ./torch
-cp torch/shim.cc torch/shim.h torch/shim_ops.h torch/CMakeLists.txt "$OUT/shim/"
+cp $SHIM_SOURCES "$OUT/shim/"
 cp torch/testdata/fixtures.json "$OUT/shim/testdata/"
 cp bench/train_dim.py "$OUT/bench/"
 cp bench/gpu_check.py "$OUT/"

@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import resource
+import sys
 import time
 
 import torch
@@ -178,8 +179,22 @@ def use_onednn_linear():
             return y.reshape(*x.shape[:-1], w.shape[0])
         return plain(x, w, b)
 
+    conv = F.conv2d
+
+    def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+        # bfloat16 1x1 convolutions as matrix products over the NHWC rows, as dimtorch runs them
+        ones = all(v in (1, (1, 1)) for v in (stride, dilation, groups)) and padding in (0, (0, 0))
+        if (ones and w.shape[2:] == (1, 1) and x.dim() == 4 and x.device.type == "cpu"
+                and (x.dtype == torch.bfloat16 or (torch.is_autocast_cpu_enabled()
+                                                   and torch.get_autocast_cpu_dtype() == torch.bfloat16))):
+            n, c, h, wd = x.shape
+            y = plain(x.permute(0, 2, 3, 1).reshape(-1, c), w.reshape(w.shape[0], c), b)
+            return y.reshape(n, h, wd, w.shape[0]).permute(0, 3, 1, 2)
+        return conv(x, w, b, stride, padding, dilation, groups)
+
     F.linear = linear
     torch.nn.modules.linear.F.linear = linear
+    F.conv2d = conv2d
     global ONEDNN_LINEAR
     ONEDNN_LINEAR = True
 
@@ -206,9 +221,14 @@ def main():
     ap.add_argument("--channels-last", nargs="?", const="true", default="false", choices=["true", "false"],
                     help="NHWC images and convolution weights (--channels-last or --channels-last=true; default false)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--lockstep", action="store_true",
+                    help='after the warm-up print {"ready": true}, then before each timed step wait for a line on '
+                         'standard input and print {"step_ms": T} after it (bench/compare_train.py); images/s then '
+                         'count the steps\' own time')
     ap.add_argument("--onednn-linear", action="store_true",
-                    help="run float32 CPU linear layers as 1x1 convolutions (oneDNN's kernels), as dimtorch does by "
-                         "default, for step-by-step comparisons with the same kernels; PyTorch's default is BLAS")
+                    help="run float32 CPU linear layers as 1x1 convolutions (oneDNN's kernels) and bfloat16 1x1 "
+                         "convolutions as matrix products, as dimtorch does by default, for step-by-step comparisons "
+                         "with the same kernels; PyTorch's defaults are BLAS and oneDNN's convolution")
     a = ap.parse_args()
     a.channels_last = a.channels_last == "true"
     if a.onednn_linear:
@@ -278,18 +298,33 @@ def main():
     for _ in range(a.warmup):
         step()
     sync()
+    if a.lockstep:
+        print(json.dumps({"ready": True}), flush=True)
     start = time.perf_counter()
     first = last = None
+    step_ms = []
     for i in range(a.steps):
+        if a.lockstep:
+            if not sys.stdin.readline():
+                raise SystemExit(f"--lockstep: standard input ended before step {i + 1} of {a.steps}")
+            t0 = time.perf_counter()
         last = step()
+        if a.lockstep:
+            sync()
+            step_ms.append((time.perf_counter() - t0) * 1000)
+            print(json.dumps({"step_ms": step_ms[-1]}), flush=True)
         first = last if first is None else first
     sync()
     sec = time.perf_counter() - start
+    if a.lockstep:
+        sec = sum(step_ms) / 1000
     r = {"impl": "pytorch", "encoder": a.encoder, "batch_size": a.batch_size, "mi_units": a.mi_units,
          "threads": a.threads, "device": str(dev), "bf16": a.bf16, "steps": a.steps,
          "images_per_sec": a.steps * a.batch_size / sec, "ms_per_step": sec * 1000 / a.steps,
          "first_loss": first[0], "last_loss": last[0], "first_d_loss": first[1], "last_d_loss": last[1],
          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if a.lockstep:
+        r["step_ms"] = step_ms
     print(json.dumps(r) if a.json else r)
 
 

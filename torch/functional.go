@@ -86,6 +86,25 @@ func SetOneDNNLinear(on bool) {
 // OneDNNLinear reports whether float32 CPU Linear layers run on oneDNN.
 func OneDNNLinear() bool { return C.dt_onednn_linear() != 0 }
 
+// SetLowPrecision1x1Matmul chooses how 1x1 convolutions (stride 1, no
+// padding, one group) run in bfloat16 on the CPU, under autocast or on
+// bfloat16 inputs: on (the default where libtorch has oneDNN, unless
+// DIMTORCH_LOWP_1X1_MATMUL=0) as a matrix product over the NHWC rows of the
+// input, off as oneDNN's convolution. The results agree to bfloat16 rounding;
+// the matrix product's backward pass was 3x to 4x faster for the MI heads'
+// shapes on a CPU with AMX (bench/conv_kernels.py). It is process-wide.
+func SetLowPrecision1x1Matmul(on bool) {
+	v := 0
+	if on {
+		v = 1
+	}
+	C.dt_set_lowp_1x1_matmul(C.int(v))
+}
+
+// LowPrecision1x1Matmul reports whether bfloat16 1x1 convolutions on the CPU
+// run as matrix products.
+func LowPrecision1x1Matmul() bool { return C.dt_lowp_1x1_matmul() != 0 }
+
 // Conv2d convolves x [N, C, H, W] with w [O, C/groups, kH, kW]; b [O] may be nil.
 func Conv2d(x, w, b *Tensor, o ConvOptions) *Tensor {
 	defer runtime.KeepAlive(x)

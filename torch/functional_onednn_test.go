@@ -59,3 +59,80 @@ func TestOneDNNLinearMatchesATenLinear(t *testing.T) {
 		}
 	}
 }
+
+// A 1x1 convolution in bfloat16 on the CPU (autocast) computed as a matrix
+// product over NHWC rows agrees with oneDNN's convolution to bfloat16
+// rounding: the output (laid out channels_last) and the gradients of input,
+// weight and bias, for channels_last and NCHW inputs; and a 1x1 convolution
+// with stride 2, or in float32, is left to the convolution (bit for bit the
+// same either way).
+func TestLowPrecision1x1MatmulMatchesConvolution(t *testing.T) {
+	prev := torch.LowPrecision1x1Matmul()
+	defer torch.SetLowPrecision1x1Matmul(prev)
+	if torch.SetLowPrecision1x1Matmul(true); !torch.LowPrecision1x1Matmul() {
+		t.Skip("this libtorch has no oneDNN")
+	}
+	_ = torch.ManualSeed(6)
+	s := torch.NewScope()
+	defer s.Close()
+	w := torch.Randn([]int64{48, 40, 1, 1}, s).MulScalar(0.2).ChannelsLast()
+	b := torch.Randn([]int64{48}, s)
+	for _, c := range []struct {
+		name   string
+		nhwc   bool
+		bf16   bool
+		stride int64
+	}{{"bf16 nhwc", true, true, 1}, {"bf16 nchw", false, true, 1}, {"bf16 stride 2", true, true, 2}, {"float32", true, false, 1}} {
+		x := torch.Randn([]int64{4, 40, 6, 5}, s)
+		if c.nhwc {
+			x = x.ChannelsLast()
+		}
+		run := func(on bool) ([][]float64, bool) {
+			torch.SetLowPrecision1x1Matmul(on)
+			xs, ws, bs := x.Detach().SetRequiresGrad(true), w.Detach().SetRequiresGrad(true), b.Detach().SetRequiresGrad(true)
+			var y *torch.Tensor
+			fwd := func() { y = torch.Conv2d(xs, ws, bs, torch.ConvOptions{Stride: c.stride}) }
+			if c.bf16 {
+				if err := torch.Autocast(torch.BFloat16, fwd); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				fwd()
+			}
+			g, err := torch.Grad([]*torch.Tensor{y.To(torch.Float32).Square().Sum()}, []*torch.Tensor{xs, ws, bs}, torch.GradOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out [][]float64
+			for _, v := range []*torch.Tensor{y, g[0], g[1], g[2]} {
+				f, err := v.Contiguous().Float64s()
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, f)
+			}
+			return out, y.IsChannelsLast()
+		}
+		mm, mmNHWC := run(true)
+		conv, _ := run(false)
+		if c.bf16 && c.stride == 1 && !mmNHWC {
+			t.Errorf("%s: the matrix product's output is not channels_last", c.name)
+		}
+		for i := range mm {
+			scale := 0.0
+			for _, v := range conv[i] {
+				scale = math.Max(scale, math.Abs(v))
+			}
+			for j := range mm[i] {
+				d := math.Abs(mm[i][j] - conv[i][j])
+				if c.stride != 1 || !c.bf16 {
+					if d != 0 {
+						t.Fatalf("%s: result %d element %d differs (%v, %v): not the convolution", c.name, i, j, mm[i][j], conv[i][j])
+					}
+				} else if d > 1.0/64*scale {
+					t.Fatalf("%s: result %d element %d: matrix product %v, convolution %v", c.name, i, j, mm[i][j], conv[i][j])
+				}
+			}
+		}
+	}
+}

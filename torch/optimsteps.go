@@ -1,14 +1,40 @@
 package torch
 
 /*
+#include <stdlib.h>
 #include "shim.h"
 */
 import "C"
 
-import "runtime"
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+)
 
 // Optimiser steps, used by package optim: one cgo call updates a whole
 // parameter list.
+
+// SetFusedOptimKernel chooses how AdamStep updates dense float32 CPU
+// parameters: "auto" (the default, unless DIMTORCH_FUSED_OPTIM=0) takes the
+// widest fused kernel this CPU has, "avx512", "avx2" or "scalar" a given one,
+// "off" ATen's eight per-tensor operations. A fused kernel reads and writes
+// each element once, in one call, split across the intra-op threads; the
+// vector kernels compute ATen's operations in ATen's order and agree with it
+// bit for bit on the same instruction set (the scalar one rounds as ATen's
+// kernels for CPUs without FMA). It is process-wide.
+func SetFusedOptimKernel(name string) error {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	if C.dt_set_fused_optim(cs) != 0 {
+		return fmt.Errorf("torch: fused optimiser kernel %q: not one of auto, avx512, avx2, scalar, off that this CPU runs", name)
+	}
+	return nil
+}
+
+// FusedOptimKernel names the kernel AdamStep uses for dense float32 CPU
+// parameters: "avx512", "avx2", "scalar", or "off".
+func FusedOptimKernel() string { return C.GoString(C.dt_fused_optim_isa()) }
 
 // AdamStep applies one Adam (or AdamW, with decoupled) update at the given
 // 1-based step to every parameter that has a gradient; m and v are the first

@@ -11,6 +11,7 @@
 
 #include "shim.h"
 #include "shim_ops.h"
+#include "fused.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -684,9 +685,55 @@ dt_err dt_linear(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor *out) {
   CATCH
 }
 
+// 1x1 convolutions in bfloat16 on the CPU (the MI heads' layers under
+// autocast) run as matrix products over the [N*H*W, C] rows of the NHWC
+// input: oneDNN's bfloat16 matmul (AMX where the CPU has it) computes the
+// backward pass 3x to 4x faster than its bfloat16 1x1 convolution for DIM's
+// head shapes (bench/conv_kernels.py). Same maths, bfloat16 products with
+// float32 accumulation either way; off with dt_set_lowp_1x1_matmul(0) or
+// DIMTORCH_LOWP_1X1_MATMUL=0. In float32 the convolution is the faster one
+// and is kept.
+static std::atomic<int> g_lowp_1x1{-1};  // -1: not set, follow the environment
+
+void dt_set_lowp_1x1_matmul(int on) { g_lowp_1x1.store(on != 0 ? 1 : 0); }
+
+int dt_lowp_1x1_matmul(void) {
+  static int from_env = [] {
+    const char *e = std::getenv("DIMTORCH_LOWP_1X1_MATMUL");
+    return (e != nullptr && std::string(e) == "0") ? 0 : 1;
+  }();
+  int v = g_lowp_1x1.load();
+  return (v < 0 ? from_env : v) != 0 && at::hasMKLDNN() ? 1 : 0;
+}
+
+static bool cpu_autocast_bf16() {
+#ifdef DT_AUTOCAST_BY_DEVICE
+  return at::autocast::is_autocast_enabled(at::kCPU) && at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16;
+#else
+  return at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16;
+#endif
+}
+
+static bool lowp_1x1(const at::Tensor &x, const at::Tensor &w, const int64_t *stride, const int64_t *padding,
+                     const int64_t *dilation, int64_t groups) {
+  return x.dim() == 4 && w.dim() == 4 && w.size(2) == 1 && w.size(3) == 1 && groups == 1 && stride[0] == 1 &&
+         stride[1] == 1 && padding[0] == 0 && padding[1] == 0 && dilation[0] == 1 && dilation[1] == 1 &&
+         x.size(1) == w.size(1) && x.numel() > 0 && x.device().is_cpu() && w.device().is_cpu() &&
+         (x.scalar_type() == at::kBFloat16 || cpu_autocast_bf16()) && dt_lowp_1x1_matmul() != 0;
+}
+
 dt_err dt_conv2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride, const int64_t *padding,
                  const int64_t *dilation, int64_t groups, dt_tensor *out) {
   TRY
+  const at::Tensor &xx = T(x);
+  const at::Tensor &ww = T(w);
+  if (lowp_1x1(xx, ww, stride, padding, dilation, groups)) {
+    const int64_t n = xx.size(0), c = xx.size(1), h = xx.size(2), wd = xx.size(3), o = ww.size(0);
+    at::Tensor rows = xx.permute({0, 2, 3, 1}).reshape({-1, c});  // a view when x is channels_last
+    at::Tensor y = at::linear(rows, ww.reshape({o, c}), opt(b));
+    *out = wrap(y.reshape({n, h, wd, o}).permute({0, 3, 1, 2}));  // channels_last strides
+    return nullptr;
+  }
   *out = wrap(at::conv2d(T(x), T(w), opt(b), ints(stride, 2), ints(padding, 2), ints(dilation, 2), groups));
   CATCH
 }
@@ -834,12 +881,45 @@ dt_err dt_init_(int op, dt_tensor t_, double a, double b) {
   CATCH
 }
 
-// ---- optimiser steps: one call per step over the parameter list (per-parameter ATen ops) ----------
+// ---- optimiser steps: one call per step over the parameter list ----------------------
 
-// A hand-written single-pass Adam loop (parameter, gradient and moments read
-// once) was measured slower than these ATen operations (0.80x to 0.97x of the
-// step on AVX-512): ATen's kernels are vectorised for the CPU they run on,
-// the shim is compiled for the baseline x86-64.
+static int fused_optim_env() {
+  static int from_env = [] {
+    const char *e = std::getenv("DIMTORCH_FUSED_OPTIM");
+    return (e != nullptr && std::string(e) == "0") ? 0 : 1;
+  }();
+  return from_env;
+}
+static std::atomic<int> g_fused_optim{-1};  // -1: not set, follow the environment
+
+int dt_set_fused_optim(const char *kernel) {
+  if (std::string(kernel) == "off") {
+    g_fused_optim.store(0);
+    return 0;
+  }
+  if (!dimtorch::adam_fused_use(kernel)) return -1;
+  g_fused_optim.store(1);
+  return 0;
+}
+
+static bool fused_optim_on() {
+  int v = g_fused_optim.load();
+  return (v < 0 ? fused_optim_env() : v) != 0;
+}
+
+const char *dt_fused_optim_isa(void) { return fused_optim_on() ? dimtorch::adam_fused_isa() : "off"; }
+
+// fusable: dense float32 CPU tensors of one shape and one set of strides, so
+// that their storages line up element for element.
+static bool fusable(const at::Tensor &p, const at::Tensor &g, const at::Tensor &m, const at::Tensor &v) {
+  for (const at::Tensor *t : {&p, &g, &m, &v}) {
+    if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_non_overlapping_and_dense() ||
+        t->sizes() != p.sizes() || t->strides() != p.strides())
+      return false;
+  }
+  return true;
+}
+
 dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq, int n,
                     double lr, double beta1, double beta2, double eps, double weight_decay, int decoupled,
                     int64_t step) {
@@ -847,12 +927,19 @@ dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_
   at::NoGradGuard guard;
   const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+  const bool fuse = fused_optim_on();
+  std::vector<dimtorch::AdamSpan> spans;
   for (int i = 0; i < n; i++) {
     at::Tensor &p = T(params[i]);
     at::Tensor g = p.grad();
     if (!g.defined()) continue;
     at::Tensor &m = T(exp_avg[i]);
     at::Tensor &v = T(exp_avg_sq[i]);
+    if (fuse && fusable(p, g, m, v)) {
+      spans.push_back({p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(),
+                       p.numel()});
+      continue;
+    }
     if (weight_decay != 0) {
       if (decoupled)
         p.mul_(1.0 - lr * weight_decay);
@@ -863,6 +950,20 @@ dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_
     v.mul_(beta2).addcmul_(g, g, 1.0 - beta2);
     at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(eps);
     p.addcdiv_(m, denom, -lr / bc1);
+  }
+  if (!spans.empty()) {
+    // The scalars as ATen rounds them for float32 tensors.
+    dimtorch::AdamConsts c;
+    c.beta1 = static_cast<float>(beta1);
+    c.one_minus_beta1 = static_cast<float>(1.0 - beta1);
+    c.beta2 = static_cast<float>(beta2);
+    c.one_minus_beta2 = static_cast<float>(1.0 - beta2);
+    c.sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
+    c.eps = static_cast<float>(eps);
+    c.neg_step = static_cast<float>(-lr / bc1);
+    c.weight_decay = decoupled ? 0.0f : static_cast<float>(weight_decay);
+    c.decay = decoupled ? static_cast<float>(1.0 - lr * weight_decay) : 1.0f;
+    dimtorch::adam_fused(spans, c);
   }
   CATCH
 }

@@ -152,6 +152,10 @@ dt_err dt_linear(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor *out);
 /* float32 CPU linear layers as 1x1 convolutions on oneDNN (default on where
    libtorch has oneDNN, unless DIMTORCH_ONEDNN_LINEAR=0) */
 void dt_set_onednn_linear(int on);
+/* 1x1 convolutions in bfloat16 on the CPU as matrix products over NHWC rows
+   (on by default where libtorch has oneDNN, unless DIMTORCH_LOWP_1X1_MATMUL=0) */
+void dt_set_lowp_1x1_matmul(int on);
+int dt_lowp_1x1_matmul(void);
 int dt_onednn_linear(void);
 dt_err dt_conv2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride, const int64_t *padding,
                  const int64_t *dilation, int64_t groups, dt_tensor *out);
@@ -192,7 +196,15 @@ dt_err dt_autograd_grad(const dt_tensor *outputs, int nout, const dt_tensor *gra
 /* op: 0 uniform_(a, b), 1 normal_(mean=a, std=b), 2 fill_(a), 3 zero_, 4 bernoulli_(p=a) */
 dt_err dt_init_(int op, dt_tensor t, double a, double b);
 
-/* ---- optimiser steps (parameter lists, one call per step; per-parameter ATen ops, not fused kernels) */
+/* ---- optimiser steps (parameter lists, one call per step) --------------- */
+/* Adam: dense float32 CPU parameters whose gradient and moments share their
+   strides take a fused single-pass kernel (fused.cc), unless the kernel is
+   "off" (also DIMTORCH_FUSED_OPTIM=0); the others ATen's per-tensor
+   operations. dt_set_fused_optim takes "auto" (the widest this CPU has),
+   "avx512", "avx2", "scalar" or "off" and returns 0, or -1 for a name this CPU
+   cannot run; dt_fused_optim_isa names the kernel in use. */
+int dt_set_fused_optim(const char *kernel);
+const char *dt_fused_optim_isa(void);
 dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq,
                     int n, double lr, double beta1, double beta2, double eps, double weight_decay,
                     int decoupled, int64_t step);

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -42,27 +43,29 @@ func benchTrainCommand() *cli.Command {
 			&cli.BoolFlag{Name: "channels-last", Value: true, Usage: "lay the images and convolution weights out as NHWC (channels_last), as dimtorch train does by default (--channels-last=false: NCHW)"},
 			&cli.Uint64Flag{Name: "seed", Value: 0},
 			&cli.BoolFlag{Name: "json", Usage: "end with one JSON object"},
+			&cli.BoolFlag{Name: "lockstep", Usage: "after the warm-up print {\"ready\":true}, then before each timed step wait for a line on standard input and print {\"step_ms\":T} after it (bench/compare_train.py runs two implementations turn by turn this way); images/s then count the steps' own time"},
 		},
 		Action: benchTrain,
 	}
 }
 
 type benchTrainResult struct {
-	Impl         string   `json:"impl"`
-	Encoder      string   `json:"encoder"`
-	BatchSize    int      `json:"batch_size"`
-	MIUnits      int      `json:"mi_units"`
-	Threads      int      `json:"threads"`
-	Device       string   `json:"device"`
-	BF16         bool     `json:"bf16"`
-	Steps        int      `json:"steps"`
-	ImagesPerSec float64  `json:"images_per_sec"`
-	MSPerStep    float64  `json:"ms_per_step"`
-	FirstLoss    float64  `json:"first_loss"`
-	LastLoss     float64  `json:"last_loss"`
-	FirstDLoss   *float64 `json:"first_d_loss"` // the prior's discriminator, when --gamma > 0
-	LastDLoss    *float64 `json:"last_d_loss"`
-	PeakRSSMB    float64  `json:"peak_rss_mb"`
+	Impl         string    `json:"impl"`
+	Encoder      string    `json:"encoder"`
+	BatchSize    int       `json:"batch_size"`
+	MIUnits      int       `json:"mi_units"`
+	Threads      int       `json:"threads"`
+	Device       string    `json:"device"`
+	BF16         bool      `json:"bf16"`
+	Steps        int       `json:"steps"`
+	ImagesPerSec float64   `json:"images_per_sec"`
+	MSPerStep    float64   `json:"ms_per_step"`
+	FirstLoss    float64   `json:"first_loss"`
+	LastLoss     float64   `json:"last_loss"`
+	FirstDLoss   *float64  `json:"first_d_loss"` // the prior's discriminator, when --gamma > 0
+	LastDLoss    *float64  `json:"last_d_loss"`
+	PeakRSSMB    float64   `json:"peak_rss_mb"`
+	StepMS       []float64 `json:"step_ms,omitempty"` // each timed step, with --lockstep
 }
 
 // peakRSSMB reads the process's peak resident set size (VmHWM).
@@ -191,20 +194,44 @@ func benchTrain(c *cli.Context) error {
 		return fmt.Errorf("--steps must be at least 1")
 	}
 	r := benchTrainResult{Impl: "dimtorch", Encoder: c.String("encoder"), BatchSize: bs, MIUnits: c.Int("mi-units"), Threads: threads, Device: dev.String(), BF16: c.Bool("bf16"), Steps: steps}
+	lockstep := c.Bool("lockstep")
+	var turns *bufio.Reader
+	if lockstep {
+		turns = bufio.NewReader(os.Stdin)
+	}
 	if err := synchronize(dev); err != nil {
 		return err
 	}
+	if lockstep {
+		fmt.Println(`{"ready":true}`)
+	}
 	start := time.Now()
+	var stepped time.Duration
 	for i := 0; i < steps; i++ {
+		if lockstep {
+			if _, err := turns.ReadString('\n'); err != nil {
+				return fmt.Errorf("--lockstep: waiting for step %d of %d on standard input: %w", i+1, steps, err)
+			}
+		}
+		t0 := time.Now()
 		l, dl, err := step()
 		if err != nil {
 			return err
+		}
+		if lockstep {
+			if err := synchronize(dev); err != nil {
+				return err
+			}
+			d := time.Since(t0)
+			stepped += d
+			r.StepMS = append(r.StepMS, float64(d.Microseconds())/1000)
+			fmt.Printf("{\"step_ms\":%.3f}\n", float64(d.Microseconds())/1000)
 		}
 		if i == 0 {
 			r.FirstLoss, r.FirstDLoss = l, dl
 		}
 		r.LastLoss, r.LastDLoss = l, dl
-		if !c.Bool("json") && (i+1)%10 == 0 {
+		if !c.Bool("json") && !lockstep && (i+1)%10 == 0 {
 			fmt.Printf("step %d/%d loss %.4f\n", i+1, steps, l)
 		}
 	}
@@ -212,6 +239,9 @@ func benchTrain(c *cli.Context) error {
 		return err
 	}
 	sec := time.Since(start).Seconds()
+	if lockstep {
+		sec = stepped.Seconds()
+	}
 	r.ImagesPerSec = float64(steps*bs) / sec
 	r.MSPerStep = sec * 1000 / float64(steps)
 	r.PeakRSSMB = peakRSSMB()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"os"
@@ -174,5 +175,48 @@ func TestTrainCommandInterruptAndResume(t *testing.T) {
 	// The online probe learns the synthetic classes.
 	if *sum.ProbeTestAcc < 0.5 {
 		t.Fatalf("online probe accuracy %v", *sum.ProbeTestAcc)
+	}
+}
+
+// bench train --lockstep (bench/compare_train.py's turn-by-turn timing):
+// a ready line after the warm-up, one timed step per line read, its time
+// printed, and a closing result whose step_ms are those times; standard
+// input that ends early is an error that names the step.
+func TestBenchTrainLockstep(t *testing.T) {
+	args := []string{"bench", "train", "--encoder", "basic28", "--channels", "1", "--batch-size", "8", "--mi-units", "16",
+		"--steps", "3", "--warmup", "1", "--threads", "1", "--json", "--lockstep"}
+	cmd := exec.Command(binary, args...)
+	cmd.Stdin = strings.NewReader("\n\n\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 5 || lines[0] != `{"ready":true}` {
+		t.Fatalf("want a ready line, 3 step lines and a result, got:\n%s", out)
+	}
+	var r benchTrainResult
+	if err := json.Unmarshal([]byte(lines[4]), &r); err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for i, l := range lines[1:4] {
+		var st struct {
+			StepMS *float64 `json:"step_ms"`
+		}
+		if err := json.Unmarshal([]byte(l), &st); err != nil || st.StepMS == nil || *st.StepMS <= 0 || *st.StepMS != r.StepMS[i] {
+			t.Fatalf("step line %d %q against the result's %v", i+1, l, r.StepMS)
+		}
+		sum += *st.StepMS
+	}
+	if want := float64(3*8) / (sum / 1000); math.Abs(r.ImagesPerSec-want) > 0.01*want {
+		t.Fatalf("images/s %v, the steps' own time gives %v", r.ImagesPerSec, want)
+	}
+	cmd = exec.Command(binary, args...)
+	cmd.Stdin = strings.NewReader("\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "waiting for step 2 of 3") {
+		t.Fatalf("input ending after one step: %v, %s", err, stderr.String())
 	}
 }

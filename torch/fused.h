@@ -1,0 +1,49 @@
+// Fused optimiser kernels for float32 CPU tensors (fused.cc), used by the
+// shim's optimiser steps (shim.cc). Internal to the shim: not part of shim.h's
+// C interface.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace dimtorch {
+
+// One parameter's dense float32 storage: parameter, gradient and Adam's two
+// moment buffers, all with the same strides (so element i of each belongs
+// together), n elements.
+struct AdamSpan {
+  float *p;
+  const float *g;
+  float *m;
+  float *v;
+  int64_t n;
+};
+
+// The update's constants, each already rounded to float32 as ATen rounds
+// scalar operands for float32 tensors.
+struct AdamConsts {
+  float beta1, one_minus_beta1;  // m = m*beta1 + (1-beta1)*g
+  float beta2, one_minus_beta2;  // v = v*beta2 + (1-beta2)*g*g
+  float sqrt_bc2;                // denominator: sqrt(v)/sqrt(1-beta2^t) + eps
+  float eps;
+  float neg_step;      // p += neg_step * m / denominator, neg_step = -lr/(1-beta1^t)
+  float weight_decay;  // coupled L2: g = g + weight_decay*p (0: none)
+  float decay;         // decoupled (AdamW): p = p*decay first (1: none)
+};
+
+// adam_fused updates every span in one pass over its memory (each element's
+// parameter, gradient and moments read once, written once), split across
+// libtorch's intra-op threads, with the widest of AVX-512, AVX2+FMA or plain
+// C++ that this CPU has. Per element it performs ATen's operations of
+// dt_adam_step in the same order and precision.
+void adam_fused(const std::vector<AdamSpan> &spans, const AdamConsts &c);
+
+// adam_fused_isa names the kernel adam_fused uses: the widest this CPU has
+// ("avx512", "avx2" or "scalar") unless adam_fused_use chose another.
+const char *adam_fused_isa();
+
+// adam_fused_use makes adam_fused use the named kernel ("auto": the widest
+// this CPU has); false when the name is unknown or the CPU lacks it.
+bool adam_fused_use(const char *isa);
+
+}  // namespace dimtorch
