@@ -86,14 +86,14 @@ gpu-check-cpu:
 bench-ops: build
 	/usr/bin/python3 bench/compare_ops.py --threads 2 --repeats 5
 
-## bench-train: training steps against PyTorch eager (default layout), 8 alternating pairs each, the median and
-## range of the paired ratios: DIM(L)-JSD with dcgan32 on 3x32x32, batch 64, 512 MI units; and the step of
+## bench-train: training steps against PyTorch eager (default layout), taken turn by turn (5 steps each) in 8 blocks
+## of 20 steps, the median and range of the blocks' ratios: DIM(L)-JSD with dcgan32 on 3x32x32, batch 64, 512 MI units; and the step of
 ## `dimtorch train`'s default configuration (basic28, 256 MI units, batch 64, prior matching on); float32 and bf16
 bench-train: build
-	/usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8
-	/usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 --bf16
-	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8
-	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --bf16
+	/usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 --per-turn 5
+	/usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 --per-turn 5 --bf16
+	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --per-turn 5
+	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --per-turn 5 --bf16
 
 ## quality: the best representation recipe from scratch (README, "Representation quality"): trains it on
 ## Fashion-MNIST, probes conv, fc and Y on all 60,000 labels; prints last one JSON line with the accuracies,
