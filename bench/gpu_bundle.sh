@@ -21,7 +21,7 @@ TRAIN_IMAGES=${DIMTORCH_BUNDLE_TRAIN_IMAGES:-10000}
 
 # A libdimtorch_shim.so to link against here (Debian's libtorch); the check
 # replaces it there with one built against the GPU machine's libtorch.
-SHIM_SOURCES="torch/shim.cc torch/shim.h torch/shim_ops.h torch/fused.cc torch/fused.h torch/CMakeLists.txt"
+SHIM_SOURCES="torch/shim.cc torch/shim.h torch/shim_ops.h torch/shim_try.h torch/fused.cc torch/fused.h torch/CMakeLists.txt"
 stale=0
 for f in $SHIM_SOURCES; do
   [ -f build/shim/libdimtorch_shim.so ] && [ ! "$f" -nt build/shim/libdimtorch_shim.so ] || stale=1

@@ -12,6 +12,7 @@
 #include "shim.h"
 #include "shim_ops.h"
 #include "fused.h"
+#include "shim_try.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -44,11 +45,7 @@ inline dt_tensor wrap(at::Tensor t) { return reinterpret_cast<dt_tensor>(new at:
 
 inline at::Tensor opt(dt_tensor t) { return t ? T(t) : at::Tensor(); }
 
-char *dup(const std::string &s) {
-  char *p = static_cast<char *>(std::malloc(s.size() + 1));
-  if (p) std::memcpy(p, s.c_str(), s.size() + 1);
-  return p;
-}
+using dimtorch::dup;
 
 at::TensorOptions options(int dtype, int dev_type, int dev_index) {
   return at::TensorOptions()
@@ -85,19 +82,8 @@ int64_t reduction(int r) {
 
 // Every entry point runs its body inside TRY ... CATCH so that no C++
 // exception unwinds into Go: libtorch's message is returned instead.
-#define TRY try {
-#define CATCH                                                  \
-  }                                                            \
-  catch (const c10::Error &e) {                                \
-    return dup(e.what_without_backtrace());                    \
-  }                                                            \
-  catch (const std::exception &e) {                            \
-    return dup(e.what());                                      \
-  }                                                            \
-  catch (...) {                                                \
-    return dup("unknown C++ exception in libtorch");           \
-  }                                                            \
-  return nullptr;
+#define TRY DT_TRY
+#define CATCH DT_CATCH("libtorch")
 
 // prod_dims reduces d one dimension at a time (libtorch's prod takes one),
 // from the last so that the indices stay valid.

@@ -26,6 +26,7 @@ import (
 const (
 	envRankConfig = "DIMTORCH_TRAIN_TEST_CONFIG"
 	envRankOut    = "DIMTORCH_TRAIN_TEST_OUT"
+	envRankFlat   = "DIMTORCH_TRAIN_TEST_FLAT" // each rank checks that its live tensors stay flat across epochs
 )
 
 func TestMain(m *testing.M) {
@@ -70,9 +71,19 @@ func runRank(cfgPath, out string) error {
 		return err
 	}
 	defer tr.Close()
+	var live []int64
+	tr.lossHook = func(step int64, loss float64) float64 {
+		live = append(live, torch.LiveTensors())
+		return loss
+	}
 	sum, err := tr.Run(context.Background())
 	if err != nil {
 		return err
+	}
+	if os.Getenv(envRankFlat) != "" {
+		if err := flatAcrossEpochs(live, cfg.Epochs); err != nil {
+			return fmt.Errorf("rank %d: %w", g.Rank(), err)
+		}
 	}
 	meta := map[string]string{"loss": strconv.FormatFloat(sum.Loss, 'g', -1, 64)}
 	m := tr.modelDict()
@@ -282,6 +293,23 @@ func TestDataParallelEveryPart(t *testing.T) {
 	if l, err := strconv.ParseFloat(losses[0], 64); err != nil || math.IsNaN(l) || math.IsInf(l, 0) {
 		t.Errorf("loss %q", losses[0])
 	}
+}
+
+// TestDataParallelDoesNotLeak: with every reducer at work (the prior game,
+// two views, negatives from both ranks, the online probe), each rank's count
+// of live tensors is the same at each step of epochs 2 to 4: the per-step
+// collectives (gradient buckets, loss and stop-flag all-reduces, gathered
+// features) free what they create.
+func TestDataParallelDoesNotLeak(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.BatchSize, cfg.Epochs = 16, 4
+	cfg.Objective.Views, cfg.Augment = 2, true
+	cfg.GlobalNegatives = true
+	out := t.TempDir()
+	t.Setenv(envRankConfig, jobConfig(t, cfg))
+	t.Setenv(envRankOut, out)
+	t.Setenv(envRankFlat, "1")
+	runJob(t, 2, out)
 }
 
 // ranksAgree checks that two ranks' shared weights are identical, and that

@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -393,20 +394,28 @@ func TestTrainingDoesNotLeak(t *testing.T) {
 				return loss
 			}
 			runAll(t, tr)
-			perEpoch := len(live) / cfg.Epochs
-			if perEpoch < 2 {
-				t.Fatalf("%d steps", len(live))
-			}
-			// The loader's prefetched batches make the count vary within an epoch
-			// (fewer left towards its end), so compare each step with the same step
-			// of the second epoch (the optimisers' state exists by then).
-			for i := 2 * perEpoch; i < len(live); i++ {
-				if ref := live[perEpoch+i%perEpoch]; live[i] != ref {
-					t.Fatalf("live tensors at step %d: %d, at the same step of epoch 2: %d (all: %v)", i+1, live[i], ref, live)
-				}
+			if err := flatAcrossEpochs(live, cfg.Epochs); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
+}
+
+// flatAcrossEpochs checks live-tensor counts taken at every step of a run of
+// the given epochs. The loader's prefetched batches make the count vary within
+// an epoch (fewer left towards its end), so each step is compared with the
+// same step of the second epoch (the optimisers' state exists by then).
+func flatAcrossEpochs(live []int64, epochs int) error {
+	perEpoch := len(live) / epochs
+	if perEpoch < 2 || epochs < 3 {
+		return fmt.Errorf("%d steps over %d epochs: too few to compare", len(live), epochs)
+	}
+	for i := 2 * perEpoch; i < len(live); i++ {
+		if ref := live[perEpoch+i%perEpoch]; live[i] != ref {
+			return fmt.Errorf("live tensors at step %d: %d, at the same step of epoch 2: %d (all: %v)", i+1, live[i], ref, live)
+		}
+	}
+	return nil
 }
 
 // withEpochs extends a resumed run to n epochs.

@@ -4,6 +4,7 @@
 // libtorch-dev and libgloo-dev); built without it under -tags dimtorch_nodist.
 
 #include "dist.h"
+#include "../shim_try.h"
 
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -34,11 +35,7 @@ namespace {
 inline at::Tensor &T(dt_tensor t) { return *reinterpret_cast<at::Tensor *>(t); }
 inline dt_tensor wrap(at::Tensor t) { return reinterpret_cast<dt_tensor>(new at::Tensor(std::move(t))); }
 
-char *dup(const std::string &s) {
-  char *p = static_cast<char *>(std::malloc(s.size() + 1));
-  if (p) std::memcpy(p, s.c_str(), s.size() + 1);
-  return p;
-}
+using dimtorch::dup;
 
 std::vector<at::Tensor> tensors(const dt_tensor *ts, int n) {
   std::vector<at::Tensor> v;
@@ -117,19 +114,8 @@ void filter_stride_warning() {
 
 }  // namespace
 
-#define TRY try {
-#define CATCH                                         \
-  }                                                   \
-  catch (const c10::Error &e) {                       \
-    return dup(e.what_without_backtrace());           \
-  }                                                   \
-  catch (const std::exception &e) {                   \
-    return dup(e.what());                             \
-  }                                                   \
-  catch (...) {                                       \
-    return dup("unknown C++ exception in c10d");      \
-  }                                                   \
-  return nullptr;
+#define TRY DT_TRY
+#define CATCH DT_CATCH("c10d")
 
 extern "C" {
 
