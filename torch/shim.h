@@ -29,7 +29,7 @@ extern "C" {
 typedef struct dt_tensor_s *dt_tensor;
 typedef char *dt_err;
 
-#define DT_ABI_VERSION 4
+#define DT_ABI_VERSION 5
 
 int dt_abi_version(void);
 void dt_free(dt_tensor t);

@@ -36,7 +36,20 @@ type envReport struct {
 	ONNXRuntimeNote string `json:"onnxruntime_note,omitempty"`
 	AllocatorTuned  bool   `json:"allocator_tuned"`
 	Distributed     string `json:"distributed"`
+	Kernels         string `json:"cpu_kernels"`
 	Parallel        string `json:"parallel_info,omitempty"`
+}
+
+// cpuKernels names the kernel choices the shim makes on this CPU.
+func cpuKernels() string {
+	on := func(b bool) string {
+		if b {
+			return "on"
+		}
+		return "off"
+	}
+	return fmt.Sprintf("fused Adam %s, float32 linear on oneDNN %s, bfloat16 1x1 convolution as matmul %s",
+		torch.FusedOptimKernel(), on(torch.OneDNNLinear()), on(torch.LowPrecision1x1Matmul()))
 }
 
 func envCommand() *cli.Command {
@@ -54,6 +67,7 @@ func envCommand() *cli.Command {
 				Threads: torch.NumThreads(), CPUs: runtime.NumCPU(),
 				CUDA: torch.CUDAAvailable(), CUDADevices: torch.CUDADeviceCount(),
 				AllocatorTuned: torch.AllocatorTuned(), Distributed: "c10d with Gloo (CPU)",
+				Kernels: cpuKernels(),
 			}
 			if !dist.Available() {
 				r.Distributed = "none (" + dist.ErrUnavailable.Error() + ")"
@@ -86,6 +100,7 @@ func envCommand() *cli.Command {
 				fmt.Printf("cuda         no\n")
 			}
 			fmt.Printf("distributed  %s\n", r.Distributed)
+			fmt.Printf("cpu kernels  %s\n", r.Kernels)
 			fmt.Printf("onnxruntime  %s\n", r.ONNXRuntime)
 			if r.ONNXRuntimeNote != "" {
 				fmt.Printf("             %s\n", r.ONNXRuntimeNote)
