@@ -53,7 +53,11 @@ type Config struct {
 	// GlobalNegatives: in a data-parallel job, the MI estimators take their
 	// negatives from every rank's batch instead of the rank's own.
 	GlobalNegatives bool `json:"global_negatives,omitempty"`
-	LogEvery        int  `json:"log_every"`
+	// SyncBN: in a data-parallel job, every BatchNorm of the encoder and
+	// the method normalises with the statistics of the global batch
+	// (nn.SyncBatchNorm) instead of the rank's own.
+	SyncBN   bool `json:"sync_bn,omitempty"`
+	LogEvery int  `json:"log_every"`
 }
 
 // Defaults returns the original's hyperparameters (Adam 1e-4, betas 0.5 and

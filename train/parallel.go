@@ -100,6 +100,10 @@ func (t *Trainer) joinGroup(g *dist.Group) error {
 	if d, ok := t.method.(*objectives.DIMMethod); ok && t.cfg.GlobalNegatives {
 		d.Gather = g.AllGather
 	}
+	if t.cfg.SyncBN {
+		nn.SyncBatchNorm(t.enc, g.AllGather)
+		nn.SyncBatchNorm(t.method, g.AllGather)
+	}
 	return nil
 }
 

@@ -26,7 +26,8 @@ import (
 const (
 	envRankConfig = "DIMTORCH_TRAIN_TEST_CONFIG"
 	envRankOut    = "DIMTORCH_TRAIN_TEST_OUT"
-	envRankFlat   = "DIMTORCH_TRAIN_TEST_FLAT" // each rank checks that its live tensors stay flat across epochs
+	envRankFlat   = "DIMTORCH_TRAIN_TEST_FLAT"  // each rank checks that its live tensors stay flat across epochs
+	envRankStats  = "DIMTORCH_TRAIN_TEST_STATS" // each rank saves its BatchNorm statistics after the last step's forward pass as "step.NAME"
 )
 
 func TestMain(m *testing.M) {
@@ -72,8 +73,17 @@ func runRank(cfgPath, out string) error {
 	}
 	defer tr.Close()
 	var live []int64
+	stats := map[string]*torch.Tensor{} // BatchNorm statistics as the last step left them
 	tr.lossHook = func(step int64, loss float64) float64 {
 		live = append(live, torch.LiveTensors())
+		if os.Getenv(envRankStats) != "" {
+			for _, b := range append(namedBuffers(tr.enc, "encoder."), namedBuffers(tr.method, "objective.")...) {
+				if strings.Contains(b.Name, "running_") {
+					stats[b.Name].Free()
+					stats[b.Name] = b.Tensor.Clone()
+				}
+			}
+		}
 		return loss
 	}
 	sum, err := tr.Run(context.Background())
@@ -87,6 +97,10 @@ func runRank(cfgPath, out string) error {
 	}
 	meta := map[string]string{"loss": strconv.FormatFloat(sum.Loss, 'g', -1, 64)}
 	m := tr.modelDict()
+	for k, v := range stats {
+		m["step."+k] = v
+		defer v.Free()
+	}
 	// The last step's (averaged) gradients of the encoder and heads.
 	for _, p := range append(named(tr.enc, "encoder."), named(tr.method, "objective.")...) {
 		if g := p.Tensor.Grad(); g != nil && g.Err() == nil {
@@ -295,8 +309,41 @@ func TestDataParallelEveryPart(t *testing.T) {
 	}
 }
 
+// TestDataParallelSyncBN: with --sync-bn every BatchNorm's running
+// statistics come from the global batch, so during training the ranks hold
+// the same ones (bit for bit: both combine the same gathered statistics);
+// without it each rank's come from its own shard and differ (until the end,
+// when rank 0's are broadcast). The weights agree either way.
+func TestDataParallelSyncBN(t *testing.T) {
+	for _, sync := range []bool{true, false} {
+		cfg := smallConfig(t)
+		cfg.BatchSize, cfg.Epochs = 16, 1
+		cfg.SyncBN = sync
+		out := t.TempDir()
+		t.Setenv(envRankConfig, jobConfig(t, cfg))
+		t.Setenv(envRankOut, out)
+		t.Setenv(envRankStats, "1")
+		ws, _ := runJob(t, 2, out)
+		ranksAgree(t, ws, "encoder", "objective")
+		n := 0
+		for k, a := range ws[0] {
+			if !strings.HasPrefix(k, "step.") {
+				continue
+			}
+			n++
+			if d := maxDiff(a, ws[1][k]); (d == 0) != sync {
+				t.Errorf("sync %v: %s differs between the ranks by %g", sync, k, d)
+			}
+		}
+		if n == 0 {
+			t.Fatal("no BatchNorm statistics among the weights")
+		}
+	}
+}
+
 // TestDataParallelDoesNotLeak: with every reducer at work (the prior game,
-// two views, negatives from both ranks, the online probe), each rank's count
+// two views, negatives from both ranks, synchronised BatchNorm, the online
+// probe), each rank's count
 // of live tensors is the same at each step of epochs 2 to 4: the per-step
 // collectives (gradient buckets, loss and stop-flag all-reduces, gathered
 // features) free what they create.
@@ -304,7 +351,7 @@ func TestDataParallelDoesNotLeak(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.BatchSize, cfg.Epochs = 16, 4
 	cfg.Objective.Views, cfg.Augment = 2, true
-	cfg.GlobalNegatives = true
+	cfg.GlobalNegatives, cfg.SyncBN = true, true
 	out := t.TempDir()
 	t.Setenv(envRankConfig, jobConfig(t, cfg))
 	t.Setenv(envRankOut, out)
@@ -329,6 +376,14 @@ func ranksAgree(t *testing.T, ws []map[string][]float64, prefixes ...string) {
 			t.Errorf("no %s weights compared (%v)", p, seen)
 		}
 	}
+}
+
+func namedBuffers(m nn.Module, prefix string) []nn.Named {
+	bs := m.NamedBuffers()
+	for i := range bs {
+		bs[i].Name = prefix + bs[i].Name
+	}
+	return bs
 }
 
 func named(m nn.Module, prefix string) []nn.Named {

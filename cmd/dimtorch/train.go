@@ -114,6 +114,7 @@ func trainSettingList() []setting {
 		{flag: &cli.IntFlag{Name: "master-port", Category: "data-parallel", Usage: "rendezvous port", DefaultText: "a free port on one machine, 29500 across machines"}},
 		{flag: &cli.DurationFlag{Name: "dist-timeout", Value: dist.DefaultTimeout, Category: "data-parallel", Usage: "how long ranks wait for each other (rendezvous, every collective) before failing"}},
 		{flag: &cli.BoolFlag{Name: "global-negatives", Category: "data-parallel", Usage: "score every rank's features against every rank's: negatives from the global batch (all-gather with gradients)"}, field: bln(func(c *train.Config) *bool { return &c.GlobalNegatives })},
+		{flag: &cli.BoolFlag{Name: "sync-bn", Category: "data-parallel", Usage: "BatchNorm with the statistics of the global batch (all ranks' parts, gathered with gradients) instead of each rank's own"}, field: bln(func(c *train.Config) *bool { return &c.SyncBN })},
 	}
 }
 
@@ -314,6 +315,10 @@ func trainRun(c *cli.Context, g *dist.Group) error {
 		return err
 	}
 	defer tr.Close()
+	if cfg := tr.Config(); g == nil && (cfg.SyncBN || cfg.GlobalNegatives) {
+		log.Warn().Bool("sync_bn", cfg.SyncBN).Bool("global_negatives", cfg.GlobalNegatives).
+			Msg("--sync-bn and --global-negatives share statistics and negatives between the processes of a data-parallel job; this run has one process, so they change nothing")
+	}
 	if g == nil || g.Rank() == 0 {
 		if err := writeRunConfig(c.String("out"), trainSettings(), tr.Config(), worldOf(g)); err != nil {
 			return err

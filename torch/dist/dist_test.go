@@ -217,6 +217,21 @@ func runScenario(name string) (map[string][]float64, error) {
 		for i, p := range ps {
 			out[fmt.Sprintf("param%d", i)], _ = float64s(p)
 		}
+	case "syncbn":
+		// Every rank builds the same full batches and BatchNorms (same seed)
+		// and runs its own rows through a synchronised BatchNorm.
+		for _, c := range syncBNCases {
+			res, err := syncBNCase(c, func(x *torch.Tensor) *torch.Tensor {
+				lo, hi := c.split[g.Rank()], c.split[g.Rank()+1]
+				return x.Narrow(0, lo, hi-lo)
+			}, g.AllGather)
+			if err != nil {
+				return nil, err
+			}
+			for k, v := range res {
+				out[c.name+"."+k] = v
+			}
+		}
 	case "die":
 		x := torch.FromSlice([]float32{1}, []int64{1})
 		defer x.Free()
@@ -299,6 +314,106 @@ func TestReducer(t *testing.T) {
 		k := fmt.Sprintf("param%d", i)
 		if !close(a[k], b[k], 0) {
 			t.Errorf("%s differs between the ranks: %v vs %v", k, a[k], b[k])
+		}
+	}
+}
+
+type bnCase struct {
+	name         string
+	shape        []int64
+	channelsLast bool
+	split        []int64 // rank r takes rows split[r] to split[r+1]
+}
+
+// Uneven parts on purpose: the statistics weigh each rank by its count.
+var syncBNCases = []bnCase{
+	{"maps", []int64{6, 3, 4, 5}, true, []int64{0, 2, 6}},
+	{"vectors", []int64{9, 5}, false, []int64{0, 5, 9}},
+}
+
+// syncBNCase runs a BatchNorm in training mode over part(x) of a seeded
+// batch x, with gather (nil: not synchronised), backpropagates the loss
+// sum(y * part(r)) for a seeded r, and returns y, the input's gradient, the
+// weight's and bias's gradients and the running statistics.
+func syncBNCase(c bnCase, part func(*torch.Tensor) *torch.Tensor, gather func(*torch.Tensor) *torch.Tensor) (map[string][]float64, error) {
+	if err := torch.ManualSeed(7); err != nil {
+		return nil, err
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Randn(c.shape, s).MulScalar(3).AddScalar(5) // a mean far from 0: the variance must not cancel
+	r := torch.Randn(c.shape, s)
+	bn := nn.NewBatchNorm(c.shape[1], true)
+	defer nn.Free(bn)
+	torch.NoGrad(func() {
+		_ = bn.Weight.UniformInPlace(0.5, 1.5)
+		_ = bn.Bias.UniformInPlace(-1, 1)
+	})
+	if c.channelsLast {
+		x, r = x.ChannelsLast(), r.ChannelsLast()
+	}
+	xs := part(x).Detach().SetRequiresGrad(true)
+	bn.Gather = gather
+	y := bn.Forward(xs)
+	if err := y.Mul(part(r)).Sum().Backward(); err != nil {
+		return nil, err
+	}
+	out := map[string][]float64{}
+	for k, t := range map[string]*torch.Tensor{"y": y, "gx": xs.Grad(), "gw": bn.Weight.Grad(), "gb": bn.Bias.Grad(),
+		"mean": bn.RunningMean, "var": bn.RunningVar} {
+		v, err := float64s(t)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k, err)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// TestSyncBatchNorm: two ranks, each with its own (uneven) part of a batch,
+// get from a synchronised BatchNorm what one process gets from a plain
+// BatchNorm over the whole batch: each rank's outputs and input gradients
+// are its rows of the whole's, the ranks' weight and bias gradients add up
+// to the whole's, and both hold the whole batch's running statistics.
+func TestSyncBatchNorm(t *testing.T) {
+	res := spawn(t, "syncbn", 2, nil)
+	for r, x := range res {
+		if x.err != nil {
+			t.Fatalf("rank %d: %v\n%s", r, x.err, x.stderr)
+		}
+	}
+	for _, c := range syncBNCases {
+		whole, err := syncBNCase(c, func(x *torch.Tensor) *torch.Tensor { return x }, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := int64(len(whole["y"])) / c.shape[0]
+		for r := 0; r < 2; r++ {
+			got := res[r].out
+			lo, hi := c.split[r]*row, c.split[r+1]*row
+			for _, k := range []string{"y", "gx"} {
+				if !close(got[c.name+"."+k], whole[k][lo:hi], 1e-5) {
+					t.Errorf("%s rank %d %s = %v, want the whole batch's rows %v", c.name, r, k, got[c.name+"."+k], whole[k][lo:hi])
+				}
+			}
+			for _, k := range []string{"mean", "var"} {
+				if !close(got[c.name+"."+k], whole[k], 1e-5) {
+					t.Errorf("%s rank %d running %s = %v, want %v", c.name, r, k, got[c.name+"."+k], whole[k])
+				}
+			}
+		}
+		for _, k := range []string{"gw", "gb"} {
+			a, b := res[0].out[c.name+"."+k], res[1].out[c.name+"."+k]
+			if len(a) != len(whole[k]) || len(b) != len(whole[k]) {
+				t.Fatalf("%s %s: %v and %v", c.name, k, a, b)
+			}
+			sum := make([]float64, len(a))
+			for i := range a {
+				sum[i] = a[i] + b[i]
+			}
+			if !close(sum, whole[k], 1e-5) {
+				t.Errorf("%s %s: the ranks' sum %v, the whole batch's %v", c.name, k, sum, whole[k])
+			}
 		}
 	}
 }

@@ -1,6 +1,9 @@
 package nn
 
 import (
+	"fmt"
+	"math"
+
 	"github.com/dimtorch/dimtorch/torch"
 )
 
@@ -116,6 +119,14 @@ type BatchNorm struct {
 	// moving average (PyTorch's momentum=None): reset the count to 0 and
 	// run batches to measure a data set's statistics.
 	Cumulative bool
+	// Gather, when set, synchronises the batch statistics in training mode
+	// across the processes of a data-parallel job (SyncBatchNorm): it must
+	// return every process's tensor concatenated along dimension 0 in the
+	// same order everywhere, differentiably (dist.Group.AllGather). Each
+	// process then normalises its part of the batch with the mean and
+	// variance of the whole global batch, and the gradients flow through
+	// the other processes' statistics. Set it with SyncBatchNorm.
+	Gather func(*torch.Tensor) *torch.Tensor
 }
 
 // NewBatchNorm returns a BatchNorm over c channels with PyTorch's defaults
@@ -152,7 +163,86 @@ func (b *BatchNorm) Forward(x *torch.Tensor) *torch.Tensor {
 			m = 1 / n
 		}
 	}
+	if b.Training() && b.Gather != nil {
+		return b.syncForward(x, m)
+	}
 	return torch.BatchNorm(x, b.Weight, b.Bias, b.RunningMean, b.RunningVar, b.Training(), m, b.Eps)
+}
+
+// syncForward is training-mode BatchNorm over the global batch of a
+// data-parallel job. Each process computes its part's count, per-channel mean
+// and sum of squared deviations (in float32), gathers every process's three
+// in one differentiable all-gather, and combines them as Chan et al.'s
+// parallel variance does (no E[x^2] - E[x]^2 cancellation): N = sum n_r,
+// mean = sum n_r mean_r / N, M2 = sum M2_r + sum n_r (mean_r - mean)^2, the
+// biased variance M2 / N normalising, the unbiased M2 / (N - 1) entering the
+// running variance, as in PyTorch.
+func (b *BatchNorm) syncForward(x *torch.Tensor, momentum float64) *torch.Tensor {
+	if x.Dim() < 2 {
+		return torch.Errored(fmt.Errorf("nn: BatchNorm needs [N, C, ...] input, got shape %v", x.Shape()))
+	}
+	c := x.Size(1)
+	var dims []int64
+	bshape := []int64{1, c} // per-channel values broadcast over x
+	for d := 0; d < x.Dim(); d++ {
+		if d != 1 {
+			dims = append(dims, int64(d))
+		}
+		if d > 1 {
+			bshape = append(bshape, 1)
+		}
+	}
+	xf := x.To(torch.Float32)
+	n := float64(xf.Numel() / c)
+	mean := xf.MeanDims(dims, false)                                    // [C]
+	m2 := xf.Sub(mean.Reshape(bshape...)).Square().SumDims(dims, false) // [C]
+	count := torch.OnesLike(mean.Narrow(0, 0, 1)).MulScalar(n)
+	all := b.Gather(torch.Cat([]*torch.Tensor{count, mean, m2}, 0).Unsqueeze(0)) // [W, 1+2C]
+	if err := all.Err(); err != nil {
+		return torch.Errored(fmt.Errorf("nn: synchronised BatchNorm: %w", err))
+	}
+	counts := all.Narrow(1, 0, 1) // [W, 1]
+	total, err := counts.Sum().Item()
+	if err != nil {
+		return torch.Errored(err)
+	}
+	means := all.Narrow(1, 1, c) // [W, C]
+	gmean := means.Mul(counts).SumDims([]int64{0}, false).DivScalar(total)
+	dev := means.Sub(gmean.Unsqueeze(0))
+	gm2 := all.Narrow(1, 1+c, c).SumDims([]int64{0}, false).Add(dev.Square().Mul(counts).SumDims([]int64{0}, false))
+	varB := gm2.DivScalar(total)
+	y := xf.Sub(gmean.Reshape(bshape...)).Mul(varB.AddScalar(b.Eps).Rsqrt().Reshape(bshape...))
+	if b.Weight != nil {
+		sc := x.Scope() // the parameters' views live as long as the step's tensors
+		y = y.Mul(b.Weight.Ref(sc).Reshape(bshape...)).Add(b.Bias.Ref(sc).Reshape(bshape...))
+	}
+	var upd error
+	torch.NoGrad(func() {
+		unbiased := gm2.DivScalar(math.Max(total-1, 1))
+		if upd = b.RunningMean.MulScalarInPlace(1 - momentum); upd == nil {
+			upd = b.RunningMean.AddInPlace(gmean.Detach(), momentum)
+		}
+		if upd == nil {
+			if upd = b.RunningVar.MulScalarInPlace(1 - momentum); upd == nil {
+				upd = b.RunningVar.AddInPlace(unbiased.Detach(), momentum)
+			}
+		}
+	})
+	if upd != nil {
+		return torch.Errored(upd)
+	}
+	return y.To(x.DType())
+}
+
+// SyncBatchNorm makes every BatchNorm in m synchronise its training-mode
+// statistics through gather (BatchNorm.Gather); nil makes them per process
+// again.
+func SyncBatchNorm(m Module, gather func(*torch.Tensor) *torch.Tensor) {
+	Walk(m, func(_ string, sub Module) {
+		if bn, ok := sub.(*BatchNorm); ok {
+			bn.Gather = gather
+		}
+	})
 }
 
 // LayerNorm normalises over the trailing dimensions Shape.
