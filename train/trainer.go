@@ -149,7 +149,7 @@ func Resume(o Options, change func(saved Config) (Config, error)) (*Trainer, err
 	}
 	defer ck.Free()
 	cfg := ck.Meta.Config
-	if was, now := max(1, ck.Meta.World), worldOf(o.Group); was != now {
+	if was, now := max(1, ck.Meta.World), o.Group.World(); was != now {
 		return nil, fmt.Errorf("checkpoint %s was trained by %d processes and cannot continue with %d: the shards, the "+
 			"global batch and the random streams depend on the number of processes (resume with --nproc-per-node/--nnodes giving %d)",
 			ck.Dir, was, now, was)
@@ -219,13 +219,6 @@ func claimRun(o Options) (*runLock, error) {
 	return lock, nil
 }
 
-func worldOf(g *dist.Group) int {
-	if g == nil {
-		return 1
-	}
-	return g.World()
-}
-
 // build constructs the networks, optimisers and loaders from the seed.
 func build(cfg Config, o Options) (*Trainer, error) {
 	dev, _ := torch.ParseDevice(cfg.Device)
@@ -261,10 +254,7 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	t.cfg.Method = cfg.Method
 	trainT, testT := cfg.transforms(trainSet.Shape())
 	workers := cfg.Workers // Validate gave it a value
-	rank, world := 0, 1
-	if o.Group != nil {
-		rank, world = o.Group.Rank(), o.Group.World()
-	}
+	rank, world := o.Group.Rank(), o.Group.World()
 	t.train, err = datasets.NewLoader(datasets.Subset(trainSet, cfg.Limit), datasets.LoaderOptions{
 		BatchSize: cfg.BatchSize, Shuffle: true, Seed: cfg.Seed, Workers: workers, DropLast: true, Transform: trainT,
 		Views: cfg.Objective.Views, Device: dev, Rank: rank, World: world,

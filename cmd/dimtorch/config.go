@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/dimtorch/dimtorch/internal/atomicfile"
-	"github.com/dimtorch/dimtorch/torch/dist"
 	"github.com/dimtorch/dimtorch/train"
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
@@ -218,11 +217,4 @@ func checkChoice(c *cli.Context, name string, choices ...string) error {
 	sorted := append([]string(nil), choices...)
 	sort.Strings(sorted)
 	return fmt.Errorf("--%s %s: want one of %s", name, strconv.Quote(v), strings.Join(sorted, ", "))
-}
-
-func worldOf(g *dist.Group) int {
-	if g == nil {
-		return 1
-	}
-	return g.World()
 }

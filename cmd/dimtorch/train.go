@@ -319,8 +319,8 @@ func trainRun(c *cli.Context, g *dist.Group) error {
 		log.Warn().Bool("sync_bn", cfg.SyncBN).Bool("global_negatives", cfg.GlobalNegatives).
 			Msg("--sync-bn and --global-negatives share statistics and negatives between the processes of a data-parallel job; this run has one process, so they change nothing")
 	}
-	if g == nil || g.Rank() == 0 {
-		if err := writeRunConfig(c.String("out"), trainSettings(), tr.Config(), worldOf(g)); err != nil {
+	if g.Rank() == 0 {
+		if err := writeRunConfig(c.String("out"), trainSettings(), tr.Config(), g.World()); err != nil {
 			return err
 		}
 	}
@@ -349,7 +349,7 @@ func trainRun(c *cli.Context, g *dist.Group) error {
 	if err != nil {
 		return err
 	}
-	if g != nil && g.Rank() > 0 {
+	if g.Rank() > 0 {
 		return nil
 	}
 	if c.Bool("json") {

@@ -66,9 +66,22 @@ func New(cfg Config) (*Group, error) {
 	return g, nil
 }
 
-// Rank is this process's rank; World the number of processes.
-func (g *Group) Rank() int  { return g.rank }
-func (g *Group) World() int { return g.world }
+// Rank is this process's rank; World the number of processes. A nil
+// *Group stands for a job of one process: rank 0 of 1.
+func (g *Group) Rank() int {
+	if g == nil {
+		return 0
+	}
+	return g.rank
+}
+
+// World is the number of processes in the job (1 for a nil *Group).
+func (g *Group) World() int {
+	if g == nil {
+		return 1
+	}
+	return g.world
+}
 
 // Close leaves the group.
 func (g *Group) Close() {
