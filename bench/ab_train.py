@@ -42,7 +42,9 @@ def main():
     args = sys.argv[1:]
     if len(args) < 2:
         sys.exit(__doc__)
-    (a, env_a), (b, env_b), rest = side(args[0]), side(args[1]), args[2:]
+    (a, env_a), (b, env_b) = side(args[0]), side(args[1])
+    mine = ("--repeats", "--per-turn", "--steps", "--batch-size")  # read here: --name=N becomes --name N
+    rest = [p for x in args[2:] for p in (x.split("=", 1) if x.split("=", 1)[0] in mine else [x])]
     repeats, rest = option(rest, "--repeats", 8)
     per_turn, rest = option(rest, "--per-turn", 5)
     steps, rest = option(rest, "--steps", 20)

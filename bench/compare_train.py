@@ -14,8 +14,8 @@ dimtorch's for the same block. dimtorch runs as `dimtorch train` does by
 default (channels_last; --dimtorch-nchw turns that off), PyTorch eager in its
 default layout (--pytorch-channels-last: NHWC). --gamma 0.1 --encoder basic28
 --channels 1 --mi-units 256 is the step of `dimtorch train`'s default
-configuration (prior matching on). --binary-b BIN compares two dimtorch
-binaries (or one binary under two environments: --env-b VAR=VALUE) instead.
+configuration (prior matching on). bench/ab_train.py compares two dimtorch
+binaries (or one binary under two environments) the same way.
 """
 import argparse
 import json

@@ -33,9 +33,12 @@ struct AdamConsts {
 
 // adam_fused updates every span in one pass over its memory (each element's
 // parameter, gradient and moments read once, written once), split across
-// libtorch's intra-op threads, with the widest of AVX-512, AVX2+FMA or plain
-// C++ that this CPU has. Per element it performs ATen's operations of
-// dt_adam_step in the same order and precision.
+// libtorch's intra-op threads (OpenMP: the shim compiled by cgo; a shim built
+// separately with CMake runs it on the calling thread), with the widest of
+// AVX-512, AVX2+FMA or plain C++ that this CPU has. Per element it performs
+// ATen's operations of dt_adam_step in the same order and precision. Spans
+// must not share memory (the caller updates a repeated parameter span by
+// span).
 void adam_fused(const std::vector<AdamSpan> &spans, const AdamConsts &c);
 
 // adam_fused_isa names the kernel adam_fused uses: the widest this CPU has

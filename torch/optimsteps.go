@@ -19,10 +19,12 @@ import (
 // parameters: "auto" (the default, unless DIMTORCH_FUSED_OPTIM=0) takes the
 // widest fused kernel this CPU has, "avx512", "avx2" or "scalar" a given one,
 // "off" ATen's eight per-tensor operations. A fused kernel reads and writes
-// each element once, in one call, split across the intra-op threads; the
-// vector kernels compute ATen's operations in ATen's order and agree with it
-// bit for bit on the same instruction set (the scalar one rounds as ATen's
-// kernels for CPUs without FMA). It is process-wide.
+// each element once, in one call, split across the intra-op threads (on the
+// calling thread in a shim built separately with CMake); the vector kernels
+// compute ATen's operations in ATen's order and agree with Debian's libtorch
+// bit for bit (the scalar one rounds as ATen's kernels for CPUs without FMA).
+// Autograd's version counters of the parameters and moments move as ATen's
+// in-place operations move them. It is process-wide.
 func SetFusedOptimKernel(name string) error {
 	cs := C.CString(name)
 	defer C.free(unsafe.Pointer(cs))

@@ -35,6 +35,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -675,7 +676,7 @@ dt_err dt_linear(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor *out) {
 // autocast) run as matrix products over the [N*H*W, C] rows of the NHWC
 // input: oneDNN's bfloat16 matmul (AMX where the CPU has it) computes the
 // backward pass 3x to 4x faster than its bfloat16 1x1 convolution for DIM's
-// head shapes (bench/conv_kernels.py). Same maths, bfloat16 products with
+// head shapes (bench/conv_kernels.py). An NCHW input gets an NCHW output. Same maths, bfloat16 products with
 // float32 accumulation either way; off with dt_set_lowp_1x1_matmul(0) or
 // DIMTORCH_LOWP_1X1_MATMUL=0. In float32 the convolution is the faster one
 // and is kept.
@@ -716,8 +717,9 @@ dt_err dt_conv2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride, c
   if (lowp_1x1(xx, ww, stride, padding, dilation, groups)) {
     const int64_t n = xx.size(0), c = xx.size(1), h = xx.size(2), wd = xx.size(3), o = ww.size(0);
     at::Tensor rows = xx.permute({0, 2, 3, 1}).reshape({-1, c});  // a view when x is channels_last
-    at::Tensor y = at::linear(rows, ww.reshape({o, c}), opt(b));
-    *out = wrap(y.reshape({n, h, wd, o}).permute({0, 3, 1, 2}));  // channels_last strides
+    at::Tensor y = at::linear(rows, ww.reshape({o, c}), opt(b)).reshape({n, h, wd, o}).permute({0, 3, 1, 2});
+    // channels_last strides as they come; an NCHW input gets an NCHW output, as from the convolution
+    *out = wrap(xx.is_contiguous(at::MemoryFormat::ChannelsLast) ? y : y.contiguous());
     return nullptr;
   }
   *out = wrap(at::conv2d(T(x), T(w), opt(b), ints(stride, 2), ints(padding, 2), ints(dilation, 2), groups));
@@ -895,13 +897,16 @@ static bool fused_optim_on() {
 
 const char *dt_fused_optim_isa(void) { return fused_optim_on() ? dimtorch::adam_fused_isa() : "off"; }
 
-// fusable: dense float32 CPU tensors of one shape and one set of strides, so
+// fusable: dense float32 CPU tensors of one shape whose strides agree on
+// every dimension longer than 1 (a dimension of size 1 moves no element), so
 // that their storages line up element for element.
 static bool fusable(const at::Tensor &p, const at::Tensor &g, const at::Tensor &m, const at::Tensor &v) {
   for (const at::Tensor *t : {&p, &g, &m, &v}) {
     if (!t->device().is_cpu() || t->scalar_type() != at::kFloat || !t->is_non_overlapping_and_dense() ||
-        t->sizes() != p.sizes() || t->strides() != p.strides())
+        t->sizes() != p.sizes())
       return false;
+    for (int64_t d = 0; d < p.dim(); d++)
+      if (p.size(d) > 1 && t->stride(d) != p.stride(d)) return false;
   }
   return true;
 }
@@ -915,6 +920,9 @@ dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_
   const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
   const bool fuse = fused_optim_on();
   std::vector<dimtorch::AdamSpan> spans;
+  std::vector<at::Tensor> fused;  // p, m, v of each span: their versions move as ATen's in-place ops move them
+  std::unordered_set<const void *> seen;
+  bool repeated = false;  // a parameter listed twice is updated twice, one update after the other
   for (int i = 0; i < n; i++) {
     at::Tensor &p = T(params[i]);
     at::Tensor g = p.grad();
@@ -924,6 +932,8 @@ dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_
     if (fuse && fusable(p, g, m, v)) {
       spans.push_back({p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(),
                        p.numel()});
+      repeated = repeated || !seen.insert(p.data_ptr()).second;
+      fused.insert(fused.end(), {p, m, v});
       continue;
     }
     if (weight_decay != 0) {
@@ -949,7 +959,14 @@ dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_
     c.neg_step = static_cast<float>(-lr / bc1);
     c.weight_decay = decoupled ? 0.0f : static_cast<float>(weight_decay);
     c.decay = decoupled ? static_cast<float>(1.0 - lr * weight_decay) : 1.0f;
-    dimtorch::adam_fused(spans, c);
+    if (repeated) {
+      for (const dimtorch::AdamSpan &sp : spans) dimtorch::adam_fused({sp}, c);
+    } else {
+      dimtorch::adam_fused(spans, c);
+    }
+    // A graph that saved one of these tensors now fails at backward ("modified
+    // by an inplace operation"), as it would after ATen's in-place update.
+    for (const at::Tensor &t : fused) torch::autograd::impl::bump_version(t);
   }
   CATCH
 }

@@ -152,11 +152,11 @@ dt_err dt_linear(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor *out);
 /* float32 CPU linear layers as 1x1 convolutions on oneDNN (default on where
    libtorch has oneDNN, unless DIMTORCH_ONEDNN_LINEAR=0) */
 void dt_set_onednn_linear(int on);
+int dt_onednn_linear(void);
 /* 1x1 convolutions in bfloat16 on the CPU as matrix products over NHWC rows
    (on by default where libtorch has oneDNN, unless DIMTORCH_LOWP_1X1_MATMUL=0) */
 void dt_set_lowp_1x1_matmul(int on);
 int dt_lowp_1x1_matmul(void);
-int dt_onednn_linear(void);
 dt_err dt_conv2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride, const int64_t *padding,
                  const int64_t *dilation, int64_t groups, dt_tensor *out);
 dt_err dt_conv_transpose2d(dt_tensor x, dt_tensor w, dt_tensor b, const int64_t *stride,

@@ -171,7 +171,8 @@ func (b *BatchNorm) Forward(x *torch.Tensor) *torch.Tensor {
 
 // syncForward is training-mode BatchNorm over the global batch of a
 // data-parallel job. Each process computes its part's count, per-channel mean
-// and sum of squared deviations (in float32), gathers every process's three
+// and sum of squared deviations (in float32, or float64 for float64 input;
+// every process needs a non-empty part), gathers every process's three
 // in one differentiable all-gather, and combines them as Chan et al.'s
 // parallel variance does (no E[x^2] - E[x]^2 cancellation): N = sum n_r,
 // mean = sum n_r mean_r / N, M2 = sum M2_r + sum n_r (mean_r - mean)^2, the
@@ -192,7 +193,10 @@ func (b *BatchNorm) syncForward(x *torch.Tensor, momentum float64) *torch.Tensor
 			bshape = append(bshape, 1)
 		}
 	}
-	xf := x.To(torch.Float32)
+	xf := x // statistics in float32 at least (bfloat16 under autocast), float64 when x is
+	if x.DType() != torch.Float64 {
+		xf = x.To(torch.Float32)
+	}
 	n := float64(xf.Numel() / c)
 	mean := xf.MeanDims(dims, false)                                    // [C]
 	m2 := xf.Sub(mean.Reshape(bshape...)).Square().SumDims(dims, false) // [C]

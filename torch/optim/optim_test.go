@@ -2,6 +2,7 @@ package optim_test
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/dimtorch/dimtorch/torch"
@@ -292,7 +293,9 @@ func TestFusedAdamMatchesATen(t *testing.T) {
 			for i, p := range p0 {
 				q := p.Clone().MoveTo(nil)
 				if len(shapes[i]) == 4 {
-					q = q.ChannelsLast().MoveTo(nil)
+					cl := q.ChannelsLast().MoveTo(nil)
+					q.Free()
+					q = cl
 				}
 				ps = append(ps, q.SetRequiresGrad(true))
 			}
@@ -323,8 +326,10 @@ func TestFusedAdamMatchesATen(t *testing.T) {
 				t.Fatal("the channels_last parameter lost its layout")
 			}
 			var out [][]float32
+			st := torch.NewScope()
+			defer st.Close()
 			for _, p := range ps {
-				v, err := p.Contiguous().Float32s()
+				v, err := p.Ref(st).Contiguous().Float32s()
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -333,6 +338,24 @@ func TestFusedAdamMatchesATen(t *testing.T) {
 			return out
 		}
 		aten := run("off")
+		// The fused path must really run: the scalar kernel rounds without
+		// fused multiply-adds, so where ATen uses them (AVX2 and up) some
+		// float32 element differs in its last bits.
+		if torch.SetFusedOptimKernel("avx2") == nil {
+			scalar := run("scalar")
+			differs := false
+			for i := 0; i < len(aten)-1 && !differs; i++ {
+				for j := range aten[i] {
+					if aten[i][j] != scalar[i][j] {
+						differs = true
+						break
+					}
+				}
+			}
+			if !differs {
+				t.Fatalf("%+v: the scalar kernel matches ATen everywhere: is the fused path taken at all?", o)
+			}
+		}
 		for _, kernel := range []string{"avx512", "avx2", "scalar"} {
 			if torch.SetFusedOptimKernel(kernel) != nil {
 				t.Logf("this CPU has no %s", kernel)
@@ -352,6 +375,37 @@ func TestFusedAdamMatchesATen(t *testing.T) {
 				}
 			}
 		}
+		s.Close()
+	}
+}
+
+// A graph that saved a parameter cannot backpropagate after an Adam step
+// updated it in place ("modified by an inplace operation"), with the fused
+// kernel as with ATen's operations: the step moves autograd's version
+// counters.
+func TestAdamStepInvalidatesSavedParameters(t *testing.T) {
+	defer func() { _ = torch.SetFusedOptimKernel("auto") }()
+	for _, kernel := range []string{"auto", "off"} {
+		if err := torch.SetFusedOptimKernel(kernel); err != nil {
+			t.Fatal(err)
+		}
+		s := torch.NewScope()
+		p := torch.Randn([]int64{40}, s).SetRequiresGrad(true)
+		a, err := optim.NewAdam([]*torch.Tensor{p}, optim.AdamDefaults(1e-3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Square().Sum().Backward(); err != nil {
+			t.Fatal(err)
+		}
+		saved := p.Mul(p).Sum() // saves p for its backward pass
+		if err := a.Step(); err != nil {
+			t.Fatal(err)
+		}
+		if err := saved.Backward(); err == nil || !strings.Contains(err.Error(), "inplace") {
+			t.Errorf("kernel %s: backward through a graph that saved the updated parameter: %v", kernel, err)
+		}
+		a.Free()
 		s.Close()
 	}
 }
