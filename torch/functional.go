@@ -91,8 +91,9 @@ func OneDNNLinear() bool { return C.dt_onednn_linear() != 0 }
 // bfloat16 inputs: on (the default where libtorch has oneDNN, unless
 // DIMTORCH_LOWP_1X1_MATMUL=0) as a matrix product over the NHWC rows of the
 // input, off as oneDNN's convolution. The results agree to bfloat16 rounding;
-// the matrix product's backward pass was 3x to 4x faster for the MI heads'
-// shapes on a CPU with AMX (bench/conv_kernels.py). It is process-wide.
+// forward and backward, the matrix product was 2.2x to 4.3x faster for the
+// MI heads' shapes on a CPU with AMX (bench/conv_kernels.py). It is
+// process-wide.
 func SetLowPrecision1x1Matmul(on bool) {
 	v := 0
 	if on {
