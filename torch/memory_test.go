@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
@@ -72,7 +73,7 @@ func TestMemoryFlatOverManySteps(t *testing.T) {
 	for i := 0; i < warm; i++ {
 		step()
 	}
-	runtime.GC()
+	settleFinalizers()
 	live0, fin0, rss0 := torch.LiveTensors(), torch.FinalizedTensors(), rssBytes(t)
 	for i := 0; i < steps; i++ {
 		step()
@@ -278,5 +279,24 @@ func TestScopeSharedByGoroutines(t *testing.T) {
 	s.Close()
 	if got := torch.LiveTensors(); got != before {
 		t.Fatalf("%d live tensors after Close, %d before", got, before)
+	}
+}
+
+// settleFinalizers collects garbage until the finalizers of unreachable
+// tensors left by earlier tests have all run (the count of finalized tensors
+// holds still over a few collections), so that a measurement after it counts
+// only what follows. Go runs finalizers on their own goroutine, after the
+// collection that found them.
+func settleFinalizers() {
+	still := 0
+	for i := 0; i < 100 && still < 3; i++ {
+		n := torch.FinalizedTensors()
+		runtime.GC()
+		time.Sleep(2 * time.Millisecond)
+		if torch.FinalizedTensors() == n {
+			still++
+		} else {
+			still = 0
+		}
 	}
 }
