@@ -15,7 +15,7 @@ func gradCheck(t *testing.T, f func(in []*torch.Tensor) *torch.Tensor, inputs ..
 	defer s.Close()
 	ins := make([]*torch.Tensor, len(inputs))
 	for i, x := range inputs {
-		ins[i] = x.Detach().To(s).SetRequiresGrad(true)
+		ins[i] = x.Detach().MoveTo(s).SetRequiresGrad(true)
 	}
 	out := f(ins)
 	if err := out.Err(); err != nil {
@@ -78,7 +78,9 @@ func away(shape ...int64) *torch.Tensor {
 }
 
 func positive(shape ...int64) *torch.Tensor {
-	return torch.Rand(shape, torch.Float64).AddScalar(0.5)
+	s := torch.NewScope()
+	defer s.Close()
+	return torch.Rand(shape, torch.Float64, s).AddScalar(0.5).MoveTo(nil)
 }
 
 func randn(shape ...int64) *torch.Tensor { return torch.Randn(shape, torch.Float64) }
@@ -103,7 +105,11 @@ func TestGradCheck(t *testing.T) {
 	if err := torch.ManualSeed(7); err != nil {
 		t.Fatal(err)
 	}
-	idx := func(v ...int64) *torch.Tensor { return torch.FromSlice(v, []int64{int64(len(v))}) }
+	// Index tensors made inside the functions under test (once per evaluation)
+	// live until the test ends.
+	ts := torch.NewScope()
+	defer ts.Close()
+	idx := func(v ...int64) *torch.Tensor { return torch.FromSlice(v, []int64{int64(len(v))}, ts) }
 	cases := []gcCase{
 		unaryCase("neg", (*torch.Tensor).Neg, randn),
 		unaryCase("exp", (*torch.Tensor).Exp, randn),
@@ -164,7 +170,7 @@ func TestGradCheck(t *testing.T) {
 		unaryCase("select", func(x *torch.Tensor) *torch.Tensor { return x.Select(0, 2) }, randn),
 		unaryCase("index_select", func(x *torch.Tensor) *torch.Tensor { return x.IndexSelect(1, idx(3, 0, 0)) }, randn),
 		unaryCase("gather", func(x *torch.Tensor) *torch.Tensor {
-			return x.Gather(1, torch.FromSlice([]int64{0, 1, 3, 3, 2, 0}, []int64{3, 2}))
+			return x.Gather(1, torch.FromSlice([]int64{0, 1, 3, 3, 2, 0}, []int64{3, 2}, ts))
 		}, randn),
 		unaryCase("masked_fill", func(x *torch.Tensor) *torch.Tensor { return x.MaskedFill(x.GtScalar(0), 0) }, away),
 		unaryCase("unfold", func(x *torch.Tensor) *torch.Tensor { return x.Unfold(1, 2, 1) }, randn),
@@ -203,7 +209,7 @@ func TestGradCheck(t *testing.T) {
 		binaryCase("stack", func(a, b *torch.Tensor) *torch.Tensor { return torch.Stack([]*torch.Tensor{a, b}, 1) },
 			func() *torch.Tensor { return randn(2, 4) }, func() *torch.Tensor { return randn(2, 4) }),
 		binaryCase("scatter", func(a, b *torch.Tensor) *torch.Tensor {
-			return a.Scatter(1, torch.FromSlice([]int64{0, 2, 1, 3, 3, 0}, []int64{3, 2}), b)
+			return a.Scatter(1, torch.FromSlice([]int64{0, 2, 1, 3, 3, 0}, []int64{3, 2}, ts), b)
 		}, func() *torch.Tensor { return randn(3, 4) }, func() *torch.Tensor { return randn(3, 2) }),
 		binaryCase("einsum", func(a, b *torch.Tensor) *torch.Tensor { return torch.Einsum("nlc,mc->nml", a, b) },
 			func() *torch.Tensor { return randn(2, 3, 4) }, func() *torch.Tensor { return randn(5, 4) }),
@@ -212,7 +218,7 @@ func TestGradCheck(t *testing.T) {
 		binaryCase("bce_with_logits", func(a, b *torch.Tensor) *torch.Tensor { return torch.BCEWithLogits(a, b, torch.ReduceSum) },
 			func() *torch.Tensor { return randn(3, 4) }, func() *torch.Tensor { return positive(3, 4).DivScalar(2) }),
 		{"cross_entropy", func(in []*torch.Tensor) *torch.Tensor {
-			return torch.CrossEntropy(in[0], torch.FromSlice([]int64{1, 0, 3}, []int64{3}), torch.ReduceMean)
+			return torch.CrossEntropy(in[0], torch.FromSlice([]int64{1, 0, 3}, []int64{3}, ts), torch.ReduceMean)
 		}, func() []*torch.Tensor { return []*torch.Tensor{randn(3, 4)} }},
 		{"linear", func(in []*torch.Tensor) *torch.Tensor { return torch.Linear(in[0], in[1], in[2]) },
 			func() []*torch.Tensor { return []*torch.Tensor{randn(3, 4), randn(2, 4), randn(2)} }},
