@@ -12,22 +12,14 @@ the units-to-units layer.
     /usr/bin/python3 bench/conv_kernels.py --threads 2
 """
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
+from linear_kernels import bench
+
 # (batch, channels in, height = width, channels out)
 SHAPES = [(64, 128, 8, 512), (64, 512, 8, 512), (64, 128, 7, 256), (64, 256, 7, 256)]
-
-
-def bench(f, n):
-    for _ in range(3):
-        f()
-    t = time.perf_counter()
-    for _ in range(n):
-        f()
-    return (time.perf_counter() - t) / n * 1000
 
 
 def main():

@@ -638,11 +638,15 @@ dt_err dt_einsum(const char *eq, const dt_tensor *ts, int n, dt_tensor *out) {
 // (forward and backward, bench/linear_kernels.py). Same maths, other rounding; off with
 // dt_set_onednn_linear(0) or DIMTORCH_ONEDNN_LINEAR=0. Under autocast (bfloat16)
 // at::linear already runs on oneDNN and is left alone.
+// env_on reads a kernel switch from the environment: on unless the
+// variable is "0".
+static int env_on(const char *name) {
+  const char *e = std::getenv(name);
+  return (e != nullptr && std::string(e) == "0") ? 0 : 1;
+}
+
 static int onednn_linear_state() {
-  static int from_env = [] {
-    const char *e = std::getenv("DIMTORCH_ONEDNN_LINEAR");
-    return (e != nullptr && std::string(e) == "0") ? 0 : 1;
-  }();
+  static const int from_env = env_on("DIMTORCH_ONEDNN_LINEAR");
   return from_env;
 }
 static std::atomic<int> g_onednn_linear{-1};  // -1: not set, follow the environment
@@ -686,10 +690,7 @@ static std::atomic<int> g_lowp_1x1{-1};  // -1: not set, follow the environment
 void dt_set_lowp_1x1_matmul(int on) { g_lowp_1x1.store(on != 0 ? 1 : 0); }
 
 int dt_lowp_1x1_matmul(void) {
-  static int from_env = [] {
-    const char *e = std::getenv("DIMTORCH_LOWP_1X1_MATMUL");
-    return (e != nullptr && std::string(e) == "0") ? 0 : 1;
-  }();
+  static const int from_env = env_on("DIMTORCH_LOWP_1X1_MATMUL");
   int v = g_lowp_1x1.load();
   return (v < 0 ? from_env : v) != 0 && at::hasMKLDNN() ? 1 : 0;
 }
@@ -873,10 +874,7 @@ dt_err dt_init_(int op, dt_tensor t_, double a, double b) {
 // ---- optimiser steps: one call per step over the parameter list ----------------------
 
 static int fused_optim_env() {
-  static int from_env = [] {
-    const char *e = std::getenv("DIMTORCH_FUSED_OPTIM");
-    return (e != nullptr && std::string(e) == "0") ? 0 : 1;
-  }();
+  static const int from_env = env_on("DIMTORCH_FUSED_OPTIM");
   return from_env;
 }
 static std::atomic<int> g_fused_optim{-1};  // -1: not set, follow the environment
