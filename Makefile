@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 APT_PACKAGES := libtorch-dev libgloo-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx
 ORT_VERSION := 1.24.3
 
-.PHONY: setup build demo test test-go test-shim lint fmt-check bench-ops bench-train quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: setup build demo test test-go test-shim test-isa lint fmt-check bench-ops bench-train quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
 
 ## setup: install what building and testing need (Debian packages, Go modules, the onnxruntime library); idempotent
 setup:
@@ -39,8 +39,9 @@ demo: setup build
 	bin/dimtorch eval --checkpoint $(DEMO_OUT) --probe linear --features conv,fc,y --limit-train 10000 --plots
 	bin/dimtorch eval --random-init --encoder basic28 --seed 1 --probe linear --features conv,fc,y --limit-train 10000
 
-## test: formatting, vet, staticcheck, every Go test, and the shared-library build of the shim
-test: setup fmt-check lint test-go test-shim gpu-check-cpu
+## test: formatting, vet, staticcheck, every Go test, the shared-library build of the shim, the
+## numerics-sensitive tests under other CPUs' instruction sets, and the GPU check's CPU part
+test: setup fmt-check lint test-go test-shim test-isa gpu-check-cpu
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -53,6 +54,21 @@ lint:
 ## test-go: every Go test under the race detector (libtorch's C++ is not instrumented; the Go side is)
 test-go:
 	$(GO) test -race ./...
+
+## test-isa: the tests whose outcome depends on the CPU's kernels (every torch operator and layer against
+## PyTorch, the fused Adam, the estimators and methods, the training step against PyTorch in float32 and
+## bfloat16, --bf16 refused where oneDNN has no bfloat16 kernels) again with oneDNN and ATen capped to the
+## instruction sets of other x86-64 CPUs: AVX2 only; AVX-512 without bfloat16 (Skylake-X); AVX-512 with
+## AVX512-BF16 and no AMX (AMD EPYC, as seen from an Intel Xeon with AMX); ATen's plain C++ kernels.
+## A cap above what this CPU has changes nothing: the level then runs as the CPU's own.
+ISA_LEVELS := AVX2:avx2 AVX512_CORE:avx512 AVX512_CORE_BF16:avx512 ALL:default
+ISA_CMD_TESTS := ^(TestBenchTrainMatchesPyTorch|TestBenchTrainBF16MatchesPyTorch|TestBF16RefusedWithoutKernels)$$
+test-isa:
+	@set -e; for l in $(ISA_LEVELS); do onednn=$${l%%:*}; aten=$${l##*:}; \
+	  echo "== ONEDNN_MAX_CPU_ISA=$$onednn ATEN_CPU_CAPABILITY=$$aten"; \
+	  ONEDNN_MAX_CPU_ISA=$$onednn ATEN_CPU_CAPABILITY=$$aten $(GO) test -count=1 ./torch/... ./objectives; \
+	  ONEDNN_MAX_CPU_ISA=$$onednn ATEN_CPU_CAPABILITY=$$aten $(GO) test -count=1 -run '$(ISA_CMD_TESTS)' ./cmd/dimtorch; \
+	done
 
 ## shim: libdimtorch_shim.so against the libtorch found by CMake (CMAKE_PREFIX_PATH picks another)
 shim:

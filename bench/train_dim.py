@@ -199,6 +199,14 @@ def use_onednn_linear():
     ONEDNN_LINEAR = True
 
 
+def dump_grads(d, params):
+    import os
+    import numpy as np
+    os.makedirs(d, exist_ok=True)
+    for i, p in enumerate(params):
+        np.save(os.path.join(d, "%03d.npy" % i), p.grad.detach().float().cpu().contiguous().numpy())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoder", default="dcgan32")
@@ -225,6 +233,9 @@ def main():
                     help='after the warm-up print {"ready": true}, then before each timed step wait for a line on '
                          'standard input and print {"step_ms": T} after it (bench/compare_train.py); images/s then '
                          'count the steps\' own time')
+    ap.add_argument("--dump-grads", metavar="DIR",
+                    help="write every trained parameter's gradient after the first step's backward pass to DIR/NNN.npy "
+                         "(float32, in the optimiser's order), as dimtorch bench train --dump-grads does")
     ap.add_argument("--onednn-linear", action="store_true",
                     help="run float32 CPU linear layers as 1x1 convolutions (oneDNN's kernels) and bfloat16 1x1 "
                          "convolutions as matrix products, as dimtorch does by default, for step-by-step comparisons "
@@ -280,6 +291,9 @@ def main():
                 loss = loss + a.gamma * gen
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if a.dump_grads:
+            dump_grads(a.dump_grads, params)
+            a.dump_grads = None
         opt.step()
         d_loss = None
         if disc:

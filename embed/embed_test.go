@@ -3,6 +3,7 @@ package embed_test
 import (
 	"context"
 	"errors"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"image"
 	"image/color"
 	"os"
@@ -16,20 +17,13 @@ import (
 	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/embed"
 	"github.com/dimtorch/dimtorch/export"
-	"github.com/dimtorch/dimtorch/internal/ortlib"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch/nn"
 )
 
 func exported(t *testing.T, name string, ch int) string {
 	t.Helper()
-	ortlib.UseRepositoryCopy()
-	if _, err := ortlib.Find(""); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI must provide onnxruntime (make setup fetches it): %v", err)
-		}
-		t.Skipf("no onnxruntime library (run make setup): %v", err)
-	}
+	testref.NeedORT(t)
 	enc, err := models.New(models.Config{Name: name, InChannels: ch})
 	if err != nil {
 		t.Fatal(err)

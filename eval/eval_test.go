@@ -2,6 +2,7 @@ package eval
 
 import (
 	"fmt"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"math"
 	"os"
 	"os/exec"
@@ -181,9 +182,7 @@ func TestLBFGSStopsWhenTheLossCannotDecrease(t *testing.T) {
 // The linear probe agrees with scikit-learn's LogisticRegression on the same
 // features within one point (bench/sklearn_probe.py).
 func TestLinearProbeMatchesScikitLearn(t *testing.T) {
-	if exec.Command("/usr/bin/python3", "-c", "import sklearn").Run() != nil {
-		t.Skip("Debian's python3-sklearn is not installed (make setup installs it)")
-	}
+	testref.NeedSklearn(t)
 	// Overlapping classes, so that accuracy is informative (not 100%).
 	_ = torch.ManualSeed(7)
 	s := torch.NewScope()

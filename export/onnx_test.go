@@ -2,6 +2,7 @@ package export
 
 import (
 	"fmt"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -13,9 +14,7 @@ import (
 // Every encoder exports to a model that the ONNX checker accepts with
 // full_check (shape inference included), with every output declared.
 func TestExportPassesONNXChecker(t *testing.T) {
-	if exec.Command("/usr/bin/python3", "-c", "import onnx").Run() != nil {
-		t.Skip("Debian's python3-onnx is not installed (make setup installs it)")
-	}
+	testref.NeedPython(t, "onnx", "python3-onnx")
 	dir := t.TempDir()
 	for _, name := range models.Names() {
 		t.Run(name, func(t *testing.T) {

@@ -2,9 +2,9 @@ package export
 
 import (
 	"fmt"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"math"
 	"math/rand/v2"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -148,11 +148,7 @@ func TestQuantizedMatchesFloat(t *testing.T) {
 				t.Errorf("int8 embeddings: cosine similarity to float (centred) down to %.4f", worst)
 			}
 			t.Logf("%s: worst centred cosine similarity of int8 to float %.4f", name, worst)
-			if exec.Command("/usr/bin/python3", "-c", "import onnx").Run() == nil {
-				if out, err := exec.Command("/usr/bin/python3", "-c", fmt.Sprintf("import onnx; onnx.checker.check_model(onnx.load(%q), full_check=True)", qp)).CombinedOutput(); err != nil {
-					t.Fatalf("ONNX checker: %v\n%s", err, out)
-				}
-			}
+			testref.CheckONNX(t, qp)
 		})
 	}
 }

@@ -1,28 +1,18 @@
 package export
 
 import (
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/dimtorch/dimtorch/embed"
-	"github.com/dimtorch/dimtorch/internal/ortlib"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
 )
 
-func needORT(t *testing.T) {
-	t.Helper()
-	ortlib.UseRepositoryCopy()
-	if _, err := ortlib.Find(""); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI must provide onnxruntime (make setup fetches it): %v", err)
-		}
-		t.Skipf("no onnxruntime library (run make setup): %v", err)
-	}
-}
+func needORT(t *testing.T) { t.Helper(); testref.NeedORT(t) }
 
 // onnxruntime on the exported model agrees with libtorch's forward within
 // 1e-4 for every encoder and every output.

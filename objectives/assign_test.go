@@ -2,6 +2,7 @@ package objectives
 
 import (
 	"encoding/json"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"math"
 	"math/rand/v2"
 	"os/exec"
@@ -86,9 +87,7 @@ func TestAssignMatchesBruteForce(t *testing.T) {
 // implementation: the Jonker-Volgenant algorithm), as NAT uses it: the
 // squared distances between a batch's features and targets.
 func TestAssignMatchesSciPy(t *testing.T) {
-	if exec.Command("/usr/bin/python3", "-c", "import scipy.optimize").Run() != nil {
-		t.Skip("SciPy is not installed (make setup installs python3-sklearn, which brings it)")
-	}
+	testref.NeedSciPy(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, sz := range [][2]int{{64, 64}, {100, 130}, {256, 256}} {
 		n, m := sz[0], sz[1]

@@ -3,6 +3,7 @@ package objectives
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"math"
 	"os"
 	"os/exec"
@@ -15,10 +16,6 @@ import (
 	"github.com/dimtorch/dimtorch/torch/nn"
 	"github.com/dimtorch/dimtorch/torch/optim"
 )
-
-func hasPyTorch() bool {
-	return exec.Command("/usr/bin/python3", "-c", "import torch, scipy.optimize").Run() == nil
-}
 
 // newTestMethod builds basic28 on images of ch channels and a method on it.
 func newTestMethod(t *testing.T, mc MethodConfig, ch, images int) (models.Encoder, Method) {
@@ -91,9 +88,8 @@ func writeTensor(t *testing.T, path string, x *torch.Tensor) {
 // BiGAN's two sides, NAT's Hungarian re-assignment (against SciPy) and
 // distance, and CPC's infoNCE over the masked context's predictions.
 func TestMethodsAgainstPyTorch(t *testing.T) {
-	if !hasPyTorch() {
-		t.Skip("Debian's python3-torch and python3-scipy are not installed (make setup installs them)")
-	}
+	testref.NeedPyTorch(t)
+	testref.NeedSciPy(t)
 	cases := []struct {
 		name string
 		mc   MethodConfig
@@ -396,6 +392,7 @@ func TestBiGANPlayers(t *testing.T) {
 // Under bfloat16 autocast every baseline's loss and its critic's step are
 // finite and close to float32's, and the backward pass runs.
 func TestMethodsBF16(t *testing.T) {
+	testref.NeedBF16(t)
 	for _, name := range []string{"vae", "aae", "bigan", "nat", "cpc"} {
 		t.Run(name, func(t *testing.T) {
 			if err := torch.ManualSeed(5); err != nil {

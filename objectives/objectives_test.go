@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"math"
 	"os"
 	"testing"
@@ -248,6 +249,7 @@ func TestGradientPenaltyClosedForm(t *testing.T) {
 // the bfloat16 scores to float32 precision (an estimator evaluated in
 // bfloat16 is off by about 1e-3 here).
 func TestEstimatorsRunInFloat32UnderAutocast(t *testing.T) {
+	testref.NeedBF16(t)
 	_ = torch.ManualSeed(9)
 	spec := models.Spec{Local: [3]int{8, 3, 3}, Y: 16}
 	for _, est := range []string{"jsd", "nce", "dv"} {
@@ -556,6 +558,7 @@ func TestScoreClip(t *testing.T) {
 // Every mode, scorer and task runs under bfloat16 autocast (the global
 // critic's LayerNorm once rejected bfloat16 input).
 func TestDIMModesBF16(t *testing.T) {
+	testref.NeedBF16(t)
 	enc, _ := models.New(models.Config{Name: "basic28", InChannels: 1})
 	defer nn.Free(enc)
 	for _, cfg := range []Config{

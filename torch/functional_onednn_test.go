@@ -1,6 +1,7 @@
 package torch_test
 
 import (
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"math"
 	"testing"
 
@@ -67,6 +68,7 @@ func TestOneDNNLinearMatchesATenLinear(t *testing.T) {
 // with stride 2, or in float32, is left to the convolution (bit for bit the
 // same either way).
 func TestLowPrecision1x1MatmulMatchesConvolution(t *testing.T) {
+	testref.NeedBF16(t)
 	prev := torch.LowPrecision1x1Matmul()
 	defer torch.SetLowPrecision1x1Matmul(prev)
 	if torch.SetLowPrecision1x1Matmul(true); !torch.LowPrecision1x1Matmul() {

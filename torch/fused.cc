@@ -29,6 +29,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -125,6 +127,7 @@ using Kernel = void (*)(const Item &, const AdamConsts &);
 struct Choice {
   Kernel run;
   const char *isa;
+  bool fma;  // rounds as ATen's vectorised kernels (fused multiply-adds)
 };
 
 // The kernels this CPU can run, widest first.
@@ -132,23 +135,57 @@ std::vector<Choice> available() {
   std::vector<Choice> out;
 #ifdef DIMTORCH_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) out.push_back({run_avx512, "avx512"});
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back({run_avx2, "avx2"});
+  if (__builtin_cpu_supports("avx512f")) out.push_back({run_avx512, "avx512", true});
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back({run_avx2, "avx2", true});
 #endif
-  out.push_back({run_scalar, "scalar"});
+  out.push_back({run_scalar, "scalar", false});
   return out;
 }
-
-std::atomic<int> g_choice{0};  // index into available()
 
 const std::vector<Choice> &kernels() {
   static const std::vector<Choice> all = available();
   return all;
 }
 
-const Choice &chosen() { return kernels()[g_choice.load()]; }
+// The automatic choice: the widest kernel that rounds as ATen's kernels do
+// at ATen's level (with ATen at its plain C++ level, the scalar kernel).
+int auto_choice() {
+  const std::vector<Choice> &all = kernels();
+  const bool aten_fma = aten_cpu_capability() > 0;
+  for (size_t i = 0; i < all.size(); i++)
+    if (all[i].fma == aten_fma) return static_cast<int>(i);
+  return static_cast<int>(all.size()) - 1;
+}
+
+std::atomic<int> g_choice{-1};  // index into kernels(); -1: not chosen yet (auto)
+
+const Choice &chosen() {
+  int i = g_choice.load();
+  return kernels()[i < 0 ? auto_choice() : i];
+}
 
 }  // namespace
+
+int aten_cpu_capability() {
+  static const int level = [] {
+    // ATen 1.13's rule (ATen/native/DispatchStub.cpp): the environment
+    // variable when it names a level, else the best level the CPU has.
+    if (const char *e = std::getenv("ATEN_CPU_CAPABILITY")) {
+      if (std::strcmp(e, "avx512") == 0) return 2;
+      if (std::strcmp(e, "avx2") == 0) return 1;
+      if (std::strcmp(e, "default") == 0) return 0;
+    }
+#ifdef DIMTORCH_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
+      return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
+  }();
+  return level;
+}
 
 void adam_fused(const std::vector<AdamSpan> &spans, const AdamConsts &c) {
   std::vector<Item> items;
@@ -166,10 +203,14 @@ bool adam_fused_use(const char *isa) {
   const std::vector<Choice> &all = kernels();
   const std::string want(isa);
   for (size_t i = 0; i < all.size(); i++) {
-    if (want == all[i].isa || (want == "auto" && i == 0)) {
+    if (want == all[i].isa) {
       g_choice.store(static_cast<int>(i));
       return true;
     }
+  }
+  if (want == "auto") {
+    g_choice.store(-1);
+    return true;
   }
   return false;
 }

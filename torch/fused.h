@@ -41,12 +41,19 @@ struct AdamConsts {
 // span).
 void adam_fused(const std::vector<AdamSpan> &spans, const AdamConsts &c);
 
-// adam_fused_isa names the kernel adam_fused uses: the widest this CPU has
-// ("avx512", "avx2" or "scalar") unless adam_fused_use chose another.
+// adam_fused_isa names the kernel adam_fused uses ("avx512", "avx2" or
+// "scalar"): unless adam_fused_use chose another, the widest this CPU has
+// that rounds as ATen's kernels do at ATen's level (aten_cpu_capability):
+// with fused multiply-adds from AVX2 up, the scalar kernel at ATen's plain C++
+// level (ATEN_CPU_CAPABILITY=default).
 const char *adam_fused_isa();
 
-// adam_fused_use makes adam_fused use the named kernel ("auto": the widest
-// this CPU has); false when the name is unknown or the CPU lacks it.
+// adam_fused_use makes adam_fused use the named kernel ("auto": the choice
+// above); false when the name is unknown or the CPU lacks it.
 bool adam_fused_use(const char *isa);
+
+// aten_cpu_capability is the level of ATen's vectorised CPU kernels, by
+// ATen's own rule: 0 plain C++, 1 AVX2, 2 AVX-512.
+int aten_cpu_capability();
 
 }  // namespace dimtorch

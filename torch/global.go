@@ -124,6 +124,9 @@ func TuneAllocator(mmapThreshold, trimThreshold int64) bool {
 func AllocatorTuned() bool { return allocatorTuned }
 
 var fastBF16 = sync.OnceValue(func() bool {
+	if !oneDNNCapAllowsBF16() {
+		return false
+	}
 	b, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
 		return false
@@ -139,5 +142,19 @@ var fastBF16 = sync.OnceValue(func() bool {
 
 // FastBFloat16 reports whether this CPU has bfloat16 arithmetic units (Intel
 // AMX or AVX512-BF16, from /proc/cpuinfo), where libtorch's bfloat16 matrix
-// products and convolutions (oneDNN) run several times faster than float32.
+// products and convolutions (oneDNN) run several times faster than float32,
+// and oneDNN may use them (ONEDNN_MAX_CPU_ISA, or its older name
+// DNNL_MAX_CPU_ISA, does not cap it below AVX512_CORE_BF16).
 func FastBFloat16() bool { return fastBF16() }
+
+// oneDNNCapAllowsBF16 reads oneDNN's instruction-set cap: unset or ALL, or a
+// level with bfloat16 instructions (AVX512_CORE_BF16, AVX512_CORE_FP16,
+// AVX512_CORE_AMX...), allows them.
+func oneDNNCapAllowsBF16() bool {
+	v := os.Getenv("ONEDNN_MAX_CPU_ISA")
+	if v == "" {
+		v = os.Getenv("DNNL_MAX_CPU_ISA")
+	}
+	v = strings.ToUpper(strings.TrimSpace(v))
+	return v == "" || v == "ALL" || strings.Contains(v, "BF16") || strings.Contains(v, "FP16") || strings.Contains(v, "AMX")
+}

@@ -35,8 +35,19 @@ func SetFusedOptimKernel(name string) error {
 }
 
 // FusedOptimKernel names the kernel AdamStep uses for dense float32 CPU
-// parameters: "avx512", "avx2", "scalar", or "off".
+// parameters: "avx512", "avx2", "scalar", or "off". The automatic choice is
+// the widest this CPU has that rounds as ATen's kernels do at ATen's level
+// (ATenCPUCapability): with fused multiply-adds from "avx2" up, the scalar
+// kernel at "default".
 func FusedOptimKernel() string { return C.GoString(C.dt_fused_optim_isa()) }
+
+// ATenCPUCapability is the level of ATen's vectorised CPU kernels:
+// "default" (plain C++, no fused multiply-adds), "avx2" or "avx512", by
+// ATen's rule: ATEN_CPU_CAPABILITY when it names one, else the best the CPU
+// has.
+func ATenCPUCapability() string {
+	return [...]string{"default", "avx2", "avx512"}[C.dt_aten_cpu_capability()]
+}
 
 // AdamStep applies one Adam (or AdamW, with decoupled) update at the given
 // 1-based step to every parameter that has a gradient; m and v are the first

@@ -896,6 +896,8 @@ static bool fused_optim_on() {
 
 const char *dt_fused_optim_isa(void) { return fused_optim_on() ? dimtorch::adam_fused_isa() : "off"; }
 
+int dt_aten_cpu_capability(void) { return dimtorch::aten_cpu_capability(); }
+
 // fusable: dense float32 CPU tensors of one shape whose strides agree on
 // every dimension longer than 1 (a dimension of size 1 moves no element), so
 // that their storages line up element for element.

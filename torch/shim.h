@@ -29,7 +29,7 @@ extern "C" {
 typedef struct dt_tensor_s *dt_tensor;
 typedef char *dt_err;
 
-#define DT_ABI_VERSION 5
+#define DT_ABI_VERSION 6
 
 int dt_abi_version(void);
 void dt_free(dt_tensor t);
@@ -200,11 +200,15 @@ dt_err dt_init_(int op, dt_tensor t, double a, double b);
 /* Adam: dense float32 CPU parameters whose gradient and moments share their
    strides take a fused single-pass kernel (fused.cc), unless the kernel is
    "off" (also DIMTORCH_FUSED_OPTIM=0); the others ATen's per-tensor
-   operations. dt_set_fused_optim takes "auto" (the widest this CPU has),
-   "avx512", "avx2", "scalar" or "off" and returns 0, or -1 for a name this CPU
-   cannot run; dt_fused_optim_isa names the kernel in use. */
+   operations. dt_set_fused_optim takes "auto" (the widest this CPU has that
+   rounds as ATen's kernels at ATen's level), "avx512", "avx2", "scalar" or
+   "off" and returns 0, or -1 for a name this CPU cannot run;
+   dt_fused_optim_isa names the kernel in use. dt_aten_cpu_capability is the
+   level of ATen's vectorised kernels (ATEN_CPU_CAPABILITY or the CPU's
+   best): 0 plain C++, 1 AVX2, 2 AVX-512. */
 int dt_set_fused_optim(const char *kernel);
 const char *dt_fused_optim_isa(void);
+int dt_aten_cpu_capability(void);
 dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq,
                     int n, double lr, double beta1, double beta2, double eps, double weight_decay,
                     int decoupled, int64_t step);

@@ -2,6 +2,7 @@ package torch_test
 
 import (
 	"errors"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"math"
 	"strings"
 	"testing"
@@ -277,6 +278,7 @@ func TestInPlaceAndReplace(t *testing.T) {
 
 // bfloat16 on the CPU: arithmetic in bfloat16 and autocast of matmul.
 func TestBFloat16OnCPU(t *testing.T) {
+	testref.NeedBF16(t)
 	s := torch.NewScope()
 	defer s.Close()
 	a := torch.Randn([]int64{32, 64}, s)

@@ -228,6 +228,11 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	if err := torch.SetNumThreads(cfg.Threads); err != nil {
 		return nil, err
 	}
+	if cfg.BF16 {
+		if err := torch.BF16Supported(dev); err != nil {
+			return nil, fmt.Errorf("--bf16: %w", err)
+		}
+	}
 	if err := torch.ManualSeed(cfg.Seed); err != nil {
 		return nil, err
 	}

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dimtorch/dimtorch/internal/npy"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/objectives"
 	"github.com/dimtorch/dimtorch/torch"
@@ -43,6 +45,7 @@ func benchTrainCommand() *cli.Command {
 			&cli.BoolFlag{Name: "channels-last", Value: true, Usage: "lay the images and convolution weights out as NHWC (channels_last), as dimtorch train does by default (--channels-last=false: NCHW)"},
 			&cli.Uint64Flag{Name: "seed", Value: 0},
 			&cli.BoolFlag{Name: "json", Usage: "end with one JSON object"},
+			&cli.StringFlag{Name: "dump-grads", Usage: "write every trained parameter's gradient after the first step's backward pass to `DIR`/NNN.npy (float32, in the optimiser's order; bench/train_dim.py --dump-grads writes the same), for cross-checks"},
 			&cli.BoolFlag{Name: "lockstep", Usage: "after the warm-up print {\"ready\":true}, then before each timed step wait for a line on standard input and print {\"step_ms\":T} after it (bench/compare_train.py runs two implementations turn by turn this way); images/s then count the steps' own time"},
 		},
 		Action: benchTrain,
@@ -100,6 +103,11 @@ func benchTrain(c *cli.Context) error {
 	if dev.Type == torch.CUDADevice && (!torch.CUDAAvailable() || dev.Index >= torch.CUDADeviceCount()) {
 		return fmt.Errorf("--device %s: this libtorch has no CUDA or sees no such GPU (dimtorch env shows what it found)", dev)
 	}
+	if c.Bool("bf16") {
+		if err := torch.BF16Supported(dev); err != nil {
+			return fmt.Errorf("--bf16: %w", err)
+		}
+	}
 	enc, err := models.New(models.Config{Name: c.String("encoder"), InChannels: c.Int("channels")})
 	if err != nil {
 		return err
@@ -133,7 +141,8 @@ func benchTrain(c *cli.Context) error {
 			}
 		}
 	}
-	opt, err := optim.NewAdam(append(nn.Parameters(enc), nn.Parameters(dim)...), adam)
+	params := append(nn.Parameters(enc), nn.Parameters(dim)...)
+	opt, err := optim.NewAdam(params, adam)
 	if err != nil {
 		return err
 	}
@@ -151,6 +160,7 @@ func benchTrain(c *cli.Context) error {
 	defer s.Close()
 	// One step of dimtorch train: the encoder's update, then the
 	// discriminator's on the same batch's Y.
+	dumpDir := c.String("dump-grads")
 	step := func() (loss float64, dLoss *float64, err error) {
 		defer s.Reset()
 		var terms objectives.Terms
@@ -168,6 +178,12 @@ func benchTrain(c *cli.Context) error {
 		}
 		if err := terms.Total.Backward(); err != nil {
 			return 0, nil, err
+		}
+		if dumpDir != "" {
+			if err := dumpGrads(dumpDir, params); err != nil {
+				return 0, nil, err
+			}
+			dumpDir = ""
 		}
 		if err := opt.Step(); err != nil {
 			return 0, nil, err
@@ -260,4 +276,34 @@ func synchronize(dev torch.Device) error {
 		return nil
 	}
 	return torch.CUDASynchronize(dev.Index)
+}
+
+// dumpGrads writes each parameter's gradient as dir/NNN.npy (float32, NCHW
+// order whatever the layout).
+func dumpGrads(dir string, params []*torch.Tensor) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i, p := range params {
+		g := p.Grad()
+		if g == nil {
+			return fmt.Errorf("--dump-grads: parameter %d has no gradient", i)
+		}
+		cpu := g.To(torch.CPU)
+		v, err := cpu.Float32s()
+		shape := cpu.Shape()
+		cpu.Free()
+		g.Free()
+		if err != nil {
+			return fmt.Errorf("--dump-grads: parameter %d: %w", i, err)
+		}
+		dims := make([]int, len(shape))
+		for j, d := range shape {
+			dims[j] = int(d)
+		}
+		if err := npy.WriteFloat32(filepath.Join(dir, fmt.Sprintf("%03d.npy", i)), v, dims...); err != nil {
+			return err
+		}
+	}
+	return nil
 }

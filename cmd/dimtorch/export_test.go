@@ -2,9 +2,9 @@ package main
 
 import (
 	le "encoding/binary"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,13 +48,8 @@ func TestExportAndEmbedCommands(t *testing.T) {
 	if _, stderr, code := run(t, "export", "--onnx", "--checkpoint", runDir, "--out", model, "--outputs", "y,fc"); code != 0 {
 		t.Fatalf("export: %s", stderr)
 	}
-	if exec.Command("/usr/bin/python3", "-c", "import onnx").Run() == nil {
-		check := "import onnx; m = onnx.load('" + model + "'); onnx.checker.check_model(m, full_check=True); " +
-			"assert {p.key for p in m.metadata_props} >= {'dimtorch_version', 'encoder', 'input', 'training_config'}"
-		if out, err := exec.Command("/usr/bin/python3", "-c", check).CombinedOutput(); err != nil {
-			t.Fatalf("ONNX checker: %s", out)
-		}
-	}
+	testref.PythonCheck(t, "onnx", "python3-onnx", "ONNX checker", "import onnx; m = onnx.load('"+model+"'); onnx.checker.check_model(m, full_check=True); "+
+		"assert {p.key for p in m.metadata_props} >= {'dimtorch_version', 'encoder', 'input', 'training_config'}")
 	a, b := filepath.Join(dir, "a.npy"), filepath.Join(dir, "b.npy")
 	if _, stderr, code := run(t, "embed", "--model", model, "--data", "mnist", "--data-dir", data, "--split", "test", "--limit", "64", "--out", a); code != 0 {
 		t.Fatalf("embed onnx: %s", stderr)
@@ -91,14 +86,9 @@ func TestExportAndEmbedCommands(t *testing.T) {
 	if _, stderr, code := run(t, "export", "--onnx", "--int8", "--calibration-images", "0", "--checkpoint", runDir, "--out", q); code == 0 || !strings.Contains(stderr, "at least 1") {
 		t.Fatalf("--calibration-images 0: %s", stderr)
 	}
-	if exec.Command("/usr/bin/python3", "-c", "import onnx").Run() == nil {
-		check := "import onnx; m = onnx.load('" + q + "'); onnx.checker.check_model(m, full_check=True); " +
-			"assert 'int8' in {p.key: p.value for p in m.metadata_props}['quantization']; " +
-			"assert any(n.op_type == 'DequantizeLinear' for n in m.graph.node)"
-		if out, err := exec.Command("/usr/bin/python3", "-c", check).CombinedOutput(); err != nil {
-			t.Fatalf("ONNX checker on the int8 model: %s", out)
-		}
-	}
+	testref.PythonCheck(t, "onnx", "python3-onnx", "ONNX checker on the int8 model", "import onnx; m = onnx.load('"+q+"'); onnx.checker.check_model(m, full_check=True); "+
+		"assert 'int8' in {p.key: p.value for p in m.metadata_props}['quantization']; "+
+		"assert any(n.op_type == 'DequantizeLinear' for n in m.graph.node)")
 	// CSV and JSON lines too; bad inputs give clear errors.
 	if _, stderr, code := run(t, "embed", "--model", model, "--data", "mnist", "--data-dir", data, "--limit", "3", "--out", filepath.Join(dir, "e.csv")); code != 0 {
 		t.Fatalf("csv: %s", stderr)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"image"
 	"image/png"
 	"os"
@@ -66,9 +67,7 @@ func TestEnvJSON(t *testing.T) {
 }
 
 func TestDataInfoFashionMNIST(t *testing.T) {
-	if _, err := os.Stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"); err != nil {
-		t.Skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
-	}
+	testref.NeedFashionMNIST(t)
 	out, stderr, code := run(t, "data", "info", "fashion-mnist", "--json")
 	var info struct {
 		Train int `json:"train_images"`
@@ -110,10 +109,7 @@ func TestDataInfoFolder(t *testing.T) {
 }
 
 func TestDataInfoTruncatedFile(t *testing.T) {
-	src := "/usr/share/datasets/fashion-mnist"
-	if _, err := os.Stat(src); err != nil {
-		t.Skip("Debian's dataset-fashion-mnist is not installed")
-	}
+	src := testref.NeedFashionMNIST(t)
 	dir := t.TempDir()
 	for _, n := range []string{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"} {
 		b, err := os.ReadFile(filepath.Join(src, n))

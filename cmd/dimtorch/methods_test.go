@@ -2,7 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"os/exec"
+	"github.com/dimtorch/dimtorch/internal/testref"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,11 +50,7 @@ func TestBaselineCommands(t *testing.T) {
 			if _, stderr, code := run(t, "export", "--onnx", "--checkpoint", runDir, "--out", model); code != 0 {
 				t.Fatalf("export: %s", stderr)
 			}
-			if exec.Command("/usr/bin/python3", "-c", "import onnx").Run() == nil {
-				if out, err := exec.Command("/usr/bin/python3", "-c", "import onnx; onnx.checker.check_model(onnx.load('"+model+"'), full_check=True)").CombinedOutput(); err != nil {
-					t.Fatalf("ONNX checker: %s", out)
-				}
-			}
+			testref.CheckONNX(t, model)
 		})
 	}
 	_, stderr, code := run(t, "train", "--method", "vae", "--estimator", "nce", "--mi-units", "64", "--data", "mnist", "--data-dir", data,
