@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/dimtorch/dimtorch/internal/imgops"
+	"github.com/dimtorch/dimtorch/internal/onnxsum"
 	"github.com/dimtorch/dimtorch/internal/ortlib"
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -84,8 +85,15 @@ func Open(path string, o Options) (*Model, error) {
 	if err := initEnv(o.Library); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(path); err != nil {
+	raw, err := os.ReadFile(path)
+	if err != nil {
 		return nil, err
+	}
+	if _, err := onnxsum.Verify(raw); err != nil {
+		if errors.Is(err, onnxsum.ErrNotONNX) {
+			return nil, fmt.Errorf("%s is %w", path, err)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if o.Output == "" {
 		o.Output = "y"

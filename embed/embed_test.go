@@ -1,9 +1,12 @@
 package embed_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"github.com/dimtorch/dimtorch/export/onnxpb"
 	"github.com/dimtorch/dimtorch/internal/testref"
+	"google.golang.org/protobuf/proto"
 	"image"
 	"image/color"
 	"os"
@@ -129,43 +132,115 @@ func TestOpenErrors(t *testing.T) {
 
 // Close while goroutines embed: every call either returns its vectors or
 // ErrClosed; nothing crashes (this crashed with SIGSEGV before Close waited
-// for the runs in progress).
+// for the runs in progress). The goroutines embed until they see ErrClosed,
+// and the test fails unless Close was called with runs in flight in some
+// round: the hazard it is named after must be reached.
 func TestCloseWhileEmbedding(t *testing.T) {
 	p := exported(t, "dcgan32", 3)
+	reached := 0
 	for round := 0; round < 3; round++ {
 		m, err := embed.Open(p, embed.Options{Threads: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		data := make([]float32, 8*3*32*32)
+		data := make([]float32, 16*3*32*32)
 		var wg sync.WaitGroup
-		var ok, closed atomic.Int32
+		var ok, closed, inflight atomic.Int32
 		for g := 0; g < 6; g++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for i := 0; i < 20; i++ {
-					_, err := m.EmbedBatch(data, 8)
+				for {
+					inflight.Add(1)
+					_, err := m.EmbedBatch(data, 16)
+					inflight.Add(-1)
 					switch {
 					case err == nil:
 						ok.Add(1)
 					case errors.Is(err, embed.ErrClosed):
 						closed.Add(1)
+						return
 					default:
 						t.Error(err)
+						return
 					}
 				}
 			}()
 		}
-		time.Sleep(20 * time.Millisecond)
+		for ok.Load() < 6 { // every goroutine is in its loop
+			time.Sleep(time.Millisecond)
+		}
+		during := inflight.Load()
 		if err := m.Close(); err != nil {
 			t.Fatal(err)
 		}
 		wg.Wait()
-		if closed.Load() == 0 {
-			t.Logf("round %d: every call finished before Close (%d)", round, ok.Load())
+		if closed.Load() != 6 {
+			t.Fatalf("round %d: %d of 6 goroutines saw ErrClosed", round, closed.Load())
+		}
+		if during > 0 {
+			reached++
+		}
+		t.Logf("round %d: %d runs in flight at Close, %d finished", round, during, ok.Load())
+	}
+	if reached == 0 {
+		t.Fatal("no round closed the model with a run in flight: the test did not reach its hazard")
+	}
+}
+
+// A flipped bit in an exported model's weight is refused with the file named
+// (the graph checksum export.Write records); a model without the checksum
+// (another exporter's) still opens.
+func TestOpenRefusesDamagedModel(t *testing.T) {
+	p := exported(t, "basic28", 1)
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	var w []byte // the largest weight's bytes
+	for _, in := range m.GetGraph().GetInitializer() {
+		if len(in.GetRawData()) > len(w) {
+			w = in.GetRawData()
 		}
 	}
+	at := bytes.Index(raw, w[:64])
+	if len(w) < 1024 || at < 0 {
+		t.Fatalf("no weight found in the file (%d bytes)", len(w))
+	}
+	bad := append([]byte{}, raw...)
+	bad[at+len(w)/2] ^= 0x04
+	bp := filepath.Join(t.TempDir(), "flipped.onnx")
+	if err := os.WriteFile(bp, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := embed.Open(bp, embed.Options{}); err == nil || !strings.Contains(err.Error(), bp) || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("a flipped weight bit: %v", err)
+	}
+	// Without the checksum entry: opens.
+	props := m.MetadataProps[:0]
+	for _, pr := range m.MetadataProps {
+		if pr.GetKey() != "dimtorch_graph_sha256" {
+			props = append(props, pr)
+		}
+	}
+	if len(props) == len(m.MetadataProps) {
+		t.Fatal("export.Write recorded no checksum")
+	}
+	m.MetadataProps = props
+	plain, _ := proto.Marshal(&m)
+	pp := filepath.Join(t.TempDir(), "plain.onnx")
+	if err := os.WriteFile(pp, plain, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mm, err := embed.Open(pp, embed.Options{})
+	if err != nil {
+		t.Fatalf("a model without checksum: %v", err)
+	}
+	mm.Close()
 }
 
 // A cancelled context stops a call before it runs and interrupts a run in

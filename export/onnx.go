@@ -16,6 +16,7 @@ import (
 
 	"github.com/dimtorch/dimtorch/export/onnxpb"
 	"github.com/dimtorch/dimtorch/internal/atomicfile"
+	"github.com/dimtorch/dimtorch/internal/onnxsum"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
 	"google.golang.org/protobuf/proto"
@@ -323,9 +324,13 @@ func (b *builder) convert(n models.Node, in []string) (string, error) {
 	return "", fmt.Errorf("no ONNX translation for %q", n.Op)
 }
 
-// Write serialises the model to path atomically.
+// Write serialises the model to path atomically, recording the graph's
+// checksum in its metadata (internal/onnxsum), which embed.Open verifies.
 func Write(path string, m *onnxpb.ModelProto) error {
-	b, err := proto.Marshal(m)
+	if err := onnxsum.Seal(m); err != nil {
+		return err
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
 		return err
 	}

@@ -2,9 +2,12 @@ package torch
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sort"
@@ -39,22 +42,37 @@ type safeEntry struct {
 // maxSafeHeader bounds the JSON header read from untrusted files.
 const maxSafeHeader = 100 << 20
 
+// DataChecksumKey is the metadata entry in which SaveSafetensors records the
+// SHA-256 of the file's data bytes (hex), so that LoadSafetensors notices a
+// flipped bit inside tensor data, which the format alone cannot.
+const DataChecksumKey = "dimtorch_data_sha256"
+
 // SaveSafetensors writes the named tensors and string metadata to path
 // atomically (a temporary file renamed into place), so a crash never leaves a
-// torn file. Tensors are stored in name order.
+// torn file. Tensors are stored in name order; the metadata gains
+// DataChecksumKey.
 func SaveSafetensors(path string, tensors map[string]*Tensor, metadata map[string]string) error {
+	_, err := SaveSafetensorsSum(path, tensors, metadata)
+	return err
+}
+
+// FileSHA256 formats a whole file's checksum as SaveSafetensorsSum returns it
+// and LoadSafetensorsChecked takes it.
+func FileSHA256(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
+
+// SaveSafetensorsSum is SaveSafetensors that also returns the SHA-256 of the
+// whole file written ("sha256:HEX"), for a manifest that LoadSafetensorsChecked
+// verifies.
+func SaveSafetensorsSum(path string, tensors map[string]*Tensor, metadata map[string]string) (string, error) {
 	names := make([]string, 0, len(tensors))
 	for n := range tensors {
 		if n == "__metadata__" || n == "" {
-			return fmt.Errorf("safetensors %s: invalid tensor name %q", path, n)
+			return "", fmt.Errorf("safetensors %s: invalid tensor name %q", path, n)
 		}
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	header := map[string]any{}
-	if len(metadata) > 0 {
-		header["__metadata__"] = metadata
-	}
 	blobs := make([][]byte, len(names))
 	var off int64
 	for i, n := range names {
@@ -63,28 +81,40 @@ func SaveSafetensors(path string, tensors map[string]*Tensor, metadata map[strin
 		code, ok := safeDTypes[d]
 		if !ok {
 			if err := t.Err(); err != nil {
-				return fmt.Errorf("safetensors %s: tensor %q: %w", path, n, err)
+				return "", fmt.Errorf("safetensors %s: tensor %q: %w", path, n, err)
 			}
-			return fmt.Errorf("safetensors %s: tensor %q has unsupported dtype %v", path, n, d)
+			return "", fmt.Errorf("safetensors %s: tensor %q has unsupported dtype %v", path, n, d)
 		}
 		b, err := t.Bytes()
 		if err != nil {
-			return fmt.Errorf("safetensors %s: tensor %q: %w", path, n, err)
+			return "", fmt.Errorf("safetensors %s: tensor %q: %w", path, n, err)
 		}
 		blobs[i] = b
 		header[n] = safeEntry{DType: code, Shape: t.Shape(), Offsets: [2]int64{off, off + int64(len(b))}}
 		off += int64(len(b))
 	}
+	data := sha256.New()
+	for _, b := range blobs {
+		data.Write(b)
+	}
+	meta := map[string]string{DataChecksumKey: hex.EncodeToString(data.Sum(nil))}
+	for k, v := range metadata {
+		if k != DataChecksumKey {
+			meta[k] = v
+		}
+	}
+	header["__metadata__"] = meta
 	hj, err := json.Marshal(header)
 	if err != nil {
-		return fmt.Errorf("safetensors %s: %w", path, err)
+		return "", fmt.Errorf("safetensors %s: %w", path, err)
 	}
 	// Pad the header with spaces to 8 bytes so the data is aligned.
 	for len(hj)%8 != 0 {
 		hj = append(hj, ' ')
 	}
-	return atomicfile.Write(path, 0o644, func(w io.Writer) error {
-		bw := bufio.NewWriterSize(w, 1<<20)
+	file := sha256.New()
+	err = atomicfile.Write(path, 0o644, func(w io.Writer) error {
+		bw := bufio.NewWriterSize(io.MultiWriter(w, file), 1<<20)
 		var n [8]byte
 		binary.LittleEndian.PutUint64(n[:], uint64(len(hj)))
 		if _, err := bw.Write(n[:]); err != nil {
@@ -100,15 +130,36 @@ func SaveSafetensors(path string, tensors map[string]*Tensor, metadata map[strin
 		}
 		return bw.Flush()
 	})
+	if err != nil {
+		return "", err
+	}
+	return FileSHA256(file), nil
 }
 
 // LoadSafetensors reads every tensor and the metadata from path. Options place
 // the tensors (a Device, a *Scope). A truncated or inconsistent file is an
 // error naming the file and the problem; nothing is returned then.
 func LoadSafetensors(path string, opts ...Option) (map[string]*Tensor, map[string]string, error) {
+	return LoadSafetensorsChecked(path, "", opts...)
+}
+
+// LoadSafetensorsChecked is LoadSafetensors that first verifies the whole
+// file against a checksum SaveSafetensorsSum returned ("sha256:HEX"; "" for
+// none). Either way, a file whose metadata records DataChecksumKey has its
+// data bytes verified, and the tensors must cover the data bytes exactly,
+// without gaps, overlaps or trailing bytes (as the format's reference reader
+// demands).
+func LoadSafetensorsChecked(path, sum string, opts ...Option) (map[string]*Tensor, map[string]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("safetensors: %w", err)
+	}
+	if sum != "" {
+		h := sha256.New()
+		h.Write(data)
+		if got := FileSHA256(h); got != sum {
+			return nil, nil, fmt.Errorf("safetensors %s: the file's checksum is %s, the checkpoint recorded %s: the file is damaged (a flipped bit, a partial copy) or was replaced", path, got, sum)
+		}
 	}
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("safetensors %s: %s (the file is damaged or not a safetensors file)", path, fmt.Sprintf(format, args...))
@@ -164,9 +215,23 @@ func LoadSafetensors(path string, opts ...Option) (map[string]*Tensor, map[strin
 		}
 	}
 	sort.Slice(spans, func(i, j int) bool { return spans[i].begin < spans[j].begin })
-	for i := 1; i < len(spans); i++ {
-		if spans[i].begin < spans[i-1].end {
-			return nil, nil, bad("entries %q and %q overlap", spans[i-1].name, spans[i].name)
+	var covered int64
+	for i, sp := range spans {
+		if i > 0 && sp.begin < spans[i-1].end {
+			return nil, nil, bad("entries %q and %q overlap", spans[i-1].name, sp.name)
+		}
+		if sp.begin > covered {
+			return nil, nil, bad("data bytes [%d, %d) belong to no tensor", covered, sp.begin)
+		}
+		covered = sp.end
+	}
+	if covered != int64(len(body)) {
+		return nil, nil, bad("%d data bytes after the last tensor belong to none (appended bytes?)", int64(len(body))-covered)
+	}
+	if want, ok := meta[DataChecksumKey]; ok {
+		h := sha256.Sum256(body)
+		if got := hex.EncodeToString(h[:]); got != want {
+			return nil, nil, bad("the tensor data's checksum is %s, the file records %s: some tensor's bytes are damaged", got, want)
 		}
 	}
 	out := make(map[string]*Tensor, len(entries))

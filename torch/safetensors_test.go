@@ -98,6 +98,12 @@ func TestSafetensorsDamaged(t *testing.T) {
 		"wrong shape":        withHeader(strings.Replace(header, `[16,16]`, `[16,17]`, 1)),
 		"overlap":            withHeader(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`),
 		"negative size":      withHeader(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`),
+		// The format's reference reader refuses data bytes that no tensor covers.
+		"appended bytes": append(append([]byte{}, raw...), make([]byte, 1000)...),
+		"gap":            withHeader(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}`),
+		"trailing bytes": withHeader(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`),
+		// A flipped bit inside tensor data: only the recorded checksum can tell.
+		"flipped data bit": flipBit(raw, len(raw)-7, 3),
 	}
 	for name, data := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -116,6 +122,54 @@ func TestSafetensorsDamaged(t *testing.T) {
 	}
 	if _, _, err := torch.LoadSafetensors(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("a missing file must be an error")
+	}
+}
+
+func flipBit(b []byte, at int, bit uint) []byte {
+	c := append([]byte{}, b...)
+	c[at] ^= 1 << bit
+	return c
+}
+
+// The whole-file checksum SaveSafetensorsSum returns catches what the file
+// cannot: damage in a file without a data checksum (written by another
+// program), or in its header's metadata; files without any checksum still
+// load.
+func TestSafetensorsFileChecksum(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "w.safetensors")
+	sum, err := torch.SaveSafetensorsSum(p, map[string]*torch.Tensor{"a": torch.Randn([]int64{64}, s)}, map[string]string{"encoder": "basic28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := torch.LoadSafetensorsChecked(p, sum, s); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(p)
+	// A flipped bit in the metadata's value: the data checksum cannot see it.
+	i := strings.Index(string(raw), "basic28")
+	if err := os.WriteFile(p, flipBit(raw, i, 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := torch.LoadSafetensors(p, s); err != nil {
+		t.Fatalf("a metadata flip is invisible to the file alone, yet: %v", err)
+	}
+	if _, _, err := torch.LoadSafetensorsChecked(p, sum, s); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("a flipped bit under a recorded checksum: %v", err)
+	}
+	// Another program's file, without the data checksum, loads.
+	other := filepath.Join(dir, "other.safetensors")
+	h := `{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`
+	b := make([]byte, 8, 8+len(h)+8)
+	binary.LittleEndian.PutUint64(b, uint64(len(h)))
+	b = append(append(b, h...), make([]byte, 8)...)
+	if err := os.WriteFile(other, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := torch.LoadSafetensors(other, s); err != nil {
+		t.Fatalf("a file without checksum: %v", err)
 	}
 }
 

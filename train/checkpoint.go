@@ -1,11 +1,18 @@
 package train
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/rs/zerolog/log"
 
 	"github.com/dimtorch/dimtorch/internal/atomicfile"
 	"github.com/dimtorch/dimtorch/internal/sysinfo"
@@ -52,6 +59,13 @@ type Meta struct {
 	// Machine is the machine that wrote the checkpoint (nil before it was
 	// recorded).
 	Machine *sysinfo.Machine `json:"machine,omitempty"`
+	// Files are the SHA-256 checksums of the checkpoint's tensor files
+	// ("sha256:HEX" by file name), verified on load (absent in checkpoints
+	// written before dimtorch recorded them).
+	Files map[string]string `json:"files,omitempty"`
+	// Checksum is the SHA-256 of checkpoint.json itself, computed with this
+	// field's hex digits all zero (absent before it was recorded).
+	Checksum string `json:"checksum,omitempty"`
 }
 
 const checkpointFormat = 1
@@ -82,19 +96,23 @@ func writeCheckpoint(dir string, meta Meta, model, optim map[string]*torch.Tenso
 	meta.Format = checkpointFormat
 	meta.Dimtorch = Version
 	meta.Libtorch = torch.Version()
-	if err := torch.SaveSafetensors(filepath.Join(dir, "model.safetensors"), model, map[string]string{"format": "dimtorch", "encoder": meta.Config.Encoder.Name}); err != nil {
-		return err
-	}
-	savePoint("model-written")
-	if err := torch.SaveSafetensors(filepath.Join(dir, "optim.safetensors"), optim, nil); err != nil {
-		return err
-	}
-	savePoint("optim-written")
-	b, err := json.MarshalIndent(meta, "", "  ")
+	meta.Files = map[string]string{}
+	sum, err := torch.SaveSafetensorsSum(filepath.Join(dir, modelFile), model, map[string]string{"format": "dimtorch", "encoder": meta.Config.Encoder.Name})
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(dir, "checkpoint.json"), append(b, '\n'), 0o644); err != nil {
+	meta.Files[modelFile] = sum
+	savePoint("model-written")
+	if sum, err = torch.SaveSafetensorsSum(filepath.Join(dir, optimFile), optim, nil); err != nil {
+		return err
+	}
+	meta.Files[optimFile] = sum
+	savePoint("optim-written")
+	b, err := sealedJSON(meta)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(dir, "checkpoint.json"), b, 0o644); err != nil {
 		return err
 	}
 	syncDir(dir)
@@ -132,15 +150,65 @@ func FindCheckpoint(path string) (string, error) {
 	return "", fmt.Errorf("no checkpoint in %s (expected %s/checkpoint.json: is this a dimtorch run directory?)", path, CheckpointDir)
 }
 
-// ReadMeta reads a checkpoint directory's checkpoint.json alone (no tensors).
+// The checkpoint's tensor files.
+const (
+	modelFile = "model.safetensors"
+	optimFile = "optim.safetensors"
+)
+
+// zeroSum stands for checkpoint.json's own checksum while it is computed.
+var zeroSum = "sha256:" + strings.Repeat("0", 64)
+
+// sealedJSON marshals meta with its Checksum: the SHA-256 of the bytes
+// written with the checksum's digits all zero, put in place of them (the same
+// length, so nothing else moves).
+func sealedJSON(meta Meta) ([]byte, error) {
+	meta.Checksum = zeroSum
+	b, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, '\n')
+	i := bytes.LastIndex(b, []byte(zeroSum))
+	if i < 0 {
+		return nil, errors.New("checkpoint.json: checksum placeholder not found")
+	}
+	h := sha256.Sum256(b)
+	copy(b[i:], "sha256:"+hex.EncodeToString(h[:]))
+	return b, nil
+}
+
+// verifySealed checks checkpoint.json's bytes against the checksum they hold.
+func verifySealed(b []byte, sum string) error {
+	i := bytes.LastIndex(b, []byte(sum))
+	if i < 0 || len(sum) != len(zeroSum) {
+		return errors.New("its checksum is malformed")
+	}
+	c := append([]byte{}, b...)
+	copy(c[i:], zeroSum)
+	h := sha256.Sum256(c)
+	if got := "sha256:" + hex.EncodeToString(h[:]); got != sum {
+		return fmt.Errorf("its content's checksum is %s, it records %s", got, sum)
+	}
+	return nil
+}
+
+// ReadMeta reads a checkpoint directory's checkpoint.json alone (no tensors),
+// verifying its checksum when it has one.
 func ReadMeta(dir string) (Meta, error) {
 	var m Meta
-	b, err := os.ReadFile(filepath.Join(dir, "checkpoint.json"))
+	path := filepath.Join(dir, "checkpoint.json")
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return m, err
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%s: damaged checkpoint.json: %v", dir, err)
+	}
+	if m.Checksum != "" {
+		if err := verifySealed(b, m.Checksum); err != nil {
+			return m, fmt.Errorf("%s is damaged: %v", path, err)
+		}
 	}
 	if m.Format != checkpointFormat {
 		return m, fmt.Errorf("%s: checkpoint format %d, this dimtorch reads format %d", dir, m.Format, checkpointFormat)
@@ -159,16 +227,34 @@ func LoadCheckpoint(path string, withOptim bool, opts ...torch.Option) (*Checkpo
 	if c.Meta, err = ReadMeta(dir); err != nil {
 		return nil, err
 	}
-	if c.Model, _, err = torch.LoadSafetensors(filepath.Join(dir, "model.safetensors"), opts...); err != nil {
+	if c.Meta.Files == nil {
+		warnUnverified(dir)
+	} else {
+		for _, f := range []string{modelFile, optimFile} {
+			if c.Meta.Files[f] == "" {
+				return nil, fmt.Errorf("%s: checkpoint.json records no checksum of %s (damaged?)", dir, f)
+			}
+		}
+	}
+	if c.Model, _, err = torch.LoadSafetensorsChecked(filepath.Join(dir, modelFile), c.Meta.Files[modelFile], opts...); err != nil {
 		return nil, err
 	}
 	if withOptim {
-		if c.Optim, _, err = torch.LoadSafetensors(filepath.Join(dir, "optim.safetensors"), opts...); err != nil {
+		if c.Optim, _, err = torch.LoadSafetensorsChecked(filepath.Join(dir, optimFile), c.Meta.Files[optimFile], opts...); err != nil {
 			c.Free()
 			return nil, err
 		}
 	}
 	return c, nil
+}
+
+var unverifiedOnce sync.Once
+
+// warnUnverified says once per process that a checkpoint predates checksums.
+func warnUnverified(dir string) {
+	unverifiedOnce.Do(func() {
+		log.Warn().Str("checkpoint", dir).Msg("this checkpoint was written by an older dimtorch without checksums: damage inside its tensor data cannot be detected (the next save records them)")
+	})
 }
 
 // subDict returns the entries of sd under prefix, with the prefix removed.

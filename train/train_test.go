@@ -2,6 +2,8 @@ package train
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -234,6 +236,11 @@ func TestDivergenceKeepsLastCheckpoint(t *testing.T) {
 	}
 }
 
+// Every kind of damage to a checkpoint is refused with the damaged file
+// named: a truncated file, bytes appended to a tensor file (the format alone
+// would accept them if the reader did not demand exact coverage), one flipped
+// bit inside tensor data or inside checkpoint.json (only the recorded
+// checksums can see those); a checkpoint from before checksums still loads.
 func TestDamagedCheckpointIsReported(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.Epochs = 1
@@ -243,12 +250,67 @@ func TestDamagedCheckpointIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	runAll(t, tr)
-	p := filepath.Join(out, CheckpointDir, "model.safetensors")
-	b, _ := os.ReadFile(p)
-	_ = os.WriteFile(p, b[:len(b)/2], 0o644)
-	if _, err := Resume(opts(out), withEpochs(2)); err == nil || !strings.Contains(err.Error(), "model.safetensors") {
-		t.Fatalf("damaged checkpoint: %v", err)
+	dir := filepath.Join(out, CheckpointDir)
+	pristine := map[string][]byte{}
+	for _, f := range []string{modelFile, optimFile, "checkpoint.json"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pristine[f] = b
 	}
+	restore := func() {
+		for f, b := range pristine {
+			if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	flip := func(b []byte, at int) []byte {
+		c := append([]byte{}, b...)
+		c[at] ^= 0x10
+		return c
+	}
+	hlen := int(binary.LittleEndian.Uint64(pristine[modelFile][:8]))
+	metaAt := strings.Index(string(pristine["checkpoint.json"]), `"lr"`) + 8 // a digit of the learning rate
+	cases := []struct {
+		name, file string
+		data       []byte
+	}{
+		{"truncated", modelFile, pristine[modelFile][:len(pristine[modelFile])/2]},
+		{"appended bytes", modelFile, append(append([]byte{}, pristine[modelFile]...), make([]byte, 1000)...)},
+		{"flipped bit in a weight", modelFile, flip(pristine[modelFile], 8+hlen+100)},
+		{"flipped bit in an optimiser moment", optimFile, flip(pristine[optimFile], len(pristine[optimFile])-3)},
+		{"flipped bit in checkpoint.json", "checkpoint.json", flip(pristine["checkpoint.json"], metaAt)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			defer restore()
+			if err := os.WriteFile(filepath.Join(dir, c.file), c.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Resume(opts(out), withEpochs(2)); err == nil || !strings.Contains(err.Error(), c.file) {
+				t.Fatalf("damaged %s: %v", c.file, err)
+			}
+		})
+	}
+	// Written by an older dimtorch: no checksums; it loads.
+	var m map[string]any
+	if err := json.Unmarshal(pristine["checkpoint.json"], &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "files")
+	delete(m, "checksum")
+	old, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, "checkpoint.json"), old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ck, err := LoadCheckpoint(out, true)
+	if err != nil {
+		t.Fatalf("a checkpoint without checksums: %v", err)
+	}
+	ck.Free()
+	restore()
 	if _, err := Resume(opts(t.TempDir()), nil); err == nil || !strings.Contains(err.Error(), "no checkpoint") {
 		t.Fatalf("missing checkpoint: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/log"
 	"github.com/urfave/cli/v2"
 )
 
@@ -44,7 +45,11 @@ func newApp() *cli.App {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			zerolog.SetGlobalLevel(lvl)
-			return checkChoice(c, "log-format", "console", "json")
+			if err := checkChoice(c, "log-format", "console", "json"); err != nil {
+				return err
+			}
+			log.Logger = logger(c) // the libraries' few one-time warnings, in the command's format
+			return nil
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main reports errors and exit codes
 		Commands: []*cli.Command{
