@@ -23,6 +23,12 @@ setup:
 	  mkdir -p third_party/onnxruntime && mv $$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1 third_party/onnxruntime/ && \
 	  rm -rf $$tmp; \
 	fi
+	@# A copy in the user's cache directory, where a dimtorch binary built anywhere (go build, go install) looks.
+	@cache=$${XDG_CACHE_HOME:-$$HOME/.cache}/dimtorch/onnxruntime; \
+	if ! cmp -s third_party/onnxruntime/libonnxruntime.so.1 $$cache/libonnxruntime.so.1; then \
+	  mkdir -p $$cache && cp third_party/onnxruntime/libonnxruntime.so.1 $$cache/.libonnxruntime.so.1.tmp && \
+	  mv $$cache/.libonnxruntime.so.1.tmp $$cache/libonnxruntime.so.1 && echo "onnxruntime library copied to $$cache"; \
+	fi
 
 ## build: the dimtorch command in bin/
 build:

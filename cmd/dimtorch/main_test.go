@@ -150,3 +150,52 @@ func TestHoistFlags(t *testing.T) {
 		t.Fatalf("got %q, want %q", strings.Join(got, " "), want)
 	}
 }
+
+// A dimtorch binary built outside the repository (go build, go install)
+// finds the onnxruntime library that make setup fetched: make setup copies
+// it to the user's cache directory, which the lookup searches. Without it,
+// the message names where it looked and what to do.
+func TestONNXRuntimeFoundFromAnywhere(t *testing.T) {
+	env := func(extra ...string) []string {
+		var e []string
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, ortlib.EnvVar+"=") && !strings.HasPrefix(kv, "XDG_CACHE_HOME=") {
+				e = append(e, kv)
+			}
+		}
+		return append(e, extra...)
+	}
+	report := func(e []string) envReport {
+		cmd := exec.Command(binary, "env", "--json")
+		cmd.Env = e
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r envReport
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// The user's real cache directory, as make setup left it.
+	cacheLib := filepath.Join(ortlib.CacheDir(), "libonnxruntime.so.1")
+	if _, err := os.Stat(cacheLib); err != nil {
+		testref.Missing(t, "the onnxruntime library in the user's cache directory", "run make setup (it copies it there)", err)
+	}
+	if r := report(env()); r.ONNXRuntime != cacheLib {
+		t.Fatalf("a binary in %s found %q (%s), want %s", filepath.Dir(binary), r.ONNXRuntime, r.ONNXRuntimeNote, cacheLib)
+	}
+	// An empty cache directory: not found, and the note says where it looked.
+	empty := t.TempDir()
+	r := report(env("XDG_CACHE_HOME=" + empty))
+	if r.ONNXRuntime == "not found" {
+		for _, want := range []string{"make setup", filepath.Join(empty, "dimtorch", "onnxruntime"), filepath.Dir(binary), ortlib.EnvVar} {
+			if !strings.Contains(r.ONNXRuntimeNote, want) {
+				t.Errorf("the note does not mention %q: %s", want, r.ONNXRuntimeNote)
+			}
+		}
+	} else if strings.HasPrefix(r.ONNXRuntime, empty) || strings.HasPrefix(r.ONNXRuntime, filepath.Dir(binary)) {
+		t.Fatalf("found %s in a directory that holds no library", r.ONNXRuntime)
+	} // else: a system-wide library (/usr/lib...), found legitimately
+}

@@ -30,15 +30,7 @@ func Candidates(explicit string) []string {
 	if v := os.Getenv(EnvVar); v != "" {
 		c = append(c, v)
 	}
-	var dirs []string
-	if exe, err := os.Executable(); err == nil {
-		dirs = append(dirs, filepath.Dir(exe), filepath.Join(filepath.Dir(exe), "..", "third_party", "onnxruntime"))
-	}
-	if cache, err := os.UserCacheDir(); err == nil {
-		dirs = append(dirs, filepath.Join(cache, "dimtorch", "onnxruntime"))
-	}
-	dirs = append(dirs, "/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib")
-	for _, d := range dirs {
+	for _, d := range searchDirs() {
 		for _, n := range libNames {
 			c = append(c, filepath.Join(d, n))
 		}
@@ -91,6 +83,30 @@ func Find(explicit string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: set %s to the file, or run `make setup` to fetch it (searched %s, ...)",
-		ErrNotFound, EnvVar, strings.Join(Candidates("")[:3], ", "))
+	return "", fmt.Errorf("%w in %s (the file names %s): run `make setup` in the dimtorch repository, which fetches it and "+
+		"copies it to %s, or set %s to the file",
+		ErrNotFound, strings.Join(searchDirs(), ", "), strings.Join(libNames, ", "), CacheDir(), EnvVar)
+}
+
+// CacheDir is the user's cache directory for the library, where `make setup`
+// copies it so that a dimtorch binary built or installed anywhere finds it
+// ("" when the user has no cache directory).
+func CacheDir() string {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(cache, "dimtorch", "onnxruntime")
+}
+
+// searchDirs are the directories Candidates searches, in order.
+func searchDirs() []string {
+	var dirs []string
+	if exe, err := os.Executable(); err == nil {
+		dirs = append(dirs, filepath.Dir(exe), filepath.Join(filepath.Dir(exe), "..", "third_party", "onnxruntime"))
+	}
+	if c := CacheDir(); c != "" {
+		dirs = append(dirs, c)
+	}
+	return append(dirs, "/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib")
 }
