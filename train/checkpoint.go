@@ -74,7 +74,7 @@ const checkpointFormat = 1
 var Version = "dev"
 
 func saveCheckpoint(run string, meta Meta, model, optim map[string]*torch.Tensor) error {
-	tmp, err := os.MkdirTemp(run, tmpPrefix)
+	tmp, err := atomicfile.Sys.MkdirTemp(run, tmpPrefix)
 	if err != nil {
 		return err
 	}
@@ -82,11 +82,11 @@ func saveCheckpoint(run string, meta Meta, model, optim map[string]*torch.Tensor
 	// No deferred clean-up: what a crash would leave is left by an error
 	// too, minus the temporary directory, removed here.
 	if err := writeCheckpoint(tmp, meta, model, optim); err != nil {
-		os.RemoveAll(tmp)
+		_ = atomicfile.Sys.RemoveAll(tmp)
 		return err
 	}
 	if err := swapIn(run, tmp); err != nil {
-		os.RemoveAll(tmp)
+		_ = atomicfile.Sys.RemoveAll(tmp)
 		return err
 	}
 	return nil

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/dimtorch/dimtorch/internal/atomicfile"
 )
 
 // A run directory holds the checkpoint and what the run writes beside it.
@@ -42,15 +44,15 @@ func swapIn(run, tmp string) error {
 			return err
 		}
 		savePoint("old-discarded")
-		if err := os.Rename(dst, old); err != nil {
+		if err := atomicfile.Sys.Rename(dst, old); err != nil {
 			return err
 		}
 		savePoint("current-moved")
 	}
 	// When dst is missing, checkpoint.old (if any) is the only complete
 	// checkpoint: it stays until the new one is in place.
-	if err := os.Rename(tmp, dst); err != nil {
-		_ = os.Rename(old, dst)
+	if err := atomicfile.Sys.Rename(tmp, dst); err != nil {
+		_ = atomicfile.Sys.Rename(old, dst)
 		return err
 	}
 	savePoint("swapped")
@@ -68,24 +70,21 @@ func discard(run, dir string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	trash, err := os.MkdirTemp(run, trashPrefix)
+	trash, err := atomicfile.Sys.MkdirTemp(run, trashPrefix)
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(dir, filepath.Join(trash, "c")); err != nil {
-		os.Remove(trash)
+	if err := atomicfile.Sys.Rename(dir, filepath.Join(trash, "c")); err != nil {
+		_ = atomicfile.Sys.RemoveAll(trash)
 		return err
 	}
 	savePoint("trash-moved")
-	return os.RemoveAll(trash)
+	return atomicfile.Sys.RemoveAll(trash)
 }
 
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-}
+// syncDir makes a directory's entries durable (best effort: a failure here
+// cannot undo what was done).
+func syncDir(dir string) { _ = atomicfile.Sys.SyncDir(dir) }
 
 // runLock is an exclusive lock on a run directory.
 type runLock struct{ f *os.File }
@@ -155,7 +154,11 @@ func rescueTemp(run string) (string, error) {
 	if best == "" {
 		return "", nil
 	}
-	return best, os.Rename(filepath.Join(run, best), filepath.Join(run, CheckpointDir))
+	if err := atomicfile.Sys.Rename(filepath.Join(run, best), filepath.Join(run, CheckpointDir)); err != nil {
+		return best, err
+	}
+	syncDir(run)
+	return best, nil
 }
 
 // cleanStale removes the temporary directories of saves that a crash
@@ -180,7 +183,7 @@ func cleanStale(run string) (n int, bytes int64, err error) {
 			}
 			return nil
 		})
-		if err := os.RemoveAll(p); err != nil {
+		if err := atomicfile.Sys.RemoveAll(p); err != nil {
 			return n, bytes, err
 		}
 		n++

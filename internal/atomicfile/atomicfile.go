@@ -14,7 +14,7 @@ import (
 // and path is left untouched.
 func Write(path string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := Sys.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("create temporary file for %s: %w", path, err)
 	}
@@ -22,7 +22,7 @@ func Write(path string, perm os.FileMode, fill func(w io.Writer) error) (err err
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(tmp)
+			_ = Sys.RemoveAll(tmp)
 		}
 	}()
 	if err = fill(f); err != nil {
@@ -37,15 +37,12 @@ func Write(path string, perm os.FileMode, fill func(w io.Writer) error) (err err
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", path, err)
 	}
-	if err = os.Rename(tmp, path); err != nil {
+	if err = Sys.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s: %w", path, err)
 	}
 	// Make the rename itself durable; a failure here cannot undo it, so it is
 	// not reported.
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	_ = Sys.SyncDir(dir)
 	return nil
 }
 
