@@ -64,6 +64,9 @@ func openIDXPair(dir string, split Split, classes []string) (Dataset, error) {
 	if len(dims) != 3 {
 		return nil, fmt.Errorf("%s: an image file needs 3 dimensions, it has %v", imgPath, dims)
 	}
+	if dims[0] == 0 || dims[1] == 0 || dims[2] == 0 {
+		return nil, fmt.Errorf("%s: the header announces %v: no images, or images of no pixels", imgPath, dims)
+	}
 	ldims, lab, err := ReadIDX(lblPath)
 	if err != nil {
 		return nil, err
@@ -97,52 +100,133 @@ func findIDX(dir, base string) (string, error) {
 
 // ReadIDX reads a uint8 IDX file, gzipped or not (detected from the content),
 // and returns its dimensions and data. Truncated, corrupt or inconsistent
-// files give an error naming the file and the problem.
+// files give an error naming the file and the problem. The size the header
+// announces is checked against what the file can hold before anything is
+// allocated for it: a raw file must hold exactly that many bytes, a gzipped
+// one cannot expand to more than maxDeflateRatio times its size, and its
+// data is read as it comes rather than allocated from the header.
 func ReadIDX(path string) ([]int, []uint8, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	data := raw
 	if len(raw) >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-		zr, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: corrupt gzip data: %v", path, err)
+		return readIDXGzip(path, raw)
+	}
+	dims, n, err := idxHeader(path, raw, int64(len(raw)))
+	if err != nil {
+		return nil, nil, err
+	}
+	body := raw[4+4*len(dims):]
+	if int64(len(body)) != n {
+		return nil, nil, idxSizeError(path, dims, n, int64(len(body)))
+	}
+	return dims, body, nil
+}
+
+// maxDeflateRatio bounds how much deflate can expand its input (the format's
+// limit is about 1032:1): a gzipped file of s bytes holds at most
+// maxDeflateRatio*s bytes of data.
+const maxDeflateRatio = 1100
+
+func readIDXGzip(path string, raw []byte) ([]int, []uint8, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: corrupt gzip data: %v", path, err)
+	}
+	gzErr := func(err error) error {
+		return fmt.Errorf("%s: corrupt or truncated gzip data: %v", path, err)
+	}
+	// The header: 4 bytes, then 4 per dimension (at most 4).
+	head := make([]byte, 4, 4+4*4)
+	if k, err := io.ReadFull(zr, head); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil, nil, fmt.Errorf("%s: %d bytes is too short for an IDX header (truncated?)", path, k)
 		}
-		data, err = io.ReadAll(zr)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: corrupt or truncated gzip data: %v", path, err)
+		return nil, nil, gzErr(err)
+	}
+	if nd := int(head[3]); nd >= 1 && nd <= 4 && head[0] == 0 && head[1] == 0 && head[2] == 0x08 {
+		head = head[:4+4*nd]
+		if _, err := io.ReadFull(zr, head[4:]); err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil, nil, fmt.Errorf("%s: truncated IDX header", path)
+		} else if err != nil {
+			return nil, nil, gzErr(err)
 		}
 	}
+	limit := int64(len(raw)) * maxDeflateRatio
+	dims, n, err := idxHeader(path, head, limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Read at most n+1 bytes as they come: a header that overstates the
+	// data costs no more memory than the data.
+	body, err := io.ReadAll(io.LimitReader(zr, n+1))
+	if err != nil {
+		return nil, nil, gzErr(err)
+	}
+	if int64(len(body)) != n {
+		got := int64(len(body))
+		if got > n {
+			// Count the rest (bounded by the deflate ratio) for the message.
+			rest, err := io.Copy(io.Discard, zr)
+			if err != nil {
+				return nil, nil, gzErr(err)
+			}
+			got += rest
+		}
+		return nil, nil, idxSizeError(path, dims, n, got)
+	}
+	// Read to the end so that the gzip checksum is verified.
+	if _, err := io.Copy(io.Discard, zr); err != nil {
+		return nil, nil, gzErr(err)
+	}
+	return dims, body, nil
+}
+
+// idxHeader checks an IDX header at the start of data and returns its
+// dimensions and the number of data bytes they announce, refusing a count
+// larger than limit (what the file can hold) without computing it in full.
+func idxHeader(path string, data []byte, limit int64) ([]int, int64, error) {
 	if len(data) < 4 {
-		return nil, nil, fmt.Errorf("%s: %d bytes is too short for an IDX header (truncated?)", path, len(data))
+		return nil, 0, fmt.Errorf("%s: %d bytes is too short for an IDX header (truncated?)", path, len(data))
 	}
 	if data[0] != 0 || data[1] != 0 {
-		return nil, nil, fmt.Errorf("%s: wrong magic number %#x (not an IDX file)", path, binary.BigEndian.Uint32(data[:4]))
+		return nil, 0, fmt.Errorf("%s: wrong magic number %#x (not an IDX file)", path, binary.BigEndian.Uint32(data[:4]))
 	}
 	if data[2] != 0x08 {
-		return nil, nil, fmt.Errorf("%s: IDX element type %#x is not uint8 (0x08)", path, data[2])
+		return nil, 0, fmt.Errorf("%s: IDX element type %#x is not uint8 (0x08)", path, data[2])
 	}
 	nd := int(data[3])
 	if nd < 1 || nd > 4 {
-		return nil, nil, fmt.Errorf("%s: IDX with %d dimensions is not supported", path, nd)
+		return nil, 0, fmt.Errorf("%s: IDX with %d dimensions is not supported", path, nd)
 	}
 	if len(data) < 4+4*nd {
-		return nil, nil, fmt.Errorf("%s: truncated IDX header", path)
+		return nil, 0, fmt.Errorf("%s: truncated IDX header", path)
 	}
 	dims := make([]int, nd)
-	n := int64(1)
+	zero := false
 	for i := range dims {
 		dims[i] = int(binary.BigEndian.Uint32(data[4+4*i:]))
-		n *= int64(dims[i])
+		zero = zero || dims[i] == 0
 	}
-	body := data[4+4*nd:]
-	if int64(len(body)) != n {
-		what := "truncated"
-		if int64(len(body)) > n {
-			what = "has trailing bytes"
+	if zero {
+		return dims, 0, nil
+	}
+	n := int64(1)
+	for _, d := range dims {
+		// n*d > limit, without overflow (n <= limit, d <= 2^32-1).
+		if n > limit/int64(d) {
+			return nil, 0, fmt.Errorf("%s: truncated or not an IDX file: the header announces %v, more bytes of data than the file can hold (at most %d)", path, dims, limit)
 		}
-		return nil, nil, fmt.Errorf("%s: %s: the header announces %v = %d bytes of data, the file has %d", path, what, dims, n, len(body))
+		n *= int64(d)
 	}
-	return dims, body, nil
+	return dims, n, nil
+}
+
+func idxSizeError(path string, dims []int, n, got int64) error {
+	what := "truncated"
+	if got > n {
+		what = "has trailing bytes"
+	}
+	return fmt.Errorf("%s: %s: the header announces %v = %d bytes of data, the file has %d", path, what, dims, n, got)
 }

@@ -105,28 +105,11 @@ func Open(path string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s is not a readable ONNX model: %w", path, err)
 	}
-	if len(ins) != 1 || len(ins[0].Dimensions) != 4 || ins[0].DataType != ort.TensorElementDataTypeFloat {
-		return nil, fmt.Errorf("%s: expected one float32 input of shape [N, C, H, W], found %v", path, ins)
+	sig, err := checkSignature(ins, outs, o.Output)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	m := &Model{input: ins[0].Name, output: o.Output}
-	d := ins[0].Dimensions
-	m.c, m.h, m.w = d[1], d[2], d[3]
-	if m.c <= 0 || m.h <= 0 || m.w <= 0 {
-		return nil, fmt.Errorf("%s: the input's channels and size must be fixed, got %v", path, d)
-	}
-	found := false
-	for _, out := range outs {
-		if out.Name == o.Output {
-			found = true
-			m.dim = 1
-			for _, x := range out.Dimensions[1:] {
-				m.dim *= x
-			}
-		}
-	}
-	if !found {
-		return nil, fmt.Errorf("%s has no output %q", path, o.Output)
-	}
+	m := &Model{input: sig.input, output: o.Output, c: sig.c, h: sig.h, w: sig.w, dim: sig.dim}
 	opts, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, err
@@ -154,6 +137,78 @@ func Open(path string, o Options) (*Model, error) {
 		md.Destroy()
 	}
 	return m, nil
+}
+
+// maxValues bounds the values of one image, and of one embedding, that a
+// model may declare (2^31: 8 GiB of float32), so that the sizes computed
+// from them cannot overflow.
+const maxValues = 1 << 31
+
+// signature is what Open needs of a model's inputs and outputs.
+type signature struct {
+	input   string
+	c, h, w int64 // the image input's fixed channels and size
+	dim     int64 // values per image of the output
+}
+
+// checkSignature checks the inputs and outputs onnxruntime reports for a
+// model: one float32 tensor input of shape [N, C, H, W] with C, H and W
+// fixed, and a float32 tensor output named output of shape [N, ...] with
+// the dimensions after the batch fixed.
+func checkSignature(ins, outs []ort.InputOutputInfo, output string) (signature, error) {
+	if len(ins) != 1 || ins[0].OrtValueType != ort.ONNXTypeTensor || len(ins[0].Dimensions) != 4 || ins[0].DataType != ort.TensorElementDataTypeFloat {
+		return signature{}, fmt.Errorf("expected one float32 input of shape [N, C, H, W], found %v", ins)
+	}
+	s := signature{input: ins[0].Name}
+	d := ins[0].Dimensions
+	s.c, s.h, s.w = d[1], d[2], d[3]
+	if s.c <= 0 || s.h <= 0 || s.w <= 0 {
+		return signature{}, fmt.Errorf("the input's channels and size must be fixed, got %v", d)
+	}
+	if _, ok := product(d[1:]); !ok {
+		return signature{}, fmt.Errorf("the input %v holds more than %d values per image", d, maxValues)
+	}
+	found := false
+	for _, out := range outs {
+		if out.Name != output {
+			continue
+		}
+		if found {
+			return signature{}, fmt.Errorf("two outputs are named %q", output)
+		}
+		found = true
+		if out.OrtValueType != ort.ONNXTypeTensor || len(out.Dimensions) < 1 || out.DataType != ort.TensorElementDataTypeFloat {
+			return signature{}, fmt.Errorf("output %q must be a float32 tensor of shape [N, ...], found %v", output, &out)
+		}
+		dim, ok := product(out.Dimensions[1:])
+		if dim <= 0 {
+			return signature{}, fmt.Errorf("output %q must have a fixed size per image, got %v", output, out.Dimensions)
+		}
+		if !ok {
+			return signature{}, fmt.Errorf("output %q %v holds more than %d values per image", output, out.Dimensions, maxValues)
+		}
+		s.dim = dim
+	}
+	if !found {
+		return signature{}, fmt.Errorf("the model has no output %q", output)
+	}
+	return s, nil
+}
+
+// product multiplies dims, which must all be positive (else it returns 0),
+// and says whether the product is at most maxValues.
+func product(dims []int64) (int64, bool) {
+	p := int64(1)
+	for _, d := range dims {
+		if d <= 0 {
+			return 0, true
+		}
+		if p > maxValues/d {
+			return p, false
+		}
+		p *= d
+	}
+	return p, true
 }
 
 // Close releases the session once the runs in progress have finished;

@@ -83,10 +83,11 @@ func ReadFloat32(path string) ([]float32, []int, error) {
 			return bad("shape %q", m[1])
 		}
 		shape = append(shape, v)
-		n *= int64(v)
-		if n > st.Size() {
+		// n*v > the file's size, checked without overflowing: n <= size.
+		if v > 0 && n > st.Size()/int64(v) {
 			return bad("shape %v is larger than the file", shape)
 		}
+		n *= int64(v)
 	}
 	here, _ := f.Seek(0, io.SeekCurrent)
 	if want := here + 4*n; st.Size() != want {
