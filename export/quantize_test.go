@@ -11,13 +11,15 @@ import (
 	"github.com/dimtorch/dimtorch/embed"
 	"github.com/dimtorch/dimtorch/export/onnxpb"
 	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/objectives"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/dimtorch/dimtorch/torch/optim"
 )
 
-// quantizeFor exports name (randomly initialised, BatchNorm statistics from
-// a few batches), calibrates it on images and returns the float and int8
-// model files.
+// quantizeFor exports name trained as users' encoders are (trainBriefly on
+// the n images), calibrates it on the first 48 of them and returns the float
+// and int8 model files.
 func quantizeFor(t *testing.T, name string, calib []float32, n int) (string, string) {
 	t.Helper()
 	_ = torch.ManualSeed(5)
@@ -26,12 +28,7 @@ func quantizeFor(t *testing.T, name string, calib []float32, n int) (string, str
 		t.Fatal(err)
 	}
 	defer nn.Free(enc)
-	s := torch.NewScope()
-	in := enc.Spec().Input
-	for i := 0; i < 3; i++ {
-		enc.Encode(torch.Randn([]int64{8, int64(in[0]), int64(in[1]), int64(in[2])}, s))
-	}
-	s.Close()
+	trainBriefly(t, enc, calib, n)
 	enc.Train(false)
 	m, err := Model(enc, Options{})
 	if err != nil {
@@ -46,7 +43,8 @@ func quantizeFor(t *testing.T, name string, calib []float32, n int) (string, str
 	if err := Write(aug, WithOutputs(m, values)); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := embed.Ranges(aug, embed.Options{Threads: 2}, calib, n, 16, values)
+	const calibrate = 48 // images
+	raw, err := embed.Ranges(aug, embed.Options{Threads: 2}, calib[:calibrate*len(calib)/n], calibrate, 16, values)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +52,7 @@ func quantizeFor(t *testing.T, name string, calib []float32, n int) (string, str
 	for k, v := range raw {
 		ranges[k] = Range{v[0], v[1]}
 	}
-	q, err := Quantize(m, ranges, fmt.Sprintf("min-max over %d images", n))
+	q, err := Quantize(m, ranges, fmt.Sprintf("min-max over %d images", calibrate))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,40 +77,101 @@ func quantizeFor(t *testing.T, name string, calib []float32, n int) (string, str
 	return float, qp
 }
 
+// trainBriefly trains enc with DIM(G)-JSD for 32 steps of 32 images (8 for
+// the 64x64 encoders, whose steps cost 8x more) drawn from images (n of
+// them, scaled to [-1, 1]): about an epoch of 1,000 images, enough to give
+// the embeddings the spread between images that trained encoders have and
+// random ones lack.
+func trainBriefly(t *testing.T, enc models.Encoder, images []float32, n int) {
+	t.Helper()
+	in := enc.Spec().Input
+	dim, err := objectives.New(objectives.Config{Mode: "global", Estimator: "jsd", Scorer: "dot", Alpha: 1, MIUnits: 64, Views: 1}, enc.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nn.Free(dim)
+	opt, err := optim.NewAdam(append(nn.Parameters(enc), nn.Parameters(dim)...), optim.AdamDefaults(1e-3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Free()
+	s := torch.NewScope()
+	defer s.Close()
+	all := torch.FromSlice(images, []int64{int64(n), int64(in[0]), int64(in[1]), int64(in[2])}, s).MulScalar(2).SubScalar(1)
+	rng := rand.New(rand.NewPCG(7, 8))
+	enc.Train(true)
+	batch := int64(32)
+	if in[1] > 32 {
+		batch = 8
+	}
+	for step := 0; step < 32; step++ {
+		st := torch.NewScope()
+		idx := make([]int64, batch)
+		for i := range idx {
+			idx[i] = int64(rng.IntN(n))
+		}
+		x := all.IndexSelect(0, torch.FromSlice(idx, []int64{batch}, st))
+		terms, _ := dim.Loss(enc, x, nil)
+		if err := opt.ZeroGrad(); err != nil {
+			t.Fatal(err)
+		}
+		if err := terms.Total.Backward(); err != nil {
+			t.Fatal(err)
+		}
+		if err := opt.Step(); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+	}
+}
+
 // The int8 model of every encoder runs in onnxruntime and its embeddings
 // point where the float model's do (cosine similarity), on images like the
 // calibration images but not the same.
 func TestQuantizedMatchesFloat(t *testing.T) {
 	needORT(t)
 	rng := rand.New(rand.NewPCG(1, 2))
-	// The least similarity allowed, centred: measured on these randomly
-	// initialised networks 0.999 (dcgan32, basic28), 0.89 (resnet32), 0.93
-	// (alex64) and 0.82 (fold-multi-alex64), whose untrained embeddings
-	// differ little between images; trained models are judged by the probe
-	// (README).
-	floor := map[string]float64{"dcgan32": 0.995, "basic28": 0.995, "resnet32": 0.8, "alex64": 0.85, "fold-multi-alex64": 0.7}
+	// The least centred cosine similarity allowed: each encoder trained for
+	// about an epoch of 1,000 images (trainBriefly), as users export them.
+	// Untrained networks are no measure: their embeddings differ little
+	// between images, so small absolute errors turn the centred similarity
+	// (0.82 to 0.999 measured on them) into noise.
+	const floor = 0.99
 	for _, name := range []string{"dcgan32", "basic28", "resnet32", "alex64", "fold-multi-alex64"} {
 		t.Run(name, func(t *testing.T) {
 			h, w, _ := models.InputSize(name)
 			per := 3 * h * w
 			image := func(n int) []float32 {
-				// smooth random images: a few gradients, not white noise
+				// images with structure at several scales: three random
+				// plane waves per channel and a bright disc, not white noise
 				out := make([]float32, n*per)
 				for i := 0; i < n; i++ {
-					a, b, c := rng.Float64(), rng.Float64(), rng.Float64()
+					var fx, fy, ph [3][3]float64
+					for k := range fx {
+						for ch := 0; ch < 3; ch++ {
+							fx[k][ch], fy[k][ch], ph[k][ch] = (rng.Float64()-0.5)*float64(k+1), (rng.Float64()-0.5)*float64(k+1), rng.Float64()*6.3
+						}
+					}
+					cx, cy, r := rng.Float64()*float64(w), rng.Float64()*float64(h), 2+rng.Float64()*float64(w)/4
 					for ch := 0; ch < 3; ch++ {
 						for y := 0; y < h; y++ {
 							for x := 0; x < w; x++ {
-								v := 0.5 + 0.5*math.Sin(a*float64(x)/3+b*float64(y)/4+c*float64(ch)*2)
-								out[i*per+(ch*h+y)*w+x] = float32(v)
+								v := 0.0
+								for k := 0; k < 3; k++ {
+									v += math.Sin(fx[k][ch]*float64(x)+fy[k][ch]*float64(y)+ph[k][ch]) / 6
+								}
+								if (float64(x)-cx)*(float64(x)-cx)+(float64(y)-cy)*(float64(y)-cy) < r*r {
+									v += 0.3
+								}
+								out[i*per+(ch*h+y)*w+x] = float32(math.Min(1, math.Max(0, 0.5+v)))
 							}
 						}
 					}
 				}
 				return out
 			}
-			calib := image(48)
-			fp, qp := quantizeFor(t, name, calib, 48)
+			pool := image(1024)
+			fp, qp := quantizeFor(t, name, pool, 1024)
 			test := image(16)
 			var vecs [2][][]float32
 			for i, p := range []string{fp, qp} {
@@ -144,7 +203,7 @@ func TestQuantizedMatchesFloat(t *testing.T) {
 				}
 				worst = math.Min(worst, dot/math.Sqrt(na*nb))
 			}
-			if !(worst > floor[name]) {
+			if !(worst > floor) {
 				t.Errorf("int8 embeddings: cosine similarity to float (centred) down to %.4f", worst)
 			}
 			t.Logf("%s: worst centred cosine similarity of int8 to float %.4f", name, worst)
