@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/png"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -128,7 +130,27 @@ func TestServeCommand(t *testing.T) {
 	if _, stderr, code := run(t, "serve", "--model", model, "--addr", addr); code == 0 || !strings.Contains(stderr, "is in use") {
 		t.Errorf("taken port: %d %s", code, stderr)
 	}
+	// A real SIGTERM with a request in flight: its headers and half its body
+	// are sent, then the signal, then the rest; it must be answered with 200
+	// before the process exits.
+	img := pngs["shirts/b.png"]
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n", len(img))
+	conn.Write(img[:len(img)/2])
+	time.Sleep(100 * time.Millisecond) // the server has read the headers: the request is in flight
 	cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond) // the shutdown has begun
+	if _, err := conn.Write(img[len(img)/2:]); err != nil {
+		t.Fatalf("the connection of the request in flight was closed by SIGTERM: %v", err)
+	}
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("the request in flight at SIGTERM got %q (%v)", status, err)
+	}
 	var log string
 	select {
 	case log = <-rest: // the log ends when the process exits
