@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 APT_PACKAGES := libtorch-dev libgloo-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx chromium
 ORT_VERSION := 1.24.3
 
-.PHONY: setup build demo test test-go test-shim test-isa lint fmt-check bench-ops bench-train quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: setup build demo test test-go test-shim test-isa mutants fuzz lint fmt-check bench-ops bench-train quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
 
 ## setup: install what building and testing need (Debian packages, Go modules, the onnxruntime library); idempotent
 setup:
@@ -75,6 +75,17 @@ test-isa:
 	  ONEDNN_MAX_CPU_ISA=$$onednn ATEN_CPU_CAPABILITY=$$aten $(GO) test -count=1 ./torch/... ./objectives; \
 	  ONEDNN_MAX_CPU_ISA=$$onednn ATEN_CPU_CAPABILITY=$$aten $(GO) test -count=1 -run '$(ISA_CMD_TESTS)' ./cmd/dimtorch; \
 	done
+
+## mutants: break the maths on purpose, one edit at a time, and check that a test catches each (bench/mutants.sh;
+## a mutant that does not compile is an error of the script); CI runs it after make test
+mutants:
+	bench/mutants.sh
+
+## fuzz: Go's coverage-guided fuzzing of every reader of outside bytes, FUZZTIME each (bench/fuzz.sh); the seed
+## corpora in testdata/fuzz run with every go test
+FUZZTIME ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) bench/fuzz.sh
 
 ## shim: libdimtorch_shim.so against the libtorch found by CMake (CMAKE_PREFIX_PATH picks another)
 shim:

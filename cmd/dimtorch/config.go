@@ -120,7 +120,10 @@ func applyConfigFile(c *cli.Context) error {
 		k, v := m.Content[i], m.Content[i+1]
 		name := k.Value
 		where := fmt.Sprintf("--config %s:%d", path, k.Line)
-		if _, ok := known[name]; !ok || name == "config" {
+		if name == "config" {
+			return fmt.Errorf("%s: a configuration file cannot name another (config)", where)
+		}
+		if _, ok := known[name]; !ok {
 			return fmt.Errorf("%s: %q is not a flag of %s%s", where, name, c.Command.Name, suggest(name, known))
 		}
 		if seen[name] {
@@ -144,6 +147,9 @@ func applyConfigFile(c *cli.Context) error {
 func suggest(name string, known map[string]cli.Flag) string {
 	best, bestD := "", 3
 	for k := range known {
+		if len(k) < 2 || k == "config" {
+			continue // one-letter aliases (h) are no suggestion; config is not allowed
+		}
 		if d := editDistance(strings.ReplaceAll(name, "_", "-"), k); d < bestD || (d == bestD && k < best) {
 			best, bestD = k, d
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"github.com/dimtorch/dimtorch/internal/testref"
 	"image"
 	"image/png"
@@ -20,6 +21,10 @@ var binary string
 // TestMain builds the dimtorch binary once; the tests run it as a user would
 // and check exit codes, output and that nothing panics.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run()) // a fuzzing worker runs the fuzz target alone: no binary needed
+	}
 	ortlib.UseRepositoryCopy() // the binary runs from a temporary directory
 	dir, err := os.MkdirTemp("", "dimtorch-cli")
 	if err != nil {
