@@ -211,3 +211,47 @@ func TestQuantizedMatchesFloat(t *testing.T) {
 		})
 	}
 }
+
+// Weights are quantised with one scale per output channel (the channel's
+// largest magnitude over 127), so a channel of small weights beside one of
+// large weights keeps its precision, where one scale for the whole tensor
+// would round it to zero. The trained encoders of TestQuantizedMatchesFloat
+// stay above its floor either way. bench/mutants.sh takes the scale over the
+// whole tensor and expects this test to fail.
+func TestWeightScalesPerChannel(t *testing.T) {
+	w := []float32{
+		1, -0.5, 0.25, 0.75, // channel 0
+		1e-3, -4e-4, 2e-4, -7e-4, // channel 1: a thousand times smaller
+		-0.2, 0.1, 0.05, 0.15, // channel 2
+	}
+	name, dt := "w", int32(onnxpb.TensorProto_FLOAT)
+	b := &builder{graph: &onnxpb.GraphProto{}}
+	_, scales, err := b.quantizeWeight(&onnxpb.TensorProto{Name: &name, DataType: &dt, Dims: []int64{3, 4}, FloatData: w}, func(*onnxpb.NodeProto) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q []byte
+	for _, init := range b.graph.Initializer {
+		if init.GetDataType() == int32(onnxpb.TensorProto_INT8) && len(init.GetDims()) == 2 {
+			q = init.GetRawData()
+		}
+	}
+	if len(scales) != 3 || len(q) != len(w) {
+		t.Fatalf("%d scales and %d int8 weights for 3 channels of 4", len(scales), len(q))
+	}
+	for c := 0; c < 3; c++ {
+		m := 0.0
+		for _, x := range w[4*c : 4*c+4] {
+			m = math.Max(m, math.Abs(float64(x)))
+		}
+		if want := m / 127; math.Abs(float64(scales[c])-want) > 1e-6*want {
+			t.Errorf("channel %d: scale %g, want its largest magnitude / 127 = %g", c, scales[c], want)
+		}
+		for i, x := range w[4*c : 4*c+4] {
+			got := float64(int8(q[4*c+i])) * float64(scales[c])
+			if math.Abs(got-float64(x)) > 0.51*float64(scales[c]) {
+				t.Errorf("channel %d weight %d: %g dequantised to %g", c, i, x, got)
+			}
+		}
+	}
+}

@@ -642,3 +642,57 @@ func TestPriorStepRefusesNonFiniteLoss(t *testing.T) {
 		}
 	}
 }
+
+// DIM's loss is the weighted sum of its terms: beta x local + alpha x global
+// + gamma x prior + the coordinate and cross-view terms' weights x theirs,
+// each weight applied once (distinct weights, none 1, so that a weight
+// dropped, applied twice or given to another term changes the total).
+// bench/mutants.sh ignores beta and squares gamma and expects this test to
+// fail.
+func TestDIMLossComposition(t *testing.T) {
+	_ = torch.ManualSeed(4)
+	enc, err := models.New(models.Config{Name: "basic28", InChannels: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nn.Free(enc)
+	cfg := Config{Mode: "local+global", Estimator: "jsd", Alpha: 0.3, Beta: 0.7, Gamma: 0.2, CoordWeight: 0.4,
+		CrossView: 0.6, CrossViewTemp: 0.5, Views: 2, MIUnits: 16}
+	d, err := New(cfg, enc.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nn.Free(d)
+	prior, err := NewPrior(int64(enc.Spec().Y), optim.AdamDefaults(1e-4), 1, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prior.Free()
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Rand([]int64{8, 1, 28, 28}, s).MulScalar(2).SubScalar(1) // 2 views of 4 images
+	terms, _ := d.Loss(enc, x, prior)
+	want := 0.0
+	for _, c := range []struct {
+		name string
+		v    *torch.Tensor
+		w    float64
+	}{{"local", terms.Local, cfg.Beta}, {"global", terms.Global, cfg.Alpha}, {"prior", terms.Prior, cfg.Gamma},
+		{"coord", terms.Coord, cfg.CoordWeight}, {"cross-view", terms.CrossView, cfg.CrossView}} {
+		if c.v == nil {
+			t.Fatalf("no %s term", c.name)
+		}
+		v, err := c.v.Item()
+		if err != nil || !(math.Abs(v) > 1e-3) {
+			t.Fatalf("%s term %v (%v): too small to show its weight", c.name, v, err)
+		}
+		want += c.w * v
+	}
+	got, err := terms.Total.Item()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(got-want) > 1e-5*(1+math.Abs(want)) {
+		t.Errorf("total %.7g, the weighted sum of the terms %.7g", got, want)
+	}
+}
