@@ -53,8 +53,11 @@ func probeBF16() error {
 		return nil
 	}
 	isa := ""
-	if v := os.Getenv("ONEDNN_MAX_CPU_ISA"); v != "" {
-		isa = fmt.Sprintf(" (ONEDNN_MAX_CPU_ISA=%s caps it)", v)
+	for _, name := range []string{"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"} {
+		if v := os.Getenv(name); v != "" {
+			isa = fmt.Sprintf(" (%s=%s caps it)", name, v)
+			break
+		}
 	}
 	return fmt.Errorf("bfloat16 autocast cannot train on this CPU: oneDNN%s has no bfloat16 convolution kernels for it "+
 		"(they need AVX-512; native bfloat16 with AVX512-BF16 or AMX); train in float32 (without --bf16). "+

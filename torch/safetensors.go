@@ -145,8 +145,9 @@ func LoadSafetensors(path string, opts ...Option) (map[string]*Tensor, map[strin
 
 // LoadSafetensorsChecked is LoadSafetensors that first verifies the whole
 // file against a checksum SaveSafetensorsSum returned ("sha256:HEX"; "" for
-// none). Either way, a file whose metadata records DataChecksumKey has its
-// data bytes verified, and the tensors must cover the data bytes exactly,
+// none). Without that checksum, a file whose metadata records
+// DataChecksumKey has its data bytes verified (the whole file's checksum
+// covers them already). Either way the tensors must cover the data bytes exactly,
 // without gaps, overlaps or trailing bytes (as the format's reference reader
 // demands).
 func LoadSafetensorsChecked(path, sum string, opts ...Option) (map[string]*Tensor, map[string]string, error) {
@@ -228,7 +229,7 @@ func LoadSafetensorsChecked(path, sum string, opts ...Option) (map[string]*Tenso
 	if covered != int64(len(body)) {
 		return nil, nil, bad("%d data bytes after the last tensor belong to none (appended bytes?)", int64(len(body))-covered)
 	}
-	if want, ok := meta[DataChecksumKey]; ok {
+	if want, ok := meta[DataChecksumKey]; ok && sum == "" { // a verified whole-file sum already covers the data
 		h := sha256.Sum256(body)
 		if got := hex.EncodeToString(h[:]); got != want {
 			return nil, nil, bad("the tensor data's checksum is %s, the file records %s: some tensor's bytes are damaged", got, want)

@@ -2,7 +2,6 @@ package atomicfile
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -106,8 +105,6 @@ func (f *recFile) Sync() error {
 	}
 	return err
 }
-
-func (f *recFile) Chmod(m os.FileMode) error { return f.File.Chmod(m) }
 
 // Check replays the record and returns every violation of the rules above
 // (nil: the recorded saves survive a power cut at any point).
