@@ -102,6 +102,20 @@ func ParseDevice(s string) (Device, error) {
 	return CPU, fmt.Errorf("unknown device %q (want cpu, cuda or cuda:N)", s)
 }
 
+// OpenDevice parses a device name (see ParseDevice) and checks that this
+// process can use it: a CUDA device needs a libtorch built with CUDA and a
+// GPU of that index. The error names the flag's value and where to look.
+func OpenDevice(s string) (Device, error) {
+	d, err := ParseDevice(s)
+	if err != nil {
+		return d, err
+	}
+	if d.Type == CUDADevice && (!CUDAAvailable() || d.Index >= CUDADeviceCount()) {
+		return d, fmt.Errorf("--device %s: this libtorch has no CUDA or sees no such GPU (dimtorch env shows what it found)", d)
+	}
+	return d, nil
+}
+
 func (d Device) String() string {
 	if d.Type == CUDADevice {
 		return fmt.Sprintf("cuda:%d", d.Index)

@@ -221,9 +221,9 @@ func claimRun(o Options) (*runLock, error) {
 
 // build constructs the networks, optimisers and loaders from the seed.
 func build(cfg Config, o Options) (*Trainer, error) {
-	dev, _ := torch.ParseDevice(cfg.Device)
-	if dev.Type == torch.CUDADevice && !torch.CUDAAvailable() {
-		return nil, fmt.Errorf("--device %s: this libtorch has no CUDA or sees no GPU (dimtorch env shows what it found)", cfg.Device)
+	dev, err := torch.OpenDevice(cfg.Device)
+	if err != nil {
+		return nil, err
 	}
 	if err := torch.SetNumThreads(cfg.Threads); err != nil {
 		return nil, err

@@ -96,12 +96,9 @@ func benchTrain(c *cli.Context) error {
 	if err := torch.ManualSeed(c.Uint64("seed")); err != nil {
 		return err
 	}
-	dev, err := torch.ParseDevice(c.String("device"))
+	dev, err := torch.OpenDevice(c.String("device"))
 	if err != nil {
 		return err
-	}
-	if dev.Type == torch.CUDADevice && (!torch.CUDAAvailable() || dev.Index >= torch.CUDADeviceCount()) {
-		return fmt.Errorf("--device %s: this libtorch has no CUDA or sees no such GPU (dimtorch env shows what it found)", dev)
 	}
 	if c.Bool("bf16") {
 		if err := torch.BF16Supported(dev); err != nil {

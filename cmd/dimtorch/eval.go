@@ -102,12 +102,9 @@ func runEval(c *cli.Context) error {
 	log := logger(c)
 	start := time.Now()
 	seed := c.Uint64("seed")
-	dev, err := torch.ParseDevice(c.String("device"))
+	dev, err := torch.OpenDevice(c.String("device"))
 	if err != nil {
 		return err
-	}
-	if dev.Type == torch.CUDADevice && (!torch.CUDAAvailable() || dev.Index >= torch.CUDADeviceCount()) {
-		return fmt.Errorf("--device %s: this libtorch has no CUDA or sees no such GPU (dimtorch env shows what it found)", dev)
 	}
 	modes := 0
 	for _, f := range []string{"checkpoint", "random-init", "pixels"} {

@@ -119,15 +119,12 @@ func runEmbed(c *cli.Context) error {
 	ds = datasets.Subset(ds, c.Int("limit"))
 	var h, w int
 	var run func(x *torch.Tensor) ([][]float32, error) // x: [N, C, H, W] in [-1, 1]
-	dev, err := torch.ParseDevice(c.String("device"))
+	dev, err := torch.OpenDevice(c.String("device"))
 	if err != nil {
 		return err
 	}
 	if dev.Type != torch.CPUDevice && c.String("backend") != "torch" {
 		return fmt.Errorf("--device %s: only --backend torch runs on a GPU (onnxruntime runs on the CPU here)", dev)
-	}
-	if dev.Type == torch.CUDADevice && (!torch.CUDAAvailable() || dev.Index >= torch.CUDADeviceCount()) {
-		return fmt.Errorf("--device %s: this libtorch has no CUDA or sees no such GPU (dimtorch env shows what it found)", dev)
 	}
 	switch c.String("backend") {
 	case "onnx":
