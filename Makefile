@@ -1,4 +1,4 @@
-# dimtorch: the commands the README documents.
+# dimtorch: the commands the README and docs/ document.
 SHELL := /bin/bash
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -128,7 +128,7 @@ bench-train: build
 	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --per-turn 5
 	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --per-turn 5 --bf16
 
-## quality: the best representation recipe from scratch (README, "Representation quality"): trains it on
+## quality: the best representation recipe from scratch (docs/evaluation.md, "Representation quality"): trains it on
 ## Fashion-MNIST, probes conv, fc and Y on all 60,000 labels; prints last one JSON line with the accuracies,
 ## the training's CPU minutes and the command (about 20 minutes on 2 cores). The goal: Y >= 88, conv >= 91
 ## within 30 CPU-minutes.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the README's Fashion-MNIST table: DIM(L) with JSD and with
+# Reproduces docs/evaluation.md's Fashion-MNIST table: DIM(L) with JSD and with
 # infoNCE (3 epochs on the 60,000 training images, 2 threads), the two-view
 # infoNCE recipe (3 and 7 epochs), the untrained encoder and raw pixels,
 # each with the offline linear probe on 10,000 training labels and on all

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# make quality: trains the best recipe found (README, "Representation
-# quality") from scratch on Fashion-MNIST, probes conv, fc and Y with the
-# offline linear probe on all 60,000 training labels, and prints last one
-# JSON line: the three test accuracies (%), the training's CPU minutes (user
-# + system of `dimtorch train`, as the process measures it) and the command.
+# make quality: trains the best recipe found (docs/evaluation.md,
+# "Representation quality") from scratch on Fashion-MNIST, probes conv, fc
+# and Y with the offline linear probe on all 60,000 training labels, and
+# prints last one JSON line: the three test accuracies (%), the training's
+# CPU minutes (user + system of `dimtorch train`, as the process measures
+# it) and the command.
 # The goal it is measured against: Y >= 88 and conv >= 91 within 30 CPU-minutes.
 # Usage: bench/quality.sh [RUN_DIR]   (default: runs/quality-DATE; an existing
 # directory is refused, so every figure comes from a run from scratch)

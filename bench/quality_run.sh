@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# One row of the representation-quality table (README, "Representation
-# quality"): trains basic28 on Fashion-MNIST from the two-view recipe with
-# the row's flags, probes conv, fc and Y with the offline linear probe on
-# LABELS training labels, and prints one JSON line: the accuracies (%), the
-# training's CPU minutes (user + system, as `dimtorch train` measures itself)
-# and the flags.
+# One row of the representation-quality table (docs/evaluation.md,
+# "Representation quality"): trains basic28 on Fashion-MNIST from the
+# two-view recipe with the row's flags, probes conv, fc and Y with the
+# offline linear probe on LABELS training labels, and prints one JSON line:
+# the accuracies (%), the training's CPU minutes (user + system, as
+# `dimtorch train` measures itself) and the flags.
 # Usage: bench/quality_run.sh RUN_DIR LABELS [train flags...]
 #   LABELS: 10000 (screening) or 60000 (all labels)
 # e.g. bench/quality_run.sh runs/q-base-2ep 10000 --epochs 2

@@ -18,7 +18,7 @@
 #
 # Usage: bench/table1.sh [RUNS_DIR]
 #   environment (defaults): EPOCHS=1 LIMIT=0 LABELS=10000 MLP_EPOCHS=50 MLP_LR=1e-3 THREADS=2
-#   DATA=fashion-mnist ENCODER=basic28 MI_UNITS=256 DEVICE=cpu. The CIFAR-10 recipe for a GPU (see the README):
+#   DATA=fashion-mnist ENCODER=basic28 MI_UNITS=256 DEVICE=cpu. The CIFAR-10 recipe for a GPU (see docs/evaluation.md):
 #   DATA=cifar10 ENCODER=dcgan32 MI_UNITS=2048 DEVICE=cuda EPOCHS=100 LABELS=50000 bench/table1.sh runs/table1-cifar10
 set -euo pipefail
 cd "$(dirname "$0")/.."

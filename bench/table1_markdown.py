@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The README's Table 1 from bench/table1.sh's run directories: a row per
+"""Table 1 of docs/evaluation.md from bench/table1.sh's run directories: a row per
 method, the linear and the MLP probe's test accuracy on conv, fc and Y, and
 the training's wall-clock and CPU minutes (from each checkpoint), beside the
 paper's CIFAR-10 figures (MLP probe) where the project's reference has them.

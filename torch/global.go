@@ -98,7 +98,7 @@ const ShimABIVersion = C.DT_ABI_VERSION
 // mappings and returns them on free, so every large activation of every
 // training step page-faults its memory in again. Raising the mmap and trim
 // thresholds lets those blocks be reused from the heap: on the conv
-// benchmark in the README this removes about 95% of page faults and a
+// benchmark of docs/performance.md this removes about 95% of page faults and a
 // fifth to a third of the step time, with the same peak memory. It is
 // applied when the package loads unless DIMTORCH_MALLOC_TUNE=0.
 const (

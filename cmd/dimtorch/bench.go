@@ -15,7 +15,7 @@ import (
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "measure speed (compare with bench/*.py on PyTorch: see the README)",
+		Usage: "measure speed (compare with bench/*.py on PyTorch: see docs/performance.md)",
 		Subcommands: []*cli.Command{
 			benchTrainCommand(),
 			benchEmbedCommand(),

@@ -111,11 +111,11 @@ func TestLauncherWorkerKilled(t *testing.T) {
 	if strings.Contains(msg, "panic:") || strings.Contains(msg, "goroutine ") || strings.Contains(msg, "terminate called") {
 		t.Errorf("a crash trace reached the user:\n%s", msg)
 	}
-	// The README's figure: the dead worker named and the job ended within
+	// docs/data-parallel.md's figure: the dead worker named and the job ended within
 	// 2 s of the kill (0.2 s measured on an idle 2-core machine; the bound
 	// leaves room for a loaded one).
 	if took > 2*time.Second {
-		t.Errorf("the launcher took %v to end after the kill, more than the README's 2 s", took)
+		t.Errorf("the launcher took %v to end after the kill, more than docs/data-parallel.md's 2 s", took)
 	}
 	t.Logf("ended %v after the kill: %s", took.Round(time.Millisecond), lastLine(msg))
 }
