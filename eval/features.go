@@ -39,7 +39,11 @@ func (e EncoderSource) Features(x *torch.Tensor, taps []string) (map[string]*tor
 	if err := models.CheckInput(e.Enc, x); err != nil {
 		return nil, err
 	}
-	t := e.Enc.Encode(x)
+	return tapFeatures(e.Enc.Encode(x), taps)
+}
+
+// tapFeatures returns the named taps of t as [N, D] matrices.
+func tapFeatures(t models.Taps, taps []string) (map[string]*torch.Tensor, error) {
 	out := map[string]*torch.Tensor{}
 	for _, name := range taps {
 		v, err := t.Tap(name)
@@ -123,6 +127,35 @@ func eachBatch(ctx context.Context, l *datasets.Loader, fn func(b *datasets.Batc
 	return err
 }
 
+// ForEachBatch encodes every batch of one epoch of l (l.Epoch(ctx, 0), in
+// the loader's order) with enc in evaluation mode and without gradients,
+// and calls fn with the batch and its taps. layout, when not nil, is
+// applied to each batch's images before enc sees them (a memory layout such
+// as channels-last); the images enc receives are checked against its input
+// shape first (models.CheckInput).
+//
+// Each batch is moved into a scope of its own that is closed when fn
+// returns: the batch, its taps and whatever fn computes from them are freed
+// then, so fn must copy out (or MoveTo(nil)) anything it keeps. ForEachBatch
+// stops at the first error (of the loader, the input check or fn; ctx's
+// when it is cancelled) and returns it. It leaves enc in the mode it found
+// it in (training or evaluation), even on error.
+func ForEachBatch(ctx context.Context, enc models.Encoder, l *datasets.Loader, layout func(*torch.Tensor) *torch.Tensor,
+	fn func(b *datasets.Batch, taps models.Taps) error) error {
+	defer enc.Train(enc.Training())
+	enc.Train(false)
+	return eachBatch(ctx, l, func(b *datasets.Batch, _ *torch.Scope) error {
+		x := b.X
+		if layout != nil {
+			x = layout(x)
+		}
+		if err := models.CheckInput(enc, x); err != nil {
+			return err
+		}
+		return fn(b, enc.Encode(x))
+	})
+}
+
 // Extract runs every image of d through src once (no gradients, in order)
 // and returns the features, on the CPU. Each feature is computed once and
 // reused by every probe.
@@ -147,8 +180,7 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, o ExtractOptio
 		}
 	}
 	var off int64
-	ferr := eachBatch(ctx, l, func(b *datasets.Batch, s *torch.Scope) error {
-		fs, err := src.Features(b.X, taps)
+	store := func(b *datasets.Batch, fs map[string]*torch.Tensor, err error) error {
 		if err != nil {
 			return err
 		}
@@ -166,7 +198,10 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, o ExtractOptio
 			if off+m > total || f.Size(1) != dst.Size(1) {
 				return fmt.Errorf("features %s: batch of %d x %d does not fit the %v matrix at row %d", name, m, f.Size(1), dst.Shape(), off)
 			}
-			if err := dst.Narrow(0, off, m).MoveTo(s).CopyFrom(f); err != nil {
+			rows := dst.Narrow(0, off, m)
+			err := rows.CopyFrom(f)
+			rows.Free()
+			if err != nil {
 				return fmt.Errorf("features %s: %w", name, err)
 			}
 		}
@@ -176,7 +211,19 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, o ExtractOptio
 			images = append(images, b.X.To(torch.CPU).MoveTo(nil))
 		}
 		return nil
-	})
+	}
+	var ferr error
+	if enc := encoderOf(src); enc != nil {
+		ferr = ForEachBatch(ctx, enc, l, nil, func(b *datasets.Batch, t models.Taps) error {
+			fs, err := tapFeatures(t, taps)
+			return store(b, fs, err)
+		})
+	} else {
+		ferr = eachBatch(ctx, l, func(b *datasets.Batch, _ *torch.Scope) error {
+			fs, err := src.Features(b.X, taps)
+			return store(b, fs, err)
+		})
+	}
 	if ferr == nil && off != total {
 		ferr = fmt.Errorf("extracted %d of %d images", off, total)
 	}
@@ -197,4 +244,16 @@ func Extract(ctx context.Context, src Source, d datasets.Dataset, o ExtractOptio
 		return nil, err
 	}
 	return set, nil
+}
+
+// encoderOf returns the encoder of an EncoderSource (nil for any other
+// source), whose features Extract reads with ForEachBatch.
+func encoderOf(src Source) models.Encoder {
+	switch s := src.(type) {
+	case EncoderSource:
+		return s.Enc
+	case *EncoderSource:
+		return s.Enc
+	}
+	return nil
 }
