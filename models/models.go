@@ -59,9 +59,9 @@ type Folded struct {
 
 // Config is what rebuilds an encoder (stored in checkpoints).
 type Config struct {
-	Name       string `json:"name"`
-	InChannels int    `json:"in_channels"`
-	YDim       int    `json:"y_dim"`
+	Name       string `json:"name" flag:"encoder" default:"basic28" choices:"encoders" help:"the encoder's architecture"`
+	InChannels int    `json:"in_channels" flag:"in-channels" help:"channels of the encoder's input (0: the training data's, which a run records)"`
+	YDim       int    `json:"y_dim" flag:"y-dim" default:"64" help:"size of the global feature Y, the representation"`
 }
 
 // Encoder maps images to taps. Inputs are float32 [N, C, H, W] in [-1, 1] of

@@ -12,29 +12,31 @@ import (
 
 // Config selects and weighs DIM's objectives. It is stored in checkpoints.
 type Config struct {
-	Mode          string  `json:"mode"`      // "local", "global" or "local+global"
-	Estimator     string  `json:"estimator"` // see Estimators
-	Scorer        string  `json:"scorer"`    // "dot" (encode-and-dot) or "concat" (concat-and-convolve)
-	Alpha         float64 `json:"alpha"`     // weight of global DIM
-	Beta          float64 `json:"beta"`      // weight of local DIM
-	Gamma         float64 `json:"gamma"`     // weight of prior matching (0 turns it off)
-	MIUnits       int     `json:"mi_units"`  // width of the critic's common space
-	CoordWeight   float64 `json:"coord_weight"`
-	Occlusion     bool    `json:"occlusion"`
-	OcclusionSize int     `json:"occlusion_size"` // side of the occluded block; 0: half the image
-	GPWeight      float64 `json:"gp_weight"`      // gradient penalty of the prior's discriminator (0: none)
+	Mode      string  `json:"mode" flag:"mode" default:"local" methods:"dim" help:"local, global or local+global"`
+	Estimator string  `json:"estimator" flag:"estimator" default:"jsd" methods:"dim" choices:"estimators" help:"the mutual-information estimator"`
+	Scorer    string  `json:"scorer" flag:"scorer" default:"dot" methods:"dim" help:"dot (encode-and-dot) or concat (concat-and-convolve)"`
+	Alpha     float64 `json:"alpha" flag:"alpha" methods:"dim" defaulttext:"the mode's" help:"weight of global DIM (local 0, global 1, local+global 0.5)"`
+	Beta      float64 `json:"beta" flag:"beta" methods:"dim" defaulttext:"the mode's" help:"weight of local DIM (local 1, global 0, local+global 1)"`
+	Gamma     float64 `json:"gamma" flag:"gamma" methods:"dim" defaulttext:"the mode's" help:"weight of prior matching, 0 turns it off (local 0.1, global 1, local+global 0.1)"`
+	MIUnits   int     `json:"mi_units" flag:"mi-units" default:"256" methods:"dim" help:"width of the critic's space (the paper: 2048; 256 is CPU-sized)"`
+	// CoordWeight weighs the coordinate-prediction task (0: off).
+	CoordWeight float64 `json:"coord_weight" flag:"coord" methods:"dim" help:"weight of the coordinate-prediction task (0: off)"`
+	Occlusion   bool    `json:"occlusion" flag:"occlusion" methods:"dim" help:"compute the global features from an image with a random block occluded"`
+	// OcclusionSize is the side of the occluded block; 0: half the image.
+	OcclusionSize int     `json:"occlusion_size" flag:"occlusion-size" methods:"dim" help:"side of --occlusion's block in pixels (0: half the image)"`
+	GPWeight      float64 `json:"gp_weight" flag:"gp-weight" default:"1" methods:"dim,aae" help:"weight of the gradient penalty on the prior's discriminator (DIM's prior game, the AAE's; 0: none)"`
 	// Views is the number of augmented views of each image in a batch. With
 	// two or more, the global vector of one view is scored against the
 	// local features (local DIM) or the critic's vector (global DIM) of
 	// every other view of the same image, as in AMDIM (Bachman et al.,
 	// 2019); the other images' features in the batch are the negatives.
 	// 0 or 1: one view, the paper's DIM.
-	Views int `json:"views,omitempty"`
+	Views int `json:"views,omitempty" flag:"views" default:"1" methods:"dim" help:"augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment"`
 	// ScoreClip > 0 stabilises the critic's scores as AMDIM does: they are
 	// divided by sqrt(MIUnits), penalised by 0.05 mean(s^2) and soft-clipped
 	// to (-ScoreClip, ScoreClip) by ScoreClip*tanh(s/ScoreClip) before the
 	// estimator. 0: raw scores, the paper's DIM.
-	ScoreClip float64 `json:"score_clip,omitempty"`
+	ScoreClip float64 `json:"score_clip,omitempty" flag:"score-clip" methods:"dim" help:"stabilise the critic's scores as AMDIM: divide by sqrt(mi-units), penalise their square (0.05), soft-clip to +-C with C*tanh(s/C) (AMDIM: 10; 0: off)"`
 	// CrossView > 0 adds, with this weight, a global-to-global cross-view
 	// term (not in the paper; as contrastive methods after DIM do, e.g.
 	// SimCLR and CLIP's symmetric loss): Y of each view, mapped by its own
@@ -42,8 +44,8 @@ type Config struct {
 	// view of the batch by cosine similarity / CrossViewTemp, and infoNCE
 	// takes the same image's other view as the positive and the other
 	// images' as negatives. Needs Views >= 2.
-	CrossView     float64 `json:"cross_view,omitempty"`
-	CrossViewTemp float64 `json:"cross_view_temperature,omitempty"`
+	CrossView     float64 `json:"cross_view,omitempty" flag:"cross-view" methods:"dim" help:"weight of a global-to-global cross-view term (not in the paper; SimCLR-like): Y of one view against Y of the other views, infoNCE on cosine similarities; needs --views 2 (0: off)"`
+	CrossViewTemp float64 `json:"cross_view_temperature,omitempty" flag:"cross-view-temperature" default:"0.2" methods:"dim" help:"temperature of --cross-view's cosine similarities"`
 }
 
 // DefaultWeights returns alpha, beta and gamma for a mode, as in the paper:
@@ -58,9 +60,9 @@ func DefaultWeights(mode string) (alpha, beta, gamma float64) {
 	return 0, 1, 0.1
 }
 
-// Validate checks a configuration. Zero values mean zero (GPWeight 0: no
-// gradient penalty) or are refused (MIUnits 0), except Scorer "" ("dot") and
-// Views 0 (one view).
+// Validate checks a configuration; it changes nothing. Zero values mean
+// zero (GPWeight 0: no gradient penalty) or are refused (MIUnits 0), except
+// Scorer "" ("dot") and Views 0 (one view), which New spells out.
 func (c *Config) Validate() error {
 	switch c.Mode {
 	case "local", "global", "local+global":
@@ -70,16 +72,10 @@ func (c *Config) Validate() error {
 	if _, err := GetEstimator(c.Estimator); err != nil {
 		return err
 	}
-	if c.Scorer == "" {
-		c.Scorer = "dot"
-	}
-	if c.Scorer != "dot" && c.Scorer != "concat" {
+	if c.Scorer != "" && c.Scorer != "dot" && c.Scorer != "concat" {
 		return fmt.Errorf("unknown scorer %q (want dot or concat)", c.Scorer)
 	}
-	if c.Views == 0 {
-		c.Views = 1
-	}
-	if c.Views < 1 || c.Views > 8 {
+	if c.Views < 0 || c.Views > 8 {
 		return fmt.Errorf("views must be between 1 and 8, got %d", c.Views)
 	}
 	if c.MIUnits < 1 {
@@ -100,6 +96,9 @@ func (c *Config) Validate() error {
 		if !(w.v >= 0) || math.IsInf(w.v, 0) {
 			return fmt.Errorf("%s must be finite and non-negative, got %v", w.name, w.v)
 		}
+	}
+	if c.OcclusionSize < 0 {
+		return fmt.Errorf("occlusion-size must be non-negative (0: half the image), got %d", c.OcclusionSize)
 	}
 	if c.usesLocal() && c.Beta == 0 && c.Mode == "local" {
 		return fmt.Errorf("mode local with beta 0 trains nothing")
@@ -145,6 +144,10 @@ func New(cfg Config, spec models.Spec) (*DIM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Scorer == "" {
+		cfg.Scorer = "dot"
+	}
+	cfg.Views = max(cfg.Views, 1)
 	est, _ := GetEstimator(cfg.Estimator)
 	d := &DIM{Cfg: cfg, est: est, spec: spec}
 	u := int64(cfg.MIUnits)

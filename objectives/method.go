@@ -53,24 +53,21 @@ var Methods = []string{"dim", "vae", "aae", "bigan", "nat", "cpc"}
 // MethodConfig selects a method and the baselines' settings. It is stored
 // in checkpoints; DIM's own settings are Config.
 type MethodConfig struct {
-	Name string `json:"name"` // one of Methods; "" is dim
+	Name string `json:"name" flag:"method" default:"dim" help:"what trains the encoder: dim (Deep InfoMax), or a baseline of the paper's Table 1: vae, aae, bigan, nat, cpc"`
 	// Likelihood of the VAE's and AAE's decoder: "bernoulli" (pixels in
 	// [0, 1] as probabilities), "gaussian" (with a learned noise level) or
 	// "auto": Bernoulli for one-channel images, Gaussian for colour ones.
-	Likelihood string `json:"likelihood,omitempty"`
+	Likelihood string `json:"likelihood,omitempty" flag:"likelihood" default:"auto" methods:"vae,aae" help:"pixel model of the vae and aae decoders: bernoulli, gaussian (learned noise level), or auto (bernoulli for one channel, gaussian for colour)"`
 	// CPCRows is how many rows below each position CPC predicts, after
 	// skipping CPCSkip rows (whose codes share input pixels with the
 	// context's newest row when receptive fields overlap).
-	CPCRows int `json:"cpc_rows,omitempty"`
-	CPCSkip int `json:"cpc_skip,omitempty"`
+	CPCRows int `json:"cpc_rows,omitempty" flag:"cpc-rows" default:"3" methods:"cpc" help:"rows of the local map below each position that cpc predicts"`
+	CPCSkip int `json:"cpc_skip,omitempty" flag:"cpc-skip" methods:"cpc" help:"rows below each position that cpc skips before the predicted ones (their codes share input pixels with the context's when receptive fields overlap)"`
 }
 
-// Validate fills the defaults and checks the settings.
+// Validate checks the settings ("" is dim, and the likelihood "" auto).
 func (c *MethodConfig) Validate() error {
-	if c.Name == "" {
-		c.Name = "dim"
-	}
-	known := false
+	known := c.Name == ""
 	for _, m := range Methods {
 		known = known || m == c.Name
 	}
@@ -78,16 +75,11 @@ func (c *MethodConfig) Validate() error {
 		return fmt.Errorf("unknown method %q (want %s)", c.Name, strings.Join(Methods, ", "))
 	}
 	switch c.Likelihood {
-	case "":
-		c.Likelihood = "auto"
-	case "auto", "bernoulli", "gaussian":
+	case "", "auto", "bernoulli", "gaussian":
 	default:
 		return fmt.Errorf("unknown likelihood %q (want auto, bernoulli or gaussian)", c.Likelihood)
 	}
-	if c.CPCRows == 0 {
-		c.CPCRows = 3
-	}
-	if c.CPCRows < 1 || c.CPCSkip < 0 {
+	if c.CPCRows < 0 || c.CPCSkip < 0 {
 		return fmt.Errorf("cpc: predict at least 1 row (got %d) after skipping none or more (got %d)", c.CPCRows, c.CPCSkip)
 	}
 	return nil
@@ -96,7 +88,7 @@ func (c *MethodConfig) Validate() error {
 // Resolve replaces the VAE's and AAE's "auto" likelihood by the one the
 // data's channels choose: Bernoulli for one channel, Gaussian for colour.
 func (c *MethodConfig) Resolve(channels int) {
-	if c.Likelihood == "auto" && (c.Name == "vae" || c.Name == "aae") {
+	if (c.Likelihood == "auto" || c.Likelihood == "") && (c.Name == "vae" || c.Name == "aae") {
 		c.Likelihood = "gaussian"
 		if channels == 1 {
 			c.Likelihood = "bernoulli"
@@ -123,11 +115,14 @@ func NewMethod(mc MethodConfig, env Env) (Method, error) {
 	}
 	spec := env.Spec
 	mc.Resolve(spec.Input[0])
+	if mc.CPCRows == 0 {
+		mc.CPCRows = 3 // the declared default (train's); 0 from callers that leave it out
+	}
 	bernoulli := mc.Likelihood == "bernoulli"
 	var m Method
 	var err error
 	switch mc.Name {
-	case "dim": // DIM places its networks itself (its critic is built after them)
+	case "dim", "": // DIM places its networks itself (its critic is built after them)
 		d, err := newDIMMethod(env)
 		if err != nil {
 			return nil, err // not d: a nil *DIMMethod in an interface is not a nil Method

@@ -6,9 +6,7 @@
 package train
 
 import (
-	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/dimtorch/dimtorch/datasets"
@@ -17,64 +15,69 @@ import (
 	"github.com/dimtorch/dimtorch/torch"
 )
 
-// Config is everything that defines a run; it is stored in every checkpoint.
+// Config is everything that defines a run: the Recipe (what a step
+// computes) and the Execution (how the run is carried out). Each setting is
+// declared once, on its field (settings.go); checkpoints store the whole
+// Config.
 type Config struct {
-	Data      string        `json:"data"`
-	DataDir   string        `json:"data_dir,omitempty"`
-	Limit     int           `json:"limit"` // first N training images (0: all)
-	Augment   bool          `json:"augment"`
-	CropScale float64       `json:"crop_scale,omitempty"` // >0: augment with random resized crops of at least this fraction of the area
+	Recipe
+	Execution
+}
+
+// Recipe is what one training step computes: the ranks of a data-parallel
+// job must agree on every field, and a resumed run cannot change one.
+type Recipe struct {
+	Data      string  `json:"data" flag:"data" default:"fashion-mnist" help:"dataset name or folder:PATH"`
+	Limit     int     `json:"limit" flag:"limit" help:"train on the first N training images (0: all)"`
+	Augment   bool    `json:"augment" flag:"augment" help:"augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"`
+	CropScale float64 `json:"crop_scale,omitempty" flag:"crop-scale" help:"augment with random resized crops covering at least this fraction of the image (e.g. 0.4), plus flips where they keep the classes; implies --augment (0: off)"`
 	Encoder   models.Config `json:"encoder"`
 	// Method is what trains the encoder: DIM (Objective's settings) or a
 	// baseline of the paper's Table 1.
 	Method    objectives.MethodConfig `json:"method"`
 	Objective objectives.Config       `json:"objective"`
-	BatchSize int                     `json:"batch_size"`
-	Epochs    int                     `json:"epochs"`
-	LR        float64                 `json:"lr"`
-	Schedule  string                  `json:"lr_schedule,omitempty"` // "" or "constant", or "cosine": annealed to 0 over the planned steps
-	Beta1     float64                 `json:"beta1"`
-	Beta2     float64                 `json:"beta2"`
-	Seed      uint64                  `json:"seed"`
-	Threads   int                     `json:"threads"`
-	Device    string                  `json:"device"`
-	Workers   int                     `json:"workers"`
-	BF16      bool                    `json:"bf16"` // bfloat16 autocast of the forward pass on the training device (CPU or CUDA)
-	// ChannelsLast lays images and convolution weights out as NHWC, oneDNN's
-	// and cuDNN's preferred layout (the same values; the README's
-	// "Channels-last layout" gives the measured gain). Checkpoints written
-	// before it existed resume without it.
-	ChannelsLast bool    `json:"channels_last"`
-	ProbeLR      float64 `json:"probe_lr"` // the online probe's Adam learning rate
-	// FlushDenormals treats denormal floats as zero on the CPU (x86 FTZ and
-	// DAZ; torch.SetFlushDenormal): CPC's softmax over thousands of
-	// confident scores makes so many that its step slows down tenfold.
-	FlushDenormals bool `json:"flush_denormals,omitempty"`
+	BatchSize int                     `json:"batch_size" flag:"batch-size" default:"64" help:"images per step (per process in a data-parallel job)"`
+	LR        float64                 `json:"lr" flag:"lr" default:"1e-4" help:"Adam learning rate"`
+	Schedule  string                  `json:"lr_schedule,omitempty" flag:"lr-schedule" default:"constant" help:"constant, or cosine: anneal the learning rate to 0 over the planned steps"`
+	Beta1     float64                 `json:"beta1" flag:"beta1" default:"0.5" help:"Adam beta1"`
+	Beta2     float64                 `json:"beta2" flag:"beta2" default:"0.999" help:"Adam beta2"`
+	ProbeLR   float64                 `json:"probe_lr" flag:"probe-lr" default:"1e-3" help:"Adam learning rate of the online probe (linear on Y, trained on the side)"`
+	Seed      uint64                  `json:"seed" flag:"seed" default:"1" help:"fixes every weight, batch and augmentation"`
 	// GlobalNegatives: in a data-parallel job, the MI estimators take their
 	// negatives from every rank's batch instead of the rank's own.
-	GlobalNegatives bool `json:"global_negatives,omitempty"`
+	GlobalNegatives bool `json:"global_negatives,omitempty" flag:"global-negatives" category:"data-parallel" help:"score every rank's features against every rank's: negatives from the global batch (all-gather with gradients)"`
 	// SyncBN: in a data-parallel job, every BatchNorm of the encoder and
 	// the method normalises with the statistics of the global batch
 	// (nn.SyncBatchNorm) instead of the rank's own.
-	SyncBN   bool `json:"sync_bn,omitempty"`
-	LogEvery int  `json:"log_every"`
+	SyncBN bool `json:"sync_bn,omitempty" flag:"sync-bn" category:"data-parallel" help:"BatchNorm with the statistics of the global batch (all ranks' parts, gathered with gradients) instead of each rank's own"`
 }
 
-// Defaults returns the original's hyperparameters (Adam 1e-4, betas 0.5 and
-// 0.999, batch 64) with a CPU-sized 256 MI units, DIM(L) with JSD.
-func Defaults() Config {
-	a, b, g := objectives.DefaultWeights("local")
-	return Config{
-		Data:      "fashion-mnist",
-		Encoder:   models.Config{Name: "basic28", YDim: 64},
-		Method:    objectives.MethodConfig{Name: "dim", Likelihood: "auto", CPCRows: 3},
-		Objective: objectives.Config{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g, MIUnits: 256, GPWeight: 1, Views: 1, CrossViewTemp: 0.2},
-		BatchSize: 64, Epochs: 1, LR: 1e-4, Schedule: "constant", Beta1: 0.5, Beta2: 0.999, Seed: 1, Threads: 2, Device: "cpu",
-		Workers: 2, ProbeLR: 1e-3, LogEvery: 20, ChannelsLast: true,
-	}
+// Execution is how a run is carried out: its length, where and how fast it
+// runs and logs. The change tag says which settings a resumed run may
+// change and which may differ between ranks; the others are fixed like the
+// recipe (bf16 and the layout change the last bits of a step).
+type Execution struct {
+	Epochs  int    `json:"epochs" flag:"epochs" default:"1" change:"resume" help:"passes over the training images (on --resume: the new total, to train longer)"`
+	DataDir string `json:"data_dir,omitempty" flag:"data-dir" change:"resume,ranks" help:"directory holding the dataset"`
+	Threads int    `json:"threads" flag:"threads" default:"2" change:"resume,ranks" help:"libtorch intra-op threads"`
+	Workers int    `json:"workers" flag:"workers" default:"2" change:"resume,ranks" help:"data-loading goroutines"`
+	Device  string `json:"device" flag:"device" default:"cpu" help:"cpu, cuda or cuda:N"`
+	// ChannelsLast lays images and convolution weights out as NHWC, oneDNN's
+	// and cuDNN's preferred layout (the same values; docs/performance.md,
+	// "What each change bought", gives the measured gain). Checkpoints written before it existed
+	// resume without it.
+	ChannelsLast bool `json:"channels_last" flag:"channels-last" default:"true" help:"NHWC layout for images and convolution weights (--channels-last=false: NCHW)"`
+	// FlushDenormals treats denormal floats as zero on the CPU (x86 FTZ and
+	// DAZ; torch.SetFlushDenormal): CPC's softmax over thousands of
+	// confident scores makes so many that its step slows down tenfold.
+	FlushDenormals bool `json:"flush_denormals,omitempty" flag:"flush-denormals" help:"treat denormal floats as zero on the CPU (x86 FTZ/DAZ): cpc's step is several times faster with it; changes results only where denormals occur"`
+	BF16           bool `json:"bf16" flag:"bf16" help:"bfloat16 autocast of the forward pass, on the CPU (fast with AVX512-BF16/AMX) or CUDA (Ampere and later)"`
+	LogEvery       int  `json:"log_every" flag:"log-every" default:"20" change:"resume,ranks" help:"steps between metrics records"`
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration; it changes nothing (defaults and the
+// migration of older checkpoints happen where a configuration is made:
+// NewConfig, UnmarshalJSON).
 func (c *Config) Validate() error {
 	if err := c.Method.Validate(); err != nil {
 		return err
@@ -90,17 +93,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--global-negatives shares DIM's negatives between processes; method %s has none", c.Method.Name)
 		}
 	}
-	if c.Schedule == "" {
-		c.Schedule = "constant" // checkpoints from before the field had a default
-	}
 	if c.Schedule != "constant" && c.Schedule != "cosine" {
 		return fmt.Errorf("unknown --lr-schedule %q (want constant or cosine)", c.Schedule)
 	}
 	if c.CropScale < 0 || c.CropScale > 1 {
 		return fmt.Errorf("--crop-scale must be in (0, 1], got %v", c.CropScale)
-	}
-	if c.CropScale > 0 || c.Objective.Views > 1 {
-		c.Augment = true // identical views would teach nothing a single view does not
 	}
 	if _, _, err := models.InputSize(c.Encoder.Name); err != nil {
 		return err
@@ -114,12 +111,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--lr must be positive")
 	case c.Threads < 1:
 		return fmt.Errorf("--threads must be at least 1")
-	case c.Workers < 0:
+	case c.Workers < 1:
 		return fmt.Errorf("--workers must be at least 1")
 	case c.LogEvery < 1:
 		return fmt.Errorf("--log-every must be at least 1")
 	case c.Encoder.YDim < 1:
 		return fmt.Errorf("--y-dim must be at least 1, got %d", c.Encoder.YDim)
+	case c.Encoder.InChannels < 0:
+		return fmt.Errorf("--in-channels must be non-negative (0: the data's), got %d", c.Encoder.InChannels)
 	case !(c.Beta1 >= 0 && c.Beta1 < 1) || !(c.Beta2 >= 0 && c.Beta2 < 1):
 		return fmt.Errorf("--beta1 and --beta2 must be in [0, 1)")
 	case !(c.ProbeLR > 0):
@@ -127,64 +126,10 @@ func (c *Config) Validate() error {
 	case c.Limit < 0:
 		return fmt.Errorf("--limit must be non-negative")
 	}
-	if c.Workers == 0 {
-		c.Workers = 2 // checkpoints from before the field had a default
-	}
 	if _, err := torch.ParseDevice(c.Device); err != nil {
 		return err
 	}
 	return nil
-}
-
-// Resumable are the settings (by their JSON names) that a resumed run may
-// change: they set how long it trains, how it logs and how fast it reads,
-// not what one step computes. A longer run stretches a cosine schedule over
-// the new total from the step reached. --threads can change the last bits of
-// some kernels' sums.
-var Resumable = []string{"epochs", "log_every", "threads", "workers", "data_dir"}
-
-// unresumable lists the settings that differ between was and now, other
-// than the Resumable ones.
-func unresumable(was, now Config) []string {
-	a, b := flatJSON(was), flatJSON(now)
-	for _, k := range Resumable {
-		delete(a, k)
-		delete(b, k)
-	}
-	var bad []string
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			bad = append(bad, fmt.Sprintf("%s %s -> %s", k, v, b[k]))
-		}
-	}
-	for k, w := range b {
-		if _, ok := a[k]; !ok {
-			bad = append(bad, fmt.Sprintf("%s (none) -> %s", k, w))
-		}
-	}
-	sort.Strings(bad)
-	return bad
-}
-
-// flatJSON is a configuration as dotted JSON names and their JSON values.
-func flatJSON(c Config) map[string]string {
-	b, _ := json.Marshal(c)
-	var m map[string]any
-	_ = json.Unmarshal(b, &m)
-	out := map[string]string{}
-	var walk func(prefix string, v any)
-	walk = func(prefix string, v any) {
-		if mm, ok := v.(map[string]any); ok {
-			for k, x := range mm {
-				walk(prefix+k+".", x)
-			}
-			return
-		}
-		j, _ := json.Marshal(v)
-		out[strings.TrimSuffix(prefix, ".")] = string(j)
-	}
-	walk("", m)
-	return out
 }
 
 // transforms returns the training and test transforms: the dataset's

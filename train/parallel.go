@@ -123,21 +123,11 @@ func (t *Trainer) reseed() error {
 }
 
 // sameSettings fails on every rank unless all ranks run the same
-// configuration (threads, workers, logging and the data directory may
-// differ), from the same position, with the same data: otherwise their
+// configuration (but the settings declared PerRank: threads, workers,
+// logging, the data directory), from the same position, with the same data: otherwise their
 // collectives would not match and the job would hang until the timeout.
 func (t *Trainer) sameSettings() error {
-	b, err := json.Marshal(t.cfg)
-	if err != nil {
-		return err
-	}
-	fields := map[string]any{}
-	if err := json.Unmarshal(b, &fields); err != nil {
-		return err
-	}
-	for _, k := range []string{"threads", "workers", "log_every", "data_dir"} {
-		delete(fields, k)
-	}
+	fields := rankFields(t.cfg)
 	fields["position (epoch, batch, step)"] = []any{t.state.Epoch, t.state.Batch, t.state.Step}
 	fields["images in the training set"] = t.train.Dataset().Len()
 	fields["test split"] = t.test != nil

@@ -406,7 +406,7 @@ func TestDataParallelSettingsDiffer(t *testing.T) {
 	err := dist.Launch(context.Background(), dist.LaunchOptions{
 		Command: []string{os.Args[0], "-test.run=^$"}, NProc: 2, Timeout: 120e9, Grace: 5e9, Stdout: io.Discard, Stderr: &stderr,
 	})
-	if err == nil || !strings.Contains(stderr.String(), "different settings (batch_size)") {
+	if err == nil || !strings.Contains(stderr.String(), "different settings (batch-size)") {
 		t.Fatalf("launch: %v\n%s", err, stderr.String())
 	}
 }
@@ -464,7 +464,7 @@ func TestDataParallelBaselines(t *testing.T) {
 		})
 	}
 	for _, m := range []string{"nat", "cpc"} {
-		mc := objectives.MethodConfig{Name: m}
+		mc := objectives.MethodConfig{Name: m, CPCRows: 3}
 		if _, err := objectives.NewMethod(mc, objectives.Env{Images: 10, World: 2}); err == nil || !strings.Contains(err.Error(), "one process") {
 			t.Fatalf("%s with 2 processes: %v", m, err)
 		}

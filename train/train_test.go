@@ -495,7 +495,7 @@ func TestResumeRefusesChangedSettings(t *testing.T) {
 	now := saved
 	now.LR, now.Objective.MIUnits, now.Epochs, now.Threads = 0.5, 999, 9, 1
 	bad := unresumable(saved, now)
-	if len(bad) != 2 || !strings.HasPrefix(bad[0], "lr 0.0001 -> 0.5") || !strings.HasPrefix(bad[1], "objective.mi_units 256 -> 999") {
+	if len(bad) != 2 || !strings.HasPrefix(bad[0], "lr 0.0001 -> 0.5") || !strings.HasPrefix(bad[1], "mi-units 256 -> 999") {
 		t.Fatalf("unresumable: %q", bad)
 	}
 	cfg := smallConfig(t)
@@ -509,7 +509,7 @@ func TestResumeRefusesChangedSettings(t *testing.T) {
 		c.BatchSize++
 		return c, nil
 	})
-	if err == nil || !strings.Contains(err.Error(), "batch_size") {
+	if err == nil || !strings.Contains(err.Error(), "batch-size 32 -> 33") {
 		t.Fatalf("resume with another batch size: %v", err)
 	}
 }

@@ -79,6 +79,7 @@ type Summary struct {
 // New prepares a fresh run in o.Out. A directory that already holds a
 // checkpoint is refused: resume it, or choose another directory.
 func New(cfg Config, o Options) (*Trainer, error) {
+	cfg.derive()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -109,8 +110,9 @@ func New(cfg Config, o Options) (*Trainer, error) {
 	return t, nil
 }
 
-// start joins the data-parallel group, if any, and opens the metrics
-// (rank 0 only) after the record of step from (-1: a fresh run).
+// start joins the data-parallel group, if any, and (rank 0 only) writes
+// the run's configuration and opens the metrics after the record of step
+// from (-1: a fresh run).
 func (t *Trainer) start(o Options, from int64) error {
 	if o.Group != nil {
 		if err := t.joinGroup(o.Group); err != nil {
@@ -119,6 +121,9 @@ func (t *Trainer) start(o Options, from int64) error {
 	}
 	if !t.leader() {
 		return nil
+	}
+	if err := writeConfigFile(o.Out, t.cfg, t.world()); err != nil {
+		return err
 	}
 	var err error
 	t.metrics, err = openMetrics(o.Out, from)
@@ -154,9 +159,6 @@ func Resume(o Options, change func(saved Config) (Config, error)) (*Trainer, err
 			"global batch and the random streams depend on the number of processes (resume with --nproc-per-node/--nnodes giving %d)",
 			ck.Dir, was, now, was)
 	}
-	if err := cfg.Validate(); err != nil { // fills what older checkpoints lack
-		return nil, fmt.Errorf("checkpoint %s: %w", ck.Dir, err)
-	}
 	if change != nil {
 		next, err := change(cfg)
 		if err != nil {
@@ -164,7 +166,7 @@ func Resume(o Options, change func(saved Config) (Config, error)) (*Trainer, err
 		}
 		if bad := unresumable(cfg, next); len(bad) > 0 {
 			return nil, fmt.Errorf("checkpoint %s: a resumed run keeps its settings, and these would change: %s (only %s may)",
-				ck.Dir, strings.Join(bad, ", "), strings.Join(Resumable, ", "))
+				ck.Dir, strings.Join(bad, ", "), strings.Join(Resumable(), ", "))
 		}
 		cfg = next
 	}

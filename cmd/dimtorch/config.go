@@ -1,17 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/dimtorch/dimtorch/internal/atomicfile"
-	"github.com/dimtorch/dimtorch/train"
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
 )
@@ -22,67 +17,8 @@ import (
 // config.yaml, in the same form, so `train --config RUN/config.yaml --out
 // NEW` repeats a run.
 
-// configFile is the resolved configuration's name in a run directory.
-const configFile = "config.yaml"
-
 func configFlag() cli.Flag {
 	return &cli.StringFlag{Name: "config", Usage: "YAML file of flag values (name: value, as in a run's config.yaml); flags on the command line override it"}
-}
-
-// setting is a flag and, for train, the field of train.Config it sets (nil
-// for flags about the invocation: --out, --resume, the launcher's).
-type setting struct {
-	flag      cli.Flag
-	field     func(*train.Config) any // a pointer to the field
-	resumable bool                    // may change when the run resumes
-	methods   []string                // the --method values that use it (nil: all)
-}
-
-func (s setting) name() string { return s.flag.Names()[0] }
-
-// set stores the flag's value in cfg.
-func (s setting) set(c *cli.Context, cfg *train.Config) error {
-	n := s.name()
-	switch p := s.field(cfg).(type) {
-	case *string:
-		*p = c.String(n)
-	case *int:
-		*p = c.Int(n)
-	case *float64:
-		*p = c.Float64(n)
-	case *bool:
-		*p = c.Bool(n)
-	case *uint64:
-		*p = c.Uint64(n)
-	default:
-		return fmt.Errorf("internal: flag --%s sets a field of type %T", n, p)
-	}
-	return nil
-}
-
-// value is the field's value (comparable).
-func (s setting) value(cfg *train.Config) any {
-	switch p := s.field(cfg).(type) {
-	case *string:
-		return *p
-	case *int:
-		return *p
-	case *float64:
-		return *p
-	case *bool:
-		return *p
-	case *uint64:
-		return *p
-	}
-	return nil
-}
-
-func flagsOf(ss []setting) []cli.Flag {
-	out := make([]cli.Flag, len(ss))
-	for i, s := range ss {
-		out[i] = s.flag
-	}
-	return out
 }
 
 // applyConfigFile sets every flag named in --config's file that the command
@@ -178,28 +114,6 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
-}
-
-// writeRunConfig writes RUN/config.yaml: every setting of the run, by flag
-// name, in the order of `train --help`.
-func writeRunConfig(run string, ss []setting, cfg train.Config, world int) error {
-	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "# The settings of the run in this directory (dimtorch %s), as flags of dimtorch train.\n", version)
-	fmt.Fprintf(&buf, "# Repeat it: dimtorch train --config %s --out NEW_DIR\n", filepath.Join(run, configFile))
-	if world > 1 {
-		fmt.Fprintf(&buf, "# It was trained by %d processes: repeat it with as many (--nproc-per-node, --nnodes or torchrun).\n", world)
-	}
-	for _, s := range ss {
-		if s.field == nil || s.methods != nil && !slices.Contains(s.methods, cfg.Method.Name) {
-			continue // not a setting, or one the run's method does not use
-		}
-		v, err := yaml.Marshal(s.value(&cfg))
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(&buf, "%s: %s", s.name(), v)
-	}
-	return atomicfile.WriteBytes(filepath.Join(run, configFile), buf.Bytes(), 0o644)
 }
 
 // checkPositive reports the first of the named integer flags below 1.

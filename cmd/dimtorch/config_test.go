@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dimtorch/dimtorch/datasets/datasetstest"
+	"github.com/dimtorch/dimtorch/train"
 )
 
 func readFile(t *testing.T, path string) []byte {
@@ -22,7 +23,7 @@ func readFile(t *testing.T, path string) []byte {
 // settingsOf returns config.yaml without its comment lines.
 func settingsOf(t *testing.T, run string) string {
 	var keep []string
-	for _, l := range strings.Split(string(readFile(t, filepath.Join(run, configFile))), "\n") {
+	for _, l := range strings.Split(string(readFile(t, filepath.Join(run, train.ConfigFile))), "\n") {
 		if !strings.HasPrefix(l, "#") {
 			keep = append(keep, l)
 		}
@@ -54,7 +55,7 @@ func TestConfigFileRepeatsRunAndResumeFlags(t *testing.T) {
 		}
 	}
 	b := filepath.Join(dir, "b")
-	if _, stderr, code := run(t, "train", "--config", filepath.Join(a, configFile), "--out", b); code != 0 {
+	if _, stderr, code := run(t, "train", "--config", filepath.Join(a, train.ConfigFile), "--out", b); code != 0 {
 		t.Fatalf("train --config: %s", stderr)
 	}
 	for _, f := range []string{"checkpoint/model.safetensors", "checkpoint/optim.safetensors"} {
@@ -68,7 +69,7 @@ func TestConfigFileRepeatsRunAndResumeFlags(t *testing.T) {
 
 	// The command line wins over the file.
 	c := filepath.Join(dir, "c")
-	if _, stderr, code := run(t, "train", "--config", filepath.Join(a, configFile), "--lr", "3e-4", "--limit", "64", "--out", c); code != 0 {
+	if _, stderr, code := run(t, "train", "--config", filepath.Join(a, train.ConfigFile), "--lr", "3e-4", "--limit", "64", "--out", c); code != 0 {
 		t.Fatalf("train --config --lr: %s", stderr)
 	}
 	if s := settingsOf(t, c); !strings.Contains(s, "lr: 0.0003\n") || !strings.Contains(s, "y-dim: 16\n") {

@@ -41,24 +41,17 @@ func FuzzConfigFile(f *testing.F) {
 			t.Fatal(err)
 		}
 		var cmd *cli.Command
-		var ss []setting
 		if eval {
 			cmd = evalCommand()
 		} else {
-			ss = trainSettings()
-			cmd = &cli.Command{Name: "train", Flags: flagsOf(ss)}
+			cmd = &cli.Command{Name: "train", Flags: trainFlags()}
 		}
 		cmd.Action = func(c *cli.Context) error {
 			if err := applyConfigFile(c); err != nil {
 				return err
 			}
-			var cfg train.Config
-			for _, s := range ss {
-				if s.field != nil {
-					if err := s.set(c, &cfg); err != nil {
-						return err
-					}
-				}
+			if !eval {
+				_, _ = train.NewConfig(settingValues(c)) // an invalid configuration is an error, never a panic
 			}
 			return errApplied
 		}
