@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/dimtorch/dimtorch/datasets/datasetstest"
 	"github.com/dimtorch/dimtorch/train"
+	"github.com/urfave/cli/v2"
 )
 
 func readFile(t *testing.T, path string) []byte {
@@ -157,5 +160,78 @@ func TestMeaninglessValuesAreRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Error("a refused run created its directory")
+	}
+}
+
+// Every declared setting of a run is a flag of train: given on the command
+// line (or in --config, which sets the same flags) with a value other than
+// its default, it reaches the configuration; left out, the configuration
+// has the declared default.
+func TestEverySettingIsAFlag(t *testing.T) {
+	def := train.Defaults()
+	for _, s := range def.Settings() {
+		var text string
+		var want any
+		switch v := s.Value().(type) {
+		case string:
+			text, want = v+"-x", v+"-x"
+		case int:
+			text, want = fmt.Sprint(v+3), v+3
+		case float64:
+			text, want = fmt.Sprint(v+0.5), v+0.5
+		case bool:
+			text, want = fmt.Sprint(!v), !v
+		case uint64:
+			text, want = fmt.Sprint(v+9), v+9
+		default:
+			t.Fatalf("%s: type %T", s.Name, v)
+		}
+		var got map[string]any
+		cmd := &cli.Command{Name: "train", Flags: trainFlags(), Action: func(c *cli.Context) error {
+			got = settingValues(c)
+			return nil
+		}}
+		app := &cli.App{Name: "dimtorch", Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard}
+		if err := app.Run([]string{"dimtorch", "train", "--" + s.Name + "=" + text, "--out", "x"}); err != nil {
+			t.Fatalf("--%s=%s: %v", s.Name, text, err)
+		}
+		if len(got) != 1 || got[s.Name] != want {
+			t.Fatalf("--%s=%s gave %v", s.Name, text, got)
+		}
+		c := def
+		cs := c.Settings()
+		for _, x := range cs {
+			if x.Name == s.Name {
+				if err := x.Set(got[s.Name]); err != nil || x.Value() != want {
+					t.Fatalf("--%s: set %v: %v", s.Name, x.Value(), err)
+				}
+			}
+		}
+	}
+	// Left out: the declared defaults (the flags' own defaults agree).
+	cmd := &cli.Command{Name: "train", Flags: trainFlags(), Action: func(c *cli.Context) error {
+		for _, s := range def.Settings() {
+			var v any
+			switch s.Value().(type) {
+			case string:
+				v = c.String(s.Name)
+			case int:
+				v = c.Int(s.Name)
+			case float64:
+				v = c.Float64(s.Name)
+			case bool:
+				v = c.Bool(s.Name)
+			case uint64:
+				v = c.Uint64(s.Name)
+			}
+			if v != s.Value() && s.DefaultText == "" {
+				return fmt.Errorf("--%s defaults to %v, the configuration to %v", s.Name, v, s.Value())
+			}
+		}
+		return nil
+	}}
+	app := &cli.App{Name: "dimtorch", Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard}
+	if err := app.Run([]string{"dimtorch", "train", "--out", "x"}); err != nil {
+		t.Fatal(err)
 	}
 }
