@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 APT_PACKAGES := libtorch-dev libgloo-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx chromium
 ORT_VERSION := 1.24.3
 
-.PHONY: setup build demo test test-go test-shim test-isa mutants fuzz lint fmt-check bench-ops bench-train quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: setup build demo test test-go test-shim test-isa mutants fuzz lint fmt-check bench-ops bench-train bench-epoch quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
 
 ## setup: install what building and testing need (Debian packages, Go modules, the onnxruntime library); idempotent
 setup:
@@ -127,6 +127,11 @@ bench-train: build
 	/usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 --per-turn 5 --bf16
 	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --per-turn 5
 	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --per-turn 5 --bf16
+
+## bench-epoch: one epoch of `dimtorch train` (defaults: loader, metrics, online probe, checkpoint) against
+## bench/train_epoch.py, a plain PyTorch script with a DataLoader training the same networks, in turns, wall and CPU time
+bench-epoch: build
+	cd bench && /usr/bin/python3 compare_epoch.py --repeats 2 --threads 2 --workers 2
 
 ## quality: the best representation recipe from scratch (docs/evaluation.md, "Representation quality"): trains it on
 ## Fashion-MNIST, probes conv, fc and Y on all 60,000 labels; prints last one JSON line with the accuracies,

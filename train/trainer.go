@@ -61,6 +61,9 @@ type Trainer struct {
 
 	// Test hooks: called after each step, and to replace a step's loss value.
 	afterStep func(step int64)
+	// afterBackward, when set, sees the gradients before the optimiser's
+	// step (Bench.OnBackward).
+	afterBackward func() error
 	lossHook  func(step int64, loss float64) float64
 }
 
@@ -221,8 +224,9 @@ func claimRun(o Options) (*runLock, error) {
 	return lock, nil
 }
 
-// build constructs the networks, optimisers and loaders from the seed.
-func build(cfg Config, o Options) (*Trainer, error) {
+// setUp sets up libtorch for cfg (threads, the seed) and returns a
+// trainer on its device, with nothing built yet.
+func setUp(cfg Config, o Options) (*Trainer, error) {
 	dev, err := torch.OpenDevice(cfg.Device)
 	if err != nil {
 		return nil, err
@@ -238,7 +242,16 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	if err := torch.ManualSeed(cfg.Seed); err != nil {
 		return nil, err
 	}
-	t := &Trainer{cfg: cfg, o: o, dev: dev, savedStep: -1}
+	return &Trainer{cfg: cfg, o: o, dev: dev, savedStep: -1}, nil
+}
+
+// build constructs the networks, optimisers and loaders from the seed.
+func build(cfg Config, o Options) (*Trainer, error) {
+	t, err := setUp(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	dev := t.dev
 	ok := false
 	defer func() {
 		if !ok {
@@ -282,37 +295,45 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	if s := t.train.Shape(); s.C != cfg.Encoder.InChannels {
 		return nil, fmt.Errorf("%s has %d-channel images but the encoder takes %d", cfg.Data, s.C, cfg.Encoder.InChannels)
 	}
-
-	// Networks, in a fixed order so that the seed fixes every weight.
-	if t.enc, err = models.New(cfg.Encoder); err != nil {
-		return nil, err
-	}
-	if err := nn.MoveTo(t.enc, dev); err != nil {
-		return nil, err
-	}
-	if cfg.ChannelsLast {
-		if err := nn.ToChannelsLast(t.enc); err != nil {
-			return nil, err
-		}
-	}
-	adam := optim.AdamOptions{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: 1e-8}
-	t.method, err = objectives.NewMethod(cfg.Method, objectives.Env{Spec: t.enc.Spec(), Images: t.train.Dataset().Len(), Adam: adam,
-		Device: dev, ChannelsLast: cfg.ChannelsLast, DIM: cfg.Objective, World: world})
-	if err != nil {
-		return nil, err
-	}
-	t.critic = t.method.Critic()
-	if t.classes != nil {
-		if t.probe, err = newProbe(int64(t.enc.Spec().Y), int64(len(t.classes)), cfg.ProbeLR, dev); err != nil {
-			return nil, err
-		}
-	}
-	params := append(nn.Parameters(t.enc), nn.Parameters(t.method)...)
-	if t.opt, err = optim.NewAdam(params, adam); err != nil {
+	if err := t.buildNetworks(t.train.Dataset().Len(), world, len(t.classes)); err != nil {
 		return nil, err
 	}
 	ok = true
 	return t, nil
+}
+
+// buildNetworks builds the encoder, the method's networks, the online
+// probe (for classes > 0) and the optimiser, in a fixed order so that the
+// seed fixes every weight.
+func (t *Trainer) buildNetworks(images, world, classes int) error {
+	cfg, dev := t.cfg, t.dev
+	var err error
+	if t.enc, err = models.New(cfg.Encoder); err != nil {
+		return err
+	}
+	if err := nn.MoveTo(t.enc, dev); err != nil {
+		return err
+	}
+	if cfg.ChannelsLast {
+		if err := nn.ToChannelsLast(t.enc); err != nil {
+			return err
+		}
+	}
+	adam := optim.AdamOptions{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: 1e-8}
+	t.method, err = objectives.NewMethod(cfg.Method, objectives.Env{Spec: t.enc.Spec(), Images: images, Adam: adam,
+		Device: dev, ChannelsLast: cfg.ChannelsLast, DIM: cfg.Objective, World: world})
+	if err != nil {
+		return err
+	}
+	t.critic = t.method.Critic()
+	if classes > 0 {
+		if t.probe, err = newProbe(int64(t.enc.Spec().Y), int64(classes), cfg.ProbeLR, dev); err != nil {
+			return err
+		}
+	}
+	params := append(nn.Parameters(t.enc), nn.Parameters(t.method)...)
+	t.opt, err = optim.NewAdam(params, adam)
+	return err
 }
 
 // Close releases networks, optimisers and data files.
@@ -535,6 +556,11 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 			return v, t.commError(err)
 		}
 		return v, err
+	}
+	if t.afterBackward != nil {
+		if err := t.afterBackward(); err != nil {
+			return v, err
+		}
 	}
 	if err := t.opt.Step(); err != nil {
 		return v, err

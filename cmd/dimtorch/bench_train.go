@@ -12,42 +12,46 @@ import (
 	"time"
 
 	"github.com/dimtorch/dimtorch/internal/npy"
-	"github.com/dimtorch/dimtorch/models"
-	"github.com/dimtorch/dimtorch/objectives"
 	"github.com/dimtorch/dimtorch/torch"
-	"github.com/dimtorch/dimtorch/torch/nn"
-	"github.com/dimtorch/dimtorch/torch/optim"
+	"github.com/dimtorch/dimtorch/train"
 	"github.com/urfave/cli/v2"
 )
 
+// benchDefaults are bench train's defaults where they differ from train's:
+// a colour 32x32 encoder with the paper's wider critic, no prior game, and
+// seed 0 (bench/train_dim.py's).
+var benchDefaults = map[string]any{"encoder": "dcgan32", "in-channels": 3, "mi-units": 512, "gamma": 0.0, "seed": uint64(0)}
+
+// benchSkips are train's settings that a step on synthetic data does not
+// read: where the data comes from and how a run is paced and logged.
+var benchSkips = map[string]bool{"data": true, "data-dir": true, "limit": true, "augment": true, "crop-scale": true,
+	"epochs": true, "workers": true, "log-every": true, "probe-lr": true, "lr-schedule": true}
+
 func benchTrainCommand() *cli.Command {
+	var flags []cli.Flag
+	var cfg train.Config
+	for _, s := range cfg.Settings() {
+		if benchSkips[s.Name] {
+			continue
+		}
+		f := settingFlagWith(s, benchDefaults[s.Name])
+		if s.Name == "in-channels" {
+			f.(*cli.IntFlag).Aliases = []string{"channels"}
+		}
+		flags = append(flags, f)
+	}
+	flags = append(flags,
+		&cli.IntFlag{Name: "steps", Value: 20, Usage: "timed steps"},
+		&cli.IntFlag{Name: "warmup", Value: 3, Usage: "untimed steps first"},
+		&cli.BoolFlag{Name: "json", Usage: "end with one JSON object"},
+		&cli.StringFlag{Name: "dump-grads", Usage: "write every trained parameter's gradient after the first step's backward pass to `DIR`/NNN.npy (float32, in the optimiser's order; bench/train_dim.py --dump-grads writes the same), for cross-checks"},
+		&cli.BoolFlag{Name: "lockstep", Usage: "after the warm-up print {\"ready\":true}, then before each timed step wait for a line on standard input and print {\"step_ms\":T} after it (bench/compare_train.py runs two implementations turn by turn this way); images/s then count the steps' own time"},
+	)
 	return &cli.Command{
-		Name:  "train",
-		Usage: "time DIM(L) training steps on synthetic data of the encoder's input shape (compare: bench/train_dim.py)",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "encoder", Value: "dcgan32"},
-			&cli.IntFlag{Name: "channels", Value: 3, Usage: "input channels"},
-			&cli.IntFlag{Name: "batch-size", Value: 64},
-			&cli.IntFlag{Name: "mi-units", Value: 512},
-			&cli.IntFlag{Name: "steps", Value: 20, Usage: "timed steps"},
-			&cli.IntFlag{Name: "warmup", Value: 3, Usage: "untimed steps first"},
-			&cli.IntFlag{Name: "threads", Value: 2},
-			&cli.StringFlag{Name: "estimator", Value: "jsd"},
-			&cli.StringFlag{Name: "scorer", Value: "dot", Usage: "dot or concat"},
-			&cli.IntFlag{Name: "views", Value: 1, Usage: "views per image: the batch holds views x batch-size images"},
-			&cli.Float64Flag{Name: "score-clip", Usage: "AMDIM's score clipping (0: off)"},
-			&cli.Float64Flag{Name: "cross-view", Usage: "weight of the global-to-global cross-view term (needs --views 2; 0: off)"},
-			&cli.Float64Flag{Name: "cross-view-temperature", Value: 0.2},
-			&cli.Float64Flag{Name: "gamma", Usage: "weight of prior matching, with its discriminator's step (0: off; dimtorch train's default: 0.1)"},
-			&cli.Float64Flag{Name: "gp-weight", Value: 1, Usage: "gradient penalty of the prior's discriminator"},
-			&cli.BoolFlag{Name: "bf16", Usage: "bfloat16 autocast of the forward pass"},
-			&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, cuda or cuda:N"},
-			&cli.BoolFlag{Name: "channels-last", Value: true, Usage: "lay the images and convolution weights out as NHWC (channels_last), as dimtorch train does by default (--channels-last=false: NCHW)"},
-			&cli.Uint64Flag{Name: "seed", Value: 0},
-			&cli.BoolFlag{Name: "json", Usage: "end with one JSON object"},
-			&cli.StringFlag{Name: "dump-grads", Usage: "write every trained parameter's gradient after the first step's backward pass to `DIR`/NNN.npy (float32, in the optimiser's order; bench/train_dim.py --dump-grads writes the same), for cross-checks"},
-			&cli.BoolFlag{Name: "lockstep", Usage: "after the warm-up print {\"ready\":true}, then before each timed step wait for a line on standard input and print {\"step_ms\":T} after it (bench/compare_train.py runs two implementations turn by turn this way); images/s then count the steps' own time"},
-		},
+		Name: "train",
+		Usage: "time dimtorch train's own training step (Trainer.step) on synthetic data of the encoder's input shape; " +
+			"every setting of train applies (compare DIM with bench/train_dim.py)",
+		Flags:  flags,
 		Action: benchTrain,
 	}
 }
@@ -89,114 +93,39 @@ func peakRSSMB() float64 {
 func benchTrain(c *cli.Context) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	threads := c.Int("threads")
-	if err := torch.SetNumThreads(threads); err != nil {
-		return err
+	values := settingValues(c)
+	for k, v := range benchDefaults {
+		if _, set := values[k]; !set {
+			values[k] = v
+		}
 	}
-	if err := torch.ManualSeed(c.Uint64("seed")); err != nil {
-		return err
-	}
-	dev, err := torch.OpenDevice(c.String("device"))
+	cfg, err := train.NewConfig(values)
 	if err != nil {
 		return err
 	}
-	if c.Bool("bf16") {
-		if err := torch.BF16Supported(dev); err != nil {
-			return fmt.Errorf("--bf16: %w", err)
-		}
-	}
-	enc, err := models.New(models.Config{Name: c.String("encoder"), InChannels: c.Int("channels")})
+	b, err := train.NewBench(cfg)
 	if err != nil {
 		return err
 	}
-	defer nn.Free(enc)
-	dim, err := objectives.New(objectives.Config{Mode: "local", Estimator: c.String("estimator"), Scorer: c.String("scorer"), Beta: 1,
-		Gamma: c.Float64("gamma"), GPWeight: c.Float64("gp-weight"), MIUnits: c.Int("mi-units"), Views: c.Int("views"), ScoreClip: c.Float64("score-clip"),
-		CrossView: c.Float64("cross-view"), CrossViewTemp: c.Float64("cross-view-temperature")}, enc.Spec())
-	if err != nil {
-		return err
-	}
-	defer nn.Free(dim)
-	adam := optim.AdamOptions{LR: 1e-4, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8} // dimtorch train's defaults
-	var prior *objectives.Prior
-	if dim.Cfg.Gamma > 0 {
-		// Created after the objective, as the trainer does, so the seed gives the same weights.
-		if prior, err = objectives.NewPrior(int64(enc.Spec().Y), adam, dim.Cfg.GPWeight, dev); err != nil {
-			return err
-		}
-		defer prior.Free()
-	}
-	// Parameters are created on the CPU from the seed (the same weights on
-	// every device) and then moved.
-	for _, m := range []nn.Module{enc, dim} {
-		if err := nn.MoveTo(m, dev); err != nil {
-			return err
-		}
-		if c.Bool("channels-last") {
-			if err := nn.ToChannelsLast(m); err != nil {
-				return err
-			}
-		}
-	}
-	params := append(nn.Parameters(enc), nn.Parameters(dim)...)
-	opt, err := optim.NewAdam(params, adam)
-	if err != nil {
-		return err
-	}
-	defer opt.Free()
-	in := enc.Spec().Input
-	bs := c.Int("batch-size")
-	x := torch.Rand([]int64{int64(dim.Cfg.Views * bs), int64(in[0]), int64(in[1]), int64(in[2])}).MulScalar(2).SubScalar(1).To(dev).MoveTo(nil)
-	if c.Bool("channels-last") {
+	defer b.Close()
+	dev, _ := torch.ParseDevice(cfg.Device) // NewBench opened it
+	threads, bs := cfg.Threads, cfg.BatchSize
+	in := b.Spec().Input
+	x := torch.Rand([]int64{int64(max(1, cfg.Objective.Views) * bs), int64(in[0]), int64(in[1]), int64(in[2])}).MulScalar(2).SubScalar(1).To(dev).MoveTo(nil)
+	if cfg.ChannelsLast {
 		xc := x.ChannelsLast()
 		x.Free()
 		x = xc
 	}
 	defer x.Free()
-	s := torch.NewScope()
-	defer s.Close()
-	// One step of dimtorch train: the encoder's update, then the
-	// discriminator's on the same batch's Y.
-	dumpDir := c.String("dump-grads")
-	step := func() (loss float64, dLoss *float64, err error) {
-		defer s.Reset()
-		var terms objectives.Terms
-		var taps models.Taps
-		fwd := func() { terms, taps = dim.Loss(enc, x.Ref(s), prior) }
-		if c.Bool("bf16") {
-			if err := torch.AutocastOn(dev, torch.BFloat16, fwd); err != nil {
-				return 0, nil, err
-			}
-		} else {
-			fwd()
-		}
-		if err := opt.ZeroGrad(); err != nil {
-			return 0, nil, err
-		}
-		if err := terms.Total.Backward(); err != nil {
-			return 0, nil, err
-		}
-		if dumpDir != "" {
-			if err := dumpGrads(dumpDir, params); err != nil {
-				return 0, nil, err
-			}
-			dumpDir = ""
-		}
-		if err := opt.Step(); err != nil {
-			return 0, nil, err
-		}
-		if loss, err = terms.Total.Item(); err != nil {
-			return 0, nil, err
-		}
-		if prior != nil {
-			pl, err := prior.Step(taps.Y)
-			if err != nil {
-				return 0, nil, err
-			}
-			dLoss = &pl.D
-		}
-		return loss, dLoss, nil
+	if dir := c.String("dump-grads"); dir != "" {
+		params := b.Parameters()
+		b.OnBackward(func() error {
+			b.OnBackward(nil) // the first step's only
+			return dumpGrads(dir, params)
+		})
 	}
+	step := func() (float64, *float64, error) { return b.Step(x) }
 	for i := 0; i < c.Int("warmup"); i++ {
 		if _, _, err := step(); err != nil {
 			return err
@@ -206,7 +135,7 @@ func benchTrain(c *cli.Context) error {
 	if steps < 1 {
 		return fmt.Errorf("--steps must be at least 1")
 	}
-	r := benchTrainResult{Impl: "dimtorch", Encoder: c.String("encoder"), BatchSize: bs, MIUnits: c.Int("mi-units"), Threads: threads, Device: dev.String(), BF16: c.Bool("bf16"), Steps: steps}
+	r := benchTrainResult{Impl: "dimtorch", Encoder: cfg.Encoder.Name, BatchSize: bs, MIUnits: cfg.Objective.MIUnits, Threads: threads, Device: dev.String(), BF16: cfg.BF16, Steps: steps}
 	lockstep := c.Bool("lockstep")
 	var turns *bufio.Reader
 	if lockstep {

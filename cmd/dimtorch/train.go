@@ -43,13 +43,17 @@ func trainFlags() []cli.Flag {
 }
 
 // settingFlag is the flag of a declared setting, with its default.
-func settingFlag(s train.Setting) cli.Flag {
-	d := train.Defaults()
-	def := d.Settings()
-	var v any
-	for _, x := range def {
-		if x.Name == s.Name {
-			v = x.Value()
+func settingFlag(s train.Setting) cli.Flag { return settingFlagWith(s, nil) }
+
+// settingFlagWith is the flag of a setting with another default (nil: the
+// declared one).
+func settingFlagWith(s train.Setting, v any) cli.Flag {
+	if v == nil {
+		d := train.Defaults()
+		for _, x := range d.Settings() {
+			if x.Name == s.Name {
+				v = x.Value()
+			}
 		}
 	}
 	cat := s.Category
