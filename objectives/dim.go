@@ -186,15 +186,27 @@ func New(cfg Config, spec models.Spec) (*DIM, error) {
 }
 
 // Terms are the parts of one step's loss (nil where unused): DIM's, and
-// the baselines' (see Method).
+// the baselines' (see Method). Each part declares, by its tags, its key in
+// metrics.jsonl (term) and its legend in loss.png (label): a new part is a
+// new tagged field here, and the trainer, the metrics and the curves pick
+// it up (TermList).
 type Terms struct {
-	Total, Local, Global, Prior, Coord, CrossView *torch.Tensor
+	Total     *torch.Tensor
+	Local     *torch.Tensor `term:"local" label:"local MI"`
+	Global    *torch.Tensor `term:"global" label:"global MI"`
+	Prior     *torch.Tensor `term:"prior" label:"prior (generator)"`
+	Coord     *torch.Tensor `term:"coord" label:"coordinates"`
+	CrossView *torch.Tensor `term:"cross_view" label:"cross-view Y"`
 	// Recon is an autoencoder's reconstruction term (the VAE's negative
 	// log-likelihood per image; the AAE's per pixel), KL the VAE's
 	// Kullback-Leibler term, Adversarial the encoder's and generator's
 	// side of BiGAN's game, NAT the distance to the assigned noise targets,
 	// CPC the mean infoNCE loss of the predicted rows.
-	Recon, KL, Adversarial, NAT, CPC *torch.Tensor
+	Recon       *torch.Tensor `term:"recon" label:"reconstruction"`
+	KL          *torch.Tensor `term:"kl" label:"KL"`
+	Adversarial *torch.Tensor `term:"adversarial" label:"encoder + generator"`
+	NAT         *torch.Tensor `term:"nat" label:"noise as targets"`
+	CPC         *torch.Tensor `term:"cpc" label:"CPC infoNCE"`
 }
 
 // Loss encodes x and returns the weighted objective and the taps. prior may

@@ -36,7 +36,8 @@ type Prior struct {
 // CriticLosses are a critic's terms of one step: the prior game's
 // discriminator or BiGAN's.
 type CriticLosses struct {
-	D, GP float64 // the critic's loss (without penalty) and its gradient penalty
+	D     float64 `term:"d_loss" label:"discriminator"` // the critic's loss (without penalty)
+	GP    float64 `term:"grad_penalty"`                 // its gradient penalty
 	HasGP bool    // whether the critic has a gradient penalty
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/objectives"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
 )
@@ -68,8 +69,8 @@ func (b *Bench) Step(x *torch.Tensor) (loss float64, critic *float64, err error)
 		return 0, nil, err
 	}
 	t.state.Step++
-	if v.has[termDLoss] {
-		d := v.terms[termDLoss]
+	if i := objectives.TermIndex("d_loss"); v.has[i] {
+		d := v.terms[i]
 		critic = &d
 	}
 	return v.loss, critic, nil

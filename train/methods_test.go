@@ -53,7 +53,7 @@ func TestBaselinesLearn(t *testing.T) {
 				}
 				v := r.Loss
 				if m == "aae" {
-					v = *r.Recon
+					v = *r.Term("recon")
 				}
 				vals = append(vals, v)
 			}

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"image/color"
 	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/dimtorch/dimtorch/internal/atomicfile"
+	"github.com/dimtorch/dimtorch/objectives"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -18,41 +20,76 @@ import (
 )
 
 // Record is one line of metrics.jsonl: a step record (Kind "step") every few
-// steps, or an epoch summary (Kind "epoch").
+// steps, or an epoch summary (Kind "epoch"). The loss parts a step computed
+// (objectives.TermList) sit beside the fixed fields, under their keys.
 type Record struct {
-	Kind          string   `json:"kind"`
-	Epoch         int      `json:"epoch"`
-	Step          int64    `json:"step"`
-	Loss          float64  `json:"loss"`
-	Local         *float64 `json:"local,omitempty"`
-	Global        *float64 `json:"global,omitempty"`
-	Prior         *float64 `json:"prior,omitempty"`
-	Coord         *float64 `json:"coord,omitempty"`
-	DLoss         *float64 `json:"d_loss,omitempty"`
-	GradPenalty   *float64 `json:"grad_penalty,omitempty"`
-	CrossView     *float64 `json:"cross_view,omitempty"`
-	Recon         *float64 `json:"recon,omitempty"`
-	KL            *float64 `json:"kl,omitempty"`
-	Adversarial   *float64 `json:"adversarial,omitempty"`
-	NAT           *float64 `json:"nat,omitempty"`
-	CPC           *float64 `json:"cpc,omitempty"`
-	ImagesPerSec  float64  `json:"images_per_sec,omitempty"`
-	ProbeTrainAcc *float64 `json:"probe_train_acc,omitempty"`
-	ProbeTestAcc  *float64 `json:"probe_test_acc,omitempty"`
-	Seconds       float64  `json:"seconds,omitempty"`
+	Kind          string             `json:"kind"`
+	Epoch         int                `json:"epoch"`
+	Step          int64              `json:"step"`
+	Loss          float64            `json:"loss"`
+	Terms         map[string]float64 `json:"-"`
+	ImagesPerSec  float64            `json:"images_per_sec,omitempty"`
+	ProbeTrainAcc *float64           `json:"probe_train_acc,omitempty"`
+	ProbeTestAcc  *float64           `json:"probe_test_acc,omitempty"`
+	Seconds       float64            `json:"seconds,omitempty"`
 }
 
-// terms returns the record's loss parts in the order of the term constants.
-func (r *Record) terms() [nTerms]**float64 {
-	return [nTerms]**float64{termLocal: &r.Local, termGlobal: &r.Global, termPrior: &r.Prior, termCoord: &r.Coord,
-		termDLoss: &r.DLoss, termGP: &r.GradPenalty, termCrossView: &r.CrossView, termRecon: &r.Recon, termKL: &r.KL,
-		termAdversarial: &r.Adversarial, termNAT: &r.NAT, termCPC: &r.CPC}
+// Term is the record's value of a loss part (nil when the step had none).
+func (r Record) Term(key string) *float64 {
+	if v, ok := r.Terms[key]; ok {
+		return &v
+	}
+	return nil
 }
 
-// termJSON are the terms' names in metrics.jsonl.
-var termJSON = [nTerms]string{termLocal: "local", termGlobal: "global", termPrior: "prior", termCoord: "coord", termDLoss: "d_loss",
-	termGP: "grad_penalty", termCrossView: "cross_view", termRecon: "recon", termKL: "kl", termAdversarial: "adversarial",
-	termNAT: "nat", termCPC: "cpc"}
+// plainRecord is Record without its JSON methods.
+type plainRecord Record
+
+// MarshalJSON writes the fixed fields, then the loss parts in
+// objectives.TermList's order.
+func (r Record) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(plainRecord(r))
+	if err != nil || len(r.Terms) == 0 {
+		return b, err
+	}
+	var buf bytes.Buffer
+	buf.Write(b[:len(b)-1])
+	for _, t := range objectives.TermList() {
+		if v, ok := r.Terms[t.Key]; ok {
+			x, err := json.Marshal(v)
+			if err != nil {
+				return nil, fmt.Errorf("metrics: %s: %w", t.Key, err)
+			}
+			fmt.Fprintf(&buf, ",%q:%s", t.Key, x)
+		}
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+// UnmarshalJSON reads a record; keys of declared loss parts fill Terms.
+func (r *Record) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, (*plainRecord)(r)); err != nil {
+		return err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	for _, t := range objectives.TermList() {
+		if raw, ok := m[t.Key]; ok {
+			var v float64
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return fmt.Errorf("metrics: %s: %w", t.Key, err)
+			}
+			if r.Terms == nil {
+				r.Terms = map[string]float64{}
+			}
+			r.Terms[t.Key] = v
+		}
+	}
+	return nil
+}
 
 type metrics struct {
 	path string
@@ -149,19 +186,19 @@ func DrawCurves(recs []Record, path string) error {
 		name string
 		get  func(Record) *float64
 		c    color.RGBA
-	}{
-		{"total", func(r Record) *float64 { v := r.Loss; return &v }, color.RGBA{20, 20, 20, 255}},
-		{"local MI", func(r Record) *float64 { return r.Local }, color.RGBA{31, 119, 180, 255}},
-		{"global MI", func(r Record) *float64 { return r.Global }, color.RGBA{255, 127, 14, 255}},
-		{"prior (generator)", func(r Record) *float64 { return r.Prior }, color.RGBA{44, 160, 44, 255}},
-		{"discriminator", func(r Record) *float64 { return r.DLoss }, color.RGBA{214, 39, 40, 255}},
-		{"coordinates", func(r Record) *float64 { return r.Coord }, color.RGBA{148, 103, 189, 255}},
-		{"cross-view Y", func(r Record) *float64 { return r.CrossView }, color.RGBA{140, 86, 75, 255}},
-		{"reconstruction", func(r Record) *float64 { return r.Recon }, color.RGBA{31, 119, 180, 255}},
-		{"KL", func(r Record) *float64 { return r.KL }, color.RGBA{255, 127, 14, 255}},
-		{"encoder + generator", func(r Record) *float64 { return r.Adversarial }, color.RGBA{44, 160, 44, 255}},
-		{"noise as targets", func(r Record) *float64 { return r.NAT }, color.RGBA{31, 119, 180, 255}},
-		{"CPC infoNCE", func(r Record) *float64 { return r.CPC }, color.RGBA{31, 119, 180, 255}},
+	}{{"total", func(r Record) *float64 { v := r.Loss; return &v }, color.RGBA{20, 20, 20, 255}}}
+	palette := []color.RGBA{{31, 119, 180, 255}, {255, 127, 14, 255}, {44, 160, 44, 255}, {214, 39, 40, 255},
+		{148, 103, 189, 255}, {140, 86, 75, 255}, {227, 119, 194, 255}, {23, 190, 207, 255}}
+	for _, t := range objectives.TermList() {
+		if t.Label == "" {
+			continue
+		}
+		key := t.Key
+		series = append(series, struct {
+			name string
+			get  func(Record) *float64
+			c    color.RGBA
+		}{t.Label, func(r Record) *float64 { return r.Term(key) }, palette[(len(series)-1)%len(palette)]})
 	}
 	for _, s := range series {
 		var pts plotter.XYs

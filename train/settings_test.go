@@ -200,3 +200,26 @@ func TestLegacyConfigMigrates(t *testing.T) {
 		t.Fatalf("an unknown setting in a record: %v", err)
 	}
 }
+
+// A metrics record keeps every declared loss part under its key, in the
+// form older runs wrote (flat beside the fixed fields), and reads it back.
+func TestRecordTermsRoundTrip(t *testing.T) {
+	old := `{"kind":"step","epoch":0,"step":20,"loss":1.5,"local":-0.5,"prior":0.7,"d_loss":1.3,"grad_penalty":0.01,"images_per_sec":900}`
+	var r Record
+	if err := json.Unmarshal([]byte(old), &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Terms) != 4 || *r.Term("local") != -0.5 || *r.Term("grad_penalty") != 0.01 || r.Term("kl") != nil {
+		t.Fatalf("terms %v", r.Terms)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want map[string]any
+	_ = json.Unmarshal(b, &got)
+	_ = json.Unmarshal([]byte(old), &want)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("re-encoded:\n%s\nwant\n%s", b, old)
+	}
+}

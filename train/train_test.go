@@ -103,7 +103,7 @@ func TestTrainWritesRunDirectory(t *testing.T) {
 		switch r.Kind {
 		case "step":
 			steps++
-			if r.Local == nil || r.Prior == nil || r.DLoss == nil {
+			if r.Term("local") == nil || r.Term("prior") == nil || r.Term("d_loss") == nil {
 				t.Fatalf("step record lacks terms: %+v", r)
 			}
 		case "epoch":

@@ -469,37 +469,21 @@ func hasSuffixKey(m map[string]*torch.Tensor, suffix string) bool {
 	return false
 }
 
-// stepValues are the scalars of one step: the loss and its parts, in the
-// order of the term constants.
+// stepValues are the scalars of one step: the loss and its parts, indexed
+// as objectives.TermList.
 type stepValues struct {
 	loss  float64
 	terms [nTerms]float64
 	has   [nTerms]bool
 }
 
-// The parts of a step's loss that metrics record, by their JSON names (see
-// Record), in a fixed order that every rank shares.
-const (
-	termLocal = iota
-	termGlobal
-	termPrior
-	termCoord
-	termDLoss
-	termGP
-	termCrossView
-	termRecon
-	termKL
-	termAdversarial
-	termNAT
-	termCPC
-	nTerms
-)
+// nTerms is the number of declared loss parts.
+const nTerms = 16
 
-// parts lists the step's loss parts in the order of the term constants
-// (the critic's two come from its step).
-func parts(t objectives.Terms) [nTerms]*torch.Tensor {
-	return [nTerms]*torch.Tensor{termLocal: t.Local, termGlobal: t.Global, termPrior: t.Prior, termCoord: t.Coord,
-		termCrossView: t.CrossView, termRecon: t.Recon, termKL: t.KL, termAdversarial: t.Adversarial, termNAT: t.NAT, termCPC: t.CPC}
+func init() {
+	if len(objectives.TermList()) > nTerms {
+		panic("train: raise nTerms to the number of objectives.TermList()")
+	}
 }
 
 // step runs one optimisation step on a batch (which it frees).
@@ -531,13 +515,13 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	if v.loss, err = terms.Total.Item(); err != nil {
 		return v, err
 	}
-	for i, p := range parts(terms) {
-		if p != nil {
-			if v.terms[i], err = p.Item(); err != nil {
-				return v, err
-			}
-			v.has[i] = true
-		}
+	if err := terms.Each(func(i int, p *torch.Tensor) error {
+		var err error
+		v.terms[i], err = p.Item()
+		v.has[i] = true
+		return err
+	}); err != nil {
+		return v, err
 	}
 	if t.lossHook != nil {
 		v.loss = t.lossHook(t.state.Step+1, v.loss)
@@ -578,7 +562,7 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 		if err != nil {
 			return v, err
 		}
-		v.terms[termDLoss], v.terms[termGP], v.has[termDLoss], v.has[termGP] = pl.D, pl.GP, true, pl.HasGP
+		pl.Each(func(i int, x float64) { v.terms[i], v.has[i] = x, true })
 	}
 	if t.probe != nil {
 		// The online probe sees the first view of each image.
@@ -599,7 +583,7 @@ func (t *Trainer) diverged(v stepValues) error {
 	var ps []string
 	for i, has := range v.has {
 		if has {
-			ps = append(ps, fmt.Sprintf("%s %v", termJSON[i], v.terms[i]))
+			ps = append(ps, fmt.Sprintf("%s %v", objectives.TermList()[i].Key, v.terms[i]))
 		}
 	}
 	return fmt.Errorf("%w: the loss became %v at step %d (epoch %d; %s)",
@@ -906,8 +890,13 @@ func (a *stepAccumulator) record(epoch int, step int64, rate float64) Record {
 		return &x
 	}
 	r := Record{Kind: "step", Epoch: epoch, Step: step, Loss: a.sum.loss / n, ImagesPerSec: rate}
-	for i, f := range r.terms() {
-		*f = opt(a.sum.has[i], a.sum.terms[i])
+	for i, t := range objectives.TermList() {
+		if v := opt(a.sum.has[i], a.sum.terms[i]); v != nil {
+			if r.Terms == nil {
+				r.Terms = map[string]float64{}
+			}
+			r.Terms[t.Key] = *v
+		}
 	}
 	return r
 }
