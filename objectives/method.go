@@ -2,7 +2,6 @@ package objectives
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
@@ -47,13 +46,10 @@ type Critic interface {
 	Step() (CriticLosses, error)
 }
 
-// Methods lists the training methods.
-var Methods = []string{"dim", "vae", "aae", "bigan", "nat", "cpc"}
-
 // MethodConfig selects a method and the baselines' settings. It is stored
 // in checkpoints; DIM's own settings are Config.
 type MethodConfig struct {
-	Name string `json:"name" flag:"method" default:"dim" help:"what trains the encoder: dim (Deep InfoMax), or a baseline of the paper's Table 1: vae, aae, bigan, nat, cpc"`
+	Name string `json:"name" flag:"method" default:"dim" choices:"methods" help:"what trains the encoder: Deep InfoMax, or a baseline of the paper's Table 1"`
 	// Likelihood of the VAE's and AAE's decoder: "bernoulli" (pixels in
 	// [0, 1] as probabilities), "gaussian" (with a learned noise level) or
 	// "auto": Bernoulli for one-channel images, Gaussian for colour ones.
@@ -67,12 +63,8 @@ type MethodConfig struct {
 
 // Validate checks the settings ("" is dim, and the likelihood "" auto).
 func (c *MethodConfig) Validate() error {
-	known := c.Name == ""
-	for _, m := range Methods {
-		known = known || m == c.Name
-	}
-	if !known {
-		return fmt.Errorf("unknown method %q (want %s)", c.Name, strings.Join(Methods, ", "))
+	if _, err := Lookup(c.Name); err != nil {
+		return err
 	}
 	switch c.Likelihood {
 	case "", "auto", "bernoulli", "gaussian":
@@ -113,45 +105,20 @@ func NewMethod(mc MethodConfig, env Env) (Method, error) {
 	if err := mc.Validate(); err != nil {
 		return nil, err
 	}
-	spec := env.Spec
-	mc.Resolve(spec.Input[0])
+	info, err := Lookup(mc.Name)
+	if err != nil {
+		return nil, err
+	}
+	if info.OneProcess != "" && env.World > 1 {
+		return nil, fmt.Errorf("%s", info.OneProcess)
+	}
+	mc.Resolve(env.Spec.Input[0])
 	if mc.CPCRows == 0 {
 		mc.CPCRows = 3 // the declared default (train's); 0 from callers that leave it out
 	}
-	bernoulli := mc.Likelihood == "bernoulli"
-	var m Method
-	var err error
-	switch mc.Name {
-	case "dim", "": // DIM places its networks itself (its critic is built after them)
-		d, err := newDIMMethod(env)
-		if err != nil {
-			return nil, err // not d: a nil *DIMMethod in an interface is not a nil Method
-		}
-		return d, nil
-	case "vae":
-		m, err = newVAE(spec, bernoulli)
-	case "aae":
-		m, err = newAAE(spec, bernoulli, env)
-	case "bigan":
-		m, err = newBiGAN(spec, env)
-	case "nat":
-		if env.World > 1 {
-			return nil, fmt.Errorf("method nat keeps one assignment of targets to images, which data-parallel processes would update apart: train it in one process")
-		}
-		m, err = newNAT(spec, env.Images)
-	case "cpc":
-		if env.World > 1 {
-			return nil, fmt.Errorf("method cpc trains the encoder up to its local map only, and data-parallel gradient averaging " +
-				"needs every parameter's gradient: train it in one process")
-		}
-		if need := mc.CPCSkip + mc.CPCRows; spec.Local[1] <= need {
-			return nil, fmt.Errorf("cpc: predicting %d rows after skipping %d needs a local map of more than %d rows; %s's has %d",
-				mc.CPCRows, mc.CPCSkip, need, spec.Name, spec.Local[1])
-		}
-		m, err = newCPC(spec, int64(mc.CPCSkip), int64(mc.CPCRows))
-	}
-	if err != nil {
-		return nil, err
+	m, err := info.Build(mc, env)
+	if err != nil || info.PlacesItself {
+		return m, err
 	}
 	if err := place(m, env); err != nil {
 		m.Free()

@@ -7,7 +7,6 @@ package train
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/models"
@@ -27,10 +26,10 @@ type Config struct {
 // Recipe is what one training step computes: the ranks of a data-parallel
 // job must agree on every field, and a resumed run cannot change one.
 type Recipe struct {
-	Data      string  `json:"data" flag:"data" default:"fashion-mnist" help:"dataset name or folder:PATH"`
-	Limit     int     `json:"limit" flag:"limit" help:"train on the first N training images (0: all)"`
-	Augment   bool    `json:"augment" flag:"augment" help:"augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"`
-	CropScale float64 `json:"crop_scale,omitempty" flag:"crop-scale" help:"augment with random resized crops covering at least this fraction of the image (e.g. 0.4), plus flips where they keep the classes; implies --augment (0: off)"`
+	Data      string        `json:"data" flag:"data" default:"fashion-mnist" help:"dataset name or folder:PATH"`
+	Limit     int           `json:"limit" flag:"limit" help:"train on the first N training images (0: all)"`
+	Augment   bool          `json:"augment" flag:"augment" help:"augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"`
+	CropScale float64       `json:"crop_scale,omitempty" flag:"crop-scale" help:"augment with random resized crops covering at least this fraction of the image (e.g. 0.4), plus flips where they keep the classes; implies --augment (0: off)"`
 	Encoder   models.Config `json:"encoder"`
 	// Method is what trains the encoder: DIM (Objective's settings) or a
 	// baseline of the paper's Table 1.
@@ -85,7 +84,7 @@ func (c *Config) Validate() error {
 	if err := c.Objective.Validate(); err != nil {
 		return err
 	}
-	if c.Method.Name != "dim" {
+	if m, _ := objectives.Lookup(c.Method.Name); !m.MultiView {
 		switch {
 		case c.Objective.Views > 1:
 			return fmt.Errorf("--views is DIM's multi-view objective; method %s trains on one view", c.Method.Name)
@@ -164,30 +163,9 @@ func (c *Config) transforms(trainShape datasets.Shape) (train, test datasets.Tra
 // evaluations show it: "DIM(L) jsd, basic28, 256 MI units, prior",
 // "VAE (bernoulli likelihood), basic28".
 func (c Config) Describe() string {
-	switch m := c.Method; m.Name {
-	case "vae", "aae":
-		return fmt.Sprintf("%s (%s likelihood), %s", strings.ToUpper(m.Name), m.Likelihood, c.Encoder.Name)
-	case "bigan":
-		return "BiGAN, " + c.Encoder.Name
-	case "nat":
-		return "NAT, " + c.Encoder.Name
-	case "cpc":
-		s := fmt.Sprintf("CPC (%d rows", m.CPCRows)
-		if m.CPCSkip > 0 {
-			s += fmt.Sprintf(" after %d", m.CPCSkip)
-		}
-		return s + "), " + c.Encoder.Name
+	m, err := objectives.Lookup(c.Method.Name)
+	if err != nil {
+		return fmt.Sprintf("%s, %s", c.Method.Name, c.Encoder.Name)
 	}
-	o := c.Objective
-	s := fmt.Sprintf("DIM(%s) %s, %s, %d MI units", strings.ToUpper(strings.ReplaceAll(strings.ReplaceAll(o.Mode, "local", "L"), "global", "G")), o.Estimator, c.Encoder.Name, o.MIUnits)
-	if o.Views > 1 {
-		s += fmt.Sprintf(", %d views", o.Views)
-	}
-	if o.CrossView > 0 {
-		s += fmt.Sprintf(", cross-view %g", o.CrossView)
-	}
-	if o.Gamma > 0 {
-		s += ", prior"
-	}
-	return s
+	return m.Describe(c.Method, c.Objective, c.Encoder.Name)
 }

@@ -112,13 +112,15 @@ func (s Setting) Parse(text string) error {
 }
 
 // UsedBy reports whether the method uses the setting.
-func (s Setting) UsedBy(method string) bool { return s.Methods == nil || slices.Contains(s.Methods, method) }
+func (s Setting) UsedBy(method string) bool {
+	return s.Methods == nil || slices.Contains(s.Methods, method)
+}
 
 // choiceLists are the lists a `choices` tag may name.
 var choiceLists = map[string]func() []string{
 	"encoders":   models.Names,
 	"estimators": objectives.Estimators,
-	"methods":    func() []string { return objectives.Methods },
+	"methods":    objectives.MethodHelp,
 }
 
 // Settings returns c's settings in declaration order, bound to c's fields.
@@ -154,7 +156,11 @@ func walkSettings(v reflect.Value, recipe bool, legacy string, out *[]Setting) {
 			if !ok {
 				panic(fmt.Sprintf("train: setting %s names unknown choices %q", name, ch))
 			}
-			s.Help += " (one of: " + strings.Join(list(), ", ") + ")"
+			sep := ", "
+			if strings.Contains(strings.Join(list(), ""), ": ") {
+				sep = "; " // entries with descriptions
+			}
+			s.Help += " (one of: " + strings.Join(list(), sep) + ")"
 		}
 		for _, ch := range strings.Split(f.Tag.Get("change"), ",") {
 			switch ch {

@@ -64,7 +64,7 @@ type Trainer struct {
 	// afterBackward, when set, sees the gradients before the optimiser's
 	// step (Bench.OnBackward).
 	afterBackward func() error
-	lossHook  func(step int64, loss float64) float64
+	lossHook      func(step int64, loss float64) float64
 }
 
 // Summary is what a finished (or interrupted) run reports.
