@@ -2,23 +2,14 @@ package torch
 
 import "fmt"
 
-// DType is a tensor's element type. The values are libtorch's ScalarType codes.
+// DType is a tensor's element type. The values are libtorch's ScalarType
+// codes; the element types (Uint8 to BFloat16) are declared in ops.def
+// (ops_gen.go).
 type DType int8
 
-// Element types.
-const (
-	Invalid  DType = -1
-	Uint8    DType = 0
-	Int8     DType = 1
-	Int16    DType = 2
-	Int32    DType = 3
-	Int64    DType = 4
-	Float16  DType = 5
-	Float32  DType = 6
-	Float64  DType = 7
-	Bool     DType = 11
-	BFloat16 DType = 15
-)
+// Invalid is the DType of a tensor that holds an error. It is no libtorch
+// code and never crosses the C interface.
+const Invalid DType = -1
 
 // ElemSize returns the size of one element in bytes, or 0 if unknown.
 func (d DType) ElemSize() int {
@@ -41,39 +32,15 @@ func (d DType) IsFloat() bool {
 }
 
 func (d DType) String() string {
-	switch d {
-	case Uint8:
-		return "uint8"
-	case Int8:
-		return "int8"
-	case Int16:
-		return "int16"
-	case Int32:
-		return "int32"
-	case Int64:
-		return "int64"
-	case Float16:
-		return "float16"
-	case Float32:
-		return "float32"
-	case Float64:
-		return "float64"
-	case Bool:
-		return "bool"
-	case BFloat16:
-		return "bfloat16"
+	if d >= 0 && int(d) < len(dtypeNames) && dtypeNames[d] != "" {
+		return dtypeNames[d]
 	}
 	return fmt.Sprintf("dtype(%d)", int(d))
 }
 
-// DeviceType is libtorch's device type code.
+// DeviceType is libtorch's device type code. The device types (CPUDevice,
+// CUDADevice) are declared in ops.def (ops_gen.go).
 type DeviceType int8
-
-// Device types.
-const (
-	CPUDevice  DeviceType = 0
-	CUDADevice DeviceType = 1
-)
 
 // Device names where a tensor lives.
 type Device struct {

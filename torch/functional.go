@@ -7,24 +7,17 @@ import "C"
 
 import "runtime"
 
-// Reduction selects how a loss combines per-element values.
+// Reduction selects how a loss combines per-element values: ReduceMean (the
+// zero value), ReduceNone or ReduceSum (ops.def, ops_gen.go).
 type Reduction int
 
-// Loss reductions.
-const (
-	ReduceMean Reduction = iota
-	ReduceNone
-	ReduceSum
-)
-
+// code is r's code for the shim: any value but the three is the mean.
 func (r Reduction) code() C.int {
 	switch r {
-	case ReduceNone:
-		return 0
-	case ReduceSum:
-		return 2
+	case ReduceMean, ReduceNone, ReduceSum:
+		return C.int(r)
 	}
-	return 1
+	return C.int(ReduceMean)
 }
 
 // ConvOptions are the geometry of a 2-D convolution or pooling window. Zero
@@ -186,10 +179,14 @@ func AvgPool2d(x *Tensor, kernel int64, o ConvOptions) *Tensor {
 }
 
 // AdaptiveAvgPool2d averages into an outH x outW map.
-func AdaptiveAvgPool2d(x *Tensor, outH, outW int64) *Tensor { return adaptive(0, x, outH, outW) }
+func AdaptiveAvgPool2d(x *Tensor, outH, outW int64) *Tensor {
+	return adaptive(adaptiveAvg, x, outH, outW)
+}
 
 // AdaptiveMaxPool2d takes maxima into an outH x outW map.
-func AdaptiveMaxPool2d(x *Tensor, outH, outW int64) *Tensor { return adaptive(1, x, outH, outW) }
+func AdaptiveMaxPool2d(x *Tensor, outH, outW int64) *Tensor {
+	return adaptive(adaptiveMax, x, outH, outW)
+}
 
 func adaptive(op int, x *Tensor, oh, ow int64) *Tensor {
 	defer runtime.KeepAlive(x)
@@ -199,7 +196,7 @@ func adaptive(op int, x *Tensor, oh, ow int64) *Tensor {
 	}
 	sz := [2]int64{oh, ow}
 	var out C.dt_tensor
-	if e := cerr("adaptive_pool2d", C.dt_adaptive_pool2d(C.int(op), h, int64Ptr(sz[:]), &out)); e != nil {
+	if e := cerr(adaptiveNames[op], C.dt_adaptive_pool2d(C.int(op), h, int64Ptr(sz[:]), &out)); e != nil {
 		return errTensor(e)
 	}
 	return wrap(out, x.scope)
@@ -272,14 +269,9 @@ func Dropout(x *Tensor, p float64, training bool) *Tensor {
 	return wrap(out, x.scope)
 }
 
-// InterpMode selects the interpolation of Interpolate.
+// InterpMode selects the interpolation of Interpolate: Nearest or Bilinear
+// (ops.def, ops_gen.go).
 type InterpMode int
-
-// Interpolation modes.
-const (
-	Nearest InterpMode = iota
-	Bilinear
-)
 
 // Interpolate resizes x [N, C, H, W] to [N, C, h, w].
 func Interpolate(x *Tensor, h, w int64, mode InterpMode, alignCorners bool) *Tensor {

@@ -187,6 +187,11 @@ int aten_cpu_capability() {
   return level;
 }
 
+const char *aten_cpu_capability_name() {
+  static const char *const names[] = {"default", "avx2", "avx512"};  // by level
+  return names[aten_cpu_capability()];
+}
+
 void adam_fused(const std::vector<AdamSpan> &spans, const AdamConsts &c) {
   std::vector<Item> items;
   for (const AdamSpan &s : spans)

@@ -53,7 +53,9 @@ const char *adam_fused_isa();
 bool adam_fused_use(const char *isa);
 
 // aten_cpu_capability is the level of ATen's vectorised CPU kernels, by
-// ATen's own rule: 0 plain C++, 1 AVX2, 2 AVX-512.
+// ATen's own rule: 0 plain C++, 1 AVX2, 2 AVX-512; aten_cpu_capability_name
+// names it as ATEN_CPU_CAPABILITY does ("default", "avx2", "avx512").
 int aten_cpu_capability();
+const char *aten_cpu_capability_name();
 
 }  // namespace dimtorch

@@ -74,15 +74,16 @@ func (t *Tensor) LerpInPlace(end *Tensor, weight float64) error {
 
 // AddcmulInPlace does t += value * t1 * t2.
 func (t *Tensor) AddcmulInPlace(t1, t2 *Tensor, value float64) error {
-	return t.addc(0, "addcmul_", t1, t2, value)
+	return t.addc(addcMul, t1, t2, value)
 }
 
 // AddcdivInPlace does t += value * t1 / t2.
 func (t *Tensor) AddcdivInPlace(t1, t2 *Tensor, value float64) error {
-	return t.addc(1, "addcdiv_", t1, t2, value)
+	return t.addc(addcDiv, t1, t2, value)
 }
 
-func (t *Tensor) addc(op int, name string, t1, t2 *Tensor, v float64) error {
+func (t *Tensor) addc(op int, t1, t2 *Tensor, v float64) error {
+	name := addcNames[op]
 	defer runtime.KeepAlive(t)
 	defer runtime.KeepAlive(t1)
 	defer runtime.KeepAlive(t2)
@@ -92,7 +93,8 @@ func (t *Tensor) addc(op int, name string, t1, t2 *Tensor, v float64) error {
 	return cerr(name, C.dt_addcop_(C.int(op), t.mustH(), t1.mustH(), t2.mustH(), C.double(v)))
 }
 
-func (t *Tensor) initOp(op int, name string, a, b float64) error {
+func (t *Tensor) initOp(op int, a, b float64) error {
+	name := initNames[op]
 	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
@@ -102,19 +104,19 @@ func (t *Tensor) initOp(op int, name string, a, b float64) error {
 }
 
 // UniformInPlace fills t with samples from U(lo, hi), without recording gradients.
-func (t *Tensor) UniformInPlace(lo, hi float64) error { return t.initOp(0, "uniform_", lo, hi) }
+func (t *Tensor) UniformInPlace(lo, hi float64) error { return t.initOp(initUniform, lo, hi) }
 
 // NormalInPlace fills t with samples from N(mean, std^2), without recording gradients.
-func (t *Tensor) NormalInPlace(mean, std float64) error { return t.initOp(1, "normal_", mean, std) }
+func (t *Tensor) NormalInPlace(mean, std float64) error { return t.initOp(initNormal, mean, std) }
 
 // FillInPlace sets every element to v, without recording gradients.
-func (t *Tensor) FillInPlace(v float64) error { return t.initOp(2, "fill_", v, 0) }
+func (t *Tensor) FillInPlace(v float64) error { return t.initOp(initFill, v, 0) }
 
 // ZeroInPlace sets every element to 0, without recording gradients.
-func (t *Tensor) ZeroInPlace() error { return t.initOp(3, "zero_", 0, 0) }
+func (t *Tensor) ZeroInPlace() error { return t.initOp(initZero, 0, 0) }
 
 // BernoulliInPlace fills t with 1 with probability p and 0 otherwise.
-func (t *Tensor) BernoulliInPlace(p float64) error { return t.initOp(4, "bernoulli_", p, 0) }
+func (t *Tensor) BernoulliInPlace(p float64) error { return t.initOp(initBernoulli, p, 0) }
 
 // Replace makes t refer to src's tensor and frees what t held, so that every
 // holder of the *Tensor t (an optimiser, a module) sees the new value. src is

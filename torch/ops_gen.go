@@ -150,3 +150,97 @@ var inplaceNames = [...]string{"add_", "mul_", "mul_", "add_", "copy_", "div_", 
 
 // inplaceTakesTensor tells, by code, which in-place operators read a tensor operand.
 var inplaceTakesTensor = [...]bool{true, true, false, false, true, true, false, true, false, false, true}
+
+// Codes of dt_addcop_ (shim.cc).
+const (
+	addcMul = 0
+	addcDiv = 1
+)
+
+// addcNames are the operators' names in error messages, by code.
+var addcNames = [...]string{"addcmul_", "addcdiv_"}
+
+// Codes of dt_init_ (shim.cc).
+const (
+	initUniform   = 0
+	initNormal    = 1
+	initFill      = 2
+	initZero      = 3
+	initBernoulli = 4
+)
+
+// initNames are the operators' names in error messages, by code.
+var initNames = [...]string{"uniform_", "normal_", "fill_", "zero_", "bernoulli_"}
+
+// Codes of dt_minmax_dim (shim.cc).
+const (
+	mmMax = 0
+	mmMin = 1
+)
+
+// minmaxNames are the operators' names in error messages, by code.
+var minmaxNames = [...]string{"max", "min"}
+
+// Codes of dt_argminmax (shim.cc).
+const (
+	argMax = 0
+	argMin = 1
+)
+
+// argminmaxNames are the operators' names in error messages, by code.
+var argminmaxNames = [...]string{"argmax", "argmin"}
+
+// Codes of dt_adaptive_pool2d (shim.cc).
+const (
+	adaptiveAvg = 0
+	adaptiveMax = 1
+)
+
+// adaptiveNames are the operators' names in error messages, by code.
+var adaptiveNames = [...]string{"adaptive_pool2d", "adaptive_pool2d"}
+
+// Interpolation modes: the codes of dt_interpolate (shim.cc).
+const (
+	Nearest  InterpMode = 0
+	Bilinear InterpMode = 1
+)
+
+// Padding modes: the codes of dt_pad (shim.cc).
+const (
+	PadConstant  PadMode = 0
+	PadReflect   PadMode = 1
+	PadReplicate PadMode = 2
+	PadCircular  PadMode = 3
+)
+
+// Loss reductions: the codes of dt_cross_entropy, dt_mse_loss and dt_bce_with_logits (shim.cc).
+const (
+	ReduceMean Reduction = 0
+	ReduceNone Reduction = 1
+	ReduceSum  Reduction = 2
+)
+
+// Element types: the codes of dtype arguments and results.
+// They are libtorch's values, which shim.cc passes on as they are.
+const (
+	Uint8    DType = 0
+	Int8     DType = 1
+	Int16    DType = 2
+	Int32    DType = 3
+	Int64    DType = 4
+	Float16  DType = 5
+	Float32  DType = 6
+	Float64  DType = 7
+	Bool     DType = 11
+	BFloat16 DType = 15
+)
+
+// dtypeNames are the names of the element types, by code.
+var dtypeNames = [...]string{Uint8: "uint8", Int8: "int8", Int16: "int16", Int32: "int32", Int64: "int64", Float16: "float16", Float32: "float32", Float64: "float64", Bool: "bool", BFloat16: "bfloat16"}
+
+// Device types: the codes of device-type arguments and results.
+// They are libtorch's values, which shim.cc passes on as they are.
+const (
+	CPUDevice  DeviceType = 0
+	CUDADevice DeviceType = 1
+)

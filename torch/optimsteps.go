@@ -46,7 +46,7 @@ func FusedOptimKernel() string { return C.GoString(C.dt_fused_optim_isa()) }
 // ATen's rule: ATEN_CPU_CAPABILITY when it names one, else the best the CPU
 // has.
 func ATenCPUCapability() string {
-	return [...]string{"default", "avx2", "avx512"}[C.dt_aten_cpu_capability()]
+	return C.GoString(C.dt_aten_cpu_capability())
 }
 
 // AdamStep applies one Adam (or AdamW, with decoupled) update at the given

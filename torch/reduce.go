@@ -84,15 +84,16 @@ func (t *Tensor) Std(dims []int64, unbiased, keepdim bool) *Tensor {
 
 // MaxDim returns the largest values along dim and their indices.
 func (t *Tensor) MaxDim(dim int64, keepdim bool) (values, indices *Tensor) {
-	return t.minmax(0, "max", dim, keepdim)
+	return t.minmax(mmMax, dim, keepdim)
 }
 
 // MinDim returns the smallest values along dim and their indices.
 func (t *Tensor) MinDim(dim int64, keepdim bool) (values, indices *Tensor) {
-	return t.minmax(1, "min", dim, keepdim)
+	return t.minmax(mmMin, dim, keepdim)
 }
 
-func (t *Tensor) minmax(op int, name string, dim int64, keepdim bool) (*Tensor, *Tensor) {
+func (t *Tensor) minmax(op int, dim int64, keepdim bool) (*Tensor, *Tensor) {
+	name := minmaxNames[op]
 	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {
@@ -127,18 +128,19 @@ func (t *Tensor) topk(k, dim int64, largest bool) (*Tensor, *Tensor) {
 
 // Argmax returns the indices of the largest values along dim.
 func (t *Tensor) Argmax(dim int64, keepdim bool) *Tensor {
-	return t.argminmax(0, "argmax", dim, false, keepdim)
+	return t.argminmax(argMax, dim, false, keepdim)
 }
 
 // Argmin returns the indices of the smallest values along dim.
 func (t *Tensor) Argmin(dim int64, keepdim bool) *Tensor {
-	return t.argminmax(1, "argmin", dim, false, keepdim)
+	return t.argminmax(argMin, dim, false, keepdim)
 }
 
 // ArgmaxAll returns the flat index of the largest element.
-func (t *Tensor) ArgmaxAll() *Tensor { return t.argminmax(0, "argmax", 0, true, false) }
+func (t *Tensor) ArgmaxAll() *Tensor { return t.argminmax(argMax, 0, true, false) }
 
-func (t *Tensor) argminmax(op int, name string, dim int64, all, keepdim bool) *Tensor {
+func (t *Tensor) argminmax(op int, dim int64, all, keepdim bool) *Tensor {
+	name := argminmaxNames[op]
 	defer runtime.KeepAlive(t)
 	h, err := t.handle()
 	if err != nil {

@@ -273,16 +273,9 @@ func (t *Tensor) OneHot(classes int64) *Tensor {
 	return wrap(out, t.scope)
 }
 
-// PadMode selects how Pad fills the border.
+// PadMode selects how Pad fills the border: PadConstant, PadReflect,
+// PadReplicate or PadCircular (ops.def, ops_gen.go).
 type PadMode int
-
-// Padding modes.
-const (
-	PadConstant PadMode = iota
-	PadReflect
-	PadReplicate
-	PadCircular
-)
 
 // Pad pads the last dimensions: pad lists (before, after) pairs starting from
 // the last dimension, as torch.nn.functional.pad.

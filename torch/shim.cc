@@ -10,7 +10,6 @@
 // package links a separately built libdimtorch_shim.so instead.
 
 #include "shim.h"
-#include "shim_ops.h"
 #include "fused.h"
 #include "shim_try.h"
 
@@ -20,6 +19,11 @@
 #include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
+
+// The codes of ops.def: the generic operators' cases, and the compile-time
+// checks that the dtype and device-type codes are libtorch's (after ATen's
+// headers, which they name).
+#include "shim_ops.h"
 
 #if __has_include(<torch/version.h>)
 #include <torch/version.h>
@@ -48,10 +52,16 @@ inline at::Tensor opt(dt_tensor t) { return t ? T(t) : at::Tensor(); }
 
 using dimtorch::dup;
 
+// dtype and device-type codes are libtorch's own values (ops.def's valued
+// kinds, checked in shim_ops.h), so they are cast as they are.
+inline at::ScalarType scalar_type(int dtype) { return static_cast<at::ScalarType>(dtype); }
+inline c10::DeviceType device_type(int dev_type) { return static_cast<c10::DeviceType>(dev_type); }
+inline at::Device device(int dev_type, int dev_index) {
+  return at::Device(device_type(dev_type), static_cast<c10::DeviceIndex>(dev_index));
+}
+
 at::TensorOptions options(int dtype, int dev_type, int dev_index) {
-  return at::TensorOptions()
-      .dtype(static_cast<at::ScalarType>(dtype))
-      .device(at::Device(static_cast<c10::DeviceType>(dev_type), static_cast<c10::DeviceIndex>(dev_index)));
+  return at::TensorOptions().dtype(scalar_type(dtype)).device(device(dev_type, dev_index));
 }
 
 at::IntArrayRef ints(const int64_t *p, int n) { return at::IntArrayRef(p, static_cast<size_t>(n)); }
@@ -71,11 +81,11 @@ at::Scalar scalar_for(const at::Tensor &t, double v) {
   return at::Scalar(v);
 }
 
-int64_t reduction(int r) {
-  switch (r) {
-    case 0: return at::Reduction::None;
-    case 2: return at::Reduction::Sum;
-    default: return at::Reduction::Mean;
+// The at::Reduction of a loss reduction code (ops.def's loss kind).
+int64_t reduction(int code) {
+  switch (code) {
+    DT_LOSS_CASES
+    default: throw std::runtime_error("unknown loss reduction code " + std::to_string(code));
   }
 }
 
@@ -189,10 +199,11 @@ void dt_set_grad_enabled(int enabled) { c10::GradMode::set_enabled(enabled != 0)
 #define DT_AUTOCAST_BY_DEVICE 1
 #endif
 
-dt_err dt_set_autocast(int device_type, int enabled, int dtype) {
+dt_err dt_set_autocast(int type, int enabled, int dtype) {
   TRY
-  auto st = static_cast<at::ScalarType>(dtype);
-  if (device_type == 0) {
+  const at::ScalarType st = scalar_type(dtype);
+  const c10::DeviceType dev = device_type(type);
+  if (dev == at::kCPU) {
 #ifdef DT_AUTOCAST_BY_DEVICE
     at::autocast::set_autocast_dtype(at::kCPU, st);
     at::autocast::set_autocast_enabled(at::kCPU, enabled != 0);
@@ -200,7 +211,7 @@ dt_err dt_set_autocast(int device_type, int enabled, int dtype) {
     at::autocast::set_autocast_cpu_dtype(st);
     at::autocast::set_cpu_enabled(enabled != 0);
 #endif
-  } else if (device_type == 1) {
+  } else if (dev == at::kCUDA) {
 #ifdef DT_AUTOCAST_BY_DEVICE
     at::autocast::set_autocast_dtype(at::kCUDA, st);
     at::autocast::set_autocast_enabled(at::kCUDA, enabled != 0);
@@ -209,7 +220,7 @@ dt_err dt_set_autocast(int device_type, int enabled, int dtype) {
     at::autocast::set_enabled(enabled != 0);
 #endif
   } else {
-    throw std::invalid_argument("autocast: unsupported device type " + std::to_string(device_type));
+    throw std::invalid_argument("autocast: unsupported device type " + std::to_string(type));
   }
   if (!enabled) at::autocast::clear_cache();
   CATCH
@@ -227,13 +238,14 @@ int dt_tune_allocator(int64_t mmap_threshold, int64_t trim_threshold) {
 #endif
 }
 
-int dt_autocast_enabled(int device_type) {
+int dt_autocast_enabled(int type) {
+  const c10::DeviceType dev = device_type(type);
 #ifdef DT_AUTOCAST_BY_DEVICE
-  if (device_type == 0) return at::autocast::is_autocast_enabled(at::kCPU) ? 1 : 0;
-  if (device_type == 1) return at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
+  if (dev == at::kCPU) return at::autocast::is_autocast_enabled(at::kCPU) ? 1 : 0;
+  if (dev == at::kCUDA) return at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
 #else
-  if (device_type == 0) return at::autocast::is_cpu_enabled() ? 1 : 0;
-  if (device_type == 1) return at::autocast::is_enabled() ? 1 : 0;
+  if (dev == at::kCPU) return at::autocast::is_cpu_enabled() ? 1 : 0;
+  if (dev == at::kCUDA) return at::autocast::is_enabled() ? 1 : 0;
 #endif
   return 0;
 }
@@ -269,9 +281,9 @@ dt_err dt_to_string(dt_tensor t, char **out) {
 dt_err dt_from_data(const void *data, const int64_t *shape, int ndim, int dtype, int dev_type,
                     int dev_index, dt_tensor *out) {
   TRY
-  auto cpu = at::empty(ints(shape, ndim), options(dtype, 0, 0));
+  auto cpu = at::empty(ints(shape, ndim), options(dtype, static_cast<int>(at::kCPU), 0));
   if (cpu.numel() > 0) std::memcpy(cpu.data_ptr(), data, cpu.nbytes());
-  if (dev_type != 0) cpu = cpu.to(at::Device(static_cast<c10::DeviceType>(dev_type), dev_index));
+  if (device_type(dev_type) != at::kCPU) cpu = cpu.to(device(dev_type, dev_index));
   *out = wrap(cpu);
   CATCH
 }
@@ -340,8 +352,7 @@ dt_err dt_eye(int64_t n, int64_t m, int dtype, int dev_type, int dev_index, dt_t
 
 dt_err dt_to(dt_tensor t, int dtype, int dev_type, int dev_index, dt_tensor *out) {
   TRY
-  *out = wrap(T(t).to(at::Device(static_cast<c10::DeviceType>(dev_type), dev_index),
-                      static_cast<at::ScalarType>(dtype)));
+  *out = wrap(T(t).to(device(dev_type, dev_index), scalar_type(dtype)));
   CATCH
 }
 
@@ -404,12 +415,15 @@ dt_err dt_inplace(int op, dt_tensor self_, dt_tensor other_, double s1, double s
   CATCH
 }
 
-dt_err dt_addcop_(int op, dt_tensor self, dt_tensor t1, dt_tensor t2, double value) {
+dt_err dt_addcop_(int op, dt_tensor self_, dt_tensor t1_, dt_tensor t2_, double value) {
   TRY
-  if (op == 0)
-    T(self).addcmul_(T(t1), T(t2), value);
-  else
-    T(self).addcdiv_(T(t1), T(t2), value);
+  at::Tensor &self = T(self_);
+  const at::Tensor &t1 = T(t1_);
+  const at::Tensor &t2 = T(t2_);
+  switch (op) {
+    DT_ADDC_CASES
+    default: throw std::runtime_error("unknown addc op code " + std::to_string(op));
+  }
   CATCH
 }
 
@@ -468,19 +482,32 @@ dt_err dt_reduce(int op, dt_tensor a_, const int64_t *dims, int ndims, int keepd
   CATCH
 }
 
-dt_err dt_minmax_dim(int op, dt_tensor a, int64_t dim, int keepdim, dt_tensor *values, dt_tensor *indices) {
+dt_err dt_minmax_dim(int op, dt_tensor a_, int64_t dim, int keepdim, dt_tensor *values, dt_tensor *indices) {
   TRY
-  auto r = op == 0 ? at::max(T(a), dim, keepdim != 0) : at::min(T(a), dim, keepdim != 0);
+  const at::Tensor &a = T(a_);
+  const bool k = keepdim != 0;
+  std::tuple<at::Tensor, at::Tensor> r;
+  switch (op) {
+    DT_MINMAX_CASES
+    default: throw std::runtime_error("unknown min/max op code " + std::to_string(op));
+  }
   *values = wrap(std::get<0>(r));
   *indices = wrap(std::get<1>(r));
   CATCH
 }
 
-dt_err dt_argminmax(int op, dt_tensor a, int64_t dim, int all, int keepdim, dt_tensor *out) {
+dt_err dt_argminmax(int op, dt_tensor a_, int64_t dim, int all, int keepdim, dt_tensor *out) {
   TRY
+  const at::Tensor &a = T(a_);
   c10::optional<int64_t> d;
   if (!all) d = dim;
-  *out = wrap(op == 0 ? at::argmax(T(a), d, keepdim != 0) : at::argmin(T(a), d, keepdim != 0));
+  const bool k = keepdim != 0;
+  at::Tensor r;
+  switch (op) {
+    DT_ARGMINMAX_CASES
+    default: throw std::runtime_error("unknown argmin/argmax op code " + std::to_string(op));
+  }
+  *out = wrap(r);
   CATCH
 }
 
@@ -613,13 +640,16 @@ dt_err dt_one_hot(dt_tensor a, int64_t classes, dt_tensor *out) {
   CATCH
 }
 
-dt_err dt_pad(dt_tensor a, const int64_t *pad, int npad, int mode, double value, dt_tensor *out) {
+dt_err dt_pad(dt_tensor a_, const int64_t *pad, int npad, int mode, double value, dt_tensor *out) {
   TRY
-  static const char *modes[] = {"constant", "reflect", "replicate", "circular"};
-  if (mode < 0 || mode > 3) throw std::runtime_error("pad: unknown mode");
-  c10::optional<double> v;
-  if (mode == 0) v = value;
-  *out = wrap(at::pad(T(a), ints(pad, npad), modes[mode], v));
+  const at::Tensor &a = T(a_);
+  at::IntArrayRef p = ints(pad, npad);
+  at::Tensor r;
+  switch (mode) {
+    DT_PAD_CASES
+    default: throw std::runtime_error("pad: unknown mode");
+  }
+  *out = wrap(r);
   CATCH
 }
 
@@ -664,7 +694,7 @@ dt_err dt_linear(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor *out) {
   const at::Tensor &ww = T(w);
   if (xx.dim() >= 2 && ww.dim() == 2 && xx.device().is_cpu() && ww.device().is_cpu() &&
       xx.scalar_type() == at::kFloat && ww.scalar_type() == at::kFloat && xx.size(-1) == ww.size(1) &&
-      xx.numel() > 0 && dt_autocast_enabled(0) == 0 && dt_onednn_linear() != 0) {
+      xx.numel() > 0 && dt_autocast_enabled(static_cast<int>(at::kCPU)) == 0 && dt_onednn_linear() != 0) {
     std::vector<int64_t> sizes = xx.sizes().vec();
     const int64_t k = sizes.back();
     at::Tensor y = at::conv2d(xx.reshape({-1, k, 1, 1}), ww.reshape({ww.size(0), k, 1, 1}), opt(b));
@@ -753,12 +783,16 @@ dt_err dt_avg_pool2d(dt_tensor x, const int64_t *kernel, const int64_t *stride, 
   CATCH
 }
 
-dt_err dt_adaptive_pool2d(int op, dt_tensor x, const int64_t *size, dt_tensor *out) {
+dt_err dt_adaptive_pool2d(int op, dt_tensor x_, const int64_t *size_, dt_tensor *out) {
   TRY
-  if (op == 0)
-    *out = wrap(at::adaptive_avg_pool2d(T(x), ints(size, 2)));
-  else
-    *out = wrap(std::get<0>(at::adaptive_max_pool2d(T(x), ints(size, 2))));
+  const at::Tensor &x = T(x_);
+  at::IntArrayRef size = ints(size_, 2);
+  at::Tensor r;
+  switch (op) {
+    DT_ADAPTIVE_CASES
+    default: throw std::runtime_error("unknown adaptive pooling op code " + std::to_string(op));
+  }
+  *out = wrap(r);
   CATCH
 }
 
@@ -783,12 +817,17 @@ dt_err dt_dropout(dt_tensor x, double p, int training, dt_tensor *out) {
   CATCH
 }
 
-dt_err dt_interpolate(dt_tensor x, const int64_t *size, int mode, int align_corners, dt_tensor *out) {
+dt_err dt_interpolate(dt_tensor x_, const int64_t *size_, int mode, int align_corners, dt_tensor *out) {
   TRY
-  if (mode == 0)
-    *out = wrap(at::upsample_nearest2d(T(x), ints(size, 2)));
-  else
-    *out = wrap(at::upsample_bilinear2d(T(x), ints(size, 2), align_corners != 0));
+  const at::Tensor &x = T(x_);
+  at::IntArrayRef size = ints(size_, 2);
+  const bool align = align_corners != 0;
+  at::Tensor r;
+  switch (mode) {
+    DT_INTERP_CASES
+    default: throw std::runtime_error("unknown interpolation mode " + std::to_string(mode));
+  }
+  *out = wrap(r);
   CATCH
 }
 
@@ -861,11 +900,7 @@ dt_err dt_init_(int op, dt_tensor t_, double a, double b) {
   at::NoGradGuard guard;
   at::Tensor &t = T(t_);
   switch (op) {
-    case 0: t.uniform_(a, b); break;
-    case 1: t.normal_(a, b); break;
-    case 2: t.fill_(a); break;
-    case 3: t.zero_(); break;
-    case 4: t.bernoulli_(a); break;
+    DT_INIT_CASES
     default: throw std::runtime_error("unknown init op code " + std::to_string(op));
   }
   CATCH
@@ -896,7 +931,7 @@ static bool fused_optim_on() {
 
 const char *dt_fused_optim_isa(void) { return fused_optim_on() ? dimtorch::adam_fused_isa() : "off"; }
 
-int dt_aten_cpu_capability(void) { return dimtorch::aten_cpu_capability(); }
+const char *dt_aten_cpu_capability(void) { return dimtorch::aten_cpu_capability_name(); }
 
 // fusable: dense float32 CPU tensors of one shape whose strides agree on
 // every dimension longer than 1 (a dimension of size 1 moves no element), so

@@ -13,8 +13,12 @@
  *   - Every function that can fail returns NULL on success or a malloc'd,
  *     NUL-terminated error message that the caller frees with dt_free_str.
  *     No C++ exception ever crosses this interface.
- *   - dtype codes are c10::ScalarType values; device types are
- *     c10::DeviceType values (0 = CPU, 1 = CUDA).
+ *   - Every integer code (an operator, a mode, a dtype, a device type) is
+ *     declared once, in ops.def, which `go generate ./torch` turns into the
+ *     Go constants (ops_gen.go) and this side's cases and checks
+ *     (shim_ops.h). dtype codes are c10::ScalarType values and device types
+ *     c10::DeviceType values, passed on as they are (shim_ops.h checks them
+ *     against libtorch's at compile time).
  */
 #ifndef DIMTORCH_SHIM_H
 #define DIMTORCH_SHIM_H
@@ -29,7 +33,7 @@ extern "C" {
 typedef struct dt_tensor_s *dt_tensor;
 typedef char *dt_err;
 
-#define DT_ABI_VERSION 6
+#define DT_ABI_VERSION 7
 
 int dt_abi_version(void);
 void dt_free(dt_tensor t);
@@ -52,7 +56,7 @@ dt_err dt_cuda_synchronize(int device);
 char *dt_parallel_info(void);
 int dt_grad_enabled(void);
 void dt_set_grad_enabled(int enabled);
-/* Automatic mixed precision for one device type (0 CPU, 1 CUDA) on the
+/* Automatic mixed precision for one device type (CPU or CUDA) on the
  * calling thread: enables or disables it with the given reduced dtype. */
 dt_err dt_set_autocast(int device_type, int enabled, int dtype);
 /* Sets glibc's mmap and trim thresholds (bytes) so that large tensors reuse
@@ -94,10 +98,11 @@ dt_err dt_to(dt_tensor t, int dtype, int dev_type, int dev_index, dt_tensor *out
 dt_err dt_shallow_clone(dt_tensor t, dt_tensor *out);
 
 /* ---- generic operators ---------------------------------------------------
- * dt_unary, dt_binary, dt_scalar_op, dt_reduce, dt_dim_op, dt_shape_op and
- * dt_inplace select the operator by a code from ops.def, the one table that
- * `go generate ./torch` turns into the Go constants (ops_gen.go) and the
- * shim's cases (shim_ops.h). */
+ * dt_unary, dt_binary, dt_scalar_op, dt_reduce, dt_dim_op, dt_shape_op,
+ * dt_inplace and dt_addcop_ select the operator by a code from ops.def, the
+ * one table that `go generate ./torch` turns into the Go constants
+ * (ops_gen.go) and the shim's cases (shim_ops.h); so do the op and mode
+ * arguments below. */
 dt_err dt_unary(int op, dt_tensor a, dt_tensor *out);
 dt_err dt_binary(int op, dt_tensor a, dt_tensor b, dt_tensor *out);
 dt_err dt_scalar_op(int op, dt_tensor a, double s, dt_tensor *out);
@@ -111,23 +116,21 @@ dt_err dt_where(dt_tensor cond, dt_tensor a, dt_tensor b, dt_tensor *out);
 dt_err dt_masked_fill(dt_tensor a, dt_tensor mask, double value, dt_tensor *out);
 
 /* ---- reductions ---------------------------------------------------------- */
-/* op: 0 sum, 1 mean, 2 logsumexp, 3 amax, 4 amin, 5 prod, 6 var (unbiased), 7 std (unbiased),
- *     8 var (biased), 9 std (biased).
- * ndims < 0 reduces over every dimension. */
+/* op: ops.def's reduce kind; ndims < 0 reduces over every dimension. */
 dt_err dt_reduce(int op, dt_tensor a, const int64_t *dims, int ndims, int keepdim, dt_tensor *out);
-/* op: 0 max, 1 min; values and indices along dim. */
+/* op: ops.def's minmax kind; values and indices along dim. */
 dt_err dt_minmax_dim(int op, dt_tensor a, int64_t dim, int keepdim, dt_tensor *values,
                      dt_tensor *indices);
-/* op: 0 argmax, 1 argmin; dim ignored when all != 0. */
+/* op: ops.def's argminmax kind; dim ignored when all != 0. */
 dt_err dt_argminmax(int op, dt_tensor a, int64_t dim, int all, int keepdim, dt_tensor *out);
 /* The k largest (largest != 0) or smallest values along dim, sorted, and their indices. */
 dt_err dt_topk(dt_tensor a, int64_t k, int64_t dim, int largest, dt_tensor *values, dt_tensor *indices);
-/* op: 0 softmax, 1 log_softmax, 2 cumsum */
+/* op: ops.def's dim kind */
 dt_err dt_dim_op(int op, dt_tensor a, int64_t dim, dt_tensor *out);
 dt_err dt_norm(dt_tensor a, double p, dt_tensor *out);
 
 /* ---- shape --------------------------------------------------------------- */
-/* op: 0 reshape, 1 view, 2 permute, 3 expand, 4 repeat, 5 flip */
+/* op: ops.def's shape kind */
 dt_err dt_shape_op(int op, dt_tensor a, const int64_t *dims, int ndims, dt_tensor *out);
 dt_err dt_transpose(dt_tensor a, int64_t d0, int64_t d1, dt_tensor *out);
 dt_err dt_flatten(dt_tensor a, int64_t start, int64_t end, dt_tensor *out);
@@ -144,6 +147,7 @@ dt_err dt_cat(const dt_tensor *ts, int n, int64_t dim, int stack, dt_tensor *out
 /* outs must hold ceil(size(dim)/split_size) handles; *n receives the count. */
 dt_err dt_split(dt_tensor a, int64_t split_size, int64_t dim, dt_tensor *outs, int cap, int *n);
 dt_err dt_one_hot(dt_tensor a, int64_t classes, dt_tensor *out);
+/* mode: ops.def's pad kind; value fills the constant mode's border. */
 dt_err dt_pad(dt_tensor a, const int64_t *pad, int npad, int mode, double value, dt_tensor *out);
 dt_err dt_einsum(const char *eq, const dt_tensor *ts, int n, dt_tensor *out);
 
@@ -166,16 +170,16 @@ dt_err dt_max_pool2d(dt_tensor x, const int64_t *kernel, const int64_t *stride, 
                      const int64_t *dilation, int ceil_mode, dt_tensor *out);
 dt_err dt_avg_pool2d(dt_tensor x, const int64_t *kernel, const int64_t *stride, const int64_t *padding,
                      int ceil_mode, int count_include_pad, dt_tensor *out);
-/* op: 0 average, 1 max */
+/* op: ops.def's adaptive kind */
 dt_err dt_adaptive_pool2d(int op, dt_tensor x, const int64_t *size, dt_tensor *out);
 dt_err dt_batch_norm(dt_tensor x, dt_tensor w, dt_tensor b, dt_tensor running_mean,
                      dt_tensor running_var, int training, double momentum, double eps, dt_tensor *out);
 dt_err dt_layer_norm(dt_tensor x, const int64_t *shape, int ndims, dt_tensor w, dt_tensor b, double eps,
                      dt_tensor *out);
 dt_err dt_dropout(dt_tensor x, double p, int training, dt_tensor *out);
-/* mode: 0 nearest, 1 bilinear */
+/* mode: ops.def's interp kind */
 dt_err dt_interpolate(dt_tensor x, const int64_t *size, int mode, int align_corners, dt_tensor *out);
-/* reduction: 0 none, 1 mean, 2 sum */
+/* reduction: ops.def's loss kind */
 dt_err dt_cross_entropy(dt_tensor logits, dt_tensor target, int reduction, double label_smoothing,
                         dt_tensor *out);
 dt_err dt_mse_loss(dt_tensor a, dt_tensor b, int reduction, dt_tensor *out);
@@ -193,7 +197,7 @@ dt_err dt_autograd_grad(const dt_tensor *outputs, int nout, const dt_tensor *gra
                         int allow_unused, dt_tensor *outs);
 
 /* ---- in-place initialisers ----------------------------------------------- */
-/* op: 0 uniform_(a, b), 1 normal_(mean=a, std=b), 2 fill_(a), 3 zero_, 4 bernoulli_(p=a) */
+/* op: ops.def's init kind: uniform_(a, b), normal_(mean=a, std=b), fill_(a), zero_, bernoulli_(p=a) */
 dt_err dt_init_(int op, dt_tensor t, double a, double b);
 
 /* ---- optimiser steps (parameter lists, one call per step) --------------- */
@@ -203,12 +207,13 @@ dt_err dt_init_(int op, dt_tensor t, double a, double b);
    operations. dt_set_fused_optim takes "auto" (the widest this CPU has that
    rounds as ATen's kernels at ATen's level), "avx512", "avx2", "scalar" or
    "off" and returns 0, or -1 for a name this CPU cannot run;
-   dt_fused_optim_isa names the kernel in use. dt_aten_cpu_capability is the
-   level of ATen's vectorised kernels (ATEN_CPU_CAPABILITY or the CPU's
-   best): 0 plain C++, 1 AVX2, 2 AVX-512. */
+   dt_fused_optim_isa names the kernel in use. dt_aten_cpu_capability names
+   the level of ATen's vectorised kernels (ATEN_CPU_CAPABILITY or the CPU's
+   best) as ATEN_CPU_CAPABILITY does: "default" (plain C++), "avx2" or
+   "avx512". */
 int dt_set_fused_optim(const char *kernel);
 const char *dt_fused_optim_isa(void);
-int dt_aten_cpu_capability(void);
+const char *dt_aten_cpu_capability(void);
 dt_err dt_adam_step(const dt_tensor *params, const dt_tensor *exp_avg, const dt_tensor *exp_avg_sq,
                     int n, double lr, double beta1, double beta2, double eps, double weight_decay,
                     int decoupled, int64_t step);

@@ -12,6 +12,10 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
+// The checks that ops.def's allreduce codes are c10d::ReduceOp's (after
+// c10d's headers, which they name).
+#include "dist_ops.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>

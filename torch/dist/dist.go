@@ -144,12 +144,6 @@ func bindHost(master string, port int) (string, error) {
 	return conn.LocalAddr().(*net.UDPAddr).IP.String(), nil
 }
 
-// Op is a reduction for AllReduce (c10d::ReduceOp values).
+// Op is a reduction for AllReduce: Sum, Min or Max, c10d::ReduceOp values
+// declared in torch/ops.def (ops_gen.go).
 type Op int
-
-// Reductions.
-const (
-	Sum Op = 0
-	Min Op = 3
-	Max Op = 4
-)

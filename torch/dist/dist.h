@@ -24,7 +24,8 @@ dt_err dt_pg_new(const char *host, int port, int rank, int world, int64_t timeou
                  const char *bind_host, dt_pg *out);
 void dt_pg_free(dt_pg pg);
 /* In-place collectives on a list of tensors (one call, coalesced where Gloo
- * allows). op: 0 sum, 3 min, 4 max (c10d::ReduceOp values). */
+ * allows). op: ops.def's allreduce kind (c10d::ReduceOp values, checked in
+ * dist_ops.h). */
 dt_err dt_pg_allreduce(dt_pg pg, dt_tensor *ts, int n, int op);
 dt_err dt_pg_broadcast(dt_pg pg, dt_tensor *ts, int n, int root);
 dt_err dt_pg_barrier(dt_pg pg);
