@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/dimtorch/dimtorch/internal/preproc"
 )
 
 // Image is an 8-bit image in channel-major (CHW) layout.
@@ -78,9 +80,8 @@ var ErrNoSplit = errors.New("dataset has no such split")
 type spec struct {
 	name     string
 	splits   []Split
-	defaults func(Split) Transform // per-dataset default augmentation
-	augment  Transform             // optional training augmentation (--augment) for native-size datasets
-	noFlip   bool                  // mirrored images change their class (digits)
+	augment  Transform // optional training augmentation (--augment) for native-size datasets
+	noFlip   bool      // mirrored images change their class (digits)
 	open     func(dir string, split Split) (Dataset, error)
 	files    []string // files whose presence identifies the dataset directory
 	howToGet string
@@ -143,13 +144,11 @@ func Open(name string, split Split, dataDir string) (Dataset, error) {
 // DefaultTransform returns the dataset's standard augmentation for a split:
 // none for the 28x28 and 32x32 datasets (native size, as in the original),
 // random 64x64 crops with flips for STL-10 and image folders when training,
-// and a resize to 64x64 otherwise.
+// and a resize to 64x64 otherwise. The size is the data's (preproc.DataSize),
+// the rule that exported models record and package embed follows.
 func DefaultTransform(name string, split Split) Transform {
-	if strings.HasPrefix(name, "folder:") {
-		return crops64(split)
-	}
-	if s, err := lookup(name); err == nil && s.defaults != nil {
-		return s.defaults(split)
+	if h, w, ok := preproc.DataSize(name); ok {
+		return dataCrops(h, w, split)
 	}
 	return nil
 }
@@ -178,11 +177,13 @@ func ScaleAugment(name string, h, w int, minScale float64) Transform {
 	return Compose(crop, HorizontalFlip(0.5))
 }
 
-func crops64(split Split) Transform {
+// dataCrops brings images to the data's size h x w: random crops (30% to
+// all of the area) with flips when training, a resize otherwise.
+func dataCrops(h, w int, split Split) Transform {
 	if split == Test {
-		return Compose(Resize(64, 64))
+		return Compose(Resize(h, w))
 	}
-	return Compose(RandomResizedCrop(64, 64, 0.3, 1), HorizontalFlip(0.5))
+	return Compose(RandomResizedCrop(h, w, 0.3, 1), HorizontalFlip(0.5))
 }
 
 func hasSplit(ss []Split, s Split) bool {

@@ -10,16 +10,17 @@ import (
 // STL-10, binary version: *_X.bin hold 96x96 RGB images, each channel stored
 // column-major (x varies slowest); *_y.bin hold one label byte per image,
 // 1..10. The unlabeled split (100,000 images, 2.6 GiB) is read from disk on
-// demand rather than loaded into memory.
+// demand rather than loaded into memory. Training and evaluation bring the
+// images to 64x64 first (DefaultTransform, by the rule preproc.DataSize that
+// exported models record).
 
 const stlSide = 96
 const stlPixels = 3 * stlSide * stlSide
 
 func init() {
 	register(&spec{
-		name:     "stl10",
-		splits:   []Split{Train, Test, Unlabeled},
-		defaults: crops64,
+		name:   "stl10",
+		splits: []Split{Train, Test, Unlabeled},
 		open: func(dir string, split Split) (Dataset, error) {
 			return openSTL10(subdirWith(dir, "stl10_binary"), split)
 		},

@@ -9,6 +9,16 @@
 // the user cache, or the system library directories (see package ortlib);
 // never from the working directory. Open fails with a clear error when it
 // is absent.
+//
+// A model says how to feed it: dimtorch export records its preprocessing
+// (input size and channels, resize steps, value range) as JSON under the
+// metadata key dimtorch.preprocessing (see Preprocessing), which Open reads
+// and Preprocess follows. For models exported before that record existed,
+// Open derives the same from the training data named in the "data"
+// metadata, by the rule training used (internal/preproc).
+//
+// Errors match the sentinels ErrClosed, ErrCanceled, ErrSize, ErrChannels,
+// ErrImage and ErrPreprocessing through errors.Is.
 package embed
 
 import (
@@ -20,12 +30,12 @@ import (
 	_ "image/jpeg" // decoders for EmbedFile
 	_ "image/png"
 	"os"
-	"strings"
 	"sync"
 
 	"github.com/dimtorch/dimtorch/internal/imgops"
 	"github.com/dimtorch/dimtorch/internal/onnxsum"
 	"github.com/dimtorch/dimtorch/internal/ortlib"
+	"github.com/dimtorch/dimtorch/internal/preproc"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -48,8 +58,37 @@ type Model struct {
 	output  string
 	c, h, w int64
 	dim     int64
-	data    string // the training data, from the model's metadata ("" if absent)
+	prep    Preprocessing // how images become the input (recorded, or derived from "data")
+	// recorded says whether prep was read from the model (else derived).
+	recorded bool
+	// prepErr is why images cannot be made for the model (nil when they can).
+	prepErr error
+	// lut maps channel c's 8-bit values to the input's (Preprocess).
+	lut [][256]float32
 }
+
+// Preprocessing is how images are fed to a model: the record that dimtorch
+// export writes under the metadata key dimtorch.preprocessing (as JSON; see
+// PreprocessingKey) and that Preprocess follows. Its fields:
+//
+//	version     1
+//	channels    1 or 3, height, width: the input's, as the graph declares
+//	color       "gray" (luma, ITU-R 601) or "rgb"
+//	resize      [{"height", "width"}, ...]: bilinear resizes in order, each
+//	            skipped when the image has that size already; the last is
+//	            the input's size (STL-10 and folder models: 64x64 first)
+//	resample    "bilinear" (pixel centres aligned, no antialiasing, 8-bit
+//	            values rounded after each step)
+//	range       [low, high]: 8-bit values v become low + (high-low) v/255;
+//	            dimtorch's models take [0, 1]
+//	mean, std   optional, per channel: then (x - mean) / std; none in
+//	            dimtorch's models
+//	in_graph    for information: what the graph does with its input (2x-1,
+//	            to the [-1, 1] the encoder was trained on)
+type Preprocessing = preproc.Spec
+
+// PreprocessingKey is the metadata key of a model's Preprocessing.
+const PreprocessingKey = preproc.Key
 
 var (
 	envOnce sync.Once
@@ -130,13 +169,86 @@ func Open(path string, o Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if md, err := m.session.GetModelMetadata(); err == nil {
-		if v, ok, err := md.LookupCustomMetadataMap("data"); err == nil && ok {
-			m.data = v
-		}
-		md.Destroy()
+	if err := m.readPreprocessing(); err != nil {
+		m.session.Destroy()
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return m, nil
+}
+
+// readPreprocessing sets the model's preprocessing from its metadata: the
+// recorded Preprocessing, else the one derived from the training data's
+// name ("data") by the rule training follows.
+func (m *Model) readPreprocessing() error {
+	md, err := m.session.GetModelMetadata()
+	if err != nil {
+		return fmt.Errorf("reading the model's metadata: %w", err)
+	}
+	defer md.Destroy()
+	v, ok, err := md.LookupCustomMetadataMap(PreprocessingKey)
+	if err != nil {
+		return fmt.Errorf("reading the model's metadata: %w", err)
+	}
+	if ok {
+		p, err := preproc.Parse(v)
+		if err != nil {
+			return kindf(ErrPreprocessing, "metadata %s: %w", PreprocessingKey, err)
+		}
+		if int64(p.Channels) != m.c || int64(p.Height) != m.h || int64(p.Width) != m.w {
+			return kindf(ErrPreprocessing, "metadata %s: %w: it is for a %dx%dx%d input, the graph takes %dx%dx%d",
+				PreprocessingKey, preproc.ErrInvalid, p.Channels, p.Height, p.Width, m.c, m.h, m.w)
+		}
+		m.prep, m.recorded = p, true
+	} else {
+		data, _, err := md.LookupCustomMetadataMap("data")
+		if err != nil {
+			return fmt.Errorf("reading the model's metadata: %w", err)
+		}
+		m.prep = preproc.For(data, int(m.c), int(m.h), int(m.w))
+		if err := m.prep.Validate(); err != nil { // the model still embeds values (EmbedBatch)
+			m.prepErr = fmt.Errorf("embed: no images can be made for the model: %w", err)
+			if m.c != 1 && m.c != 3 {
+				m.prepErr = fmt.Errorf("embed: images make 1- or 3-channel inputs, the model takes %d channels", m.c)
+			}
+			return nil
+		}
+	}
+	m.lut = make([][256]float32, m.c)
+	for c := range m.lut {
+		for v := range 256 {
+			if m.prep.Unit() {
+				m.lut[c][v] = float32(v) / 255
+			} else {
+				m.lut[c][v] = m.value(c, float64(v)/255)
+			}
+		}
+	}
+	return nil
+}
+
+// value maps x in [0, 1] (an 8- or 16-bit value over its maximum) of
+// channel c to the model's input by its range, mean and std.
+func (m *Model) value(c int, x float64) float32 {
+	p := &m.prep
+	v := p.Range[0] + (p.Range[1]-p.Range[0])*x
+	if p.Mean != nil {
+		v = (v - p.Mean[c]) / p.Std[c]
+	}
+	return float32(v)
+}
+
+// Preprocessing returns how the model takes images, and whether the model
+// records it (else it was derived from the training data's name, for models
+// exported before the record existed).
+func (m *Model) Preprocessing() (p Preprocessing, recorded bool) {
+	p = m.prep
+	p.Resize = append([]preproc.Size(nil), p.Resize...)
+	p.Range = append([]float64(nil), p.Range...)
+	if p.Mean != nil {
+		p.Mean = append([]float64(nil), p.Mean...)
+		p.Std = append([]float64(nil), p.Std...)
+	}
+	return p, m.recorded
 }
 
 // maxValues bounds the values of one image, and of one embedding, that a
@@ -231,21 +343,19 @@ func (m *Model) InputShape() (c, h, w int) { return int(m.c), int(m.h), int(m.w)
 // Dim returns the length of one embedding.
 func (m *Model) Dim() int { return int(m.dim) }
 
-// ErrClosed is returned by a closed model.
-var ErrClosed = errors.New("embed: the model is closed")
-
-// EmbedBatch embeds n images given as float32 NCHW values in [0, 1] and
+// EmbedBatch embeds n images given as float32 NCHW values as the model
+// takes them (Preprocessing's range, [0, 1] for dimtorch's models) and
 // returns n vectors.
 func (m *Model) EmbedBatch(data []float32, n int) ([][]float32, error) {
 	return m.EmbedBatchContext(context.Background(), data, n)
 }
 
 // EmbedBatchContext is EmbedBatch that gives up when ctx is done: before
-// the run, or during it (onnxruntime's run is told to terminate), returning
-// ctx's error.
+// the run, or during it (onnxruntime's run is told to terminate), with an
+// error that matches ErrCanceled and ctx's error.
 func (m *Model) EmbedBatchContext(ctx context.Context, data []float32, n int) ([][]float32, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if ctx.Err() != nil {
+		return nil, canceled(ctx)
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -254,7 +364,7 @@ func (m *Model) EmbedBatchContext(ctx context.Context, data []float32, n int) ([
 	}
 	per := int(m.c * m.h * m.w)
 	if n <= 0 || len(data) != n*per {
-		return nil, fmt.Errorf("embed: %d values do not make %d images of %dx%dx%d", len(data), n, m.c, m.h, m.w)
+		return nil, kindf(ErrSize, "embed: %d values do not make %d images of %dx%dx%d", len(data), n, m.c, m.h, m.w)
 	}
 	in, err := ort.NewTensor(ort.NewShape(int64(n), m.c, m.h, m.w), data)
 	if err != nil {
@@ -288,13 +398,13 @@ func (m *Model) EmbedBatchContext(ctx context.Context, data []float32, n int) ([
 	outs := []ort.Value{nil}
 	if err := m.session.RunWithOptions([]ort.Value{in}, outs, ro); err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, canceled(ctx)
 		}
 		return nil, fmt.Errorf("embed: %w", err)
 	}
 	defer outs[0].Destroy()
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if ctx.Err() != nil {
+		return nil, canceled(ctx)
 	}
 	t, ok := outs[0].(*ort.Tensor[float32])
 	if !ok {
@@ -308,13 +418,17 @@ func (m *Model) EmbedBatchContext(ctx context.Context, data []float32, n int) ([
 	return res, nil
 }
 
-// Pixels converts an image to the model's input layout (CHW, [0, 1]). The
-// image must have the model's size; a 1-channel model takes grayscale
-// images and a 3-channel model colour ones.
+// Pixels converts an image to the model's input layout (CHW), with values
+// as Preprocessing says ([0, 1] for dimtorch's models). The image must have
+// the model's size (else ErrSize); a 1-channel model takes grayscale images
+// and a 3-channel model colour ones (else ErrChannels).
 func (m *Model) Pixels(img image.Image) ([]float32, error) {
+	if m.prepErr != nil {
+		return nil, m.prepErr
+	}
 	b := img.Bounds()
 	if int64(b.Dx()) != m.w || int64(b.Dy()) != m.h {
-		return nil, fmt.Errorf("embed: the image is %dx%d, the model takes %dx%d", b.Dx(), b.Dy(), m.w, m.h)
+		return nil, kindf(ErrSize, "embed: the image is %dx%d, the model takes %dx%d", b.Dx(), b.Dy(), m.w, m.h)
 	}
 	gray := false
 	switch img.ColorModel() {
@@ -326,41 +440,45 @@ func (m *Model) Pixels(img image.Image) ([]float32, error) {
 		if m.c == 1 {
 			want = "grayscale"
 		}
-		return nil, fmt.Errorf("embed: the model takes %s images, got %T", want, img)
+		return nil, kindf(ErrChannels, "embed: the model takes %s images, got %T", want, img)
 	}
 	w, h := int(m.w), int(m.h)
 	out := make([]float32, int(m.c)*h*w)
+	unit := m.prep.Unit()
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
 			r, g, bl, _ := img.At(b.Min.X+x, b.Min.Y+y).RGBA()
-			if m.c == 1 {
-				out[y*w+x] = float32(r) / 65535
-				continue
+			at := y*w + x
+			rgb := [3]uint32{r, g, bl}
+			for c, v := range rgb[:m.c] {
+				if unit {
+					out[c*h*w+at] = float32(v) / 65535
+				} else {
+					out[c*h*w+at] = m.value(c, float64(v)/65535)
+				}
 			}
-			out[y*w+x] = float32(r) / 65535
-			out[h*w+y*w+x] = float32(g) / 65535
-			out[2*h*w+y*w+x] = float32(bl) / 65535
 		}
 	}
 	return out, nil
 }
 
 // Preprocess turns any decoded image into the model's input, as dimtorch
-// evaluates the encoder on its data: for models trained on STL-10 or an
-// image folder (the model's "data" metadata), a bilinear resize to 64 x 64
-// first; then a bilinear resize to the input size when it differs (the
-// same arithmetic as training's, package imgops); the model's channels
-// (luminance for 1-channel models, grey repeated for 3-channel ones);
-// values in [0, 1].
+// evaluates the encoder on its data, following the model's Preprocessing:
+// the model's channels (luminance for 1-channel models, grey repeated for
+// 3-channel ones); the bilinear resizes of its resize steps (for models
+// trained on STL-10 or an image folder, 64 x 64 first, then the input
+// size; the same arithmetic as training's, package imgops); values in its
+// range ([0, 1] for dimtorch's models). An image without pixels is
+// ErrImage.
 func (m *Model) Preprocess(img image.Image) ([]float32, error) {
-	c := int(m.c)
-	if c != 1 && c != 3 {
-		return nil, fmt.Errorf("embed: preprocessing makes 1- or 3-channel images, the model takes %d", c)
+	if m.prepErr != nil {
+		return nil, m.prepErr
 	}
+	c := int(m.c)
 	b := img.Bounds()
 	h, w := b.Dy(), b.Dx()
 	if h <= 0 || w <= 0 {
-		return nil, fmt.Errorf("embed: an empty image")
+		return nil, kindf(ErrImage, "embed: an empty image")
 	}
 	pix := make([]uint8, c*h*w)
 	gray, isGray := img.(*image.Gray)
@@ -387,15 +505,18 @@ func (m *Model) Preprocess(img image.Image) ([]float32, error) {
 			pix[y*w+x], pix[h*w+y*w+x], pix[2*h*w+y*w+x] = uint8(r>>8), uint8(g>>8), uint8(bl>>8)
 		}
 	}
-	if (m.data == "stl10" || strings.HasPrefix(m.data, "folder:")) && (h != 64 || w != 64) {
-		pix, h, w = imgops.Resize(pix, c, h, w, 64, 64), 64, 64
-	}
-	if h != int(m.h) || w != int(m.w) {
-		pix = imgops.Resize(pix, c, h, w, int(m.h), int(m.w))
+	for _, s := range m.prep.Resize {
+		if h != s.Height || w != s.Width {
+			pix, h, w = imgops.Resize(pix, c, h, w, s.Height, s.Width), s.Height, s.Width
+		}
 	}
 	out := make([]float32, len(pix))
-	for i, v := range pix {
-		out[i] = float32(v) / 255
+	plane := h * w
+	for ch := 0; ch < c; ch++ {
+		lut := &m.lut[ch]
+		for i, v := range pix[ch*plane : (ch+1)*plane] {
+			out[ch*plane+i] = lut[v]
+		}
 	}
 	return out, nil
 }
@@ -435,7 +556,7 @@ func (m *Model) EmbedFile(path string) ([]float32, error) {
 	defer f.Close()
 	img, _, err := image.Decode(f)
 	if err != nil {
-		return nil, fmt.Errorf("%s: not a readable PNG or JPEG: %w", path, err)
+		return nil, kindf(ErrImage, "%s: not a readable PNG or JPEG: %w", path, err)
 	}
 	v, err := m.EmbedImages([]image.Image{img})
 	if err != nil {

@@ -65,15 +65,19 @@ func TestEmbedImagesAndErrors(t *testing.T) {
 			t.Fatal("the same image embedded differently")
 		}
 	}
-	// Wrong size, wrong colour mode, wrong batch length: clear errors.
-	if _, err := m.EmbedImages([]image.Image{image.NewGray(image.Rect(0, 0, 32, 32))}); err == nil || !strings.Contains(err.Error(), "takes 28x28") {
+	// Wrong size, wrong colour mode, wrong batch length: clear errors, of
+	// their kinds.
+	if _, err := m.EmbedImages([]image.Image{image.NewGray(image.Rect(0, 0, 32, 32))}); !errors.Is(err, embed.ErrSize) || !strings.Contains(err.Error(), "takes 28x28") {
 		t.Fatalf("wrong size: %v", err)
 	}
-	if _, err := m.EmbedImages([]image.Image{image.NewRGBA(image.Rect(0, 0, 28, 28))}); err == nil || !strings.Contains(err.Error(), "grayscale") {
+	if _, err := m.EmbedImages([]image.Image{image.NewRGBA(image.Rect(0, 0, 28, 28))}); !errors.Is(err, embed.ErrChannels) || !strings.Contains(err.Error(), "grayscale") {
 		t.Fatalf("wrong colour mode: %v", err)
 	}
-	if _, err := m.EmbedBatch(make([]float32, 100), 1); err == nil {
-		t.Fatal("a batch of the wrong length was accepted")
+	if _, err := m.EmbedBatch(make([]float32, 100), 1); !errors.Is(err, embed.ErrSize) {
+		t.Fatalf("a batch of the wrong length: %v", err)
+	}
+	if _, err := m.Preprocess(image.NewGray(image.Rect(0, 0, 0, 5))); !errors.Is(err, embed.ErrImage) {
+		t.Fatalf("an empty image: %v", err)
 	}
 	// Safe for concurrent use.
 	var wg sync.WaitGroup
@@ -100,6 +104,9 @@ func TestEmbedImagesAndErrors(t *testing.T) {
 	if _, err := m.EmbedBatch(make([]float32, 784), 1); err != embed.ErrClosed {
 		t.Fatalf("closed model: %v", err)
 	}
+	if _, err := m.EmbedImages([]image.Image{g}); !errors.Is(err, embed.ErrClosed) {
+		t.Fatalf("closed model, images: %v", err)
+	}
 }
 
 func TestOpenErrors(t *testing.T) {
@@ -125,7 +132,7 @@ func TestOpenErrors(t *testing.T) {
 	}
 	f := filepath.Join(t.TempDir(), "x.png")
 	_ = os.WriteFile(f, []byte("garbage"), 0o644)
-	if _, err := m.EmbedFile(f); err == nil || !strings.Contains(err.Error(), "not a readable PNG or JPEG") {
+	if _, err := m.EmbedFile(f); !errors.Is(err, embed.ErrImage) || !strings.Contains(err.Error(), "not a readable PNG or JPEG") {
 		t.Fatalf("bad file: %v", err)
 	}
 }
@@ -254,14 +261,14 @@ func TestEmbedContext(t *testing.T) {
 	data := make([]float32, 256*3*32*32)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := m.EmbedBatchContext(ctx, data, 256); !errors.Is(err, context.Canceled) {
+	if _, err := m.EmbedBatchContext(ctx, data, 256); !errors.Is(err, context.Canceled) || !errors.Is(err, embed.ErrCanceled) || err.Error() != context.Canceled.Error() {
 		t.Fatalf("cancelled before: %v", err)
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	_, err = m.EmbedBatchContext(ctx, data, 256)
-	if !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, embed.ErrCanceled) {
 		t.Fatalf("deadline during the run: %v", err)
 	}
 	t.Logf("a run of 256 images gave up %v after its 1 ms deadline", time.Since(start))

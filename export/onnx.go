@@ -1,7 +1,9 @@
 // Package export writes trained encoders as ONNX models: float32 NCHW input
 // in [0, 1] with a dynamic batch, the normalisation to [-1, 1] inside the
 // graph, evaluation-mode BatchNorm, and the taps y (default), fc, conv and
-// local as outputs. Models are built with the protobuf types generated from
+// local as outputs. Each model records how to feed it (metadata
+// dimtorch.preprocessing, package internal/preproc: input size and channels,
+// resize steps, value range), which package embed follows. Models are built with the protobuf types generated from
 // onnx.proto (package onnxpb) and use common operators of opset 13 with
 // their optional shape attributes written out, so that other runtimes load
 // them too.
@@ -17,6 +19,7 @@ import (
 	"github.com/dimtorch/dimtorch/export/onnxpb"
 	"github.com/dimtorch/dimtorch/internal/atomicfile"
 	"github.com/dimtorch/dimtorch/internal/onnxsum"
+	"github.com/dimtorch/dimtorch/internal/preproc"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
 	"google.golang.org/protobuf/proto"
@@ -30,8 +33,16 @@ type Options struct {
 	// Outputs are the taps to expose, in order (default: y).
 	Outputs []string
 	// Metadata is written into the model's metadata_props (dimtorch's
-	// version, the encoder, the training configuration, ...).
+	// version, the encoder, the training configuration, ...). The entries
+	// written by the exporter ("data", dimtorch.preprocessing, the
+	// checksums) may not be among them.
 	Metadata map[string]string
+	// Data names the data the encoder was trained on (train.Config.Data:
+	// "fashion-mnist", "stl10", "folder:PATH", ...; "" when unknown). It is
+	// recorded as the "data" entry, and it decides the preprocessing
+	// recorded (Preprocessing): STL-10 and folder models take their images
+	// resized to 64 x 64 first, as in training.
+	Data string
 	// ProducerVersion is recorded as the model's producer_version.
 	ProducerVersion string
 }
@@ -125,7 +136,7 @@ func Model(enc models.Encoder, o Options) (*onnxpb.ModelProto, error) {
 	b := &builder{graph: &onnxpb.GraphProto{Name: proto.String("dimtorch_" + spec.Name)}}
 	in := spec.Input
 	b.graph.Input = []*onnxpb.ValueInfoProto{valueInfo("image", []int64{-1, int64(in[0]), int64(in[1]), int64(in[2])})}
-	// Inputs in [0, 1] become [-1, 1], as in training.
+	// Inputs in [0, 1] become [-1, 1], as in training (preproc.InGraph).
 	vals := map[string]string{}
 	vals[g.Input] = b.node("Sub", []string{b.node("Mul", []string{"image", b.initScalar("two", 2)}), b.initScalar("one", 1)})
 	nodes, free := foldBatchNorm(g)
@@ -170,15 +181,50 @@ func Model(enc models.Encoder, o Options) (*onnxpb.ModelProto, error) {
 		OpsetImport:     []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(Opset)}},
 		Graph:           b.graph,
 	}
-	keys := make([]string, 0, len(o.Metadata))
-	for k := range o.Metadata {
+	meta := make(map[string]string, len(o.Metadata)+2)
+	for k, v := range o.Metadata {
+		if k == preproc.Key || k == onnxsum.Key || k == onnxsum.MetadataKey || k == "data" {
+			return nil, fmt.Errorf("metadata %q is written by the exporter (use Options.Data for the data)", k)
+		}
+		meta[k] = v
+	}
+	// Images are made for 1- and 3-channel models; others take their
+	// values from the caller and record no preprocessing.
+	if p := Preprocessing(o.Data, in); p.Channels == 1 || p.Channels == 3 {
+		v, err := p.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("encoder %s: %w", spec.Name, err)
+		}
+		meta[preproc.Key] = v
+	}
+	if o.Data != "" {
+		meta["data"] = o.Data
+	}
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		m.MetadataProps = append(m.MetadataProps, &onnxpb.StringStringEntryProto{Key: proto.String(k), Value: proto.String(o.Metadata[k])})
+		m.MetadataProps = append(m.MetadataProps, &onnxpb.StringStringEntryProto{Key: proto.String(k), Value: proto.String(meta[k])})
 	}
 	return m, nil
+}
+
+// Preprocessing is how an exported model of input (channels, height,
+// width) trained on data takes images, as Model records it under the
+// metadata key dimtorch.preprocessing: the data's size first for STL-10 and
+// folders (64 x 64), then the input's, bilinearly; values in [0, 1], which
+// the graph maps to the [-1, 1] the encoder was trained on.
+func Preprocessing(data string, input [3]int) preproc.Spec {
+	return preproc.For(data, input[0], input[1], input[2])
+}
+
+// InputValues returns a batch of images as the loader makes them (NCHW in
+// [-1, 1], datasets.Normalize) as an exported model takes them: float32
+// values in [0, 1], (x + 1) / 2, the inverse of the graph's first nodes.
+func InputValues(x *torch.Tensor) ([]float32, error) {
+	return x.AddScalar(1).DivScalar(2).Float32s()
 }
 
 // foldBatchNorm merges each evaluation-mode BatchNorm into the convolution
@@ -324,8 +370,9 @@ func (b *builder) convert(n models.Node, in []string) (string, error) {
 	return "", fmt.Errorf("no ONNX translation for %q", n.Op)
 }
 
-// Write serialises the model to path atomically, recording the graph's
-// checksum in its metadata (internal/onnxsum), which embed.Open verifies.
+// Write serialises the model to path atomically, recording the checksums
+// of its graph and of its preprocessing record in its metadata
+// (internal/onnxsum), which embed.Open verifies.
 func Write(path string, m *onnxpb.ModelProto) error {
 	if err := onnxsum.Seal(m); err != nil {
 		return err

@@ -14,17 +14,24 @@
 //
 // Images come as a raw PNG or JPEG body, as the files of a multipart form,
 // or as JSON {"images": ["<base64 or data URL>", ...]}; each is converted
-// to the model's channels and resized to its input (Model.Preprocess).
+// to the model's channels and resized to its input (Model.Preprocess, which
+// for *embed.Model follows the preprocessing the model records).
 // Errors are JSON {"error": "...", "status": N}: 400 malformed request, 404
 // unknown path or no gallery, 405 wrong method, 413 body, image or count
-// over a limit, 415 not a PNG or JPEG, 422 damaged image, 429 at capacity
-// (with Retry-After), 503 shutting down.
+// over a limit, 415 not a PNG or JPEG, 422 damaged image or one the model
+// cannot take (embed.ErrImage, embed.ErrSize, embed.ErrChannels), 429 at
+// capacity (with Retry-After), 503 shutting down (the server's, or
+// embed.ErrClosed) or a run that timed out, 500 anything else. A client
+// that leaves before its answer is logged and counted as 499, with no body.
+// The status comes from the error's type (errors.Is, errors.As), never from
+// its message.
 package serve
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	"log"
 	"net"
@@ -34,6 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dimtorch/dimtorch/embed"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 )
@@ -46,19 +54,22 @@ type Model interface {
 	Dim() int
 }
 
-// Config sets the service's batching and limits. Zero values take the
-// defaults in brackets.
+// Config sets the service's batching and limits. DefaultConfig holds the
+// defaults (in brackets), which `dimtorch serve` starts from; in a Config
+// built otherwise, a zero or negative number or duration takes its default,
+// except Batching and MaxWait, whose zero values mean what they say (each
+// request runs on its own; a batch does not wait to fill).
 type Config struct {
-	Batching  bool          // batch concurrent requests together (else each runs on its own)
+	Batching  bool          // batch concurrent requests together (else each runs on its own) [true]
 	Runners   int           // batches run at once [1]; 2 with a 1-thread model suits 2 cores
 	MaxBatch  int           // images per model run [32]
 	MaxWait   time.Duration // how long a batch waits to fill once it has an image [2ms]
-	MaxQueue  int           // images accepted and not yet answered before 429 [8 x MaxBatch, at least MaxImages]
+	MaxQueue  int           // images accepted and not yet answered before 429 [0: 8 x MaxBatch, at least MaxImages]
 	MaxBody   int64         // bytes per request body [16 MiB]
 	MaxPixels int64         // width x height of one image, checked before decoding [16,777,216: 4096 x 4096]
 	MaxImages int           // images per request [64]
 	MaxK      int           // neighbours per query [100]
-	Decoders  int           // images decoded at once, bounding their memory [2 x GOMAXPROCS]
+	Decoders  int           // images decoded at once, bounding their memory [0: 2 x GOMAXPROCS]
 
 	ReadHeaderTimeout time.Duration // [5s]: a client that sends headers slowly is cut off
 	ReadTimeout       time.Duration // [30s]
@@ -69,8 +80,36 @@ type Config struct {
 	Log zerolog.Logger
 }
 
+// DefaultConfig returns the service's defaults. MaxQueue and Decoders are
+// 0 there: New derives them (see Config).
+func DefaultConfig() Config {
+	return Config{
+		Batching:          true,
+		Runners:           1,
+		MaxBatch:          32,
+		MaxWait:           2 * time.Millisecond,
+		MaxBody:           16 << 20,
+		MaxPixels:         4096 * 4096,
+		MaxImages:         64,
+		MaxK:              100,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ShutdownTimeout:   30 * time.Second,
+	}
+}
+
+// defaults fills the unset fields from DefaultConfig and derives MaxQueue
+// and Decoders.
 func (c *Config) defaults() {
+	d := DefaultConfig()
 	set := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	set64 := func(p *int64, v int64) {
 		if *p <= 0 {
 			*p = v
 		}
@@ -80,26 +119,23 @@ func (c *Config) defaults() {
 			*p = v
 		}
 	}
-	set(&c.MaxBatch, 32)
-	set(&c.MaxImages, 64)
+	set(&c.Runners, d.Runners)
+	set(&c.MaxBatch, d.MaxBatch)
+	set(&c.MaxImages, d.MaxImages)
 	set(&c.MaxQueue, max(8*c.MaxBatch, c.MaxImages))
 	c.MaxQueue = max(c.MaxQueue, c.MaxImages)
-	set(&c.MaxK, 100)
+	set(&c.MaxK, d.MaxK)
 	set(&c.Decoders, 2*runtime.GOMAXPROCS(0))
-	if c.MaxBody <= 0 {
-		c.MaxBody = 16 << 20
-	}
-	if c.MaxPixels <= 0 {
-		c.MaxPixels = 4096 * 4096
-	}
+	set64(&c.MaxBody, d.MaxBody)
+	set64(&c.MaxPixels, d.MaxPixels)
 	if c.MaxWait < 0 {
 		c.MaxWait = 0
 	}
-	setD(&c.ReadHeaderTimeout, 5*time.Second)
-	setD(&c.ReadTimeout, 30*time.Second)
-	setD(&c.WriteTimeout, 60*time.Second)
-	setD(&c.IdleTimeout, 120*time.Second)
-	setD(&c.ShutdownTimeout, 30*time.Second)
+	setD(&c.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	setD(&c.ReadTimeout, d.ReadTimeout)
+	setD(&c.WriteTimeout, d.WriteTimeout)
+	setD(&c.IdleTimeout, d.IdleTimeout)
+	setD(&c.ShutdownTimeout, d.ShutdownTimeout)
 }
 
 // Server answers the API for one model and an optional gallery.
@@ -288,22 +324,49 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status := http.StatusInternalServerError
+// StatusClientClosedRequest is the status recorded, in the metrics and the
+// log, for a request whose client left before its answer (nginx's 499); no
+// answer is sent.
+const StatusClientClosedRequest = 499
+
+// StatusOf is the HTTP status that answers err, from its type alone:
+// the status of the service's own request errors (malformed, over a limit,
+// not an image: 400, 413, 415, 422); 422 for an image the model cannot take
+// (embed.ErrImage, embed.ErrSize, embed.ErrChannels); 429 for ErrOverloaded;
+// 503 when the service or the model is closing (embed.ErrClosed) or a run
+// was cancelled or timed out (embed.ErrCanceled, context errors) while the
+// client still waits, StatusClientClosedRequest when it left (clientGone);
+// 500 for anything else.
+func StatusOf(err error, clientGone bool) int {
 	var he *httpError
 	switch {
+	case err == nil:
+		return http.StatusOK
 	case errors.As(err, &he):
-		status = he.status
+		return he.status
 	case errors.Is(err, ErrOverloaded):
-		status = http.StatusTooManyRequests
-		w.Header().Set("Retry-After", "1")
-	case errors.Is(err, errClosed):
-		status = http.StatusServiceUnavailable
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		w.WriteHeader(499) // the client is gone (nginx's "client closed request", for the metrics and logs)
+		return http.StatusTooManyRequests
+	case errors.Is(err, embed.ErrImage), errors.Is(err, embed.ErrSize), errors.Is(err, embed.ErrChannels):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, errClosed), errors.Is(err, embed.ErrClosed):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, embed.ErrCanceled), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		if clientGone {
+			return StatusClientClosedRequest
+		}
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := StatusOf(err, r.Context().Err() != nil)
+	switch status {
+	case StatusClientClosedRequest:
+		w.WriteHeader(status) // for the metrics and logs: nobody reads an answer
 		return
-	case errors.Is(err, context.DeadlineExceeded):
-		status = http.StatusServiceUnavailable
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
 	}
 	_ = writeJSON(w, status, map[string]any{"error": err.Error(), "status": status})
 }
@@ -331,11 +394,7 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request) ([]float32, int,
 		<-s.decode
 		if err != nil {
 			if len(uploads) > 1 {
-				var he *httpError
-				if errors.As(err, &he) {
-					return nil, 0, errorf(he.status, "image %d: %s", i, he.msg)
-				}
-				return nil, 0, errorf(http.StatusUnprocessableEntity, "image %d: %v", i, err)
+				err = fmt.Errorf("image %d: %w", i, err) // its status is err's (StatusOf)
 			}
 			return nil, 0, err
 		}

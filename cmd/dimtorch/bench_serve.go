@@ -32,6 +32,7 @@ import (
 )
 
 func benchServeCommand() *cli.Command {
+	d := serve.DefaultConfig()
 	return &cli.Command{
 		Name: "serve",
 		Usage: "load test of `dimtorch serve` on loopback: p50/p99 latency and throughput of POST /v1/embed (one PNG per " +
@@ -45,10 +46,10 @@ func benchServeCommand() *cli.Command {
 			&cli.DurationFlag{Name: "duration", Value: 4 * time.Second, Usage: "time per measurement at most"},
 			&cli.IntFlag{Name: "rounds", Value: 3, Usage: "alternating pairs (without, with micro-batching) per concurrency"},
 			&cli.IntFlag{Name: "threads", Value: 2, Usage: "onnxruntime intra-op threads"},
-			&cli.IntFlag{Name: "runners", Value: 1, Usage: "batches run at once (dimtorch serve --runners)"},
-			&cli.IntFlag{Name: "max-batch", Value: 32},
+			&cli.IntFlag{Name: "runners", Value: d.Runners, Usage: "batches run at once (dimtorch serve --runners)"},
+			&cli.IntFlag{Name: "max-batch", Value: d.MaxBatch},
 			&cli.BoolFlag{Name: "spin", Usage: "let onnxruntime's threads spin between runs (as dimtorch serve --spin)"},
-			&cli.DurationFlag{Name: "max-wait", Value: 2 * time.Millisecond},
+			&cli.DurationFlag{Name: "max-wait", Value: d.MaxWait},
 			&cli.StringFlag{Name: "onnxruntime-lib"},
 			&cli.BoolFlag{Name: "json", Usage: "one JSON object per measurement"},
 		},

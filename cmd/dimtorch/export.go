@@ -48,10 +48,11 @@ func exportCommand() *cli.Command {
 			m, err := export.Model(enc, export.Options{
 				Outputs:         strings.Split(c.String("outputs"), ","),
 				ProducerVersion: version,
+				Data:            meta.Config.Data, // the "data" entry, and the preprocessing recorded from it
 				Metadata: map[string]string{
 					"dimtorch_version": version, "libtorch_version": torch.Version(), "encoder": enc.Spec().Name,
 					"input":           fmt.Sprintf("float32 [N, %d, %d, %d] in [0, 1]", in[0], in[1], in[2]),
-					"training_config": string(cfg), "spec": string(spec), "data": meta.Config.Data,
+					"training_config": string(cfg), "spec": string(spec),
 				},
 			})
 			if err != nil {
@@ -138,7 +139,7 @@ func runEmbed(c *cli.Context) error {
 		defer m.Close()
 		_, h, w = m.InputShape()
 		run = func(x *torch.Tensor) ([][]float32, error) {
-			v, err := x.AddScalar(1).DivScalar(2).Float32s()
+			v, err := export.InputValues(x)
 			if err != nil {
 				return nil, err
 			}

@@ -49,7 +49,9 @@ func TestExportAndEmbedCommands(t *testing.T) {
 		t.Fatalf("export: %s", stderr)
 	}
 	testref.PythonCheck(t, "onnx", "python3-onnx", "ONNX checker", "import onnx; m = onnx.load('"+model+"'); onnx.checker.check_model(m, full_check=True); "+
-		"assert {p.key for p in m.metadata_props} >= {'dimtorch_version', 'encoder', 'input', 'training_config'}")
+		"assert {p.key for p in m.metadata_props} >= {'dimtorch_version', 'encoder', 'input', 'training_config', 'data', 'dimtorch.preprocessing'}; "+
+		"import json; md = {p.key: p.value for p in m.metadata_props}; pre = json.loads(md['dimtorch.preprocessing']); "+
+		"assert md['data'] == 'mnist' and pre['channels'] == 1 and pre['resize'] == [{'height': 28, 'width': 28}] and pre['range'] == [0, 1], pre")
 	a, b := filepath.Join(dir, "a.npy"), filepath.Join(dir, "b.npy")
 	if _, stderr, code := run(t, "embed", "--model", model, "--data", "mnist", "--data-dir", data, "--split", "test", "--limit", "64", "--out", a); code != 0 {
 		t.Fatalf("embed onnx: %s", stderr)
@@ -104,6 +106,7 @@ func TestExportAndEmbedCommands(t *testing.T) {
 	}
 	testref.PythonCheck(t, "onnx", "python3-onnx", "ONNX checker on the int8 model", "import onnx; m = onnx.load('"+q+"'); onnx.checker.check_model(m, full_check=True); "+
 		"assert 'int8' in {p.key: p.value for p in m.metadata_props}['quantization']; "+
+		"assert 'dimtorch.preprocessing' in {p.key for p in m.metadata_props}; "+
 		"assert any(n.op_type == 'DequantizeLinear' for n in m.graph.node)")
 	// CSV and JSON lines too; bad inputs give clear errors.
 	if _, stderr, code := run(t, "embed", "--model", model, "--data", "mnist", "--data-dir", data, "--limit", "3", "--out", filepath.Join(dir, "e.csv")); code != 0 {

@@ -68,7 +68,7 @@ func calibrationImages(data, dataDir string, n, h, w int) ([]float32, int, error
 		s := torch.NewScope()
 		b.MoveTo(s)
 		k := min(int(b.X.Size(0)), n-got)
-		v, err := b.X.Narrow(0, 0, int64(k)).AddScalar(1).DivScalar(2).Float32s()
+		v, err := export.InputValues(b.X.Narrow(0, 0, int64(k)))
 		s.Close()
 		if err != nil {
 			return nil, 0, err

@@ -19,31 +19,32 @@ import (
 )
 
 func serveCommand() *cli.Command {
+	d := serve.DefaultConfig() // every default is serve's
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "an HTTP service that embeds images with an exported encoder and finds their nearest neighbours in a gallery",
 		Description: "POST /v1/embed and POST /v1/neighbors?k=N take a PNG or JPEG body, a multipart form of images or JSON " +
 			"{\"images\": [base64, ...]}; GET /healthz, /readyz and /metrics (Prometheus). SIGTERM or Ctrl-C finish the " +
-			"requests in flight and exit 0. See the README's \"Serving\" section.",
+			"requests in flight and exit 0. See docs/serving.md.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Required: true, Usage: "the exported encoder (.onnx, from dimtorch export)"},
 			&cli.StringFlag{Name: "gallery", Usage: "images to search: a directory of PNG/JPEG files (embedded at start-up) or FILE.npy of embeddings (dimtorch embed --out FILE.npy)"},
 			&cli.StringFlag{Name: "gallery-names", Usage: "names of a .npy gallery's rows, one per line (default FILE.names.txt beside it, else row numbers)"},
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "address to listen on (port 0: any free port, logged)"},
 			&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "onnxruntime intra-op threads"},
-			&cli.BoolFlag{Name: "batching", Value: true, Usage: "micro-batching: concurrent requests share model runs (--batching=false: each runs on its own)"},
-			&cli.IntFlag{Name: "runners", Value: 1, Usage: "batches run at once (on 2 cores: --runners 2 --threads 1 measured fastest)"},
-			&cli.IntFlag{Name: "max-batch", Value: 32, Usage: "images per model run"},
-			&cli.DurationFlag{Name: "max-wait", Value: 2 * time.Millisecond, Usage: "how long a batch waits to fill"},
-			&cli.IntFlag{Name: "max-queue", Usage: "images accepted and not yet answered before requests get 429 (default 8 x --max-batch)"},
-			&cli.Int64Flag{Name: "max-body", Value: 16 << 20, Usage: "bytes per request"},
-			&cli.Int64Flag{Name: "max-pixels", Value: 4096 * 4096, Usage: "width x height of one image, checked before decoding"},
-			&cli.IntFlag{Name: "max-images", Value: 64, Usage: "images per request"},
-			&cli.DurationFlag{Name: "read-header-timeout", Value: 5 * time.Second},
-			&cli.DurationFlag{Name: "read-timeout", Value: 30 * time.Second},
-			&cli.DurationFlag{Name: "write-timeout", Value: 60 * time.Second},
-			&cli.DurationFlag{Name: "idle-timeout", Value: 120 * time.Second},
-			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "how long requests in flight may finish after SIGTERM"},
+			&cli.BoolFlag{Name: "batching", Value: d.Batching, Usage: "micro-batching: concurrent requests share model runs (--batching=false: each runs on its own)"},
+			&cli.IntFlag{Name: "runners", Value: d.Runners, Usage: "batches run at once (on 2 cores: --runners 2 --threads 1 measured fastest)"},
+			&cli.IntFlag{Name: "max-batch", Value: d.MaxBatch, Usage: "images per model run"},
+			&cli.DurationFlag{Name: "max-wait", Value: d.MaxWait, Usage: "how long a batch waits to fill"},
+			&cli.IntFlag{Name: "max-queue", Value: d.MaxQueue, Usage: "images accepted and not yet answered before requests get 429 (default 8 x --max-batch, at least --max-images)"},
+			&cli.Int64Flag{Name: "max-body", Value: d.MaxBody, Usage: "bytes per request"},
+			&cli.Int64Flag{Name: "max-pixels", Value: d.MaxPixels, Usage: "width x height of one image, checked before decoding"},
+			&cli.IntFlag{Name: "max-images", Value: d.MaxImages, Usage: "images per request"},
+			&cli.DurationFlag{Name: "read-header-timeout", Value: d.ReadHeaderTimeout},
+			&cli.DurationFlag{Name: "read-timeout", Value: d.ReadTimeout},
+			&cli.DurationFlag{Name: "write-timeout", Value: d.WriteTimeout},
+			&cli.DurationFlag{Name: "idle-timeout", Value: d.IdleTimeout},
+			&cli.DurationFlag{Name: "shutdown-timeout", Value: d.ShutdownTimeout, Usage: "how long requests in flight may finish after SIGTERM"},
 			&cli.BoolFlag{Name: "spin", Usage: "let onnxruntime's threads spin between runs (faster back-to-back runs, less CPU left to the HTTP side)"},
 			&cli.StringFlag{Name: "onnxruntime-lib", Usage: "path of the onnxruntime library"},
 		},
@@ -100,7 +101,14 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			s.ObserveModelLoad(loaded)
-			ev := log.Info().Str("model", c.String("model")).Int("dim", m.Dim()).Dur("load", loaded)
+			prep, recorded := m.Preprocessing()
+			steps := make([]string, len(prep.Resize))
+			for i, r := range prep.Resize {
+				steps[i] = r.String()
+			}
+			// recorded false: an export older than the preprocessing record, fed by the rule for its "data".
+			ev := log.Info().Str("model", c.String("model")).Int("dim", m.Dim()).Dur("load", loaded).
+				Strs("resize", steps).Bool("preprocessing_recorded", recorded)
 			if g != nil {
 				ev = ev.Int("gallery", g.Len())
 			}

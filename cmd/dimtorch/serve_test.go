@@ -20,8 +20,10 @@ import (
 
 	"github.com/dimtorch/dimtorch/export"
 	"github.com/dimtorch/dimtorch/models"
+	"github.com/dimtorch/dimtorch/serve"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
+	"github.com/urfave/cli/v2"
 )
 
 // dimtorch serve end to end: a gallery folder embedded at start-up, embed
@@ -74,6 +76,20 @@ func TestServeCommand(t *testing.T) {
 	}
 	if addr == "" {
 		t.Fatalf("no serving line:\n%s", strings.Join(logged, "\n"))
+	}
+	// The model's own preprocessing record is what feeds it.
+	loadedLine := false
+	for _, l := range logged {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["message"] == "model loaded" {
+			loadedLine = true
+			if rec["preprocessing_recorded"] != true || fmt.Sprint(rec["resize"]) != "[28x28]" {
+				t.Errorf("model loaded: %s", l)
+			}
+		}
+	}
+	if !loadedLine {
+		t.Errorf("no \"model loaded\" line:\n%s", strings.Join(logged, "\n"))
 	}
 	rest := make(chan string, 1)
 	go func() {
@@ -162,5 +178,43 @@ func TestServeCommand(t *testing.T) {
 	}
 	if !strings.Contains(log, `"stopped"`) {
 		t.Errorf("no orderly stop in the log:\n%s", log)
+	}
+}
+
+// dimtorch serve's flags default to the service's own defaults
+// (serve.DefaultConfig), written once.
+func TestServeFlagDefaults(t *testing.T) {
+	d := serve.DefaultConfig()
+	want := map[string]any{
+		"batching": d.Batching, "runners": d.Runners, "max-batch": d.MaxBatch, "max-wait": d.MaxWait, "max-queue": d.MaxQueue,
+		"max-body": d.MaxBody, "max-pixels": d.MaxPixels, "max-images": d.MaxImages,
+		"read-header-timeout": d.ReadHeaderTimeout, "read-timeout": d.ReadTimeout, "write-timeout": d.WriteTimeout,
+		"idle-timeout": d.IdleTimeout, "shutdown-timeout": d.ShutdownTimeout,
+	}
+	seen := 0
+	for _, f := range serveCommand().Flags {
+		name := f.Names()[0]
+		w, ok := want[name]
+		if !ok {
+			continue
+		}
+		seen++
+		var got any
+		switch f := f.(type) {
+		case *cli.BoolFlag:
+			got = f.Value
+		case *cli.IntFlag:
+			got = f.Value
+		case *cli.Int64Flag:
+			got = f.Value
+		case *cli.DurationFlag:
+			got = f.Value
+		}
+		if got != w {
+			t.Errorf("--%s defaults to %v, serve's default is %v", name, got, w)
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("%d of the %d flags found", seen, len(want))
 	}
 }
