@@ -12,7 +12,8 @@ package datasets
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/dimtorch/dimtorch/internal/preproc"
@@ -93,12 +94,7 @@ func register(s *spec) { registry[s.name] = s }
 
 // Names lists the built-in dataset names (besides folder:PATH).
 func Names() []string {
-	var n []string
-	for k := range registry {
-		n = append(n, k)
-	}
-	sort.Strings(n)
-	return n
+	return slices.Sorted(maps.Keys(registry))
 }
 
 func lookup(name string) (*spec, error) {

@@ -95,6 +95,32 @@ func mineSurrogate(tj, tm *torch.Tensor, ma *movingAverage) (*torch.Tensor, erro
 	return tj.Mean().Sub(et.DivScalar(ma.add(etv))).Neg(), nil
 }
 
+// trainSteps takes o.Steps optimiser steps on the loss that step builds in
+// its scope (closed after each step), reporting progress.
+func trainSteps(name string, opt optim.Optimizer, o MeasureOptions, step func(s *torch.Scope) (*torch.Tensor, error)) error {
+	for i := 0; i < o.Steps; i++ {
+		s := torch.NewScope()
+		loss, err := step(s)
+		if err == nil {
+			err = opt.ZeroGrad()
+		}
+		if err == nil {
+			err = loss.Backward()
+		}
+		if err == nil {
+			err = opt.Step()
+		}
+		s.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if o.Progress != nil {
+			o.Progress(i + 1)
+		}
+	}
+	return nil
+}
+
 // NDM is the neural dependency measure: a discriminator learns to tell Y
 // from Y with each dimension shuffled across the batch, and NDM is its
 // Donsker-Varadhan estimate of KL(P(Y) || prod_j P(Y_j)) on held-out Y.
@@ -114,24 +140,11 @@ func NDM(yTrain, yTest *torch.Tensor, o MeasureOptions) (float64, error) {
 		return 0, err
 	}
 	defer opt.Free()
-	for i := 0; i < o.Steps; i++ {
-		s := torch.NewScope()
+	if err := trainSteps("ndm", opt, o, func(s *torch.Scope) (*torch.Tensor, error) {
 		y := sampleRows(tr, int64(o.BatchSize), s)
-		loss := dvBound(d.Forward(y), d.Forward(shuffleDims(y))).Neg()
-		err := opt.ZeroGrad()
-		if err == nil {
-			err = loss.Backward()
-		}
-		if err == nil {
-			err = opt.Step()
-		}
-		s.Close()
-		if err != nil {
-			return 0, fmt.Errorf("ndm: %w", err)
-		}
-		if o.Progress != nil {
-			o.Progress(i + 1)
-		}
+		return dvBound(d.Forward(y), d.Forward(shuffleDims(y))).Neg(), nil
+	}); err != nil {
+		return 0, err
 	}
 	var v float64
 	torch.NoGrad(func() {
@@ -165,30 +178,13 @@ func MINE(xTrain, yTrain, xTest, yTest *torch.Tensor, o MeasureOptions) (float64
 	stat := func(x, y *torch.Tensor) *torch.Tensor { return t.Forward(torch.Cat([]*torch.Tensor{x, y}, 1)) }
 	n := xtr.Size(0)
 	ma := movingAverage{rate: o.EMA}
-	for i := 0; i < o.Steps; i++ {
-		s := torch.NewScope()
+	if err := trainSteps("mine", opt, o, func(s *torch.Scope) (*torch.Tensor, error) {
 		idx := torch.RandInt(0, n, []int64{int64(o.BatchSize)}, s)
 		x, y := xtr.Ref(s).IndexSelect(0, idx), ytr.Ref(s).IndexSelect(0, idx)
 		yMarg := y.IndexSelect(0, torch.RandPerm(int64(o.BatchSize), s))
-		loss, err := mineSurrogate(stat(x, y), stat(x, yMarg), &ma)
-		if err != nil {
-			s.Close()
-			return 0, err
-		}
-		err = opt.ZeroGrad()
-		if err == nil {
-			err = loss.Backward()
-		}
-		if err == nil {
-			err = opt.Step()
-		}
-		s.Close()
-		if err != nil {
-			return 0, fmt.Errorf("mine: %w", err)
-		}
-		if o.Progress != nil {
-			o.Progress(i + 1)
-		}
+		return mineSurrogate(stat(x, y), stat(x, yMarg), &ma)
+	}); err != nil {
+		return 0, err
 	}
 	var v float64
 	torch.NoGrad(func() {

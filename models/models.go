@@ -5,7 +5,8 @@ package models
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/dimtorch/dimtorch/torch"
@@ -83,12 +84,7 @@ var registry = map[string]builder{}
 
 // Names lists the encoders.
 func Names() []string {
-	var n []string
-	for k := range registry {
-		n = append(n, k)
-	}
-	sort.Strings(n)
-	return n
+	return slices.Sorted(maps.Keys(registry))
 }
 
 // Describe returns a one-line description of an encoder.

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -20,7 +21,8 @@ import (
 // shard of every epoch, and DDP's Reducer averages the gradients of the
 // encoder and MI heads, of the prior's discriminator and of the online probe
 // during their backward passes, so every rank takes the same optimiser step.
-// BatchNorm statistics are per rank (as DDP without SyncBatchNorm); rank 0's
+// BatchNorm statistics are per rank (as DDP without SyncBatchNorm) unless
+// --sync-bn normalises with the global batch's; rank 0's running statistics
 // are broadcast before the test-set probe and are the ones saved. After each
 // step one small all-reduce shares the step's losses (the logged loss is the
 // mean over ranks) and whether any rank was asked to stop, so that all ranks
@@ -177,12 +179,58 @@ func (p *parallel) close() {
 	p.probe.Close()
 }
 
-// prepare arms a reducer for the next backward pass (no-op when alone).
-func prepare(r *dist.Reducer) error {
-	if r == nil {
+// The trainer's data-parallel differences: each method below does nothing
+// (or the single process's thing) on a nil *parallel, so the training loop
+// calls them unconditionally.
+
+// alone reports whether the trainer trains in one process.
+func (p *parallel) alone() bool { return p == nil }
+
+// dataContext is what the loaders read under: in a job the ranks stop
+// together after a step (shareStep), so a signal must not cut one rank's
+// data short.
+func (p *parallel) dataContext(ctx context.Context) context.Context {
+	if p == nil {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
+}
+
+// beforeStep gives the rank its random stream for the step and arms the
+// encoder's reducer for the backward pass.
+func (p *parallel) beforeStep(t *Trainer) error {
+	if p == nil {
 		return nil
 	}
-	return r.Prepare()
+	if err := t.reseed(); err != nil {
+		return err
+	}
+	return p.collective(t, p.main.Prepare())
+}
+
+// beforeCritic arms the critic's reducer.
+func (p *parallel) beforeCritic(t *Trainer) error {
+	if p == nil || p.critic == nil {
+		return nil
+	}
+	return p.collective(t, p.critic.Prepare())
+}
+
+// probeReducer averages the online probe's gradients (nil alone).
+func (p *parallel) probeReducer() *dist.Reducer {
+	if p == nil {
+		return nil
+	}
+	return p.probe
+}
+
+// collective says what a failed collective most likely means; alone, err
+// is returned as it is.
+func (p *parallel) collective(t *Trainer, err error) error {
+	if p == nil || err == nil {
+		return err
+	}
+	return t.commError(err)
 }
 
 // shareStep averages the step's values over the ranks and reports whether

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dimtorch/dimtorch/datasets"
+	"github.com/dimtorch/dimtorch/eval"
 	"github.com/dimtorch/dimtorch/internal/sysinfo"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/objectives"
@@ -21,7 +22,6 @@ import (
 	"github.com/dimtorch/dimtorch/torch/nn"
 	"github.com/dimtorch/dimtorch/torch/optim"
 	"github.com/rs/zerolog"
-	"github.com/schollz/progressbar/v3"
 )
 
 // Options are how a run reports, not what it computes.
@@ -494,13 +494,8 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	var terms objectives.Terms
 	var taps models.Taps
 	x := t.layout(b.X)
-	if t.par != nil {
-		if err := t.reseed(); err != nil {
-			return stepValues{}, err
-		}
-		if err := prepare(t.par.main); err != nil {
-			return stepValues{}, t.commError(err)
-		}
+	if err := t.par.beforeStep(t); err != nil {
+		return stepValues{}, err
 	}
 	forward := func() { terms, taps = t.method.Loss(t.enc, objectives.Input{X: x, Indices: b.Indices}) }
 	if t.cfg.BF16 {
@@ -529,17 +524,14 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	// In a data-parallel job every rank finishes the step and the decision
 	// is taken on the loss shared by all ranks (Run), so that no rank waits
 	// in a collective for one that left.
-	if t.par == nil && !finite(v.loss) {
+	if t.par.alone() && !finite(v.loss) {
 		return v, t.diverged(v)
 	}
 	if err := t.opt.ZeroGrad(); err != nil {
 		return v, err
 	}
 	if err := terms.Total.Backward(); err != nil {
-		if t.par != nil {
-			return v, t.commError(err)
-		}
-		return v, err
+		return v, t.par.collective(t, err)
 	}
 	if t.afterBackward != nil {
 		if err := t.afterBackward(); err != nil {
@@ -550,10 +542,8 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 		return v, err
 	}
 	if t.critic != nil {
-		if t.par != nil {
-			if err := prepare(t.par.critic); err != nil {
-				return v, t.commError(err)
-			}
+		if err := t.par.beforeCritic(t); err != nil {
+			return v, err
 		}
 		pl, err := t.critic.Step()
 		if errors.Is(err, objectives.ErrNonFinite) {
@@ -566,11 +556,7 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	}
 	if t.probe != nil {
 		// The online probe sees the first view of each image.
-		var red *dist.Reducer
-		if t.par != nil {
-			red = t.par.probe
-		}
-		if err := t.probe.step(taps.Y.Narrow(0, 0, b.Y.Size(0)), b.Y, red); err != nil {
+		if err := t.probe.step(taps.Y.Narrow(0, 0, b.Y.Size(0)), b.Y, t.par.probeReducer()); err != nil {
 			return v, err
 		}
 	}
@@ -619,34 +605,12 @@ func (t *Trainer) evalProbe(ctx context.Context) (float64, error) {
 	if err := t.shareBuffers(); err != nil {
 		return 0, err
 	}
-	t.enc.Train(false)
-	defer t.enc.Train(true)
 	var correct, seen int64
-	it := t.test.Epoch(ctx, 0)
-	defer it.Close()
-	var err error
-	torch.NoGrad(func() {
-		for {
-			b, e := it.Next()
-			if e == io.EOF {
-				return
-			}
-			if e != nil {
-				err = e
-				return
-			}
-			s := torch.NewScope()
-			b.MoveTo(s)
-			taps := t.enc.Encode(t.layout(b.X))
-			c, e := t.probe.lin.Forward(taps.Y).Argmax(1, false).Eq(b.Y).Sum().Item()
-			s.Close()
-			if e != nil {
-				err = e
-				return
-			}
-			correct += int64(c)
-			seen += int64(len(b.Indices))
-		}
+	err := eval.ForEachBatch(ctx, t.enc, t.test, t.layout, func(b *datasets.Batch, taps models.Taps) error {
+		c, err := t.probe.lin.Forward(taps.Y).Argmax(1, false).Eq(b.Y).Sum().Item()
+		correct += int64(c)
+		seen += int64(len(b.Indices))
+		return err
 	})
 	if err != nil {
 		return 0, err
@@ -659,7 +623,8 @@ func (t *Trainer) evalProbe(ctx context.Context) (float64, error) {
 
 // Run trains until the planned epochs are done, ctx is cancelled (the run is
 // saved, then ErrInterrupted is returned) or the loss diverges (the last
-// checkpoint is kept, ErrDiverged is returned).
+// checkpoint is kept, ErrDiverged is returned). The loop itself only steps;
+// its side jobs are hooks (hooks.go).
 func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 	// libtorch's thread pool and grad mode belong to the OS thread.
 	runtime.LockOSThread()
@@ -667,175 +632,142 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 	if err := torch.SetNumThreads(t.cfg.Threads); err != nil {
 		return nil, err
 	}
-	log := t.o.Log
 	if t.cfg.FlushDenormals && t.dev.Type == torch.CPUDevice {
 		if torch.SetFlushDenormal(true) {
 			defer torch.SetFlushDenormal(false)
 		} else {
-			log.Warn().Msg("--flush-denormals: this CPU cannot flush denormal floats to zero; training without")
+			t.o.Log.Warn().Msg("--flush-denormals: this CPU cannot flush denormal floats to zero; training without")
 		}
 	}
-	// In a data-parallel job the ranks stop together (shareStep), so the
-	// data is read under a context that a signal does not cancel.
-	dataCtx := ctx
-	if t.par != nil {
-		dataCtx = context.WithoutCancel(ctx)
-	}
-	start := time.Now()
-	t.runWall, t.runCPU = start, sysinfo.CPUSeconds()
+	r := &run{ctx: ctx, data: t.par.dataContext(ctx), start: time.Now(), sum: &Summary{Out: t.o.Out, Epochs: t.cfg.Epochs}}
+	t.runWall, t.runCPU = r.start, sysinfo.CPUSeconds()
 	t.baseWall, t.baseCPU = t.state.Seconds, t.state.CPUSeconds
-	var images int64
-	sum := &Summary{Out: t.o.Out, Epochs: t.cfg.Epochs}
-	ev := log.Info().Str("data", t.cfg.Data).Int("images", t.train.Dataset().Len()).Str("encoder", t.cfg.Encoder.Name).Str("method", t.cfg.Method.Name)
+	t.logStart()
+	hooks := t.hooks()
+	for t.state.Epoch < t.cfg.Epochs {
+		stop, err := t.epoch(r, hooks)
+		if err != nil {
+			return r.sum, err
+		}
+		if stop {
+			return r.sum, t.interrupt()
+		}
+	}
+	r.sum.Steps = t.state.Step
+	r.sum.Seconds = time.Since(r.start).Seconds()
+	r.sum.CPUSeconds = t.baseCPU + sysinfo.CPUSeconds() - t.runCPU
+	if r.sum.Seconds > 0 {
+		r.sum.ImagesPerSec = float64(r.images) / r.sum.Seconds
+	}
+	return r.sum, nil
+}
+
+// run is the state of one call of Run that its hooks share.
+type run struct {
+	ctx  context.Context // cancelled by an interrupt
+	data context.Context // what the loaders read under (see parallel.dataContext)
+	// start is when Run began; images counts the images trained on since.
+	start  time.Time
+	images int64
+	sum    *Summary
+}
+
+// epoch trains the rest of the current epoch and ends it; stop reports an
+// interrupt (the caller saves).
+func (t *Trainer) epoch(r *run, hooks []hook) (stop bool, err error) {
+	epoch := t.state.Epoch
+	t.enc.Train(true)
+	t.method.Train(true)
+	for _, h := range hooks {
+		if err := h.epochStart(t, r); err != nil {
+			return false, err
+		}
+	}
+	if stop, err := t.steps(r, hooks); stop || err != nil {
+		return stop, err
+	}
+	rec := Record{Kind: "epoch", Epoch: epoch, Step: t.state.Step, Loss: r.sum.Loss, Seconds: time.Since(r.start).Seconds()}
+	t.state.Epoch++
+	t.state.Batch = 0
+	t.state.Completed = t.state.Epoch >= t.cfg.Epochs
+	for _, h := range hooks {
+		if err := h.epochEnd(t, r, &rec); err != nil {
+			return false, err
+		}
+	}
+	ev := t.o.Log.Info().Int("epoch", epoch+1).Float64("loss", r.sum.Loss).Str("checkpoint", filepath.Join(t.o.Out, CheckpointDir))
+	if rec.ProbeTrainAcc != nil {
+		ev = ev.Float64("probe_train_acc", *rec.ProbeTrainAcc)
+	}
+	if rec.ProbeTestAcc != nil {
+		ev = ev.Float64("probe_test_acc (online)", *rec.ProbeTestAcc)
+	}
+	ev.Msg("epoch done")
+	stop, err = t.shareStep(&stepValues{}, r.ctx.Err() != nil)
+	return stop && t.state.Epoch < t.cfg.Epochs, err
+}
+
+// steps trains on the epoch's remaining batches.
+func (t *Trainer) steps(r *run, hooks []hook) (stop bool, err error) {
+	it := t.train.EpochFrom(r.data, t.state.Epoch, t.state.Batch)
+	defer it.Close()
+	for {
+		b, err := it.Next()
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			if r.ctx.Err() != nil && t.par.alone() {
+				return true, nil
+			}
+			return false, err
+		}
+		n := int64(len(b.Indices) * t.world())
+		t.opt.SetLR(t.lr())
+		v, err := t.step(b)
+		if errors.Is(err, ErrDiverged) {
+			return false, fmt.Errorf("%w; the last good checkpoint is %s (try a lower --lr or another --estimator)", err, t.lastCheckpoint())
+		}
+		if err != nil {
+			return false, err
+		}
+		stop, err := t.shareStep(&v, r.ctx.Err() != nil)
+		if err == nil && !finite(v.loss) {
+			err = fmt.Errorf("%w; the last good checkpoint is %s (try a lower --lr or another --estimator)", t.diverged(v), t.lastCheckpoint())
+		}
+		if err != nil {
+			return false, err
+		}
+		t.state.Batch++
+		t.state.Step++
+		r.images += n
+		r.sum.Loss = v.loss
+		for _, h := range hooks {
+			if err := h.afterStep(t, r, v, n); err != nil {
+				return false, err
+			}
+		}
+		if t.afterStep != nil {
+			t.afterStep(t.state.Step)
+		}
+		if stop || t.par.alone() && r.ctx.Err() != nil {
+			return true, nil
+		}
+	}
+}
+
+// logStart logs what the run trains.
+func (t *Trainer) logStart() {
+	ev := t.o.Log.Info().Str("data", t.cfg.Data).Int("images", t.train.Dataset().Len()).Str("encoder", t.cfg.Encoder.Name).Str("method", t.cfg.Method.Name)
 	if t.cfg.Method.Name == "dim" {
 		ev = ev.Str("mode", t.cfg.Objective.Mode).Str("estimator", t.cfg.Objective.Estimator).Int("mi_units", t.cfg.Objective.MIUnits)
 	}
 	ev.Int("batch", t.cfg.BatchSize).Int("epochs", t.cfg.Epochs).Str("device", t.dev.String()).Int("threads", t.cfg.Threads).
 		Int64("parameters", nn.NumParameters(t.enc)+nn.NumParameters(t.method)).Int("processes", t.world()).Msg("training")
-	for t.state.Epoch < t.cfg.Epochs {
-		epoch := t.state.Epoch
-		t.enc.Train(true)
-		t.method.Train(true)
-		if t.state.Batch == 0 && t.probe != nil {
-			t.probe.reset()
-		}
-		nb := t.train.NumBatches()
-		var bar *progressbar.ProgressBar
-		if t.o.Progress != nil && t.leader() {
-			bar = progressbar.NewOptions(nb, progressbar.OptionSetWriter(t.o.Progress),
-				progressbar.OptionSetDescription(fmt.Sprintf("epoch %d/%d", epoch+1, t.cfg.Epochs)),
-				progressbar.OptionShowCount(), progressbar.OptionSetWidth(24), progressbar.OptionThrottle(200*time.Millisecond),
-				progressbar.OptionClearOnFinish())
-			_ = bar.Set(t.state.Batch)
-		}
-		it := t.train.EpochFrom(dataCtx, epoch, t.state.Batch)
-		var acc stepAccumulator
-		window := time.Now()
-		for {
-			b, err := it.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				it.Close()
-				if ctx.Err() != nil && t.par == nil {
-					return sum, t.interrupt()
-				}
-				return sum, err
-			}
-			n := int64(len(b.Indices) * t.world())
-			t.opt.SetLR(t.lr())
-			v, err := t.step(b)
-			if err != nil {
-				it.Close()
-				if errors.Is(err, ErrDiverged) {
-					return sum, fmt.Errorf("%w; the last good checkpoint is %s (try a lower --lr or another --estimator)", err, t.lastCheckpoint())
-				}
-				return sum, err
-			}
-			stop, err := t.shareStep(&v, ctx.Err() != nil)
-			if err == nil && !finite(v.loss) {
-				err = fmt.Errorf("%w; the last good checkpoint is %s (try a lower --lr or another --estimator)", t.diverged(v), t.lastCheckpoint())
-			}
-			if err != nil {
-				it.Close()
-				return sum, err
-			}
-			t.state.Batch++
-			t.state.Step++
-			images += n
-			sum.Loss = v.loss
-			acc.add(v, n)
-			if t.state.Step%int64(max(1, t.cfg.LogEvery)) == 0 || t.state.Batch == nb {
-				rate := float64(acc.images) / time.Since(window).Seconds()
-				rec := acc.record(epoch, t.state.Step, rate)
-				if err := t.metrics.write(rec); err != nil {
-					it.Close()
-					return sum, err
-				}
-				if bar == nil && t.leader() {
-					log.Info().Int("epoch", epoch+1).Int64("step", t.state.Step).Float64("loss", rec.Loss).Float64("images_per_sec", math.Round(rate)).Msg("step")
-				}
-				acc = stepAccumulator{}
-				window = time.Now()
-			}
-			if t.afterStep != nil {
-				t.afterStep(t.state.Step)
-			}
-			if bar != nil {
-				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.cfg.Epochs, v.loss))
-				_ = bar.Add(1)
-			}
-			if stop || t.par == nil && ctx.Err() != nil {
-				it.Close()
-				return sum, t.interrupt()
-			}
-		}
-		it.Close()
-		if bar != nil {
-			_ = bar.Finish()
-		}
-		rec := Record{Kind: "epoch", Epoch: epoch, Step: t.state.Step, Loss: sum.Loss, Seconds: time.Since(start).Seconds()}
-		if t.probe != nil {
-			correct, seen := t.probe.correct, t.probe.seen
-			if err := t.sumCounts(&correct, &seen); err != nil {
-				return sum, err
-			}
-			tr := float64(correct) / float64(max(1, seen))
-			rec.ProbeTrainAcc = &tr
-			if t.test != nil {
-				te, err := t.evalProbe(dataCtx)
-				if err != nil && (ctx.Err() == nil || t.par != nil) {
-					return sum, err
-				}
-				if err == nil {
-					rec.ProbeTestAcc = &te
-					sum.ProbeTestAcc = &te
-				}
-			}
-		}
-		t.state.Epoch++
-		t.state.Batch = 0
-		t.state.Completed = t.state.Epoch >= t.cfg.Epochs
-		if t.leader() {
-			if err := t.metrics.write(rec); err != nil {
-				return sum, err
-			}
-			if err := t.save(); err != nil {
-				return sum, fmt.Errorf("save checkpoint: %w", err)
-			}
-			if err := t.metrics.plot(t.o.Out); err != nil {
-				log.Warn().Err(err).Msg("could not draw loss.png")
-			}
-		}
-		t.savedStep = t.state.Step
-		ev := log.Info().Int("epoch", epoch+1).Float64("loss", sum.Loss).Str("checkpoint", filepath.Join(t.o.Out, CheckpointDir))
-		if rec.ProbeTrainAcc != nil {
-			ev = ev.Float64("probe_train_acc", *rec.ProbeTrainAcc)
-		}
-		if rec.ProbeTestAcc != nil {
-			ev = ev.Float64("probe_test_acc (online)", *rec.ProbeTestAcc)
-		}
-		ev.Msg("epoch done")
-		stop, err := t.shareStep(&stepValues{}, ctx.Err() != nil)
-		if err != nil {
-			return sum, err
-		}
-		if stop && t.state.Epoch < t.cfg.Epochs {
-			return sum, t.interrupt()
-		}
-	}
-	sum.Steps = t.state.Step
-	sum.Seconds = time.Since(start).Seconds()
-	sum.CPUSeconds = t.baseCPU + sysinfo.CPUSeconds() - t.runCPU
-	if sum.Seconds > 0 {
-		sum.ImagesPerSec = float64(images) / sum.Seconds
-	}
-	return sum, nil
 }
 
 func (t *Trainer) interrupt() error {
-	if t.probe != nil && t.par != nil {
+	if t.probe != nil && !t.par.alone() {
 		// The checkpoint keeps the epoch's probe counts of every rank.
 		if err := t.sumCounts(&t.probe.correct, &t.probe.seen); err != nil {
 			return err

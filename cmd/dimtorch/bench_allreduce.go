@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/objectives"
@@ -42,13 +40,9 @@ func benchAllreduceCommand() *cli.Command {
 			if w < 2 {
 				return fmt.Errorf("--world %v: at least 2", w)
 			}
-			var units []int
-			for _, s := range strings.Split(c.String("mi-units"), ",") {
-				u, err := strconv.Atoi(strings.TrimSpace(s))
-				if err != nil || u < 1 {
-					return fmt.Errorf("--mi-units: %q", s)
-				}
-				units = append(units, u)
+			units, err := positiveList(c, "mi-units", "a positive width")
+			if err != nil {
+				return err
 			}
 			if !c.Bool("json") {
 				fmt.Printf("ring all-reduce over %v processes: each sends and receives 2(W-1)/W of the bytes\n", w)

@@ -15,8 +15,6 @@ import (
 	"net/http"
 	"os"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,13 +100,9 @@ func randomModel(encoder string, channels int, int8 bool, lib string) (path stri
 }
 
 func benchServe(c *cli.Context) error {
-	var concs []int
-	for _, s := range strings.Split(c.String("concurrency"), ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return fmt.Errorf("--concurrency: %q is not a positive number of clients (want a list such as 1,8,64)", s)
-		}
-		concs = append(concs, n)
+	concs, err := positiveList(c, "concurrency", "a positive number of clients")
+	if err != nil {
+		return err
 	}
 	path := c.String("model")
 	if path == "" {

@@ -138,3 +138,17 @@ func checkChoice(c *cli.Context, name string, choices ...string) error {
 	sort.Strings(sorted)
 	return fmt.Errorf("--%s %s: want one of %s", name, strconv.Quote(v), strings.Join(sorted, ", "))
 }
+
+// positiveList reads a flag holding a comma-separated list of positive
+// integers (1,8,64); what is names one item in the error.
+func positiveList(c *cli.Context, name, what string) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(c.String(name), ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--%s: %q is not %s (want a list such as 1,8,64)", name, s, what)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

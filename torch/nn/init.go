@@ -40,37 +40,37 @@ func Gain(nonlinearity string, a float64) (float64, error) {
 // KaimingUniform fills t from U(-b, b) with b = gain * sqrt(3 / fan_in) (fan_out
 // when fanOut is true), He et al. 2015.
 func KaimingUniform(t *torch.Tensor, a float64, nonlinearity string, fanOut bool) error {
-	fi, fo, err := Fans(t)
+	g, fan, err := kaimingFan(t, a, nonlinearity, fanOut)
 	if err != nil {
 		return err
 	}
-	g, err := Gain(nonlinearity, a)
-	if err != nil {
-		return err
-	}
-	fan := fi
-	if fanOut {
-		fan = fo
-	}
-	b := g * math.Sqrt(3/float64(fan))
+	b := g * math.Sqrt(3/fan)
 	return t.UniformInPlace(-b, b)
 }
 
 // KaimingNormal fills t from N(0, std^2) with std = gain / sqrt(fan).
 func KaimingNormal(t *torch.Tensor, a float64, nonlinearity string, fanOut bool) error {
+	g, fan, err := kaimingFan(t, a, nonlinearity, fanOut)
+	if err != nil {
+		return err
+	}
+	return t.NormalInPlace(0, g/math.Sqrt(fan))
+}
+
+// kaimingFan returns the nonlinearity's gain and t's fan-in (fan-out when
+// fanOut).
+func kaimingFan(t *torch.Tensor, a float64, nonlinearity string, fanOut bool) (gain, fan float64, err error) {
 	fi, fo, err := Fans(t)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
-	g, err := Gain(nonlinearity, a)
-	if err != nil {
-		return err
+	if gain, err = Gain(nonlinearity, a); err != nil {
+		return 0, 0, err
 	}
-	fan := fi
 	if fanOut {
-		fan = fo
+		return gain, float64(fo), nil
 	}
-	return t.NormalInPlace(0, g/math.Sqrt(float64(fan)))
+	return gain, float64(fi), nil
 }
 
 // XavierUniform fills t from U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out)).
