@@ -149,6 +149,22 @@ func DefaultTransform(name string, split Split) Transform {
 	return nil
 }
 
+// InputTransform is how the images of a dataset (of shape s) are fed to an
+// encoder whose input is h x w, outside training: the dataset's test
+// transform (STL-10 and folders: 64x64 first, preproc's rule), then a resize
+// to the input. It is nil when neither would change an image. Training's
+// test split, evaluation and (through preproc) exported models follow it.
+func InputTransform(name string, s Shape, h, w int) Transform {
+	t := DefaultTransform(name, Test)
+	switch {
+	case t == nil && s.H == h && s.W == w:
+		return nil
+	case t == nil:
+		return Resize(h, w)
+	}
+	return Compose(t, Resize(h, w))
+}
+
 // AugmentTransform returns the optional training augmentation of a dataset
 // (dimtorch train --augment): random crops after padding, and horizontal
 // flips where they preserve the classes (not for digits). It is the default

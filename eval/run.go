@@ -456,13 +456,10 @@ func probeOn(dev torch.Device, fn func(a, b, c, d *torch.Tensor, o ProbeOptions)
 // the dataset's test transform; nil when nothing is to be done (h 0: no
 // encoder). No augmentation.
 func InputTransform(data string, s datasets.Shape, h, w int) datasets.Transform {
-	if h == 0 || (s.H == h && s.W == w) {
-		return nil
+	if h == 0 {
+		return nil // pixels: no encoder
 	}
-	if t := datasets.DefaultTransform(data, datasets.Test); t != nil {
-		return datasets.Compose(t, datasets.Resize(h, w))
-	}
-	return datasets.Resize(h, w)
+	return datasets.InputTransform(data, s, h, w)
 }
 
 func contains(v []string, s string) bool {

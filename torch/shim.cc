@@ -661,13 +661,6 @@ dt_err dt_einsum(const char *eq, const dt_tensor *ts, int n, dt_tensor *out) {
 
 // ---- neural-network functions ----------------------------------------------------------
 
-// Linear layers in float32 on the CPU run as 1x1 convolutions over [M, K, 1, 1]
-// views: libtorch sends those to oneDNN's JIT kernels, where at::linear goes to
-// the BLAS it was built with (OpenBLAS in Debian's build): 2x to 4x slower for
-// most shapes of DIM's layers on AVX-512, faster for a few very wide ones
-// (forward and backward, bench/linear_kernels.py). Same maths, other rounding; off with
-// dt_set_onednn_linear(0) or DIMTORCH_ONEDNN_LINEAR=0. Under autocast (bfloat16)
-// at::linear already runs on oneDNN and is left alone.
 // env_on reads a kernel switch from the environment: on unless the
 // variable is "0".
 static int env_on(const char *name) {
@@ -675,6 +668,13 @@ static int env_on(const char *name) {
   return (e != nullptr && std::string(e) == "0") ? 0 : 1;
 }
 
+// Linear layers in float32 on the CPU run as 1x1 convolutions over [M, K, 1, 1]
+// views: libtorch sends those to oneDNN's JIT kernels, where at::linear goes to
+// the BLAS it was built with (OpenBLAS in Debian's build): 2x to 4x slower for
+// most shapes of DIM's layers on AVX-512, faster for a few very wide ones
+// (forward and backward, bench/linear_kernels.py). Same maths, other rounding; off with
+// dt_set_onednn_linear(0) or DIMTORCH_ONEDNN_LINEAR=0. Under autocast (bfloat16)
+// at::linear already runs on oneDNN and is left alone.
 static int onednn_linear_state() {
   static const int from_env = env_on("DIMTORCH_ONEDNN_LINEAR");
   return from_env;

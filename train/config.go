@@ -135,28 +135,25 @@ func (c *Config) Validate() error {
 // default (random 64x64 crops for STL-10 and folders, none for the others,
 // as the original), its optional augmentation with Augment (padded random
 // crops, flips where they keep the classes), and a resize to the encoder's
-// input where the sizes differ.
+// input where the sizes differ; the test split is fed as evaluation feeds
+// it (datasets.InputTransform).
 func (c *Config) transforms(trainShape datasets.Shape) (train, test datasets.Transform) {
 	h, w, _ := models.InputSize(c.Encoder.Name)
 	train = datasets.DefaultTransform(c.Data, datasets.Train)
-	test = datasets.DefaultTransform(c.Data, datasets.Test)
 	switch {
 	case c.CropScale > 0:
 		train = datasets.ScaleAugment(c.Data, h, w, c.CropScale)
 	case c.Augment:
 		train = datasets.AugmentTransform(c.Data)
 	}
-	fits := trainShape.H == h && trainShape.W == w
-	resize := func(t datasets.Transform) datasets.Transform {
-		switch {
-		case t == nil && fits:
-			return nil
-		case t == nil:
-			return datasets.Resize(h, w)
-		}
-		return datasets.Compose(t, datasets.Resize(h, w))
+	switch {
+	case train == nil && trainShape.H == h && trainShape.W == w:
+	case train == nil:
+		train = datasets.Resize(h, w)
+	default:
+		train = datasets.Compose(train, datasets.Resize(h, w))
 	}
-	return resize(train), resize(test)
+	return train, datasets.InputTransform(c.Data, trainShape, h, w)
 }
 
 // Describe names the run's method and its main settings, as reports and

@@ -54,12 +54,9 @@ func (t *Trainer) leader() bool { return t.rank() == 0 }
 
 // modules returns every network whose state the ranks share.
 func (t *Trainer) modules() []nn.Module {
-	ms := []nn.Module{t.enc, t.method}
-	if t.critic != nil {
-		ms = append(ms, t.critic.Net())
-	}
-	if t.probe != nil {
-		ms = append(ms, t.probe.lin)
+	var ms []nn.Module
+	for _, p := range t.parts() {
+		ms = append(ms, p.mod)
 	}
 	return ms
 }

@@ -371,27 +371,46 @@ func (t *Trainer) Encoder() models.Encoder { return t.enc }
 // State returns the run's position.
 func (t *Trainer) State() State { return t.state }
 
-func (t *Trainer) modelDict() map[string]*torch.Tensor {
-	m := map[string]*torch.Tensor{}
-	prefixed(nn.StateDict(t.enc, ""), "encoder.", m)
-	prefixed(nn.StateDict(t.method, ""), "objective.", m)
+// part is one of the run's networks with its optimiser, by the prefix of
+// its weights in model.safetensors and of its optimiser's state in
+// optim.safetensors. The method's networks share the encoder's optimiser
+// (opt nil: saved with the encoder's).
+type part struct {
+	prefix string
+	mod    nn.Module
+	opt    optim.Optimizer
+}
+
+// parts lists the run's networks: the encoder, the method's, its critic's
+// and the online probe's. Checkpoints, resumption and the ranks' shared
+// state read this list.
+func (t *Trainer) parts() []part {
+	ps := []part{{"encoder.", t.enc, t.opt}, {"objective.", t.method, nil}}
 	if t.critic != nil {
-		prefixed(nn.StateDict(t.critic.Net(), ""), t.critic.Name()+".", m)
+		ps = append(ps, part{t.critic.Name() + ".", t.critic.Net(), t.critic.Optimizer()})
 	}
 	if t.probe != nil {
-		prefixed(nn.StateDict(t.probe.lin, ""), "probe.", m)
+		ps = append(ps, part{"probe.", t.probe.lin, t.probe.opt})
+	}
+	return ps
+}
+
+func (t *Trainer) modelDict() map[string]*torch.Tensor {
+	m := map[string]*torch.Tensor{}
+	for _, p := range t.parts() {
+		prefixed(nn.StateDict(p.mod, ""), p.prefix, m)
 	}
 	return m
 }
 
 func (t *Trainer) save() error {
 	optState := map[string]*torch.Tensor{}
-	prefixed(t.opt.State(), "encoder.", optState)
-	if t.critic != nil {
-		prefixed(t.critic.Optimizer().State(), t.critic.Name()+".", optState)
+	for _, p := range t.parts() {
+		if p.opt != nil {
+			prefixed(p.opt.State(), p.prefix, optState)
+		}
 	}
 	if t.probe != nil {
-		prefixed(t.probe.opt.State(), "probe.", optState)
 		optState["probe_counts"] = torch.FromSlice([]int64{t.probe.correct, t.probe.seen}, []int64{2})
 		defer optState["probe_counts"].Free()
 	}
@@ -409,43 +428,23 @@ func (t *Trainer) save() error {
 
 func (t *Trainer) load(ck *Checkpoint) error {
 	m := ck.Model
-	loads := []struct {
-		mod    nn.Module
-		prefix string
-	}{{t.enc, "encoder."}, {t.method, "objective."}}
-	if t.critic != nil {
-		loads = append(loads, struct {
-			mod    nn.Module
-			prefix string
-		}{t.critic.Net(), t.critic.Name() + "."})
-	}
-	if t.probe != nil {
-		loads = append(loads, struct {
-			mod    nn.Module
-			prefix string
-		}{t.probe.lin, "probe."})
-	}
-	for _, l := range loads {
-		if err := nn.LoadStateDict(l.mod, subDict(m, l.prefix), ""); err != nil {
-			if l.prefix == "objective." && hasSuffixKey(m, "head.shortcut.bias") {
+	for _, p := range t.parts() {
+		if err := nn.LoadStateDict(p.mod, subDict(m, p.prefix), ""); err != nil {
+			if p.prefix == "objective." && hasSuffixKey(m, "head.shortcut.bias") {
 				return fmt.Errorf("this checkpoint's MI heads have a shortcut bias: it was written by a dimtorch from before 2026-11-29, " +
 					"whose heads differed from the original DIM's; its encoder still evaluates, exports and embeds, but training cannot resume from it")
 			}
-			return fmt.Errorf("%s: %w", l.prefix[:len(l.prefix)-1], err)
+			return fmt.Errorf("%s: %w", p.prefix[:len(p.prefix)-1], err)
 		}
 	}
-	if err := t.opt.LoadState(subDict(ck.Optim, "encoder.")); err != nil {
-		return err
-	}
-	if t.critic != nil {
-		if err := t.critic.Optimizer().LoadState(subDict(ck.Optim, t.critic.Name()+".")); err != nil {
-			return err
+	for _, p := range t.parts() {
+		if p.opt != nil {
+			if err := p.opt.LoadState(subDict(ck.Optim, p.prefix)); err != nil {
+				return err
+			}
 		}
 	}
 	if t.probe != nil {
-		if err := t.probe.opt.LoadState(subDict(ck.Optim, "probe.")); err != nil {
-			return err
-		}
 		if c, ok := ck.Optim["probe_counts"]; ok {
 			v, err := c.Int64s()
 			if err == nil && len(v) == 2 {

@@ -109,7 +109,3 @@ func loadCheckpoint(path string) (*eval.Checkpoint, error) {
 	}
 	return &eval.Checkpoint{Encoder: enc, Describe: meta.Config.Describe(), Data: meta.Config.Data, DataDir: meta.Config.DataDir, RunDir: run}, nil
 }
-
-// evalTransform is eval.InputTransform, for the commands that read images
-// as eval does (export, int8).
-var evalTransform = eval.InputTransform

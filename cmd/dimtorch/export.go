@@ -189,7 +189,7 @@ func runEmbed(c *cli.Context) error {
 	default:
 		return fmt.Errorf("unknown --backend %q (want onnx or torch)", c.String("backend"))
 	}
-	l, err := datasets.NewLoader(ds, datasets.LoaderOptions{BatchSize: c.Int("batch-size"), Workers: 2, Transform: evalTransform(c.String("data"), ds.Shape(), h, w), Device: dev})
+	l, err := datasets.NewLoader(ds, datasets.LoaderOptions{BatchSize: c.Int("batch-size"), Workers: 2, Transform: datasets.InputTransform(c.String("data"), ds.Shape(), h, w), Device: dev})
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ func calibrationImages(data, dataDir string, n, h, w int) ([]float32, int, error
 	defer datasets.Close(ds)
 	n = min(n, ds.Len())
 	l, err := datasets.NewLoader(ds, datasets.LoaderOptions{BatchSize: 256, Shuffle: true, Seed: 0, Workers: 2,
-		Transform: evalTransform(data, ds.Shape(), h, w)})
+		Transform: datasets.InputTransform(data, ds.Shape(), h, w)})
 	if err != nil {
 		return nil, 0, err
 	}
