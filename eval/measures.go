@@ -21,18 +21,10 @@ type MeasureOptions struct {
 }
 
 func (o MeasureOptions) withDefaults() MeasureOptions {
-	if o.Steps == 0 {
-		o.Steps = 1000
-	}
-	if o.BatchSize == 0 {
-		o.BatchSize = 256
-	}
-	if o.LR == 0 {
-		o.LR = 1e-4
-	}
-	if o.EMA == 0 {
-		o.EMA = 0.01
-	}
+	orDefault(&o.Steps, 1000)
+	orDefault(&o.BatchSize, 256)
+	orDefault(&o.LR, 1e-4)
+	orDefault(&o.EMA, 0.01)
 	return o
 }
 

@@ -28,15 +28,9 @@ type SSIMOptions struct {
 }
 
 func (o SSIMOptions) withDefaults() SSIMOptions {
-	if o.Window == 0 {
-		o.Window = 11
-	}
-	if o.Sigma == 0 {
-		o.Sigma = 1.5
-	}
-	if o.DataRange == 0 {
-		o.DataRange = 2
-	}
+	orDefault(&o.Window, 11)
+	orDefault(&o.Sigma, 1.5)
+	orDefault(&o.DataRange, 2)
 	return o
 }
 

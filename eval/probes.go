@@ -26,28 +26,22 @@ type ProbeOptions struct {
 	Progress func(step int, loss float64)
 }
 
+// orDefault sets *p to v when it holds the type's zero (an option left out).
+func orDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
 func (o ProbeOptions) with(epochs int, lr float64) ProbeOptions {
-	if o.Epochs == 0 {
-		o.Epochs = epochs
-	}
-	if o.LR == 0 {
-		o.LR = lr
-	}
-	if o.BatchSize == 0 {
-		o.BatchSize = 256
-	}
-	if o.C == 0 {
-		o.C = 1
-	}
-	if o.K == 0 {
-		o.K = 20
-	}
-	if o.Temperature == 0 {
-		o.Temperature = 0.1
-	}
-	if o.Runs == 0 {
-		o.Runs = 5
-	}
+	orDefault(&o.Epochs, epochs)
+	orDefault(&o.LR, lr)
+	orDefault(&o.BatchSize, 256)
+	orDefault(&o.C, 1)
+	orDefault(&o.K, 20)
+	orDefault(&o.Temperature, 0.1)
+	orDefault(&o.Runs, 5)
 	return o
 }
 
