@@ -23,15 +23,9 @@ type DecoderOptions struct {
 // between the test images and their reconstructions, and the number of
 // scales the image size allowed.
 func ReconstructionMSSSIM(fTr, imgTr, fTe, imgTe *torch.Tensor, o DecoderOptions) (float64, int, error) {
-	if o.Epochs == 0 {
-		o.Epochs = 20
-	}
-	if o.BatchSize == 0 {
-		o.BatchSize = 128
-	}
-	if o.LR == 0 {
-		o.LR = 1e-3
-	}
+	orDefault(&o.Epochs, 20)
+	orDefault(&o.BatchSize, 128)
+	orDefault(&o.LR, 1e-3)
 	sh := imgTr.Shape()
 	if len(sh) != 4 || sh[2]%4 != 0 || sh[3]%4 != 0 {
 		return 0, 0, fmt.Errorf("the decoder needs image sides divisible by 4, got %v", sh)

@@ -56,15 +56,9 @@ func absMax(g *torch.Tensor) (float64, error) {
 // it: the live tensors are the history (2 x History vectors), theta and the
 // gradient, whatever the number of iterations.
 func minimize(f objective, theta *torch.Tensor, o lbfgsOptions) (lbfgsResult, error) {
-	if o.MaxIter == 0 {
-		o.MaxIter = 500
-	}
-	if o.History == 0 {
-		o.History = 10
-	}
-	if o.Tol == 0 {
-		o.Tol = 1e-5
-	}
+	orDefault(&o.MaxIter, 500)
+	orDefault(&o.History, 10)
+	orDefault(&o.Tol, 1e-5)
 	var res lbfgsResult
 	var ss, ys []*torch.Tensor // the history, owned here
 	var rhos []float64

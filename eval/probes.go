@@ -113,6 +113,18 @@ func checkLabels(y *torch.Tensor) (int64, error) {
 // that no standardised copy of a whole feature matrix is ever made.
 type scaler struct{ mean, istd *torch.Tensor }
 
+// standardized checks the labels and fits a scaler to the training
+// features, in a scope the caller closes: the number of classes, the scope
+// and the scaler.
+func standardized(xTr, yTr *torch.Tensor) (int64, *torch.Scope, scaler, error) {
+	k, err := checkLabels(yTr)
+	if err != nil {
+		return 0, nil, scaler{}, err
+	}
+	s := torch.NewScope()
+	return k, s, newScaler(xTr, s), nil
+}
+
 func newScaler(x *torch.Tensor, s *torch.Scope) scaler {
 	m, i := moments(x, s)
 	return scaler{m.Unsqueeze(0), i.Unsqueeze(0)}
@@ -277,13 +289,11 @@ func LinearProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, erro
 // BatchNorm, ReLU and dropout (0.5), trained with Adam (lr 1e-4 by default).
 func MLPProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) {
 	o = o.with(100, 1e-4)
-	k, err := checkLabels(yTr)
+	k, s, sc, err := standardized(xTr, yTr)
 	if err != nil {
 		return Result{}, err
 	}
-	s := torch.NewScope()
 	defer s.Close()
-	sc := newScaler(xTr, s)
 	if err := torch.ManualSeed(o.Seed); err != nil {
 		return Result{}, err
 	}
@@ -305,13 +315,11 @@ func MLPProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) 
 // different seeds; it reports the mean and standard deviation.
 func SVMProbe(xTr, yTr, xTe, yTe *torch.Tensor, o ProbeOptions) (Result, error) {
 	o = o.with(50, 1e-3)
-	k, err := checkLabels(yTr)
+	k, s, sc, err := standardized(xTr, yTr)
 	if err != nil {
 		return Result{}, err
 	}
-	s := torch.NewScope()
 	defer s.Close()
-	sc := newScaler(xTr, s)
 	lambda := 1 / (2 * o.C * float64(xTr.Size(0)))
 	var accs []float64
 	for r := 0; r < o.Runs; r++ {
