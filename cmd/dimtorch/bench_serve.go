@@ -86,7 +86,7 @@ func randomModel(encoder string, channels int, int8 bool, lib string) (path stri
 	m, err := export.Model(enc, export.Options{})
 	nn.Free(enc)
 	if err == nil && int8 {
-		m, err = quantizeModel(m, syntheticImages(256, in[0], in[1], in[2]), 256, lib, "min-max over 256 synthetic images")
+		m, err = export.QuantizeCalibrated(m, syntheticImages(256, in[0], in[1], in[2]), 256, lib, "min-max over 256 synthetic images")
 	}
 	if err == nil {
 		path = dir + "/model.onnx"

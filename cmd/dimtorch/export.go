@@ -2,21 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"io"
-	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 
-	"github.com/dimtorch/dimtorch/datasets"
-	"github.com/dimtorch/dimtorch/embed"
+	"github.com/dimtorch/dimtorch/eval"
 	"github.com/dimtorch/dimtorch/export"
-	"github.com/dimtorch/dimtorch/internal/atomicfile"
-	"github.com/dimtorch/dimtorch/internal/npy"
-	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
 	"github.com/dimtorch/dimtorch/torch/nn"
 	"github.com/dimtorch/dimtorch/train"
@@ -63,12 +54,12 @@ func exportCommand() *cli.Command {
 				if c.Int("calibration-images") < 1 {
 					return fmt.Errorf("--calibration-images %d: must be at least 1", c.Int("calibration-images"))
 				}
-				imgs, n, err := calibrationImages(meta.Config.Data, meta.Config.DataDir, c.Int("calibration-images"), in[1], in[2])
+				imgs, n, err := export.CalibrationImages(meta.Config.Data, meta.Config.DataDir, c.Int("calibration-images"), in[1], in[2])
 				if err != nil {
 					return err
 				}
 				how := fmt.Sprintf("min-max over %d %s training images", n, meta.Config.Data)
-				if m, err = quantizeModel(m, imgs, n, c.String("onnxruntime-lib"), how); err != nil {
+				if m, err = export.QuantizeCalibrated(m, imgs, n, c.String("onnxruntime-lib"), how); err != nil {
 					return err
 				}
 				log.Info().Int("calibration_images", n).Msg("quantised to int8")
@@ -106,159 +97,25 @@ func embedCommand() *cli.Command {
 }
 
 func runEmbed(c *cli.Context) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	split, err := datasets.ParseSplit(c.String("split"))
-	if err != nil {
-		return err
-	}
-	ds, err := datasets.Open(c.String("data"), split, c.String("data-dir"))
-	if err != nil {
-		return err
-	}
-	defer datasets.Close(ds)
-	ds = datasets.Subset(ds, c.Int("limit"))
-	var h, w int
-	var run func(x *torch.Tensor) ([][]float32, error) // x: [N, C, H, W] in [-1, 1]
-	dev, err := torch.OpenDevice(c.String("device"))
-	if err != nil {
-		return err
-	}
-	if dev.Type != torch.CPUDevice && c.String("backend") != "torch" {
-		return fmt.Errorf("--device %s: only --backend torch runs on a GPU (onnxruntime runs on the CPU here)", dev)
-	}
-	switch c.String("backend") {
-	case "onnx":
-		if c.String("model") == "" {
-			return fmt.Errorf("--backend onnx needs --model FILE.onnx")
-		}
-		m, err := embed.Open(c.String("model"), embed.Options{Library: c.String("onnxruntime-lib"), Threads: c.Int("threads"), Output: c.String("output")})
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		_, h, w = m.InputShape()
-		run = func(x *torch.Tensor) ([][]float32, error) {
-			v, err := export.InputValues(x)
-			if err != nil {
-				return nil, err
-			}
-			return m.EmbedBatch(v, int(x.Size(0)))
-		}
-	case "torch":
-		if c.String("checkpoint") == "" {
-			return fmt.Errorf("--backend torch needs --checkpoint DIR")
-		}
-		if err := torch.SetNumThreads(c.Int("threads")); err != nil {
-			return err
-		}
+	o := eval.EmbedOptions{Backend: c.String("backend"), Model: c.String("model"), Library: c.String("onnxruntime-lib"),
+		Output: c.String("output"), Data: c.String("data"), DataDir: c.String("data-dir"), Split: c.String("split"),
+		Limit: c.Int("limit"), BatchSize: c.Int("batch-size"), Threads: c.Int("threads"), Device: c.String("device")}
+	if o.Backend == "torch" && c.String("checkpoint") != "" {
 		enc, _, err := train.LoadEncoder(c.String("checkpoint"))
 		if err != nil {
 			return err
 		}
 		defer nn.Free(enc)
-		if err := nn.MoveTo(enc, dev); err != nil {
-			return err
-		}
-		h, w = enc.Spec().Input[1], enc.Spec().Input[2]
-		run = func(x *torch.Tensor) ([][]float32, error) {
-			var out [][]float32
-			var err error
-			torch.NoGrad(func() {
-				if err = models.CheckInput(enc, x); err != nil {
-					return
-				}
-				t, e := enc.Encode(x).Tap(c.String("output"))
-				if e != nil {
-					err = e
-					return
-				}
-				t = t.Flatten(1, -1)
-				v, e := t.Float32s()
-				if e != nil {
-					err = e
-					return
-				}
-				d := int(t.Size(1))
-				for i := 0; i < int(t.Size(0)); i++ {
-					out = append(out, v[i*d:(i+1)*d])
-				}
-			})
-			return out, err
-		}
-	default:
-		return fmt.Errorf("unknown --backend %q (want onnx or torch)", c.String("backend"))
+		o.Encoder = enc
 	}
-	l, err := datasets.NewLoader(ds, datasets.LoaderOptions{BatchSize: c.Int("batch-size"), Workers: 2, Transform: datasets.InputTransform(c.String("data"), ds.Shape(), h, w), Device: dev})
+	rows, err := eval.EmbedDataset(context.Background(), o)
 	if err != nil {
 		return err
 	}
-	it := l.Epoch(context.Background(), 0)
-	defer it.Close()
-	var rows [][]float32
-	for {
-		b, err := it.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		s := torch.NewScope()
-		b.MoveTo(s)
-		v, err := run(b.X)
-		s.Close()
-		if err != nil {
-			return err
-		}
-		rows = append(rows, v...)
-	}
-	if err := writeRows(c.String("out"), rows); err != nil {
+	if err := eval.WriteRows(c.String("out"), rows); err != nil {
 		return err
 	}
 	log := logger(c)
 	log.Info().Int("images", len(rows)).Str("file", c.String("out")).Msg("embedded")
 	return nil
-}
-
-// writeRows writes embeddings as .npy, .csv or .jsonl by the file's extension.
-func writeRows(path string, rows [][]float32) error {
-	if len(rows) == 0 {
-		return fmt.Errorf("no images to embed")
-	}
-	d := len(rows[0])
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".npy":
-		flat := make([]float32, 0, len(rows)*d)
-		for _, r := range rows {
-			flat = append(flat, r...)
-		}
-		return npy.WriteFloat32(path, flat, len(rows), d)
-	case ".csv":
-		return atomicfile.Write(path, 0o644, func(w io.Writer) error {
-			cw := csv.NewWriter(w)
-			rec := make([]string, d)
-			for _, r := range rows {
-				for j, v := range r {
-					rec[j] = strconv.FormatFloat(float64(v), 'g', -1, 32)
-				}
-				if err := cw.Write(rec); err != nil {
-					return err
-				}
-			}
-			cw.Flush()
-			return cw.Error()
-		})
-	case ".jsonl":
-		return atomicfile.Write(path, 0o644, func(w io.Writer) error {
-			enc := json.NewEncoder(w)
-			for i, r := range rows {
-				if err := enc.Encode(map[string]any{"index": i, "embedding": r}); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	return fmt.Errorf("--out %s: write .npy, .csv or .jsonl", path)
 }

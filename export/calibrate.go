@@ -1,4 +1,4 @@
-package main
+package export
 
 import (
 	"context"
@@ -9,39 +9,40 @@ import (
 
 	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/embed"
-	"github.com/dimtorch/dimtorch/export"
 	"github.com/dimtorch/dimtorch/export/onnxpb"
 	"github.com/dimtorch/dimtorch/torch"
 )
 
-// quantizeModel calibrates the float model m on n images (float32 NCHW in
-// [0, 1]) through onnxruntime and returns its int8 QDQ form.
-func quantizeModel(m *onnxpb.ModelProto, images []float32, n int, lib, how string) (*onnxpb.ModelProto, error) {
+// QuantizeCalibrated calibrates the float model m on n images (float32 NCHW
+// in [0, 1]) through onnxruntime (library lib, "" to look it up as embed
+// does) and returns its int8 QDQ form; how says what calibrated it.
+func QuantizeCalibrated(m *onnxpb.ModelProto, images []float32, n int, lib, how string) (*onnxpb.ModelProto, error) {
 	dir, err := os.MkdirTemp("", "dimtorch-calibration")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	values := export.CalibrationValues(m)
+	values := CalibrationValues(m)
 	aug := filepath.Join(dir, "calibration.onnx")
-	if err := export.Write(aug, export.WithOutputs(m, values)); err != nil {
+	if err := Write(aug, WithOutputs(m, values)); err != nil {
 		return nil, err
 	}
 	raw, err := embed.Ranges(aug, embed.Options{Library: lib, Threads: 2}, images, n, 64, values)
 	if err != nil {
 		return nil, fmt.Errorf("calibration: %w", err)
 	}
-	ranges := make(map[string]export.Range, len(raw))
+	ranges := make(map[string]Range, len(raw))
 	for k, v := range raw {
-		ranges[k] = export.Range{Min: v[0], Max: v[1]}
+		ranges[k] = Range{Min: v[0], Max: v[1]}
 	}
-	return export.Quantize(m, ranges, how)
+	return Quantize(m, ranges, how)
 }
 
-// calibrationImages returns the first n images of a shuffled order (seed 0)
-// of the training split, prepared as dimtorch eval prepares them, as float32
-// NCHW in [0, 1].
-func calibrationImages(data, dataDir string, n, h, w int) ([]float32, int, error) {
+// CalibrationImages returns the first n images of a shuffled order (seed 0)
+// of a dataset's training split, fed as for an encoder of input h x w
+// (datasets.InputTransform), as float32 NCHW in [0, 1], and how many there
+// were.
+func CalibrationImages(data, dataDir string, n, h, w int) ([]float32, int, error) {
 	ds, err := datasets.Open(data, datasets.Train, dataDir)
 	if err != nil {
 		return nil, 0, fmt.Errorf("calibration images: %w", err)
@@ -68,7 +69,7 @@ func calibrationImages(data, dataDir string, n, h, w int) ([]float32, int, error
 		s := torch.NewScope()
 		b.MoveTo(s)
 		k := min(int(b.X.Size(0)), n-got)
-		v, err := export.InputValues(b.X.Narrow(0, 0, int64(k)))
+		v, err := InputValues(b.X.Narrow(0, 0, int64(k)))
 		s.Close()
 		if err != nil {
 			return nil, 0, err
