@@ -85,7 +85,7 @@ func quantizeFor(t *testing.T, name string, calib []float32, n int) (string, str
 func trainBriefly(t *testing.T, enc models.Encoder, images []float32, n int) {
 	t.Helper()
 	in := enc.Spec().Input
-	dim, err := objectives.New(objectives.Config{Mode: "global", Estimator: "jsd", Scorer: "dot", Alpha: 1, MIUnits: 64, Views: 1}, enc.Spec())
+	dim, err := objectives.NewDIM(objectives.DIMConfig{Mode: "global", Estimator: "jsd", Scorer: "dot", Alpha: 1, MIUnits: 64, Views: 1}, enc.Spec())
 	if err != nil {
 		t.Fatal(err)
 	}

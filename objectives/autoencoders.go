@@ -97,14 +97,14 @@ type AAE struct {
 	prior *priorCritic
 }
 
-func newAAE(spec models.Spec, bernoulli bool, env Env) (*AAE, error) {
+func newAAE(spec models.Spec, bernoulli bool, gpWeight float64, env Env) (*AAE, error) {
 	a := &AAE{}
 	a.dec = nn.Child(&a.Base, "decoder", newImageDecoder(spec, false))
 	a.lik = newLikelihood(&a.Base, bernoulli)
 	if err := built(a); err != nil {
 		return nil, err
 	}
-	p, err := NewPrior(int64(spec.Y), env.Adam, env.DIM.GPWeight, env.Device)
+	p, err := NewPrior(int64(spec.Y), env.Adam, gpWeight, env.Device)
 	if err != nil {
 		nn.Free(a)
 		return nil, err

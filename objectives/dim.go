@@ -10,8 +10,8 @@ import (
 	"github.com/dimtorch/dimtorch/torch/nn"
 )
 
-// Config selects and weighs DIM's objectives. It is stored in checkpoints.
-type Config struct {
+// DIMConfig selects and weighs DIM's objectives. It is stored in checkpoints.
+type DIMConfig struct {
 	Mode      string  `json:"mode" flag:"mode" default:"local" methods:"dim" help:"local, global or local+global"`
 	Estimator string  `json:"estimator" flag:"estimator" default:"jsd" methods:"dim" choices:"estimators" help:"the mutual-information estimator"`
 	Scorer    string  `json:"scorer" flag:"scorer" default:"dot" methods:"dim" help:"dot (encode-and-dot) or concat (concat-and-convolve)"`
@@ -63,7 +63,7 @@ func DefaultWeights(mode string) (alpha, beta, gamma float64) {
 // Validate checks a configuration; it changes nothing. Zero values mean
 // zero (GPWeight 0: no gradient penalty) or are refused (MIUnits 0), except
 // Scorer "" ("dot") and Views 0 (one view), which New spells out.
-func (c *Config) Validate() error {
+func (c *DIMConfig) Validate() error {
 	switch c.Mode {
 	case "local", "global", "local+global":
 	default:
@@ -109,15 +109,15 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func (c *Config) usesLocal() bool  { return strings.Contains(c.Mode, "local") && c.Beta > 0 }
-func (c *Config) usesGlobal() bool { return strings.Contains(c.Mode, "global") && c.Alpha > 0 }
+func (c *DIMConfig) usesLocal() bool  { return strings.Contains(c.Mode, "local") && c.Beta > 0 }
+func (c *DIMConfig) usesGlobal() bool { return strings.Contains(c.Mode, "global") && c.Alpha > 0 }
 
 // DIM holds the trainable parts of the objective that are optimised with the
 // encoder: the MI heads or critics and the auxiliary task networks. The
 // prior's discriminator is separate (see Prior): it plays against them.
 type DIM struct {
 	nn.Base
-	Cfg  Config
+	Cfg  DIMConfig
 	est  Estimator
 	spec models.Spec
 
@@ -140,7 +140,7 @@ type DIM struct {
 }
 
 // New builds the objective's networks for an encoder with the given spec.
-func New(cfg Config, spec models.Spec) (*DIM, error) {
+func NewDIM(cfg DIMConfig, spec models.Spec) (*DIM, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -11,7 +11,7 @@ import (
 // ranks become, for every view, rank 0's N images then rank 1's.
 func TestGatherKeepsViewMajorLayout(t *testing.T) {
 	const v, n = 2, 3
-	d := &DIM{Cfg: Config{Views: v}}
+	d := &DIM{Cfg: DIMConfig{Views: v}}
 	// A stand-in for a 2-rank all-gather: this rank's rows, then the other
 	// rank's (the same rows + 100).
 	d.Gather = func(x *torch.Tensor) *torch.Tensor {

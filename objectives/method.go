@@ -47,7 +47,7 @@ type Critic interface {
 }
 
 // MethodConfig selects a method and the baselines' settings. It is stored
-// in checkpoints; DIM's own settings are Config.
+// in checkpoints; DIM's own settings are DIMConfig.
 type MethodConfig struct {
 	Name string `json:"name" flag:"method" default:"dim" choices:"methods" help:"what trains the encoder: Deep InfoMax, or a baseline of the paper's Table 1"`
 	// Likelihood of the VAE's and AAE's decoder: "bernoulli" (pixels in
@@ -95,13 +95,13 @@ type Env struct {
 	Adam         optim.AdamOptions // for the critic's own optimiser
 	Device       torch.Device      // where the networks live
 	ChannelsLast bool              // lay the method's convolution weights out as NHWC
-	DIM          Config            // DIM's settings (and the prior game's gradient penalty for AAE)
 	World        int               // processes in a data-parallel job (1: alone)
 }
 
 // NewMethod builds a method's networks (and its critic's) on env.Device,
-// from libtorch's generator.
-func NewMethod(mc MethodConfig, env Env) (Method, error) {
+// from libtorch's generator: mc's, with DIM's settings dim for DIM (and
+// the prior game's gradient penalty for the AAE).
+func NewMethod(mc MethodConfig, dim DIMConfig, env Env) (Method, error) {
 	if err := mc.Validate(); err != nil {
 		return nil, err
 	}
@@ -116,7 +116,7 @@ func NewMethod(mc MethodConfig, env Env) (Method, error) {
 	if mc.CPCRows == 0 {
 		mc.CPCRows = 3 // the declared default (train's); 0 from callers that leave it out
 	}
-	m, err := info.Build(mc, env)
+	m, err := info.Build(mc, dim, env)
 	if err != nil || info.PlacesItself {
 		return m, err
 	}
@@ -158,8 +158,8 @@ type DIMMethod struct {
 	prior *priorCritic
 }
 
-func newDIMMethod(env Env) (*DIMMethod, error) {
-	d, err := New(env.DIM, env.Spec)
+func newDIMMethod(cfg DIMConfig, env Env) (*DIMMethod, error) {
+	d, err := NewDIM(cfg, env.Spec)
 	if err != nil {
 		return nil, err
 	}
@@ -168,8 +168,8 @@ func newDIMMethod(env Env) (*DIMMethod, error) {
 		m.Free()
 		return nil, err
 	}
-	if env.DIM.Gamma > 0 {
-		p, err := NewPrior(int64(env.Spec.Y), env.Adam, env.DIM.GPWeight, env.Device)
+	if cfg.Gamma > 0 {
+		p, err := NewPrior(int64(env.Spec.Y), env.Adam, cfg.GPWeight, env.Device)
 		if err != nil {
 			m.Free()
 			return nil, err

@@ -24,8 +24,8 @@ func newTestMethod(t *testing.T, mc MethodConfig, ch, images int) (models.Encode
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewMethod(mc, Env{Spec: enc.Spec(), Images: images, Adam: optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8},
-		Device: torch.CPU, DIM: Config{GPWeight: 1}, World: 1})
+	m, err := NewMethod(mc, DIMConfig{GPWeight: 1}, Env{Spec: enc.Spec(), Images: images, Adam: optim.AdamOptions{LR: 1e-3, Beta1: 0.5, Beta2: 0.999, Eps: 1e-8},
+		Device: torch.CPU, World: 1})
 	if err != nil {
 		nn.Free(enc)
 		t.Fatal(err)
@@ -486,15 +486,16 @@ func TestCPCContextIsCausal(t *testing.T) {
 func TestNewMethodErrors(t *testing.T) {
 	for _, c := range []struct {
 		mc  MethodConfig
+		dim DIMConfig
 		env Env
 	}{
-		{MethodConfig{Name: "dim"}, Env{DIM: Config{Mode: "sideways"}}},
-		{MethodConfig{Name: "gan"}, Env{}},
-		{MethodConfig{Name: "vae", Likelihood: "poisson"}, Env{}},
-		{MethodConfig{Name: "nat"}, Env{Images: 0}},
-		{MethodConfig{Name: "cpc", CPCRows: 7}, Env{Spec: models.Spec{Name: "basic28", Local: [3]int{128, 7, 7}}}},
+		{MethodConfig{Name: "dim"}, DIMConfig{Mode: "sideways"}, Env{}},
+		{MethodConfig{Name: "gan"}, DIMConfig{}, Env{}},
+		{MethodConfig{Name: "vae", Likelihood: "poisson"}, DIMConfig{}, Env{}},
+		{MethodConfig{Name: "nat"}, DIMConfig{}, Env{Images: 0}},
+		{MethodConfig{Name: "cpc", CPCRows: 7}, DIMConfig{}, Env{Spec: models.Spec{Name: "basic28", Local: [3]int{128, 7, 7}}}},
 	} {
-		m, err := NewMethod(c.mc, c.env)
+		m, err := NewMethod(c.mc, c.dim, c.env)
 		if err == nil || m != nil {
 			t.Errorf("%+v: method %v, error %v", c.mc, m, err)
 		}

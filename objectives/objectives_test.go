@@ -253,7 +253,7 @@ func TestEstimatorsRunInFloat32UnderAutocast(t *testing.T) {
 	_ = torch.ManualSeed(9)
 	spec := models.Spec{Local: [3]int{8, 3, 3}, Y: 16}
 	for _, est := range []string{"jsd", "nce", "dv"} {
-		d, err := New(Config{Mode: "local", Estimator: est, Beta: 1, MIUnits: 16}, spec)
+		d, err := NewDIM(DIMConfig{Mode: "local", Estimator: est, Beta: 1, MIUnits: 16}, spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -374,7 +374,7 @@ func TestOcclude(t *testing.T) {
 // Every mode and scorer gives a finite loss that backpropagates, and training
 // steps lower it.
 func TestDIMModes(t *testing.T) {
-	cases := []Config{
+	cases := []DIMConfig{
 		{Mode: "local", Estimator: "jsd"},
 		{Mode: "local", Estimator: "nce", Scorer: "concat"},
 		{Mode: "global", Estimator: "dv"},
@@ -392,7 +392,7 @@ func TestDIMModes(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer nn.Free(enc)
-			d, err := New(cfg, enc.Spec())
+			d, err := NewDIM(cfg, enc.Spec())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -433,7 +433,7 @@ func TestDIMModes(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(Config{Mode: "sideways", Estimator: "jsd"}, models.Spec{}); err == nil {
+	if _, err := NewDIM(DIMConfig{Mode: "sideways", Estimator: "jsd"}, models.Spec{}); err == nil {
 		t.Fatal("unknown mode accepted")
 	}
 }
@@ -447,8 +447,8 @@ func TestCrossViewLoss(t *testing.T) {
 	defer nn.Free(enc)
 	for _, est := range []string{"nce", "jsd"} {
 		for _, scorer := range []string{"dot", "concat"} {
-			cfg := Config{Mode: "local", Estimator: est, Scorer: scorer, Beta: 1, MIUnits: 16, Views: 3}
-			d, err := New(cfg, enc.Spec())
+			cfg := DIMConfig{Mode: "local", Estimator: est, Scorer: scorer, Beta: 1, MIUnits: 16, Views: 3}
+			d, err := NewDIM(cfg, enc.Spec())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -490,7 +490,7 @@ func TestCrossViewLoss(t *testing.T) {
 			// One view of the same 12 images is a different objective.
 			one := cfg
 			one.Views = 1
-			d1, _ := New(one, enc.Spec())
+			d1, _ := NewDIM(one, enc.Spec())
 			if err := nn.LoadStateDict(d1, nn.StateDict(d, ""), ""); err != nil {
 				t.Fatal(err)
 			}
@@ -503,10 +503,10 @@ func TestCrossViewLoss(t *testing.T) {
 			nn.Free(d1)
 		}
 	}
-	if err := (&Config{Mode: "local", Estimator: "nce", Beta: 1, Views: 9}).Validate(); err == nil {
+	if err := (&DIMConfig{Mode: "local", Estimator: "nce", Beta: 1, Views: 9}).Validate(); err == nil {
 		t.Fatal("9 views accepted")
 	}
-	d, _ := New(Config{Mode: "local", Estimator: "nce", Beta: 1, MIUnits: 8, Views: 2}, enc.Spec())
+	d, _ := NewDIM(DIMConfig{Mode: "local", Estimator: "nce", Beta: 1, MIUnits: 8, Views: 2}, enc.Spec())
 	defer nn.Free(d)
 	x := torch.Rand([]int64{3, 1, 28, 28})
 	defer x.Free()
@@ -524,8 +524,8 @@ func TestScoreClip(t *testing.T) {
 	enc, _ := models.New(models.Config{Name: "basic28", InChannels: 1})
 	defer nn.Free(enc)
 	enc.Train(false)
-	cfg := Config{Mode: "local", Estimator: "nce", Beta: 1, MIUnits: 16, ScoreClip: 0.5}
-	d, err := New(cfg, enc.Spec())
+	cfg := DIMConfig{Mode: "local", Estimator: "nce", Beta: 1, MIUnits: 16, ScoreClip: 0.5}
+	d, err := NewDIM(cfg, enc.Spec())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +550,7 @@ func TestScoreClip(t *testing.T) {
 	if mx, _ := raw.Abs().Max().Item(); !(mx > 0.5) {
 		t.Fatalf("the test's scores (max %v) never reach the clip", mx)
 	}
-	if err := (&Config{Mode: "local", Estimator: "nce", Beta: 1, ScoreClip: -1}).Validate(); err == nil {
+	if err := (&DIMConfig{Mode: "local", Estimator: "nce", Beta: 1, ScoreClip: -1}).Validate(); err == nil {
 		t.Fatal("negative clip accepted")
 	}
 }
@@ -561,14 +561,14 @@ func TestDIMModesBF16(t *testing.T) {
 	testref.NeedBF16(t)
 	enc, _ := models.New(models.Config{Name: "basic28", InChannels: 1})
 	defer nn.Free(enc)
-	for _, cfg := range []Config{
+	for _, cfg := range []DIMConfig{
 		{Mode: "local", Estimator: "jsd", Beta: 1},
 		{Mode: "local", Estimator: "nce", Scorer: "concat", Beta: 1},
 		{Mode: "global", Estimator: "dv", Alpha: 1},
 		{Mode: "local+global", Estimator: "nce", Alpha: 0.5, Beta: 1, Views: 2, ScoreClip: 10, CoordWeight: 1},
 	} {
 		cfg.MIUnits = 16
-		d, err := New(cfg, enc.Spec())
+		d, err := NewDIM(cfg, enc.Spec())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -656,9 +656,9 @@ func TestDIMLossComposition(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nn.Free(enc)
-	cfg := Config{Mode: "local+global", Estimator: "jsd", Alpha: 0.3, Beta: 0.7, Gamma: 0.2, CoordWeight: 0.4,
+	cfg := DIMConfig{Mode: "local+global", Estimator: "jsd", Alpha: 0.3, Beta: 0.7, Gamma: 0.2, CoordWeight: 0.4,
 		CrossView: 0.6, CrossViewTemp: 0.5, Views: 2, MIUnits: 16}
-	d, err := New(cfg, enc.Spec())
+	d, err := NewDIM(cfg, enc.Spec())
 	if err != nil {
 		t.Fatal(err)
 	}

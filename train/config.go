@@ -34,7 +34,7 @@ type Recipe struct {
 	// Method is what trains the encoder: DIM (Objective's settings) or a
 	// baseline of the paper's Table 1.
 	Method    objectives.MethodConfig `json:"method"`
-	Objective objectives.Config       `json:"objective"`
+	Objective objectives.DIMConfig    `json:"objective"`
 	BatchSize int                     `json:"batch_size" flag:"batch-size" default:"64" help:"images per step (per process in a data-parallel job)"`
 	LR        float64                 `json:"lr" flag:"lr" default:"1e-4" help:"Adam learning rate"`
 	Schedule  string                  `json:"lr_schedule,omitempty" flag:"lr-schedule" default:"constant" help:"constant, or cosine: anneal the learning rate to 0 over the planned steps"`

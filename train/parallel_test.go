@@ -465,7 +465,7 @@ func TestDataParallelBaselines(t *testing.T) {
 	}
 	for _, m := range []string{"nat", "cpc"} {
 		mc := objectives.MethodConfig{Name: m, CPCRows: 3}
-		if _, err := objectives.NewMethod(mc, objectives.Env{Images: 10, World: 2}); err == nil || !strings.Contains(err.Error(), "one process") {
+		if _, err := objectives.NewMethod(mc, objectives.DIMConfig{}, objectives.Env{Images: 10, World: 2}); err == nil || !strings.Contains(err.Error(), "one process") {
 			t.Fatalf("%s with 2 processes: %v", m, err)
 		}
 	}

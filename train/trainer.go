@@ -320,8 +320,8 @@ func (t *Trainer) buildNetworks(images, world, classes int) error {
 		}
 	}
 	adam := optim.AdamOptions{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: 1e-8}
-	t.method, err = objectives.NewMethod(cfg.Method, objectives.Env{Spec: t.enc.Spec(), Images: images, Adam: adam,
-		Device: dev, ChannelsLast: cfg.ChannelsLast, DIM: cfg.Objective, World: world})
+	t.method, err = objectives.NewMethod(cfg.Method, cfg.Objective, objectives.Env{Spec: t.enc.Spec(), Images: images, Adam: adam,
+		Device: dev, ChannelsLast: cfg.ChannelsLast, World: world})
 	if err != nil {
 		return err
 	}

@@ -82,7 +82,7 @@ func allreduceSize(name string, units int) (allreduceRow, error) {
 	}
 	defer nn.Free(enc)
 	a, b, g := objectives.DefaultWeights("local")
-	d, err := objectives.New(objectives.Config{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g,
+	d, err := objectives.NewDIM(objectives.DIMConfig{Mode: "local", Estimator: "jsd", Scorer: "dot", Alpha: a, Beta: b, Gamma: g,
 		MIUnits: units, GPWeight: 1, Views: 1}, enc.Spec())
 	if err != nil {
 		return allreduceRow{}, err
