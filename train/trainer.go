@@ -472,17 +472,14 @@ func hasSuffixKey(m map[string]*torch.Tensor, suffix string) bool {
 // as objectives.TermList.
 type stepValues struct {
 	loss  float64
-	terms [nTerms]float64
-	has   [nTerms]bool
+	terms []float64
+	has   []bool
 }
 
-// nTerms is the number of declared loss parts.
-const nTerms = 16
-
-func init() {
-	if len(objectives.TermList()) > nTerms {
-		panic("train: raise nTerms to the number of objectives.TermList()")
-	}
+// newStepValues has room for every declared loss part.
+func newStepValues() stepValues {
+	n := len(objectives.TermList())
+	return stepValues{terms: make([]float64, n), has: make([]bool, n)}
 }
 
 // step runs one optimisation step on a batch (which it frees).
@@ -504,7 +501,7 @@ func (t *Trainer) step(b *datasets.Batch) (stepValues, error) {
 	} else {
 		forward()
 	}
-	var v stepValues
+	v := newStepValues()
 	var err error
 	if v.loss, err = terms.Total.Item(); err != nil {
 		return v, err
@@ -702,7 +699,8 @@ func (t *Trainer) epoch(r *run, hooks []hook) (stop bool, err error) {
 		ev = ev.Float64("probe_test_acc (online)", *rec.ProbeTestAcc)
 	}
 	ev.Msg("epoch done")
-	stop, err = t.shareStep(&stepValues{}, r.ctx.Err() != nil)
+	empty := newStepValues()
+	stop, err = t.shareStep(&empty, r.ctx.Err() != nil)
 	return stop && t.state.Epoch < t.cfg.Epochs, err
 }
 
@@ -804,11 +802,14 @@ type stepAccumulator struct {
 func (a *stepAccumulator) add(v stepValues, images int64) {
 	a.n++
 	a.images += images
+	if a.sum.terms == nil {
+		a.sum = newStepValues()
+	}
 	a.sum.loss += v.loss
 	for i := range v.terms {
 		a.sum.terms[i] += v.terms[i]
 	}
-	a.sum.has = v.has
+	copy(a.sum.has, v.has)
 }
 
 func (a *stepAccumulator) record(epoch int, step int64, rate float64) Record {
@@ -822,6 +823,9 @@ func (a *stepAccumulator) record(epoch int, step int64, rate float64) Record {
 	}
 	r := Record{Kind: "step", Epoch: epoch, Step: step, Loss: a.sum.loss / n, ImagesPerSec: rate}
 	for i, t := range objectives.TermList() {
+		if i >= len(a.sum.has) {
+			break
+		}
 		if v := opt(a.sum.has[i], a.sum.terms[i]); v != nil {
 			if r.Terms == nil {
 				r.Terms = map[string]float64{}
