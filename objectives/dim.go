@@ -197,6 +197,10 @@ type Terms struct {
 	Prior     *torch.Tensor `term:"prior" label:"prior (generator)"`
 	Coord     *torch.Tensor `term:"coord" label:"coordinates"`
 	CrossView *torch.Tensor `term:"cross_view" label:"cross-view Y"`
+	// ScorePenalty is what --score-clip's penalty on the squared scores adds
+	// to Local and Global (already inside them, unweighted): reported to
+	// show the critic's scores growing.
+	ScorePenalty *torch.Tensor `term:"score_penalty" label:"score penalty (in local/global)"`
 	// Recon is an autoencoder's reconstruction term (the VAE's negative
 	// log-likelihood per image; the AAE's per pixel), KL the VAE's
 	// Kullback-Leibler term, Adversarial the encoder's and generator's
@@ -228,19 +232,26 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 	total := torch.Zeros(nil, x.Device(), x.Scope())
 	if d.Cfg.usesLocal() {
 		if d.concat != nil {
-			t.Local = d.crossViews(taps.Local, y, func(l, g *torch.Tensor) *torch.Tensor { return d.concat.Scores(l, g) })
+			t.Local, t.ScorePenalty = d.crossViews(taps.Local, y, func(l, g *torch.Tensor) *torch.Tensor { return d.concat.Scores(l, g) })
 		} else {
 			g := y
 			if globalTaps.Globals != nil {
 				g = globalTaps.Globals
 			}
-			t.Local = d.crossViews(d.localHead.Forward(taps.Local), d.globalHeadL.Forward(g), DotScores)
+			t.Local, t.ScorePenalty = d.crossViews(d.localHead.Forward(taps.Local), d.globalHeadL.Forward(g), DotScores)
 		}
 		total = total.Add(t.Local.MulScalar(d.Cfg.Beta))
 	}
 	if d.Cfg.usesGlobal() {
 		v := d.critic.Forward(taps.Local).Unsqueeze(1)
-		t.Global = d.crossViews(v, d.globalHeadG.Forward(y).Unsqueeze(1), DotScores)
+		var pen *torch.Tensor
+		t.Global, pen = d.crossViews(v, d.globalHeadG.Forward(y).Unsqueeze(1), DotScores)
+		if pen != nil && t.ScorePenalty != nil {
+			pen = pen.Add(t.ScorePenalty)
+		}
+		if pen != nil {
+			t.ScorePenalty = pen
+		}
 		total = total.Add(t.Global.MulScalar(d.Cfg.Alpha))
 	}
 	if d.Cfg.Gamma > 0 && prior != nil {
@@ -270,26 +281,35 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 // products run in bfloat16, but softplus, exp and logsumexp over thousands
 // of scores would lose the loss's low bits in bfloat16's 8-bit mantissa,
 // so the losses are computed in float32, as mixed-precision practice does.
-func (d *DIM) crossViews(local, global *torch.Tensor, score func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
+//
+// With --score-clip it also returns the penalty on the squared scores that
+// the loss includes (nil without).
+func (d *DIM) crossViews(local, global *torch.Tensor, score func(l, g *torch.Tensor) *torch.Tensor) (loss, penalty *torch.Tensor) {
 	if d.Gather != nil {
 		local, global = d.gather(local), d.gather(global)
 	}
 	scores := func(l, g *torch.Tensor) *torch.Tensor { return score(l, g).To(torch.Float32) }
 	c := d.Cfg.ScoreClip
 	if c <= 0 {
-		return d.pairs(d.est, local, global, scores)
+		return d.pairs(d.est, local, global, scores), nil
 	}
 	var penalties []*torch.Tensor
 	scale := 1 / math.Sqrt(float64(d.Cfg.MIUnits))
-	loss := d.pairs(d.est, local, global, func(l, g *torch.Tensor) *torch.Tensor {
+	loss = d.pairs(d.est, local, global, func(l, g *torch.Tensor) *torch.Tensor {
 		s := scores(l, g).MulScalar(scale)
 		penalties = append(penalties, s.Square().Mean().MulScalar(0.05))
 		return s.DivScalar(c).Tanh().MulScalar(c)
 	})
 	for _, p := range penalties {
-		loss = loss.Add(p.DivScalar(float64(len(penalties))))
+		p = p.DivScalar(float64(len(penalties)))
+		loss = loss.Add(p)
+		if penalty == nil {
+			penalty = p
+		} else {
+			penalty = penalty.Add(p)
+		}
 	}
-	return loss
+	return loss, penalty
 }
 
 // crossViewGlobal is the global-to-global cross-view term: infoNCE over

@@ -261,7 +261,7 @@ func TestEstimatorsRunInFloat32UnderAutocast(t *testing.T) {
 		l := torch.Randn([]int64{12, 9, 16}, s).To(torch.BFloat16)
 		g := torch.Randn([]int64{12, 16}, s).To(torch.BFloat16)
 		var loss *torch.Tensor
-		if err := torch.AutocastOn(torch.CPU, torch.BFloat16, func() { loss = d.crossViews(l, g, DotScores) }); err != nil {
+		if err := torch.AutocastOn(torch.CPU, torch.BFloat16, func() { loss, _ = d.crossViews(l, g, DotScores) }); err != nil {
 			t.Fatal(err)
 		}
 		if loss.DType() != torch.Float32 {
@@ -694,5 +694,51 @@ func TestDIMLossComposition(t *testing.T) {
 	}
 	if math.Abs(got-want) > 1e-5*(1+math.Abs(want)) {
 		t.Errorf("total %.7g, the weighted sum of the terms %.7g", got, want)
+	}
+}
+
+// With --score-clip the step reports the penalty on the squared scores
+// that Local includes: 0.05 mean(s^2) of the scores scaled by
+// 1/sqrt(units), recomputed here from the MI heads; without it, no such
+// term.
+func TestScorePenaltyReported(t *testing.T) {
+	_ = torch.ManualSeed(5)
+	enc, err := models.New(models.Config{Name: "basic28", InChannels: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nn.Free(enc)
+	s := torch.NewScope()
+	defer s.Close()
+	x := torch.Rand([]int64{4, 1, 28, 28}, s).MulScalar(2).SubScalar(1)
+	for _, clip := range []float64{0, 10} {
+		d, err := NewDIM(DIMConfig{Mode: "local", Estimator: "nce", Beta: 1, MIUnits: 16, ScoreClip: clip}, enc.Spec())
+		if err != nil {
+			t.Fatal(err)
+		}
+		terms, taps := d.Loss(enc, x, nil)
+		if clip == 0 {
+			if terms.ScorePenalty != nil {
+				t.Fatal("a score penalty without --score-clip")
+			}
+			nn.Free(d)
+			continue
+		}
+		got, err := terms.ScorePenalty.Item()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := DotScores(d.localHead.Forward(taps.Local), d.globalHeadL.Forward(taps.Y)).MulScalar(1 / math.Sqrt(16))
+		want, err := sc.Square().Mean().MulScalar(0.05).Item()
+		nn.Free(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !(want > 0) || math.Abs(got-want) > 1e-5*want {
+			t.Fatalf("score penalty %v, recomputed %v", got, want)
+		}
+	}
+	if TermIndex("score_penalty") < 0 {
+		t.Fatal("score_penalty is not a declared term")
 	}
 }
