@@ -11,23 +11,18 @@ the units-to-units layer.
 
     /usr/bin/python3 bench/conv_kernels.py --threads 2
 """
-import argparse
 
 import torch
 import torch.nn.functional as F
 
-from linear_kernels import bench
+from linear_kernels import bench, parse_args
 
 # (batch, channels in, height = width, channels out)
 SHAPES = [(64, 128, 8, 512), (64, 512, 8, 512), (64, 128, 7, 256), (64, 256, 7, 256)]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=20)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    a = parse_args()
     torch.manual_seed(0)
     print(f"1x1 convolution, forward + backward to input and weight, ms ({a.threads} threads, median of 3 runs of {a.repeats})")
     print("| N x C x H x W -> O | float32 convolution | bfloat16 convolution | bfloat16 matmul over NHWC rows | matmul speed-up |")

@@ -28,12 +28,18 @@ def bench(f, n):
     return (time.perf_counter() - t) / n * 1000
 
 
-def main():
+def parse_args():
+    """The kernel benchmarks' flags (--threads, --repeats), with torch's threads set."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=20)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    return a
+
+
+def main():
+    a = parse_args()
     print("| M x K -> N | F.linear (ms) | 1x1 convolution (ms) | speed-up |")
     print("| --- | ---: | ---: | ---: |")
     for m, k, n in SHAPES:
