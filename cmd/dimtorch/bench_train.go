@@ -29,12 +29,18 @@ var benchSkips = map[string]bool{"data": true, "data-dir": true, "limit": true, 
 
 func benchTrainCommand() *cli.Command {
 	var flags []cli.Flag
-	var cfg train.Config
-	for _, s := range cfg.Settings() {
+	d := train.Defaults()
+	for _, s := range d.Settings() {
 		if benchSkips[s.Name] {
 			continue
 		}
-		f := settingFlagWith(s, benchDefaults[s.Name])
+		v, ok := benchDefaults[s.Name]
+		if ok {
+			s.DefaultText = "" // bench's own default, not the declared rule
+		} else {
+			v = s.Value()
+		}
+		f := settingFlag(s, v)
 		if s.Name == "in-channels" {
 			f.(*cli.IntFlag).Aliases = []string{"channels"}
 		}

@@ -24,9 +24,9 @@ import (
 // --help by the methods that use them, then the flags of the invocation.
 func trainFlags() []cli.Flag {
 	var flags []cli.Flag
-	var cfg train.Config // the defaults are declared in the tags
-	for _, s := range cfg.Settings() {
-		flags = append(flags, settingFlag(s))
+	d := train.Defaults() // declared in the tags
+	for _, s := range d.Settings() {
+		flags = append(flags, settingFlag(s, s.Value()))
 	}
 	return append(flags,
 		&cli.StringFlag{Name: "out", Usage: "run directory: checkpoint, config.yaml, metrics.jsonl, loss.png", Required: true},
@@ -42,20 +42,8 @@ func trainFlags() []cli.Flag {
 	)
 }
 
-// settingFlag is the flag of a declared setting, with its default.
-func settingFlag(s train.Setting) cli.Flag { return settingFlagWith(s, nil) }
-
-// settingFlagWith is the flag of a setting with another default (nil: the
-// declared one).
-func settingFlagWith(s train.Setting, v any) cli.Flag {
-	if v == nil {
-		d := train.Defaults()
-		for _, x := range d.Settings() {
-			if x.Name == s.Name {
-				v = x.Value()
-			}
-		}
-	}
+// settingFlag is the flag of a declared setting with default v.
+func settingFlag(s train.Setting, v any) cli.Flag {
 	cat := s.Category
 	if cat == "" && s.Methods != nil {
 		cat = "--method " + strings.Join(s.Methods, ", ")
