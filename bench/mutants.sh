@@ -7,7 +7,7 @@
 # passed), if an edit no longer applies or matches more than once, or if a
 # mutant does not compile (BROKEN: a mutant that does not build proves
 # nothing about the tests, so it is an error of this script, never "caught").
-# All 33 take about 7 minutes on 2 cores (the go build cache warm).
+# All 37 take about 8 minutes on 2 cores (the go build cache warm).
 #
 #   bench/mutants.sh            # all mutants
 #   bench/mutants.sh penalty    # those whose name contains "penalty"
@@ -83,7 +83,7 @@ mutants=(
   "mine-correction-sign|eval/measures.go|s/tj.Mean\(\).Sub\(et.DivScalar/tj.Mean().Add(et.DivScalar/|./eval|TestMINEClosedForm"
   "dv-bound-without-log-n|eval/measures.go|s/LogSumExp\(\[\]int64\{0\}, false\).SubScalar\(math.Log\(n\)\)/LogSumExp([]int64{0}, false).SubScalar(math.Log(n)*0)/|./eval|TestNDMClosedForm"
   "ndm-rows-not-columns-shuffled|eval/measures.go|s/cols\[j\] = torch.RandPerm\(b, y.Scope\(\)\)/cols[j] = torch.Arange(0, float64(b), 1, torch.Int64, y.Scope())/|./eval|TestNDMClosedForm"
-  "estimator-in-bfloat16|objectives/dim.go|s/return score\(l, g\).To\(torch.Float32\)/return score(l, g)/|./objectives|TestEstimatorsRunInFloat32UnderAutocast"
+  "estimator-in-bfloat16|objectives/views.go|s/return score\(l, g\).To\(torch.Float32\)/return score(l, g)/|./objectives|TestEstimatorsRunInFloat32UnderAutocast"
   "head-shortcut-bias|models/heads.go|s/c := nn.NewConv2d\(in, units, 1, torch.ConvOptions\{\}, false\)/c := nn.NewConv2d(in, units, 1, torch.ConvOptions{}, true)/|./models|TestMIHeads"
   "probe-scored-on-training-data|eval/probes.go|s/acc, err := accuracy\(mlp, xTe, yTe, sc\)/acc, err := accuracy(mlp, xTr, yTr, sc)/|./eval|TestProbesAtChanceOnNoise"
   "adam-beta2-default|torch/optim/optim.go|s/(func NewAdam\(params \[\]\*torch.Tensor, o AdamOptions\) \(\*Adam, error\) \{)/\$1\n\tif o.Beta2 == 0 {\n\t\to.Beta2 = 0.999\n\t}/|./torch/optim|TestAdamZeroBeta1"
@@ -105,6 +105,10 @@ mutants=(
   "swap-no-sync-after-rename|train/rundir.go|s/(savePoint\(\"swapped\"\)\n)\tsyncDir\(run\)\n/\$1/|./train|TestCheckpointSurvivesPowerCut"
   "nce-positive-not-in-denominator|objectives/estimators.go|s/lse := torch\.Stack\(\[\]\*torch\.Tensor\{p, negLSE\}, 0\)\.LogSumExp\(\[\]int64\{0\}, false\)/lse := negLSE/|./objectives|TestEstimatorsAgainstReference"
   "jsd-positive-softplus-sign|objectives/estimators.go|s/t\.Neg\(\)\.Softplus\(\)\.RSub\(log2\)/t.Softplus().RSub(log2)/|./objectives|TestEstimatorsAgainstReference"
+  "amdim-views-not-crossed|objectives/views.go|s/global\.Narrow\(0, b\*n, n\)/global.Narrow(0, a*n, n)/|./objectives|TestAMDIMAgainstPyTorch"
+  "amdim-5t5-dropped|objectives/amdim.go|s/case \x225-5\x22:/case \x225-5 dropped\x22:/|./objectives|TestAMDIMAgainstPyTorch"
+  "amdim-1t5-from-local-map|objectives/amdim.go|s/mv\.loss\(infoNCE\{\}, conv, g, DotScores\)/mv.loss(infoNCE{}, a.local.Forward(taps.Local), g, DotScores)/|./objectives|TestAMDIMAgainstPyTorch"
+  "amdim-one-position-for-all|objectives/amdim.go|s/idx\.Reshape\(r, 1, 1\)\.Expand\(r, 1, u\)/idx.Narrow(0, 0, 1).Reshape(1, 1, 1).Expand(r, 1, u)/|./objectives|TestAMDIMAgainstPyTorch"
   "dim-beta-ignored|objectives/dim.go|s/total\.Add\(t\.Local\.MulScalar\(d\.Cfg\.Beta\)\)/total.Add(t.Local)/|./objectives|TestDIMLossComposition"
   "dim-gamma-applied-twice|objectives/dim.go|s/t\.Prior\.MulScalar\(d\.Cfg\.Gamma\)/t.Prior.MulScalar(d.Cfg.Gamma * d.Cfg.Gamma)/|./objectives|TestDIMLossComposition"
 )

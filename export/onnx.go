@@ -366,6 +366,8 @@ func (b *builder) convert(n models.Node, in []string) (string, error) {
 		return b.node("Transpose", []string{r}, ints("perm", 0, 2, 1)), nil
 	case "meanglobals":
 		return b.node("ReduceMean", in, ints("axes", 1), intAttr("keepdims", 0)), nil
+	case "padchannels":
+		return b.node("Pad", []string{in[0], b.initInts("pads", 0, 0, 0, 0, 0, is["channels"], 0, 0)}), nil // mode: constant, value 0
 	}
 	return "", fmt.Errorf("no ONNX translation for %q", n.Op)
 }

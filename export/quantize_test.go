@@ -143,7 +143,7 @@ func TestQuantizedMatchesFloat(t *testing.T) {
 	// EPYC) depending on the images drawn, against 0.9994 or better for the
 	// four others.
 	floors := map[string]float64{"resnet32": 0.98}
-	for _, name := range []string{"dcgan32", "basic28", "resnet32", "alex64", "fold-multi-alex64"} {
+	for _, name := range []string{"dcgan32", "basic28", "resnet32", "alex64", "fold-multi-alex64", "amdim32"} {
 		t.Run(name, func(t *testing.T) {
 			h, w, _ := models.InputSize(name)
 			per := 3 * h * w

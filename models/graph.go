@@ -31,6 +31,7 @@ type Graph struct {
 //	foldback    [N*g*g, D] -> [N, D, g, g]: Ints grid, channels (D)
 //	globals     [N, D, h, w] -> [N, h*w, D]
 //	meanglobals [N, M, D] -> [N, D]
+//	padchannels [N, C, H, W] -> [N, C+channels, H, W], the new channels zero: Ints channels
 type Node struct {
 	Op     string
 	Inputs []string

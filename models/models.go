@@ -63,6 +63,10 @@ type Config struct {
 	Name       string `json:"name" flag:"encoder" default:"basic28" choices:"encoders" help:"the encoder's architecture"`
 	InChannels int    `json:"in_channels" flag:"in-channels" help:"channels of the encoder's input (0: the training data's, which a run records)"`
 	YDim       int    `json:"y_dim" flag:"y-dim" default:"64" help:"size of the global feature Y, the representation"`
+	// Width and Depth size the AMDIM encoders (0: their defaults, 32 and 1);
+	// the other encoders have fixed sizes.
+	Width int `json:"width,omitempty" flag:"width" defaulttext:"32" help:"amdim28 and amdim32: channels of the first layer (the local and conv maps have 4x, fc 8x; 0: 32)"`
+	Depth int `json:"depth,omitempty" flag:"depth" defaulttext:"1" help:"amdim28 and amdim32: residual units per block (0: 1)"`
 }
 
 // Encoder maps images to taps. Inputs are float32 [N, C, H, W] in [-1, 1] of

@@ -20,6 +20,8 @@ func TestEncoderTaps(t *testing.T) {
 		local, conv    []int64
 		fc, y, globals int64
 	}{
+		"amdim28":           {28, []int64{128, 7, 7}, []int64{128, 5, 5}, 256, 64, 0},
+		"amdim32":           {32, []int64{128, 7, 7}, []int64{128, 5, 5}, 256, 64, 0},
 		"basic28":           {28, []int64{128, 7, 7}, []int64{128, 7, 7}, 1024, 64, 0},
 		"dcgan32":           {32, []int64{128, 8, 8}, []int64{256, 4, 4}, 1024, 64, 0},
 		"basic64":           {64, []int64{256, 8, 8}, []int64{512, 4, 4}, 1024, 64, 0},
@@ -230,5 +232,53 @@ func TestStateDictUnchanged(t *testing.T) {
 	}
 	if len(g) != len(w) {
 		t.Fatalf("%d lines, want %d", len(g), len(w))
+	}
+}
+
+// The AMDIM encoders: --width and --depth size them; each residual unit
+// starts as its shortcut (average pooling, channels padded with zeros); and
+// the convolutions are unpadded, so that a position of the 7x7 local map
+// sees only its patch of the image (amdim32: rows and columns 4i to 4i+7).
+func TestAMDIMEncoder(t *testing.T) {
+	s := torch.NewScope()
+	defer s.Close()
+	e, err := New(Config{Name: "amdim32", InChannels: 3, YDim: 10, Width: 8, Depth: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nn.Free(e)
+	sp := e.Spec()
+	if sp.Local != [3]int{32, 7, 7} || sp.Conv != [3]int{32, 5, 5} || sp.FC != 64 || sp.Y != 10 {
+		t.Fatalf("width 8: spec %+v", sp)
+	}
+	if got, want := len(e.NamedParameters()), 2+4*(1+4*3+1)+2+2+2; got != want { // stem, 4 tensors a unit (res1, 4 blocks of 3, head), bn7, bn1, y
+		t.Errorf("depth 3: %d parameter tensors, want %d", got, want)
+	}
+
+	u := newResUnit(4, 8, 3, 2)
+	defer nn.Free(u)
+	x := torch.Randn([]int64{2, 4, 9, 9}, s)
+	want := torch.AvgPool2d(x, 3, torch.ConvOptions{Stride: 2}).Pad([]int64{0, 0, 0, 0, 0, 4}, torch.PadConstant, 0)
+	if d, err := u.Forward(x).Sub(want).Abs().Max().Item(); err != nil || d != 0 {
+		t.Fatalf("a fresh unit differs from its shortcut by %v (%v)", d, err)
+	}
+
+	e.Train(false)
+	img := torch.Randn([]int64{1, 3, 32, 32}, s)
+	at := func(img *torch.Tensor) *torch.Tensor { return e.Encode(img).Local.Select(2, 1).Select(2, 1) } // position (1, 1)
+	base := at(img)
+	for _, c := range []struct {
+		y, x int64
+		sees bool
+	}{{4, 4, true}, {11, 11, true}, {4, 11, true}, {3, 5, false}, {12, 6, false}, {20, 20, false}} {
+		moved := img.Clone()
+		torch.NoGrad(func() { _ = moved.Narrow(2, c.y, 1).Narrow(3, c.x, 1).FillInPlace(5) })
+		d, err := at(moved).Sub(base).Abs().Max().Item()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (d > 0) != c.sees {
+			t.Errorf("pixel (%d, %d): local position (1, 1) changed by %g; want a change: %v", c.y, c.x, d, c.sees)
+		}
 	}
 }

@@ -137,6 +137,8 @@ func applyOp(op string, ints map[string]int64, in []*torch.Tensor) *torch.Tensor
 		return in[0].Flatten(2, -1).Transpose(1, 2)
 	case "meanglobals":
 		return in[0].MeanDims([]int64{1}, false)
+	case "padchannels":
+		return in[0].Pad([]int64{0, 0, 0, 0, 0, ints["channels"]}, torch.PadConstant, 0)
 	}
 	return torch.Errored(fmt.Errorf("unknown operation %q", op))
 }

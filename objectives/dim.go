@@ -18,7 +18,7 @@ type DIMConfig struct {
 	Alpha     float64 `json:"alpha" flag:"alpha" methods:"dim" defaulttext:"the mode's" help:"weight of global DIM (local 0, global 1, local+global 0.5)"`
 	Beta      float64 `json:"beta" flag:"beta" methods:"dim" defaulttext:"the mode's" help:"weight of local DIM (local 1, global 0, local+global 1)"`
 	Gamma     float64 `json:"gamma" flag:"gamma" methods:"dim" defaulttext:"the mode's" help:"weight of prior matching, 0 turns it off (local 0.1, global 1, local+global 0.1)"`
-	MIUnits   int     `json:"mi_units" flag:"mi-units" default:"256" methods:"dim" help:"width of the critic's space (the paper: 2048; 256 is CPU-sized)"`
+	MIUnits   int     `json:"mi_units" flag:"mi-units" default:"256" methods:"dim,amdim" help:"width of the critic's space (the paper: 2048; 256 is CPU-sized)"`
 	// CoordWeight weighs the coordinate-prediction task (0: off).
 	CoordWeight float64 `json:"coord_weight" flag:"coord" methods:"dim" help:"weight of the coordinate-prediction task (0: off)"`
 	Occlusion   bool    `json:"occlusion" flag:"occlusion" methods:"dim" help:"compute the global features from an image with a random block occluded"`
@@ -31,12 +31,12 @@ type DIMConfig struct {
 	// every other view of the same image, as in AMDIM (Bachman et al.,
 	// 2019); the other images' features in the batch are the negatives.
 	// 0 or 1: one view, the paper's DIM.
-	Views int `json:"views,omitempty" flag:"views" default:"1" methods:"dim" help:"augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment"`
+	Views int `json:"views,omitempty" flag:"views" default:"1" methods:"dim,amdim" help:"augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment (amdim: 2 unless given)"`
 	// ScoreClip > 0 stabilises the critic's scores as AMDIM does: they are
 	// divided by sqrt(MIUnits), penalised by 0.05 mean(s^2) and soft-clipped
 	// to (-ScoreClip, ScoreClip) by ScoreClip*tanh(s/ScoreClip) before the
 	// estimator. 0: raw scores, the paper's DIM.
-	ScoreClip float64 `json:"score_clip,omitempty" flag:"score-clip" methods:"dim" help:"stabilise the critic's scores as AMDIM: divide by sqrt(mi-units), penalise their square (0.05), soft-clip to +-C with C*tanh(s/C) (AMDIM: 10; 0: off)"`
+	ScoreClip float64 `json:"score_clip,omitempty" flag:"score-clip" methods:"dim,amdim" help:"stabilise the critic's scores as AMDIM: divide by sqrt(mi-units), penalise their square (0.05), soft-clip to +-C with C*tanh(s/C) (AMDIM: 10; 0: off; amdim: 10 unless given)"`
 	// CrossView > 0 adds, with this weight, a global-to-global cross-view
 	// term (not in the paper; as contrastive methods after DIM do, e.g.
 	// SimCLR and CLIP's symmetric loss): Y of each view, mapped by its own
@@ -211,6 +211,13 @@ type Terms struct {
 	Adversarial *torch.Tensor `term:"adversarial" label:"encoder + generator"`
 	NAT         *torch.Tensor `term:"nat" label:"noise as targets"`
 	CPC         *torch.Tensor `term:"cpc" label:"CPC infoNCE"`
+	// The predictions of multi-scale DIM (method amdim), each with its
+	// share of the score penalty: Y to the local map (AMDIM's 1-7), Y to
+	// the conv map (1-5), and one position of the conv map to all of the
+	// other view's (5-5).
+	Pred1to7 *torch.Tensor `term:"amdim_1t7" label:"Y -> local map (1-7)"`
+	Pred1to5 *torch.Tensor `term:"amdim_1t5" label:"Y -> conv map (1-5)"`
+	Pred5to5 *torch.Tensor `term:"amdim_5t5" label:"conv -> conv map (5-5)"`
 }
 
 // Loss encodes x and returns the weighted objective and the taps. prior may
@@ -270,48 +277,6 @@ func (d *DIM) Loss(enc models.Encoder, x *torch.Tensor, prior *Prior) (Terms, mo
 	return t, taps
 }
 
-// crossViews returns the estimator's loss on the scores of locals against
-// globals. With one view that is the paper's objective; with V views it is
-// the mean over the V*(V-1) ordered pairs of distinct views (a, b) of the
-// loss of view a's locals against view b's globals, so that an image's
-// other views are never its negatives.
-//
-// Scores reach the estimator (and the clipping) in float32 whatever the
-// precision of the forward pass: under bfloat16 autocast the critic's matrix
-// products run in bfloat16, but softplus, exp and logsumexp over thousands
-// of scores would lose the loss's low bits in bfloat16's 8-bit mantissa,
-// so the losses are computed in float32, as mixed-precision practice does.
-//
-// With --score-clip it also returns the penalty on the squared scores that
-// the loss includes (nil without).
-func (d *DIM) crossViews(local, global *torch.Tensor, score func(l, g *torch.Tensor) *torch.Tensor) (loss, penalty *torch.Tensor) {
-	if d.Gather != nil {
-		local, global = d.gather(local), d.gather(global)
-	}
-	scores := func(l, g *torch.Tensor) *torch.Tensor { return score(l, g).To(torch.Float32) }
-	c := d.Cfg.ScoreClip
-	if c <= 0 {
-		return d.pairs(d.est, local, global, scores), nil
-	}
-	var penalties []*torch.Tensor
-	scale := 1 / math.Sqrt(float64(d.Cfg.MIUnits))
-	loss = d.pairs(d.est, local, global, func(l, g *torch.Tensor) *torch.Tensor {
-		s := scores(l, g).MulScalar(scale)
-		penalties = append(penalties, s.Square().Mean().MulScalar(0.05))
-		return s.DivScalar(c).Tanh().MulScalar(c)
-	})
-	for _, p := range penalties {
-		p = p.DivScalar(float64(len(penalties)))
-		loss = loss.Add(p)
-		if penalty == nil {
-			penalty = p
-		} else {
-			penalty = penalty.Add(p)
-		}
-	}
-	return loss, penalty
-}
-
 // crossViewGlobal is the global-to-global cross-view term: infoNCE over
 // the cosine similarities of the views' Y (through the term's head) divided
 // by the temperature, averaged over the ordered pairs of distinct views.
@@ -323,50 +288,16 @@ func (d *DIM) crossViewGlobal(y *torch.Tensor) *torch.Tensor {
 	if d.Gather != nil {
 		q, z = d.gather(q), d.gather(z)
 	}
-	return d.pairs(infoNCE{}, q, z, DotScores)
+	return d.views().pairs(infoNCE{}, q, z, DotScores)
 }
 
-// gather concatenates x's rows over the ranks, keeping the view-major layout
-// that pairs expects: [V*N, ...] on each of W ranks becomes [V*W*N, ...].
-func (d *DIM) gather(x *torch.Tensor) *torch.Tensor {
-	g := d.Gather(x)
-	v := int64(d.Cfg.Views)
-	if v <= 1 || g.Err() != nil {
-		return g
-	}
-	sh := x.Shape()
-	w := g.Size(0) / sh[0]
-	n := sh[0] / v
-	inner := append([]int64{w, v, n}, sh[1:]...)
-	return g.Reshape(inner...).Transpose(0, 1).Contiguous().Reshape(append([]int64{v * w * n}, sh[1:]...)...)
+// views is DIM's scoring across the views of a batch (views.go).
+func (d *DIM) views() multiView {
+	return multiView{views: int64(d.Cfg.Views), clip: d.Cfg.ScoreClip, units: d.Cfg.MIUnits, allGather: d.Gather}
 }
 
-// pairs is crossViews without score stabilisation, with estimator est.
-func (d *DIM) pairs(est Estimator, local, global *torch.Tensor, scores func(l, g *torch.Tensor) *torch.Tensor) *torch.Tensor {
-	v := int64(d.Cfg.Views)
-	if v <= 1 {
-		return est.Loss(scores(local, global))
-	}
-	if err := local.Err(); err != nil {
-		return torch.Errored(err)
-	}
-	if local.Size(0)%v != 0 || global.Size(0) != local.Size(0) {
-		return torch.Errored(fmt.Errorf("%d views need a batch that is a multiple of %d with as many globals as locals; got %d locals and %d globals", v, v, local.Size(0), global.Size(0)))
-	}
-	n := local.Size(0) / v
-	var sum *torch.Tensor
-	for a := int64(0); a < v; a++ {
-		for b := int64(0); b < v; b++ {
-			if a == b {
-				continue
-			}
-			l := est.Loss(scores(local.Narrow(0, a*n, n), global.Narrow(0, b*n, n)))
-			if sum == nil {
-				sum = l
-			} else {
-				sum = sum.Add(l)
-			}
-		}
-	}
-	return sum.DivScalar(float64(v * (v - 1)))
+func (d *DIM) crossViews(local, global *torch.Tensor, score func(l, g *torch.Tensor) *torch.Tensor) (loss, penalty *torch.Tensor) {
+	return d.views().loss(d.est, local, global, score)
 }
+
+func (d *DIM) gather(x *torch.Tensor) *torch.Tensor { return d.views().gather(x) }

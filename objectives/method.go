@@ -59,6 +59,9 @@ type MethodConfig struct {
 	// context's newest row when receptive fields overlap).
 	CPCRows int `json:"cpc_rows,omitempty" flag:"cpc-rows" default:"3" methods:"cpc" help:"rows of the local map below each position that cpc predicts"`
 	CPCSkip int `json:"cpc_skip,omitempty" flag:"cpc-skip" methods:"cpc" help:"rows below each position that cpc skips before the predicted ones (their codes share input pixels with the context's when receptive fields overlap)"`
+	// AMDIMPairs are multi-scale DIM's predictions (AMDIM's names: 1 is Y,
+	// 7 the local map, 5 the conv map).
+	AMDIMPairs string `json:"amdim_pairs,omitempty" flag:"amdim-pairs" default:"1-7,1-5,5-5" methods:"amdim" help:"the predictions of amdim, in AMDIM's names: 1-7 (Y -> every position of the other view's local map), 1-5 (Y -> its conv map), 5-5 (one position of the conv map -> every position of the other view's)"`
 }
 
 // Validate checks the settings ("" is dim, and the likelihood "" auto).
@@ -150,6 +153,16 @@ func place(m nn.Module, env Env) error {
 	}
 	return nil
 }
+
+// Gatherer is a method whose negatives can come from every rank of a
+// data-parallel job (--global-negatives): g concatenates a tensor's rows
+// over the ranks, differentiably.
+type Gatherer interface {
+	SetGather(g func(*torch.Tensor) *torch.Tensor)
+}
+
+// SetGather implements Gatherer.
+func (m *DIMMethod) SetGather(g func(*torch.Tensor) *torch.Tensor) { m.DIM.Gather = g }
 
 // DIMMethod is Deep InfoMax as a Method; its critic is the prior game's
 // discriminator (when gamma > 0).

@@ -26,6 +26,9 @@ type MethodInfo struct {
 	// Describe names the method and its main settings for reports and
 	// evaluations, with the encoder's name where it reads best.
 	Describe func(mc MethodConfig, dim DIMConfig, encoder string) string
+	// Defaults are the method's own values of settings it shares with
+	// others (by setting name), used when a new run does not name them.
+	Defaults map[string]string
 }
 
 // registry lists the methods, in the order --help and reports give them.
@@ -33,6 +36,12 @@ var registry = []MethodInfo{
 	{Name: "dim", Description: "Deep InfoMax (Hjelm et al., 2019)", MultiView: true, PlacesItself: true,
 		Build:    func(_ MethodConfig, dim DIMConfig, env Env) (Method, error) { return asMethod(newDIMMethod(dim, env)) },
 		Describe: describeDIM},
+	{Name: "amdim", Description: "multi-scale DIM across views (AMDIM: Bachman, Hjelm & Buchwalter, 2019); unless given: encoder amdim28, 2 views, score clip 10", MultiView: true,
+		Build: func(mc MethodConfig, dim DIMConfig, env Env) (Method, error) {
+			return asMethod(NewAMDIM(mc.AMDIMPairs, dim, env.Spec))
+		},
+		Describe: describeAMDIM,
+		Defaults: map[string]string{"views": "2", "score-clip": "10", "encoder": "amdim28"}},
 	{Name: "vae", Description: "variational autoencoder (Kingma & Welling, 2014)",
 		Build: func(mc MethodConfig, _ DIMConfig, env Env) (Method, error) {
 			return asMethod(newVAE(env.Spec, mc.Likelihood == "bernoulli"))

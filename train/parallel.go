@@ -96,8 +96,8 @@ func (t *Trainer) joinGroup(g *dist.Group) error {
 			return err
 		}
 	}
-	if d, ok := t.method.(*objectives.DIMMethod); ok && t.cfg.GlobalNegatives {
-		d.Gather = g.AllGather
+	if d, ok := t.method.(objectives.Gatherer); ok && t.cfg.GlobalNegatives {
+		d.SetGather(g.AllGather)
 	}
 	if t.cfg.SyncBN {
 		nn.SyncBatchNorm(t.enc, g.AllGather)

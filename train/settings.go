@@ -219,8 +219,10 @@ func Resumable() []string {
 }
 
 // NewConfig is the configuration of a new run: the defaults with the named
-// settings set (values of the settings' kinds, or text), and the mode's
-// weights for those of alpha, beta and gamma not named. A setting the
+// settings set (values of the settings' kinds, or text), the method's own
+// defaults (objectives.MethodInfo.Defaults) for those it declares and that
+// are not named, and the mode's weights for those of alpha, beta and gamma
+// not named. A setting the
 // method does not use is refused by name.
 func NewConfig(values map[string]any) (Config, error) {
 	c := Defaults()
@@ -236,6 +238,20 @@ func NewConfig(values map[string]any) (Config, error) {
 		}
 		if err := s.Set(values[n]); err != nil {
 			return c, err
+		}
+	}
+	if m, err := objectives.Lookup(c.Method.Name); err == nil {
+		for n, v := range m.Defaults {
+			if _, set := values[n]; set {
+				continue
+			}
+			s, ok := c.setting(n)
+			if !ok {
+				return c, fmt.Errorf("method %s: a default for unknown setting %q", m.Name, n)
+			}
+			if err := s.Parse(v); err != nil {
+				return c, fmt.Errorf("method %s's default: %w", m.Name, err)
+			}
 		}
 	}
 	var unused []string
