@@ -20,6 +20,7 @@ const cifarPixels = 3 * 32 * 32
 func init() {
 	register(&spec{
 		name:   "cifar10",
+		size:   32,
 		splits: []Split{Train, Test},
 		open: func(dir string, split Split) (Dataset, error) {
 			d := subdirWith(dir, "cifar-10-batches-bin")
@@ -36,6 +37,7 @@ func init() {
 	})
 	register(&spec{
 		name:   "cifar100",
+		size:   32,
 		splits: []Split{Train, Test},
 		open: func(dir string, split Split) (Dataset, error) {
 			d := subdirWith(dir, "cifar-100-binary")

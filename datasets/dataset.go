@@ -83,6 +83,7 @@ type spec struct {
 	splits   []Split
 	augment  Transform // optional training augmentation (--augment) for native-size datasets
 	noFlip   bool      // mirrored images change their class (digits)
+	size     int       // the images' side in pixels (0: they vary)
 	open     func(dir string, split Split) (Dataset, error)
 	files    []string // files whose presence identifies the dataset directory
 	howToGet string

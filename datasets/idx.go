@@ -37,6 +37,7 @@ func init() {
 			howToGet: get,
 			augment:  augment,
 			noFlip:   name == "mnist",
+			size:     28,
 		})
 	}
 }

@@ -20,6 +20,7 @@ const stlPixels = 3 * stlSide * stlSide
 func init() {
 	register(&spec{
 		name:   "stl10",
+		size:   96,
 		splits: []Split{Train, Test, Unlabeled},
 		open: func(dir string, split Split) (Dataset, error) {
 			return openSTL10(subdirWith(dir, "stl10_binary"), split)

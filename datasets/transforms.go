@@ -151,11 +151,21 @@ func resizeRegion(img Image, top, left, rh, rw float64, h, w int) Image {
 // maxScale] of the image's area with an aspect ratio in [3/4, 4/3], and
 // resizes it to h x w (torchvision's RandomResizedCrop).
 func RandomResizedCrop(h, w int, minScale, maxScale float64) Transform {
-	return funcT{fmt.Sprintf("random_resized_crop(%dx%d, scale %.2g-%.2g)", h, w, minScale, maxScale), func(img Image, rng *rand.Rand) Image {
+	return randomResizedCrop(h, w, minScale, maxScale, 3.0/4, 4.0/3)
+}
+
+// randomResizedCrop is RandomResizedCrop with aspect ratios (width over
+// height) in [minRatio, maxRatio], drawn uniformly in log scale.
+func randomResizedCrop(h, w int, minScale, maxScale, minRatio, maxRatio float64) Transform {
+	name := fmt.Sprintf("random_resized_crop(%dx%d, scale %.2g-%.2g)", h, w, minScale, maxScale)
+	if minRatio != 3.0/4 || maxRatio != 4.0/3 {
+		name = fmt.Sprintf("random_resized_crop(%dx%d, scale %.2g-%.2g, ratio %.2g-%.2g)", h, w, minScale, maxScale, minRatio, maxRatio)
+	}
+	return funcT{name, func(img Image, rng *rand.Rand) Image {
 		area := float64(img.H * img.W)
 		for try := 0; try < 10; try++ {
 			target := area * (minScale + rng.Float64()*(maxScale-minScale))
-			logR := math.Log(3.0/4) + rng.Float64()*(math.Log(4.0/3)-math.Log(3.0/4))
+			logR := math.Log(minRatio) + rng.Float64()*(math.Log(maxRatio)-math.Log(minRatio))
 			ratio := math.Exp(logR)
 			cw := math.Round(math.Sqrt(target * ratio))
 			ch := math.Round(math.Sqrt(target / ratio))

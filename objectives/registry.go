@@ -36,12 +36,12 @@ var registry = []MethodInfo{
 	{Name: "dim", Description: "Deep InfoMax (Hjelm et al., 2019)", MultiView: true, PlacesItself: true,
 		Build:    func(_ MethodConfig, dim DIMConfig, env Env) (Method, error) { return asMethod(newDIMMethod(dim, env)) },
 		Describe: describeDIM},
-	{Name: "amdim", Description: "multi-scale DIM across views (AMDIM: Bachman, Hjelm & Buchwalter, 2019); unless given: encoder amdim28, 2 views, score clip 10", MultiView: true,
+	{Name: "amdim", Description: "multi-scale DIM across views (AMDIM: Bachman, Hjelm & Buchwalter, 2019); unless given: encoder amdim28, 2 views, score clip 10, augment amdim", MultiView: true,
 		Build: func(mc MethodConfig, dim DIMConfig, env Env) (Method, error) {
 			return asMethod(NewAMDIM(mc.AMDIMPairs, dim, env.Spec))
 		},
 		Describe: describeAMDIM,
-		Defaults: map[string]string{"views": "2", "score-clip": "10", "encoder": "amdim28"}},
+		Defaults: map[string]string{"views": "2", "score-clip": "10", "encoder": "amdim28", "augment": "amdim"}},
 	{Name: "vae", Description: "variational autoencoder (Kingma & Welling, 2014)",
 		Build: func(mc MethodConfig, _ DIMConfig, env Env) (Method, error) {
 			return asMethod(newVAE(env.Spec, mc.Likelihood == "bernoulli"))

@@ -7,6 +7,8 @@ package train
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/models"
@@ -28,8 +30,11 @@ type Config struct {
 type Recipe struct {
 	Data      string        `json:"data" flag:"data" default:"fashion-mnist" help:"dataset name or folder:PATH"`
 	Limit     int           `json:"limit" flag:"limit" help:"train on the first N training images (0: all)"`
-	Augment   bool          `json:"augment" flag:"augment" help:"augment training images: padded random crops, plus flips for Fashion-MNIST and CIFAR (STL-10 and folders always use random 64x64 crops)"`
-	CropScale float64       `json:"crop_scale,omitempty" flag:"crop-scale" help:"augment with random resized crops covering at least this fraction of the image (e.g. 0.4), plus flips where they keep the classes; implies --augment (0: off)"`
+	// Augment is the training augmentation's policy (datasets.Policies);
+	// "auto" is resolved when a run starts (derive): resized-crops with
+	// --crop-scale, crops with several views, none otherwise.
+	Augment   string        `json:"augment" flag:"augment" default:"auto" choices:"policies" defaulttext:"auto: resized-crops with --crop-scale, crops with --views 2 or more, none otherwise; amdim for --method amdim" help:"the training augmentation's policy (every view draws its own)"`
+	CropScale float64       `json:"crop_scale,omitempty" flag:"crop-scale" help:"the least fraction of the image that the random resized crops of --augment resized-crops (default 0.4) and amdim (images over 32 pixels; default 0.3) cover; selects resized-crops when --augment is not given (0: the policy's)"`
 	Encoder   models.Config `json:"encoder"`
 	// Method is what trains the encoder: DIM (Objective's settings) or a
 	// baseline of the paper's Table 1.
@@ -98,6 +103,13 @@ func (c *Config) Validate() error {
 	if c.CropScale < 0 || c.CropScale > 1 {
 		return fmt.Errorf("--crop-scale must be in (0, 1], got %v", c.CropScale)
 	}
+	switch a := c.Augment; {
+	case a == "auto" || a == "true" || a == "false": // resolved by derive ("true", "false": --augment before policies)
+	case !slices.Contains(datasets.Policies(), a):
+		return fmt.Errorf("unknown --augment policy %q (want %s)", a, strings.Join(datasets.Policies(), ", "))
+	case c.CropScale > 0 && a != "resized-crops" && a != "amdim":
+		return fmt.Errorf("--crop-scale sizes the crops of --augment resized-crops and amdim; --augment %s has none", a)
+	}
 	if _, _, err := models.InputSize(c.Encoder.Name); err != nil {
 		return err
 	}
@@ -139,12 +151,11 @@ func (c *Config) Validate() error {
 // it (datasets.InputTransform).
 func (c *Config) transforms(trainShape datasets.Shape) (train, test datasets.Transform) {
 	h, w, _ := models.InputSize(c.Encoder.Name)
-	train = datasets.DefaultTransform(c.Data, datasets.Train)
-	switch {
-	case c.CropScale > 0:
-		train = datasets.ScaleAugment(c.Data, h, w, c.CropScale)
-	case c.Augment:
-		train = datasets.AugmentTransform(c.Data)
+	d := *c
+	d.derive()
+	train, err := datasets.Augmentation(d.Augment, c.Data, h, w, c.CropScale)
+	if err != nil { // Validate refuses unknown policies
+		train = datasets.DefaultTransform(c.Data, datasets.Train)
 	}
 	switch {
 	case train == nil && trainShape.H == h && trainShape.W == w:

@@ -294,7 +294,7 @@ func TestDataParallelMatchesShardAveraging(t *testing.T) {
 func TestDataParallelEveryPart(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.BatchSize, cfg.Epochs = 16, 1
-	cfg.Objective.Views, cfg.Augment = 2, true
+	cfg.Objective.Views, cfg.Augment = 2, "crops"
 	cfg.GlobalNegatives = true
 	if cfg.Objective.Gamma == 0 {
 		t.Fatal("the default configuration should play the prior game")
@@ -350,7 +350,7 @@ func TestDataParallelSyncBN(t *testing.T) {
 func TestDataParallelDoesNotLeak(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.BatchSize, cfg.Epochs = 16, 4
-	cfg.Objective.Views, cfg.Augment = 2, true
+	cfg.Objective.Views, cfg.Augment = 2, "crops"
 	cfg.GlobalNegatives, cfg.SyncBN = true, true
 	out := t.TempDir()
 	t.Setenv(envRankConfig, jobConfig(t, cfg))

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dimtorch/dimtorch/datasets"
 	"github.com/dimtorch/dimtorch/internal/atomicfile"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/objectives"
@@ -121,6 +122,7 @@ var choiceLists = map[string]func() []string{
 	"encoders":   models.Names,
 	"estimators": objectives.Estimators,
 	"methods":    objectives.MethodHelp,
+	"policies":   datasets.PolicyHelp,
 }
 
 // Settings returns c's settings in declaration order, bound to c's fields.
@@ -275,12 +277,39 @@ func NewConfig(values map[string]any) (Config, error) {
 	return c, c.Validate()
 }
 
-// derive sets what follows from other settings of a new run: identical
-// views would teach nothing a single view does not, so random crops and
-// several views augment.
+// derive sets what follows from other settings of a new run: the
+// augmentation policy "auto" becomes resized-crops with --crop-scale, crops
+// with several views (identical views would teach nothing a single view
+// does not), none otherwise; the values of --augment before it named
+// policies become what they meant: true crops (resized-crops with
+// --crop-scale), false none (older runs derived true for several views).
 func (c *Config) derive() {
-	if c.CropScale > 0 || c.Objective.Views > 1 {
-		c.Augment = true
+	switch c.Augment {
+	case "auto", "":
+		switch {
+		case c.CropScale > 0:
+			c.Augment = "resized-crops"
+		case c.Objective.Views > 1:
+			c.Augment = "crops"
+		default:
+			c.Augment = "none"
+		}
+	default:
+		c.legacyAugment()
+	}
+}
+
+// legacyAugment reads the values of --augment from before it named
+// policies as what they meant.
+func (c *Config) legacyAugment() {
+	switch c.Augment {
+	case "false":
+		c.Augment = "none"
+	case "true":
+		c.Augment = "crops"
+		if c.CropScale > 0 {
+			c.Augment = "resized-crops"
+		}
 	}
 }
 
@@ -383,6 +412,15 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*c = Defaults()
+	// --augment was a switch before it named a policy: true and false are
+	// read as text, which derive resolves as they meant.
+	if v, ok := m["augment"]; ok && (string(v) == "true" || string(v) == "false") {
+		m["augment"] = json.RawMessage(`"` + string(v) + `"`)
+		var err error
+		if b, err = json.Marshal(m); err != nil {
+			return err
+		}
+	}
 	legacy := false
 	for _, k := range []string{"encoder", "method", "objective"} {
 		if v, ok := m[k]; ok && len(v) > 0 && v[0] == '{' {
@@ -396,6 +434,7 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(b, (*plainConfig)(c)); err != nil {
 			return err
 		}
+		c.legacyAugment()
 		// The settings that older checkpoints wrote as zero for "the
 		// default" (their Validate filled them in).
 		d := Defaults()
@@ -417,6 +456,7 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("setting %s: %w", k, err)
 		}
 	}
+	c.legacyAugment()
 	return nil
 }
 

@@ -154,7 +154,7 @@ func TestEverySettingIsSavedResumedAndCompared(t *testing.T) {
 // name, fills the mode's weights for those not given, and leaves the given
 // ones; Validate changes nothing.
 func TestNewConfig(t *testing.T) {
-	if _, err := NewConfig(map[string]any{"method": "vae", "mi-units": 64}); err == nil || !strings.Contains(err.Error(), "--mi-units (a setting of --method dim)") {
+	if _, err := NewConfig(map[string]any{"method": "vae", "mi-units": 64}); err == nil || !strings.Contains(err.Error(), "--mi-units (a setting of --method dim or amdim)") {
 		t.Fatalf("another method's setting: %v", err)
 	}
 	c, err := NewConfig(map[string]any{"mode": "global", "gamma": 0.0})
@@ -174,6 +174,38 @@ func TestNewConfig(t *testing.T) {
 	if err := c.Validate(); err != nil || !reflect.DeepEqual(before, c) {
 		t.Fatalf("Validate changed the configuration or failed: %v", err)
 	}
+	// A method's own defaults apply where the run does not name the setting.
+	a, err := NewConfig(map[string]any{"method": "amdim", "views": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Objective.Views != 3 || a.Objective.ScoreClip != 10 || a.Encoder.Name != "amdim28" || a.Augment != "amdim" || a.Method.AMDIMPairs != "1-7,1-5,5-5" {
+		t.Fatalf("amdim's defaults: %+v", a.Recipe)
+	}
+	if d, err := NewConfig(map[string]any{"views": 2}); err != nil || d.Objective.ScoreClip != 0 || d.Augment != "auto" {
+		t.Fatalf("dim keeps the declared defaults: %+v (%v)", d.Recipe, err)
+	}
+	if _, err := NewConfig(map[string]any{"augment": "crops", "crop-scale": 0.5}); err == nil || !strings.Contains(err.Error(), "--augment crops has none") {
+		t.Fatalf("--crop-scale with crops: %v", err)
+	}
+}
+
+// "auto" augmentation resolves by the other settings when a run starts.
+func TestAugmentDerived(t *testing.T) {
+	for _, c := range []struct {
+		augment string
+		views   int
+		scale   float64
+		want    string
+	}{{"auto", 1, 0, "none"}, {"auto", 2, 0, "crops"}, {"auto", 2, 0.4, "resized-crops"}, {"auto", 1, 0.4, "resized-crops"},
+		{"amdim", 2, 0, "amdim"}, {"none", 2, 0, "none"}, {"true", 1, 0, "crops"}, {"false", 1, 0, "none"}} {
+		cfg := Defaults()
+		cfg.Augment, cfg.Objective.Views, cfg.CropScale = c.augment, c.views, c.scale
+		cfg.derive()
+		if cfg.Augment != c.want {
+			t.Errorf("%s with %d views and crop-scale %v: %s, want %s", c.augment, c.views, c.scale, cfg.Augment, c.want)
+		}
+	}
 }
 
 // Checkpoints written before the flat record keep loading: the nested JSON
@@ -190,11 +222,20 @@ func TestLegacyConfigMigrates(t *testing.T) {
 	want := Defaults()
 	want.Encoder.InChannels, want.Objective.CoordWeight, want.Objective.GPWeight, want.Epochs, want.Beta1, want.Seed = 1, 0.5, 0, 3, 0, 7
 	want.ChannelsLast = false
+	want.Augment = "none" // "augment": false
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("migrated:\n%+v\nwant\n%+v", c, want)
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	// --augment was a switch: its records name the policy it ran.
+	for rec, want := range map[string]string{`{"augment": true}`: "crops", `{"augment": true, "crop-scale": 0.4}`: "resized-crops",
+		`{"augment": false}`: "none", `{"augment": "amdim"}`: "amdim"} {
+		var c Config
+		if err := json.Unmarshal([]byte(rec), &c); err != nil || c.Augment != want {
+			t.Errorf("%s: augment %q (%v), want %q", rec, c.Augment, err, want)
+		}
 	}
 	if err := json.Unmarshal([]byte(`{"lr": 0.1, "warp": 9}`), &c); err == nil || !strings.Contains(err.Error(), `"warp"`) {
 		t.Fatalf("an unknown setting in a record: %v", err)

@@ -361,7 +361,7 @@ func TestAugmentSelectsTransforms(t *testing.T) {
 	if tr, te := c.transforms(native); tr != nil || te != nil {
 		t.Fatalf("no augmentation by default at native size: %v %v", tr, te)
 	}
-	c.Augment = true
+	c.Augment = "crops"
 	tr, te := c.transforms(native)
 	if tr == nil || te != nil || !strings.Contains(tr.String(), "random_crop") {
 		t.Fatalf("--augment: train %v, test %v", tr, te)
@@ -384,7 +384,7 @@ func TestTrainTwoViews(t *testing.T) {
 		t.Fatal(err)
 	}
 	trT, _ := tr.cfg.transforms(datasets.Shape{C: 1, H: 28, W: 28})
-	if tr.train.Views() != 2 || !tr.cfg.Augment || !strings.Contains(trT.String(), "random_resized_crop(28x28, scale 0.5-1)") {
+	if tr.train.Views() != 2 || tr.cfg.Augment != "resized-crops" || !strings.Contains(trT.String(), "random_resized_crop(28x28, scale 0.5-1)") {
 		t.Fatalf("views %d, augment %v, transform %s", tr.train.Views(), tr.cfg.Augment, trT)
 	}
 	s := runAll(t, tr)
