@@ -48,6 +48,10 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true", help="also print one JSON object last")
     ap.add_argument("--dimtorch-nchw", action="store_true", help="dimtorch with NCHW images and conv weights (default: channels_last, as dimtorch train)")
+    ap.add_argument("--method", default="dim", help="dim, or amdim (multi-scale DIM, on amdim28 or amdim32)")
+    ap.add_argument("--amdim-pairs", default="1-7,1-5,5-5")
+    ap.add_argument("--width", default="0", help="amdim28/amdim32's width (0: 32)")
+    ap.add_argument("--depth", default="0", help="amdim28/amdim32's depth (0: 1)")
     ap.add_argument("--estimator", default="jsd")
     ap.add_argument("--scorer", default="dot")
     ap.add_argument("--views", default="1")
@@ -60,7 +64,16 @@ def main():
         subprocess.run(["go", "build", "-o", a.binary, "./cmd/dimtorch"], cwd=ROOT, check=True)
     common = ["--encoder", a.encoder, "--channels", a.channels, "--batch-size", a.batch_size,
               "--mi-units", a.mi_units, "--threads", a.threads, "--device", a.device, "--json",
-              "--estimator", a.estimator, "--scorer", a.scorer, "--views", a.views, "--score-clip", a.score_clip, "--gamma", a.gamma]
+              "--views", a.views, "--score-clip", a.score_clip, "--method", a.method]
+    if a.method == "amdim":
+        common += ["--amdim-pairs", a.amdim_pairs]
+        a.estimator, a.gamma = "nce", "0"
+    else:
+        common += ["--estimator", a.estimator, "--scorer", a.scorer, "--gamma", a.gamma]
+    if a.width != "0":
+        common += ["--width", a.width]
+    if a.depth != "0":
+        common += ["--depth", a.depth]
     a.dimtorch_channels_last = not a.dimtorch_nchw
     if a.bf16:
         common.append("--bf16")
@@ -92,7 +105,7 @@ def main():
     pl = run(same)["first_loss"]
     tol = 2e-2 if (a.bf16 or a.device != "cpu") else 1e-4
     agree = abs(dl - pl) <= tol * max(1.0, abs(pl))
-    print(f"{a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.estimator}, prior {a.gamma}, {a.threads} threads, {a.device}, bf16 {a.bf16}, "
+    print(f"{a.method}, {a.encoder}, batch {a.batch_size}, {a.mi_units} MI units, {a.estimator}, prior {a.gamma}, {a.threads} threads, {a.device}, bf16 {a.bf16}, "
           f"channels_last dimtorch {a.dimtorch_channels_last} PyTorch {a.pytorch_channels_last}: "
           f"{a.repeats} blocks of {a.steps} steps taken turn by turn")
     print("| implementation | median images/s | peak RSS (MiB) | loss after the timed steps (own layout and kernels) |")

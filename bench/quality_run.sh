@@ -5,7 +5,7 @@
 # offline linear probe on LABELS training labels, and prints one JSON line:
 # the accuracies (%), the training's CPU minutes (user + system, as
 # `dimtorch train` measures itself) and the flags.
-# Usage: bench/quality_run.sh RUN_DIR LABELS [train flags...]
+# Usage: [RECIPE=dim|amdim] bench/quality_run.sh RUN_DIR LABELS [train flags...]
 #   LABELS: 10000 (screening) or 60000 (all labels)
 # e.g. bench/quality_run.sh runs/q-base-2ep 10000 --epochs 2
 set -euo pipefail
@@ -14,10 +14,17 @@ run=$1 labels=$2
 shift 2
 B=${DIMTORCH:-bin/dimtorch}
 [ -x "$B" ] || go build -o "$B" ./cmd/dimtorch
-# The recipe the rows start from: two views, infoNCE, crops, score clipping,
-# cosine schedule, bfloat16; the row's flags override these.
-base=(--data fashion-mnist --encoder basic28 --mode local --estimator nce --views 2 --crop-scale 0.4
-  --score-clip 10 --mi-units 256 --batch-size 64 --lr 1e-3 --lr-schedule cosine --bf16 --seed 1 --threads 2)
+# The recipe the rows start from (RECIPE=dim, the default: two views,
+# infoNCE, crops, score clipping, cosine schedule, bfloat16; RECIPE=amdim:
+# multi-scale DIM with its defaults, amdim28, the same optimiser); the row's
+# flags override these.
+case "${RECIPE:-dim}" in
+  dim) base=(--data fashion-mnist --encoder basic28 --mode local --estimator nce --views 2 --crop-scale 0.4
+         --score-clip 10 --mi-units 256 --batch-size 64 --lr 1e-3 --lr-schedule cosine --bf16 --seed 1 --threads 2) ;;
+  amdim) base=(--data fashion-mnist --method amdim --mi-units 256 --batch-size 64 --lr 2e-3 --lr-schedule cosine --bf16
+         --seed 1 --threads 2) ;;
+  *) echo "bench/quality_run.sh: RECIPE must be dim or amdim" >&2; exit 2 ;;
+esac
 mkdir -p "$(dirname "$run")"
 if [ ! -f "$run/checkpoint/checkpoint.json" ]; then
   "$B" train "${base[@]}" "$@" --out "$run" --json 2>"$run.log" | tail -1 >"$run.train.json"

@@ -46,6 +46,53 @@ class ConvNet(nn.Module):
         return local, self.y(self.fc(x.flatten(1)))
 
 
+class ResUnit(nn.Module):
+    """dimtorch's AMDIM residual unit (models/amdim.go): conv k x k stride s ->
+    BatchNorm -> ReLU -> 1x1 conv (zero at first), plus average pooling with
+    the channels padded with zeros."""
+
+    def __init__(self, i, o, k, s):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(i, o, k, s, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True), nn.Conv2d(o, o, 1, bias=False))
+        nn.init.zeros_(self.body[3].weight)
+        self.k, self.s, self.extra = k, s, o - i
+
+    def forward(self, x):
+        short = F.avg_pool2d(x, self.k, self.s) if self.k > 1 or self.s > 1 else x
+        if self.extra:
+            short = F.pad(short, (0, 0, 0, 0, 0, self.extra))
+        return self.body(x) + short
+
+
+def res_block(i, o, k, s, depth):
+    return nn.Sequential(ResUnit(i, o, k, s), *[ResUnit(o, o, 1, 1) for _ in range(depth - 1)])
+
+
+class AMDIMNet(nn.Module):
+    """dimtorch's amdim28 / amdim32 (models/amdim.go), width w and depth d."""
+
+    def __init__(self, name, c, w, d):
+        super().__init__()
+        self.size = 28 if name == "amdim28" else 32
+        self.stem = nn.Sequential(nn.Conv2d(c, w, 3, padding=2 if name == "amdim28" else 0), nn.ReLU(inplace=True))
+        self.res1 = ResUnit(w, w, 1, 1)
+        self.block1 = res_block(w, 2 * w, 4, 2, d)
+        self.block2 = res_block(2 * w, 4 * w, 2, 2, d)
+        self.bn7 = nn.BatchNorm2d(4 * w)
+        self.block3 = res_block(4 * w, 4 * w, 3, 1, d)
+        self.block4 = res_block(4 * w, 4 * w, 3, 1, d)
+        self.head = ResUnit(4 * w, 8 * w, 3, 1)
+        self.bn1 = nn.BatchNorm2d(8 * w)
+        self.y = nn.Linear(8 * w, 64)
+        self.local_channels, self.conv_channels = 4 * w, 4 * w
+
+    def forward(self, x):
+        local = self.bn7(self.block2(self.block1(self.res1(self.stem(x)))))
+        conv = self.block3(local)
+        fc = self.bn1(self.head(self.block4(conv))).flatten(1)
+        return local, conv, self.y(fc)
+
+
 class MIHead(nn.Module):
     """dimtorch's models.MIHead (the original's MI1x1ConvNet): nonlinear branch
     plus a bias-free shortcut that starts near the identity when units >= inputs,
@@ -213,6 +260,10 @@ def main():
     ap.add_argument("--channels", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--mi-units", type=int, default=512)
+    ap.add_argument("--method", default="dim", help="dim or amdim (multi-scale DIM; --estimator nce)")
+    ap.add_argument("--amdim-pairs", default="1-7,1-5,5-5")
+    ap.add_argument("--width", type=int, default=0, help="amdim28/amdim32's width (0: 32)")
+    ap.add_argument("--depth", type=int, default=0, help="amdim28/amdim32's depth (0: 1)")
     ap.add_argument("--estimator", default="jsd", help="jsd, dv or nce")
     ap.add_argument("--scorer", default="dot", help="dot or concat")
     ap.add_argument("--views", type=int, default=1, help="views per image: the batch holds views x batch-size images")
@@ -242,15 +293,30 @@ def main():
                          "with the same kernels; PyTorch's defaults are BLAS and oneDNN's convolution")
     a = ap.parse_args()
     a.channels_last = a.channels_last == "true"
+    if a.method == "amdim":
+        a.estimator = "nce"
     if a.onednn_linear:
         use_onednn_linear()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
     # Networks in dimtorch's order (encoder, objective, prior), so the seed gives the same weights.
-    enc = ConvNet(a.encoder, a.channels)
-    lc = enc.stages[enc.local_at][0].out_channels
-    if a.scorer == "concat":
+    amdim = a.method == "amdim"
+    if a.encoder.startswith("amdim"):
+        enc = AMDIMNet(a.encoder, a.channels, a.width or 32, a.depth or 1)
+        lc = enc.local_channels
+    else:
+        enc = ConvNet(a.encoder, a.channels)
+        lc = enc.stages[enc.local_at][0].out_channels
+    pairs = a.amdim_pairs.split(",")
+    if amdim:
+        if not a.encoder.startswith("amdim"):
+            raise SystemExit("bench/train_dim.py: --method amdim runs on amdim28 or amdim32")
+        gh = MIHead(64, a.mi_units, False)
+        lh = MIHead(lc, a.mi_units, True) if "1-7" in pairs else None
+        ch = MIHead(enc.conv_channels, a.mi_units, True) if "1-5" in pairs or "5-5" in pairs else None
+        mods = [m for m in (enc, gh, lh, ch) if m is not None]
+    elif a.scorer == "concat":
         critic = Concat(lc, 64, a.mi_units)
         mods = [enc, critic]
         score = critic
@@ -279,8 +345,28 @@ def main():
 
     def step():
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
-            local, y = enc(x)
-            if a.scorer == "concat":
+            if amdim:
+                local, conv, y = enc(x)
+            elif a.encoder.startswith("amdim"):
+                local, _, y = enc(x)
+            else:
+                local, y = enc(x)
+            if amdim:
+                # Multi-scale DIM: the predictions in dimtorch's order, each
+                # infoNCE across the views with the score stabilisation.
+                g = gh(y)
+                c5 = ch(conv) if ch is not None else None
+                loss = 0
+                for p in pairs:
+                    if p == "1-7":
+                        loss = loss + cross_views(a, lh(local), g, dot_scores)
+                    elif p == "1-5":
+                        loss = loss + cross_views(a, c5, g, dot_scores)
+                    else:
+                        r, l, _ = c5.shape
+                        src = c5[torch.arange(r, device=dev), torch.randint(0, l, (r,), device=dev)]
+                        loss = loss + cross_views(a, c5, src, dot_scores)
+            elif a.scorer == "concat":
                 loss = cross_views(a, local, y, score)
             else:
                 loss = cross_views(a, lh(local), gh(y), score)

@@ -49,10 +49,10 @@ const (
 // in) with a k x k convolution of the given stride.
 func newResUnit(in, out, k, stride int64) *Net {
 	u := &Net{}
-	last := nn.NewConv2d(out, out, 1, torch.ConvOptions{}, false)
+	first := nn.NewConv2d(in, out, k, torch.ConvOptions{Stride: stride}, false)
+	last := nn.NewConv2d(out, out, 1, torch.ConvOptions{}, false) // drawn after first, as PyTorch would
 	torch.NoGrad(func() { _ = last.Weight.ZeroInPlace() })
-	body := u.Layer("body", nn.NewSequential(
-		nn.NewConv2d(in, out, k, torch.ConvOptions{Stride: stride}, false), nn.NewBatchNorm2d(out), nn.ReLUInPlace(), last), In)
+	body := u.Layer("body", nn.NewSequential(first, nn.NewBatchNorm2d(out), nn.ReLUInPlace(), last), In)
 	short := In
 	if k > 1 || stride > 1 {
 		short = u.Layer("pool", nn.AvgPool2d(k, torch.ConvOptions{Stride: stride}), In)

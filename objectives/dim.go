@@ -31,7 +31,7 @@ type DIMConfig struct {
 	// every other view of the same image, as in AMDIM (Bachman et al.,
 	// 2019); the other images' features in the batch are the negatives.
 	// 0 or 1: one view, the paper's DIM.
-	Views int `json:"views,omitempty" flag:"views" default:"1" methods:"dim,amdim" help:"augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); implies --augment (amdim: 2 unless given)"`
+	Views int `json:"views,omitempty" flag:"views" default:"1" methods:"dim,amdim" help:"augmented views per image: 2 or more scores each view's global vector against the other views' local features (AMDIM-style); augments (--augment auto: crops) (amdim: 2 unless given)"`
 	// ScoreClip > 0 stabilises the critic's scores as AMDIM does: they are
 	// divided by sqrt(MIUnits), penalised by 0.05 mean(s^2) and soft-clipped
 	// to (-ScoreClip, ScoreClip) by ScoreClip*tanh(s/ScoreClip) before the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -100,8 +101,14 @@ func benchTrain(c *cli.Context) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	values := settingValues(c)
+	method, _ := values["method"].(string)
+	used := map[string]bool{}
+	d := train.Defaults()
+	for _, s := range d.Settings() {
+		used[s.Name] = s.UsedBy(cmp.Or(method, "dim"))
+	}
 	for k, v := range benchDefaults {
-		if _, set := values[k]; !set {
+		if _, set := values[k]; !set && used[k] {
 			values[k] = v
 		}
 	}

@@ -38,6 +38,10 @@ func TestBenchTrainMatchesPyTorch(t *testing.T) {
 		{"concat-dv", []string{"--scorer", "concat", "--estimator", "dv"}},
 		{"cross-view", []string{"--estimator", "nce", "--views", "2", "--cross-view", "0.5", "--cross-view-temperature", "0.3"}},
 		{"all-at-once", []string{"--gamma", "0.1", "--scorer", "concat", "--estimator", "nce", "--views", "2", "--score-clip", "10"}},
+		// Multi-scale DIM on the AMDIM encoders (its random 5-5 positions drawn alike).
+		{"amdim", []string{"--method", "amdim", "--encoder", "amdim28", "--width", "8", "--views", "2", "--score-clip", "10"}},
+		{"amdim-three-views", []string{"--method", "amdim", "--encoder", "amdim32", "--channels", "3", "--width", "8", "--depth", "2",
+			"--views", "3", "--amdim-pairs", "5-5,1-7", "--score-clip", "0", "--channels-last"}},
 	}
 	// float32 on the same kernels (--onednn-linear below): the two sides
 	// differ only where an operation is written differently (a mean as a sum
