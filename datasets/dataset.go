@@ -230,6 +230,55 @@ func (s *subset) Image(i int) (Image, int, error) {
 	return s.Dataset.Image(i)
 }
 
+// PerClass returns the first n images of each class of d, in d's order
+// (the few-label protocol: a balanced labelled subset that every run
+// draws alike). A class with fewer than n images is an error.
+func PerClass(d Dataset, n int) (Dataset, error) {
+	k := len(d.Classes())
+	if k == 0 {
+		return nil, fmt.Errorf("the dataset is unlabeled: it has no classes to take %d images of", n)
+	}
+	if n < 1 {
+		return nil, fmt.Errorf("images per class must be at least 1, got %d", n)
+	}
+	count := make([]int, k)
+	var idx []int
+	for i := 0; i < d.Len() && len(idx) < n*k; i++ {
+		_, label, err := d.Image(i)
+		if err != nil {
+			return nil, err
+		}
+		if label < 0 || label >= k {
+			return nil, fmt.Errorf("image %d has label %d, outside the %d classes", i, label, k)
+		}
+		if count[label] < n {
+			count[label]++
+			idx = append(idx, i)
+		}
+	}
+	for c, got := range count {
+		if got < n {
+			return nil, fmt.Errorf("class %q has %d images, fewer than the %d asked for", d.Classes()[c], got, n)
+		}
+	}
+	return &indexed{Dataset: d, idx: idx}, nil
+}
+
+// indexed is the images of d at the given indices.
+type indexed struct {
+	Dataset
+	idx []int
+}
+
+func (s *indexed) Len() int { return len(s.idx) }
+
+func (s *indexed) Image(i int) (Image, int, error) {
+	if i < 0 || i >= len(s.idx) {
+		return Image{}, 0, fmt.Errorf("image index %d out of range [0, %d)", i, len(s.idx))
+	}
+	return s.Dataset.Image(s.idx[i])
+}
+
 // memory is a dataset held in memory: n images of one shape, concatenated.
 type memory struct {
 	shape   Shape

@@ -3,6 +3,7 @@ package datasets
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -167,5 +168,33 @@ func TestPolicies(t *testing.T) {
 	}
 	if _, err := Augmentation("autoaugment", "cifar10", 32, 32, 0); err == nil || !strings.Contains(err.Error(), "amdim") {
 		t.Errorf("unknown policy: %v", err)
+	}
+}
+
+// The few-label subset: the first n images of each class, in order; a
+// class with fewer is named.
+func TestPerClass(t *testing.T) {
+	labels := []int{3, 0, 3, 1, 0, 3, 2, 1, 0, 2, 3, 1, 2, 0}
+	m := &memory{shape: Shape{1, 2, 2}, classes: []string{"a", "b", "c", "d"}, pix: make([]uint8, 4*len(labels)), labels: labels}
+	for i := range labels {
+		m.pix[4*i] = uint8(i) // each image knows its index
+	}
+	d, err := PerClass(m, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for i := 0; i < d.Len(); i++ {
+		img, _, err := d.Image(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, int(img.Pix[0]))
+	}
+	if want := []int{0, 1, 2, 3, 4, 6, 7, 9}; !slices.Equal(got, want) {
+		t.Fatalf("indices %v, want %v", got, want)
+	}
+	if _, err := PerClass(m, 4); err == nil || !strings.Contains(err.Error(), `class "b" has 3 images`) {
+		t.Fatalf("too few: %v", err)
 	}
 }

@@ -19,6 +19,7 @@ type Report struct {
 	Protocol     string            `json:"protocol"`
 	Features     map[string]Result `json:"features"`
 	TrainImages  int               `json:"train_images"`
+	PerClass     int               `json:"labels_per_class,omitempty"` // the probe's training images are the first PerClass of each class
 	TestImages   int               `json:"test_images"`
 	Seed         uint64            `json:"seed"`
 	NDM          *float64          `json:"ndm,omitempty"`

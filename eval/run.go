@@ -37,6 +37,7 @@ type Options struct {
 	Probe      string   // --probe: linear, mlp, knn or svm
 	Features   []string // --features: a subset of conv, fc, y (ignored with Pixels)
 	LimitTrain int      // --limit-train: train the probe on the first N training images (0: all)
+	PerClass   int      // --labels-per-class: train the probe on the first N images of each class (0: off)
 	Epochs     *int     // --epochs (nil: the probe's default)
 	ProbeLR    *float64 // --probe-lr (nil: the probe's default)
 	C          float64  // --c
@@ -130,6 +131,12 @@ func (o *Options) Validate() error {
 	}
 	if o.LimitTrain < 0 {
 		return fmt.Errorf("--limit-train must be non-negative (0: all)")
+	}
+	if o.PerClass < 0 {
+		return fmt.Errorf("--labels-per-class must be non-negative (0: off)")
+	}
+	if o.PerClass > 0 && o.LimitTrain > 0 {
+		return fmt.Errorf("--labels-per-class and --limit-train both choose the probe's training images: give one")
 	}
 	probes := make([]string, 0, len(probeKinds))
 	for p := range probeKinds {
@@ -291,6 +298,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	tf := InputTransform(data, trainSet.Shape(), s.inH, s.inW)
 	trainPart := datasets.Subset(trainSet, o.LimitTrain)
+	if o.PerClass > 0 {
+		if trainPart, err = datasets.PerClass(trainSet, o.PerClass); err != nil {
+			return nil, fmt.Errorf("--labels-per-class: %w", err)
+		}
+	}
 	if s.untrained != nil {
 		n, err := CalibrateBatchNorm(ctx, s.untrained, datasets.Subset(trainPart, 10000), tf, dev)
 		if err != nil {
@@ -328,7 +340,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		log.Info().Str("dir", dir).Msg("features written")
 	}
 	rep := &Report{Source: src.Name(), Data: data, Probe: o.Probe, Features: map[string]Result{},
-		TrainImages: tr.Len(), TestImages: te.Len(), Seed: o.Seed}
+		TrainImages: tr.Len(), PerClass: o.PerClass, TestImages: te.Len(), Seed: o.Seed}
 	if err := runProbes(&o, dev, taps, tr, te, rep); err != nil {
 		return nil, err
 	}
@@ -338,6 +350,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.Seconds = time.Since(start).Seconds()
 	if s.out != "" {
 		name := fmt.Sprintf("%s-%s-n%d", o.Probe, strings.Join(taps, "-"), tr.Len())
+		if o.PerClass > 0 {
+			name = fmt.Sprintf("%s-%s-c%d", o.Probe, strings.Join(taps, "-"), o.PerClass)
+		}
 		if err := rep.Save(s.out, name); err != nil {
 			return nil, err
 		}

@@ -39,6 +39,8 @@ func TestOptionsValidate(t *testing.T) {
 		{"c negative", func(o *Options) { o.C = -1 }, "--c must be positive, got -1"},
 		{"probe-lr", func(o *Options) { o.ProbeLR = floatp(0) }, "--probe-lr must be positive, got 0"},
 		{"limit-train", func(o *Options) { o.LimitTrain = -1 }, "--limit-train must be non-negative (0: all)"},
+		{"labels-per-class", func(o *Options) { o.PerClass = -1 }, "--labels-per-class must be non-negative (0: off)"},
+		{"both subsets", func(o *Options) { o.PerClass, o.LimitTrain = 10, 100 }, "--labels-per-class and --limit-train both choose the probe's training images: give one"},
 		{"probe", func(o *Options) { o.Probe = "foo" }, `--probe "foo": want one of knn, linear, mlp, svm`},
 		{"bn-stats", func(o *Options) { o.BNStats = "x" }, `--bn-stats "x": want one of init, train`},
 		{"feature-dtype", func(o *Options) { o.FeatureDType = "x" }, `--feature-dtype "x": want one of auto, bfloat16, float32`},
@@ -221,6 +223,13 @@ func TestRun(t *testing.T) {
 	}
 	if rep.Source != "raw pixels" || rep.TrainImages != 200 || rep.Features["pixels"].Accuracy < 0.9 {
 		t.Fatalf("pixels: %+v", rep)
+	}
+	o.LimitTrain, o.PerClass = 0, 10 // the few-label protocol
+	if rep, err = Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if rep.TrainImages != 100 || rep.PerClass != 10 {
+		t.Fatalf("10 labels per class: %+v", rep)
 	}
 	o.Probe = "nope"
 	if _, err := Run(context.Background(), o); err == nil || !strings.Contains(err.Error(), "--probe") {
