@@ -1,85 +1,147 @@
 #!/usr/bin/env bash
-# dimtorch's Table 1 on Fashion-MNIST: the paper's baselines (VAE, AAE,
-# BiGAN, NAT, CPC), DIM(G) and DIM(L) with JSD, infoNCE and DV, the
-# untrained encoder and raw pixels, each probed with the linear probe and
-# with the paper's MLP probe (200 hidden units, BatchNorm, dropout) on
-# conv, fc and Y, trained on the first LABELS training labels and scored on
-# the 10,000 test images. The MLP trains with Adam at MLP_LR 1e-3 for
+# dimtorch's Table 1 at equal compute: every method trains for the same
+# BUDGET of CPU-minutes on the machine it runs on (the epochs that fit, at
+# least one, planned per method from two short calibration runs of its
+# real training and kept in RUNS_DIR/NAME.plan.json), then the linear probe and the paper's
+# MLP probe (200 hidden units, BatchNorm, dropout; Adam at MLP_LR 1e-3 for
 # MLP_EPOCHS 50 epochs: at the paper's 1e-4 it is far from converged within
-# minutes (on DIM(L)-JSD's Y: 77.5% after 30 epochs, 80.7% after 100, against
-# 84.1% at 1e-3 after 100, below the linear probe's 82.3% in the first two).
+# minutes) on conv, fc and Y, trained on the first LABELS training labels,
+# and the few-label probe (linear, on the first PER_CLASS images of each
+# class), all scored on the 10,000 test images.
 #
-# The same budget for every method: basic28, batch 64, EPOCHS passes over
-# the 60,000 training images (LIMIT: fewer), seed 1, 2 threads, 256 MI
-# units for DIM, Adam with betas (0.5, 0.999) at lr 1e-3 (BiGAN: 2e-4, the
-# setting of the BiGAN and DCGAN papers).
-# Each row's training time is in the report. Finished steps are skipped,
-# so an interrupted run continues where it stopped.
+# Rows: the paper's baselines (VAE, AAE, BiGAN, NAT, CPC), DIM(G) and DIM(L)
+# with JSD, infoNCE and DV as the paper trains them (one view, the prior
+# game), DIM's best recipe and multi-scale DIM (bench/recipes.sh), the
+# untrained encoder and raw pixels. The VAE, DIM's best and multi-scale DIM
+# (the headline rows) train once per seed of SEEDS, the others with seed 1.
+# Every method: batch 64, 2 threads, Adam betas (0.5, 0.999) at lr 1e-3
+# (BiGAN: 2e-4, the BiGAN and DCGAN papers'; the two DIM recipes: 2e-3), a
+# cosine schedule over its planned steps, bfloat16 autocast (BF16=0: off).
 #
-# Usage: bench/table1.sh [RUNS_DIR]
-#   environment (defaults): EPOCHS=1 LIMIT=0 LABELS=10000 MLP_EPOCHS=50 MLP_LR=1e-3 THREADS=2
-#   DATA=fashion-mnist ENCODER=basic28 MI_UNITS=256 DEVICE=cpu. The CIFAR-10 recipe for a GPU (see docs/evaluation.md):
-#   DATA=cifar10 ENCODER=dcgan32 MI_UNITS=2048 DEVICE=cuda EPOCHS=100 LABELS=50000 bench/table1.sh runs/table1-cifar10
+# Finished steps are skipped, so an interrupted run continues where it
+# stopped (an interrupted training resumes from its last epoch).
+#
+# Usage: bench/table1.sh [RUNS_DIR]     (default runs/table1-budget)
+#   environment (defaults): BUDGET=20 SEEDS="1 2 3" LABELS=10000 PER_CLASS=100 MLP_EPOCHS=50 MLP_LR=1e-3
+#   THREADS=2 BF16=1 DATA=fashion-mnist TRAIN_IMAGES=60000 CALIBRATE=3200 (images of the longer calibration run)
+#   ROWS="vae aae ..." (a subset, to run the table in parts; the default: all)
+#   LIMIT=N: train on the first N images (a smoke test; set TRAIN_IMAGES=N with it)
+#   EPOCHS=N: N epochs for every method instead of the budget (EPOCHS=1: the one-epoch table of before)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-R=${1:-runs/table1}
-EPOCHS=${EPOCHS:-1}
-LIMIT=${LIMIT:-0}
+source bench/recipes.sh
+R=${1:-runs/table1-budget}
+BUDGET=${BUDGET:-20}
+SEEDS=${SEEDS:-1 2 3}
 LABELS=${LABELS:-10000}
+PER_CLASS=${PER_CLASS:-100}
 THREADS=${THREADS:-2}
 DATA=${DATA:-fashion-mnist}
-ENCODER=${ENCODER:-basic28}
-MI_UNITS=${MI_UNITS:-256}
-DEVICE=${DEVICE:-cpu}
+TRAIN_IMAGES=${TRAIN_IMAGES:-60000}
+CALIBRATE=${CALIBRATE:-3200}
 MLP_EPOCHS=${MLP_EPOCHS:-50}
 MLP_LR=${MLP_LR:-1e-3}
 B=bin/dimtorch
 [ -x $B ] || go build -o $B ./cmd/dimtorch
 mkdir -p "$R"
-common=(--data "$DATA" --encoder "$ENCODER" --batch-size 64 --epochs "$EPOCHS" --limit "$LIMIT" --seed 1 --threads "$THREADS" --device "$DEVICE")
-train() { # name, flags...
+common=(--data "$DATA" --batch-size 64 --threads "$THREADS" --lr-schedule cosine --limit "${LIMIT:-0}")
+[ "${BF16:-1}" = 1 ] && common+=(--bf16)
+
+# plan NAME FLAGS...: the epochs that fit the budget (EPOCHS when set), kept
+# in NAME.plan.json. The cost of an image is measured on the method's real
+# training: the CPU time of a run on CALIBRATE images less that of a run on
+# half as many, over the difference (which cancels what a run spends once:
+# start-up, loading the data, the first steps' allocations).
+plan() {
   local name=$1
   shift
-  if [ ! -f "$R/$name/checkpoint/checkpoint.json" ] || ! grep -q '"completed": *true' "$R/$name/checkpoint/checkpoint.json"; then
-    if [ -f "$R/$name/checkpoint/checkpoint.json" ]; then
-      $B train --resume --out "$R/$name"
-    else
-      $B train "${common[@]}" "$@" --out "$R/$name"
-    fi
+  local f=$R/$name.plan.json
+  if [ -n "${EPOCHS:-}" ]; then
+    echo "$EPOCHS"
+    return
+  fi
+  if [ ! -f "$f" ]; then
+    mkdir -p "$R/calibrate"
+    local n
+    for n in $((CALIBRATE / 2)) "$CALIBRATE"; do
+      local cal=$R/calibrate/$name-$n
+      rm -rf "$cal"
+      $B train "${common[@]}" "$@" --seed 1 --epochs 1 --limit "$n" --out "$cal" >/dev/null 2>"$cal.log" || {
+        cat "$cal.log" >&2
+        return 1
+      }
+    done
+    /usr/bin/python3 - "$R/calibrate/$name" "$BUDGET" "$TRAIN_IMAGES" "$CALIBRATE" >"$f.tmp" <<'PY'
+import json, sys
+base, budget, images, cal = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+cpu = [json.load(open(f"{base}-{n}/checkpoint/checkpoint.json"))["state"]["cpu_seconds"] for n in (cal // 2, cal)]
+per_image = max(cpu[1] - cpu[0], 1e-9) / (cal - cal // 2)
+epochs = max(1, round(budget * 60 / (per_image * images)))
+print(json.dumps({"epochs": epochs, "budget_cpu_minutes": budget, "calibration_images": [cal // 2, cal],
+                  "calibration_cpu_seconds": cpu, "cpu_seconds_per_image": per_image,
+                  "planned_cpu_minutes": round(epochs * per_image * images / 60, 1)}))
+PY
+    mv "$f.tmp" "$f"
+  fi
+  /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["epochs"])' "$f"
+}
+train() { # DIR EPOCHS SEED FLAGS...
+  local dir=$1 epochs=$2 seed=$3
+  shift 3
+  local ck=$dir/checkpoint/checkpoint.json
+  if [ -f "$ck" ] && grep -q '"completed": *true' "$ck"; then
+    return
+  fi
+  if [ -f "$ck" ]; then
+    $B train --resume --out "$dir"
+  else
+    $B train "${common[@]}" "$@" --seed "$seed" --epochs "$epochs" --out "$dir"
   fi
 }
-epochs() { # the MLP probe's epochs and learning rate
-  [ "$1" = mlp ] && echo "--epochs $MLP_EPOCHS --probe-lr $MLP_LR"
-  return 0
-}
-probe() { # dir, eval flags...: linear and MLP probes, skipped when done
+mlp_flags() { [ "$1" = mlp ] && echo "--epochs $MLP_EPOCHS --probe-lr $MLP_LR"; return 0; }
+probe() { # DIR EVAL_FLAGS...: linear and MLP on LABELS, linear on PER_CLASS a class; each skipped when done
   local dir=$1
   shift
   for p in linear mlp; do
-    if ! ls "$dir"/eval/$p-*-n"$LABELS".json >/dev/null 2>&1; then
-      $B eval "$@" --probe $p --features conv,fc,y --limit-train "$LABELS" $(epochs $p) --threads "$THREADS" --device "$DEVICE" --out "$dir"
-    fi
+    ls "$dir"/eval/$p-*-n"$LABELS".json >/dev/null 2>&1 ||
+      $B eval "$@" --probe $p --limit-train "$LABELS" $(mlp_flags $p) --threads "$THREADS" --out "$dir"
+  done
+  ls "$dir"/eval/linear-*-c"$PER_CLASS".json >/dev/null 2>&1 ||
+    $B eval "$@" --probe linear --labels-per-class "$PER_CLASS" --threads "$THREADS" --out "$dir"
+}
+row() { # NAME HEADLINE(0/1) FLAGS...
+  local name=$1 headline=$2
+  shift 2
+  case " ${ROWS:-$name} " in *" $name "*) ;; *) return 0 ;; esac
+  local epochs seeds=1
+  epochs=$(plan "$name" "$@")
+  [ "$headline" = 1 ] && seeds=$SEEDS
+  for s in $seeds; do
+    train "$R/$name-s$s" "$epochs" "$s" "$@"
+    probe "$R/$name-s$s" --checkpoint "$R/$name-s$s" --features conv,fc,y
   done
 }
-rows=()
-run_row() { # name, train flags...
-  train "$@"
-  probe "$R/$1" --checkpoint "$R/$1"
-  rows+=("$R/$1")
-}
-run_row dim-g-jsd --mode global --estimator jsd --mi-units "$MI_UNITS" --lr 1e-3
-run_row dim-l-jsd --mode local --estimator jsd --mi-units "$MI_UNITS" --lr 1e-3
-run_row dim-l-nce --mode local --estimator nce --mi-units "$MI_UNITS" --lr 1e-3
-run_row dim-l-dv --mode local --estimator dv --mi-units "$MI_UNITS" --lr 1e-3
-run_row vae --method vae --lr 1e-3
-run_row aae --method aae --lr 1e-3
-run_row bigan --method bigan --lr 2e-4
-run_row nat --method nat --lr 1e-3
-run_row cpc --method cpc --lr 1e-3 --flush-denormals  # denormals slow its softmax tenfold
-probe "$R/untrained" --random-init --encoder "$ENCODER" --data "$DATA" --seed 1
-for p in linear mlp; do
-  ls "$R"/pixels/eval/$p-*-n"$LABELS".json >/dev/null 2>&1 ||
-    $B eval --pixels --data "$DATA" --probe $p --limit-train "$LABELS" $(epochs $p) --threads "$THREADS" --device "$DEVICE" --out "$R/pixels"
+row vae 1 --method vae --lr 1e-3
+row aae 0 --method aae --lr 1e-3
+row bigan 0 --method bigan --lr 2e-4
+row nat 0 --method nat --lr 1e-3
+row cpc 0 --method cpc --lr 1e-3 --flush-denormals # denormals slow its softmax tenfold
+row dim-g-jsd 0 --encoder basic28 --mode global --estimator jsd --mi-units 256 --lr 1e-3
+row dim-l-jsd 0 --encoder basic28 --mode local --estimator jsd --mi-units 256 --lr 1e-3
+row dim-l-nce 0 --encoder basic28 --mode local --estimator nce --mi-units 256 --lr 1e-3
+row dim-l-dv 0 --encoder basic28 --mode local --estimator dv --mi-units 256 --lr 1e-3
+row dim-best 1 "${DIM_BEST[@]}"
+row amdim 1 "${AMDIM[@]}"
+if [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" untrained "* ]]; then
+  probe "$R/untrained" --random-init --encoder basic28 --data "$DATA" --seed 1 --features conv,fc,y
+  probe "$R/untrained-amdim28" --random-init --encoder amdim28 --data "$DATA" --seed 1 --features conv,fc,y
+fi
+if [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" pixels "* ]]; then
+  probe "$R/pixels" --pixels --data "$DATA"
+fi
+runs=()
+for d in "$R"/*-s[0-9]* "$R"/untrained "$R"/untrained-amdim28 "$R"/pixels; do
+  [ -d "$d/eval" ] && runs+=("$d")
 done
-$B report --out "$R/report" "${rows[@]}" "$R/untrained" "$R/pixels"
-/usr/bin/python3 bench/table1_markdown.py "$R" "$LABELS" | tee "$R/table1.md"
+$B report --out "$R/report" "${runs[@]}"
+/usr/bin/python3 bench/table1_markdown.py "$R" "$LABELS" "$PER_CLASS" | tee "$R/table1.md"
