@@ -1,32 +1,56 @@
 #!/usr/bin/env bash
-# make quality: trains the best recipe found (docs/evaluation.md,
-# "Representation quality") from scratch on Fashion-MNIST, probes conv, fc
-# and Y with the offline linear probe on all 60,000 training labels, and
-# prints last one JSON line: the three test accuracies (%), the training's
-# CPU minutes (user + system of `dimtorch train`, as the process measures
-# it) and the command.
+# make quality: trains the best recipe found (bench/recipes.sh; docs/evaluation.md,
+# "Representation quality") from scratch on Fashion-MNIST once per seed of
+# SEEDS, probes conv, fc and Y of each with the offline linear probe on all
+# 60,000 training labels, and prints one JSON line per seed, then last one
+# JSON line with the mean and sample standard deviation over the seeds of the
+# three test accuracies (%) and of the training's CPU minutes (user + system
+# of `dimtorch train`, as the process measures it), the CPU it ran on and the
+# command.
 # The goal it is measured against: Y >= 88 and conv >= 91 within 30 CPU-minutes.
+#
 # Usage: bench/quality.sh [RUN_DIR]   (default: runs/quality-DATE; an existing
-# directory is refused, so every figure comes from a run from scratch)
+# directory is refused, so every figure comes from runs from scratch; the
+# seeds' runs are RUN_DIR/seed-N)
+#   environment (defaults): RECIPE=AMDIM (or DIM_BEST: a name in bench/recipes.sh)
+#   EPOCHS=12 SEEDS="1 2 3" THREADS=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/recipes.sh
 B=bin/dimtorch
 [ -x $B ] || go build -o $B ./cmd/dimtorch
 R=${1:-runs/quality-$(date +%Y%m%d-%H%M%S)}
+RECIPE=${RECIPE:-AMDIM}
+EPOCHS=${EPOCHS:-12}
+SEEDS=${SEEDS:-1 2 3}
+THREADS=${THREADS:-2}
 if [ -e "$R" ]; then
   echo "bench/quality.sh: $R exists; give a new directory (every figure comes from a run from scratch)" >&2
   exit 1
 fi
-recipe=(--data fashion-mnist --encoder basic28 --mode local --estimator nce --views 2 --crop-scale 0.4
-  --score-clip 10 --gamma 0 --mi-units 256 --batch-size 64 --epochs 6 --lr 2e-3 --lr-schedule cosine --bf16
-  --seed 1 --threads 2)
-mkdir -p "$(dirname "$R")"
-cmd="dimtorch train ${recipe[*]} --out $R"
-$B train "${recipe[@]}" --out "$R" --json | tail -1 > "$R.train.json"
-$B eval --checkpoint "$R" --probe linear --features conv,fc,y --json | tail -1 > "$R.eval.json"
-/usr/bin/python3 - "$R.train.json" "$R.eval.json" "$cmd" <<'PY'
+declare -n recipe=$RECIPE
+flags=(--data fashion-mnist "${recipe[@]}" --epochs "$EPOCHS" --threads "$THREADS")
+mkdir -p "$R"
+cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
+for s in $SEEDS; do
+  $B train "${flags[@]}" --seed "$s" --out "$R/seed-$s" --json | tail -1 >"$R/seed-$s.train.json"
+  $B eval --checkpoint "$R/seed-$s" --probe linear --features conv,fc,y --threads "$THREADS" --json | tail -1 >"$R/seed-$s.eval.json"
+  /usr/bin/python3 - "$R/seed-$s.train.json" "$R/seed-$s.eval.json" "$s" <<'PY' | tee "$R/seed-$s.json"
 import json, sys
 train, ev = (json.load(open(p)) for p in sys.argv[1:3])
-print(json.dumps({"conv": round(100 * ev["conv"], 2), "fc": round(100 * ev["fc"], 2), "y": round(100 * ev["y"], 2),
-                  "cpu_minutes": round(train["cpu_seconds"] / 60, 1), "command": sys.argv[3]}))
+print(json.dumps({"seed": int(sys.argv[3]), "conv": round(100 * ev["conv"], 2), "fc": round(100 * ev["fc"], 2),
+                  "y": round(100 * ev["y"], 2), "cpu_minutes": round(train["cpu_seconds"] / 60, 1)}))
+PY
+done
+/usr/bin/python3 - "$R" "$cpu" "dimtorch train ${flags[*]} --seed SEED --out $R/seed-SEED" $SEEDS <<'PY'
+import json, statistics, sys
+run, cpu, cmd, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+rows = [json.load(open(f"{run}/seed-{s}.json")) for s in seeds]
+out = {}
+for k in ("conv", "fc", "y", "cpu_minutes"):
+    v = [r[k] for r in rows]
+    out[k] = round(statistics.mean(v), 2)
+    out[k + "_std"] = round(statistics.stdev(v), 2) if len(v) > 1 else None
+out.update({"seeds": [int(s) for s in seeds], "cpu": cpu, "command": cmd})
+print(json.dumps(out))
 PY
