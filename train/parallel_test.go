@@ -309,6 +309,34 @@ func TestDataParallelEveryPart(t *testing.T) {
 	}
 }
 
+// Multi-scale DIM trains data-parallel: the ranks' weights stay identical,
+// and with --global-negatives each rank scores the other rank's features
+// too (twice the negatives: each of its three infoNCE terms rises by about
+// log 2 at the start, so the loss does by more than 1.5).
+func TestDataParallelAMDIM(t *testing.T) {
+	var loss [2]float64
+	for i, global := range []bool{false, true} {
+		cfg := smallConfig(t)
+		cfg.BatchSize, cfg.Epochs, cfg.Limit, cfg.LR = 16, 1, 32, 1e-9
+		cfg.Method.Name, cfg.Encoder.Name, cfg.Encoder.Width = "amdim", "amdim28", 8
+		cfg.Objective.Views, cfg.Objective.ScoreClip, cfg.Objective.Gamma, cfg.Augment = 2, 10, 0, "amdim"
+		cfg.GlobalNegatives = global
+		out := t.TempDir()
+		t.Setenv(envRankConfig, jobConfig(t, cfg))
+		t.Setenv(envRankOut, out)
+		ws, losses := runJob(t, 2, out)
+		ranksAgree(t, ws, "encoder", "objective", "probe")
+		var err error
+		if loss[i], err = strconv.ParseFloat(losses[0], 64); err != nil || math.IsNaN(loss[i]) {
+			t.Fatalf("loss %q", losses[0])
+		}
+	}
+	t.Logf("loss %.4f with the rank's own negatives, %.4f with both ranks'", loss[0], loss[1])
+	if loss[1]-loss[0] < 1.5 {
+		t.Errorf("loss %v with the rank's own negatives, %v with both ranks': the negatives were not gathered", loss[0], loss[1])
+	}
+}
+
 // TestDataParallelSyncBN: with --sync-bn every BatchNorm's running
 // statistics come from the global batch, so during training the ranks hold
 // the same ones (bit for bit: both combine the same gathered statistics);
