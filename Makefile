@@ -120,29 +120,34 @@ bench-ops: build
 	/usr/bin/python3 bench/compare_ops.py --threads 2 --repeats 5
 
 ## bench-train: training steps against PyTorch eager (default layout), taken turn by turn (5 steps each) in 8 blocks
-## of 20 steps, the median and range of the blocks' ratios: DIM(L)-JSD with dcgan32 on 3x32x32, batch 64, 512 MI units; and the step of
-## `dimtorch train`'s default configuration (basic28, 256 MI units, batch 64, prior matching on); float32 and bf16
+## of 20 steps, the median and range of the blocks' ratios: DIM(L)-JSD with dcgan32 on 3x32x32, batch 64, 512 MI units; the step of
+## `dimtorch train`'s default configuration (basic28, 256 MI units, batch 64, prior matching on); and multi-scale DIM on
+## amdim28 (two views of 64 images, 256 MI units); float32 and bf16
 bench-train: build
 	/usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 --per-turn 5
 	/usr/bin/python3 bench/compare_train.py --encoder dcgan32 --batch-size 64 --mi-units 512 --steps 20 --threads 2 --repeats 8 --per-turn 5 --bf16
 	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --per-turn 5
 	/usr/bin/python3 bench/compare_train.py --encoder basic28 --channels 1 --batch-size 64 --mi-units 256 --gamma 0.1 --steps 20 --threads 2 --repeats 8 --per-turn 5 --bf16
+	/usr/bin/python3 bench/compare_train.py --method amdim --encoder amdim28 --channels 1 --views 2 --score-clip 10 --batch-size 64 --mi-units 256 --steps 20 --threads 2 --repeats 8 --per-turn 5
+	/usr/bin/python3 bench/compare_train.py --method amdim --encoder amdim28 --channels 1 --views 2 --score-clip 10 --batch-size 64 --mi-units 256 --steps 20 --threads 2 --repeats 8 --per-turn 5 --bf16
 
 ## bench-epoch: one epoch of `dimtorch train` (defaults: loader, metrics, online probe, checkpoint) against
 ## bench/train_epoch.py, a plain PyTorch script with a DataLoader training the same networks, in turns, wall and CPU time
 bench-epoch: build
 	cd bench && /usr/bin/python3 compare_epoch.py --repeats 2 --threads 2 --workers 2
 
-## quality: the best representation recipe from scratch (docs/evaluation.md, "Representation quality"): trains it on
-## Fashion-MNIST, probes conv, fc and Y on all 60,000 labels; prints last one JSON line with the accuracies,
-## the training's CPU minutes and the command (about 20 minutes on 2 cores). The goal: Y >= 88, conv >= 91
-## within 30 CPU-minutes.
+## quality: the best representation recipe from scratch (bench/recipes.sh; docs/evaluation.md, "Representation
+## quality"), once per seed (SEEDS, default 1 2 3): trains it on Fashion-MNIST, probes conv, fc and Y on all 60,000
+## labels; prints a JSON line per seed, then last one with the mean and standard deviation of the accuracies and of
+## the training's CPU minutes, the CPU's name and the command. The goal: Y >= 88, conv >= 91 within 30 CPU-minutes.
 quality: setup build
 	bench/quality.sh
 
-## dimtorch's Table 1 on Fashion-MNIST: every baseline, DIM(G), DIM(L) with JSD, infoNCE and DV,
-## the untrained encoder and raw pixels; linear and MLP probes on conv, fc and Y (runs/table1/report;
-## about 75 minutes on 2 cores; an interrupted run continues where it stopped).
+## table1: dimtorch's Table 1 at equal compute (bench/table1.sh): every baseline, DIM(G), DIM(L) with JSD, infoNCE
+## and DV, DIM's best recipe and multi-scale DIM, each trained for BUDGET (default 20) CPU-minutes on this machine,
+## the VAE and the two DIM recipes over 3 seeds; linear and MLP probes on conv, fc and Y (10,000 labels) and the
+## linear probe on 100 labels a class (runs/table1-budget/table1.md). Hours on 2 cores; an interrupted run continues
+## where it stopped, and ROWS="vae amdim" runs a part.
 table1: setup build
 	bench/table1.sh
 

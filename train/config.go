@@ -28,8 +28,8 @@ type Config struct {
 // Recipe is what one training step computes: the ranks of a data-parallel
 // job must agree on every field, and a resumed run cannot change one.
 type Recipe struct {
-	Data      string        `json:"data" flag:"data" default:"fashion-mnist" help:"dataset name or folder:PATH"`
-	Limit     int           `json:"limit" flag:"limit" help:"train on the first N training images (0: all)"`
+	Data  string `json:"data" flag:"data" default:"fashion-mnist" help:"dataset name or folder:PATH"`
+	Limit int    `json:"limit" flag:"limit" help:"train on the first N training images (0: all)"`
 	// Augment is the training augmentation's policy (datasets.Policies);
 	// "auto" is resolved when a run starts (derive): resized-crops with
 	// --crop-scale, crops with several views, none otherwise.
