@@ -52,7 +52,7 @@ func TestConfigFileRepeatsRunAndResumeFlags(t *testing.T) {
 		t.Fatalf("train: %s", stderr)
 	}
 	cfgA := settingsOf(t, a)
-	for _, want := range []string{"y-dim: 16\n", "estimator: nce\n", "lr: 0.0002\n", "augment: true\n", "seed: 7\n", "gamma: 0.1\n"} {
+	for _, want := range []string{"y-dim: 16\n", "estimator: nce\n", "lr: 0.0002\n", "augment: resized-crops\n", "seed: 7\n", "gamma: 0.1\n"} {
 		if !strings.Contains(cfgA, want) {
 			t.Fatalf("config.yaml lacks %q:\n%s", want, cfgA)
 		}
