@@ -23,7 +23,10 @@
 #
 # Usage: bench/table1.sh [RUNS_DIR]     (default runs/table1-budget)
 #   environment (defaults): BUDGET=20 SEEDS="1 2 3" LABELS=10000 PER_CLASS=100 MLP_EPOCHS=50 MLP_LR=1e-3
-#   THREADS=2 BF16=1 DATA=fashion-mnist TRAIN_IMAGES=60000 CALIBRATE=3200 (images of the longer calibration run)
+#   THREADS=2 BF16=1 DATA=fashion-mnist ENCODER=basic28 AMDIM_ENCODER=amdim28 MI_UNITS=256 DEVICE=cpu
+#   TRAIN_IMAGES=60000 CALIBRATE=3200 (images of the longer calibration run)
+#   The CIFAR-10 table for a GPU (docs/evaluation.md): DATA=cifar10 ENCODER=dcgan32 AMDIM_ENCODER=amdim32
+#   MI_UNITS=2048 DEVICE=cuda TRAIN_IMAGES=50000 LABELS=50000 BUDGET=... bench/table1.sh runs/table1-cifar10
 #   ROWS="vae aae ..." (a subset, to run the table in parts; the default: all)
 #   LIMIT=N: train on the first N images (a smoke test; set TRAIN_IMAGES=N with it)
 #   EPOCHS=N: N epochs for every method instead of the budget (EPOCHS=1: the one-epoch table of before)
@@ -37,6 +40,10 @@ LABELS=${LABELS:-10000}
 PER_CLASS=${PER_CLASS:-100}
 THREADS=${THREADS:-2}
 DATA=${DATA:-fashion-mnist}
+ENCODER=${ENCODER:-basic28}
+AMDIM_ENCODER=${AMDIM_ENCODER:-amdim28}
+MI_UNITS=${MI_UNITS:-256}
+DEVICE=${DEVICE:-cpu}
 TRAIN_IMAGES=${TRAIN_IMAGES:-60000}
 CALIBRATE=${CALIBRATE:-3200}
 MLP_EPOCHS=${MLP_EPOCHS:-50}
@@ -44,7 +51,7 @@ MLP_LR=${MLP_LR:-1e-3}
 B=bin/dimtorch
 [ -x $B ] || go build -o $B ./cmd/dimtorch
 mkdir -p "$R"
-common=(--data "$DATA" --batch-size 64 --threads "$THREADS" --lr-schedule cosine --limit "${LIMIT:-0}")
+common=(--data "$DATA" --batch-size 64 --threads "$THREADS" --device "$DEVICE" --lr-schedule cosine --limit "${LIMIT:-0}")
 [ "${BF16:-1}" = 1 ] && common+=(--bf16)
 
 # plan NAME FLAGS...: the epochs that fit the budget (EPOCHS when set), kept
@@ -104,10 +111,10 @@ probe() { # DIR EVAL_FLAGS...: linear and MLP on LABELS, linear on PER_CLASS a c
   shift
   for p in linear mlp; do
     ls "$dir"/eval/$p-*-n"$LABELS".json >/dev/null 2>&1 ||
-      $B eval "$@" --probe $p --limit-train "$LABELS" $(mlp_flags $p) --threads "$THREADS" --out "$dir"
+      $B eval "$@" --probe $p --limit-train "$LABELS" $(mlp_flags $p) --threads "$THREADS" --device "$DEVICE" --out "$dir"
   done
   ls "$dir"/eval/linear-*-c"$PER_CLASS".json >/dev/null 2>&1 ||
-    $B eval "$@" --probe linear --labels-per-class "$PER_CLASS" --threads "$THREADS" --out "$dir"
+    $B eval "$@" --probe linear --labels-per-class "$PER_CLASS" --threads "$THREADS" --device "$DEVICE" --out "$dir"
 }
 row() { # NAME HEADLINE(0/1) FLAGS...
   local name=$1 headline=$2
@@ -121,26 +128,26 @@ row() { # NAME HEADLINE(0/1) FLAGS...
     probe "$R/$name-s$s" --checkpoint "$R/$name-s$s" --features conv,fc,y
   done
 }
-row vae 1 --method vae --lr 1e-3
-row aae 0 --method aae --lr 1e-3
-row bigan 0 --method bigan --lr 2e-4
-row nat 0 --method nat --lr 1e-3
-row cpc 0 --method cpc --lr 1e-3 --flush-denormals # denormals slow its softmax tenfold
-row dim-g-jsd 0 --encoder basic28 --mode global --estimator jsd --mi-units 256 --lr 1e-3
-row dim-l-jsd 0 --encoder basic28 --mode local --estimator jsd --mi-units 256 --lr 1e-3
-row dim-l-nce 0 --encoder basic28 --mode local --estimator nce --mi-units 256 --lr 1e-3
-row dim-l-dv 0 --encoder basic28 --mode local --estimator dv --mi-units 256 --lr 1e-3
-row dim-best 1 "${DIM_BEST[@]}"
-row amdim 1 "${AMDIM[@]}"
+row vae 1 --method vae --encoder "$ENCODER" --lr 1e-3
+row aae 0 --method aae --encoder "$ENCODER" --lr 1e-3
+row bigan 0 --method bigan --encoder "$ENCODER" --lr 2e-4
+row nat 0 --method nat --encoder "$ENCODER" --lr 1e-3
+row cpc 0 --method cpc --encoder "$ENCODER" --lr 1e-3 --flush-denormals # denormals slow its softmax tenfold
+row dim-g-jsd 0 --encoder "$ENCODER" --mode global --estimator jsd --mi-units "$MI_UNITS" --lr 1e-3
+row dim-l-jsd 0 --encoder "$ENCODER" --mode local --estimator jsd --mi-units "$MI_UNITS" --lr 1e-3
+row dim-l-nce 0 --encoder "$ENCODER" --mode local --estimator nce --mi-units "$MI_UNITS" --lr 1e-3
+row dim-l-dv 0 --encoder "$ENCODER" --mode local --estimator dv --mi-units "$MI_UNITS" --lr 1e-3
+row dim-best 1 "${DIM_BEST[@]}" --encoder "$ENCODER" --mi-units "$MI_UNITS"
+row amdim 1 "${AMDIM[@]}" --encoder "$AMDIM_ENCODER" --mi-units "$MI_UNITS"
 if [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" untrained "* ]]; then
-  probe "$R/untrained" --random-init --encoder basic28 --data "$DATA" --seed 1 --features conv,fc,y
-  probe "$R/untrained-amdim28" --random-init --encoder amdim28 --data "$DATA" --seed 1 --features conv,fc,y
+  probe "$R/untrained" --random-init --encoder "$ENCODER" --data "$DATA" --seed 1 --features conv,fc,y
+  probe "$R/untrained-amdim" --random-init --encoder "$AMDIM_ENCODER" --data "$DATA" --seed 1 --features conv,fc,y
 fi
 if [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" pixels "* ]]; then
   probe "$R/pixels" --pixels --data "$DATA"
 fi
 runs=()
-for d in "$R"/*-s[0-9]* "$R"/untrained "$R"/untrained-amdim28 "$R"/pixels; do
+for d in "$R"/*-s[0-9]* "$R"/untrained "$R"/untrained-amdim "$R"/pixels; do
   [ -d "$d/eval" ] && runs+=("$d")
 done
 $B report --out "$R/report" "${runs[@]}"

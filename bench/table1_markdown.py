@@ -27,9 +27,9 @@ ROWS = [  # directory prefix, label, the paper's CIFAR-10 conv / fc / Y (docs/di
     ("dim-l-nce", "DIM(L), infoNCE", (75.21, 75.57, 69.13)),
     ("dim-l-dv", "DIM(L), DV", None),
     ("dim-best", "DIM(L), best recipe (two views, infoNCE)", None),
-    ("amdim", "multi-scale DIM (amdim28)", None),
-    ("untrained", "untrained basic28", None),
-    ("untrained-amdim28", "untrained amdim28", None),
+    ("amdim", "multi-scale DIM (AMDIM encoder)", None),
+    ("untrained", "untrained encoder", None),
+    ("untrained-amdim", "untrained AMDIM encoder", None),
     ("pixels", "raw pixels (784 values, in Y's columns)", None),
 ]
 
