@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dimtorch/dimtorch/internal/npy"
 	"github.com/dimtorch/dimtorch/internal/testref"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/torch"
@@ -131,25 +130,7 @@ func TestAMDIMAgainstPyTorch(t *testing.T) {
 				}
 			}
 			for i, name := range []string{"y", "local", "conv"} {
-				ref, _, err := npy.ReadFloat32(filepath.Join(dir, "ref_grad_"+name+".npy"))
-				if (grads[i] == nil) != (err != nil) {
-					t.Fatalf("gradient with respect to %s: dimtorch has one: %v, the reference: %v", name, grads[i] != nil, err == nil)
-				}
-				if grads[i] == nil {
-					continue
-				}
-				g, err := grads[i].Contiguous().Float32s()
-				if err != nil || len(g) != len(ref) {
-					t.Fatalf("gradient with respect to %s: %d values, the reference %d (%v)", name, len(g), len(ref), err)
-				}
-				var scale, diff float64
-				for j := range g {
-					scale = math.Max(scale, math.Abs(float64(ref[j])))
-					diff = math.Max(diff, math.Abs(float64(g[j]-ref[j])))
-				}
-				if scale == 0 || diff > 1e-4*scale+1e-7 {
-					t.Errorf("gradient with respect to %s: differs from PyTorch's by %g (largest value %g)", name, diff, scale)
-				}
+				checkRefGrad(t, dir, name, grads[i], true)
 			}
 		})
 	}
