@@ -12,16 +12,16 @@
 # Usage: bench/quality.sh [RUN_DIR]   (default: runs/quality-DATE; an existing
 # directory is refused, so every figure comes from runs from scratch; the
 # seeds' runs are RUN_DIR/seed-N)
-#   environment (defaults): RECIPE=AMDIM (or DIM_BEST: a name in bench/recipes.sh)
-#   EPOCHS=12 SEEDS="1 2 3" THREADS=2
+#   environment (defaults): RECIPE=DIM_BEST (or AMDIM: a name in bench/recipes.sh)
+#   EPOCHS=18 SEEDS="1 2 3" THREADS=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/recipes.sh
 B=bin/dimtorch
 [ -x $B ] || go build -o $B ./cmd/dimtorch
 R=${1:-runs/quality-$(date +%Y%m%d-%H%M%S)}
-RECIPE=${RECIPE:-AMDIM}
-EPOCHS=${EPOCHS:-12}
+RECIPE=${RECIPE:-DIM_BEST}
+EPOCHS=${EPOCHS:-18}
 SEEDS=${SEEDS:-1 2 3}
 THREADS=${THREADS:-2}
 if [ -e "$R" ]; then
