@@ -441,6 +441,10 @@ func TestTrainingDoesNotLeak(t *testing.T) {
 		{"bigan", func(c *Config) { c.Method.Name = "bigan" }},
 		{"nat", func(c *Config) { c.Method.Name = "nat" }},
 		{"cpc", func(c *Config) { c.Method.Name = "cpc" }},
+		{"amdim", func(c *Config) { // multi-scale DIM: three heads, the 5-5 positions drawn each step
+			c.Method.Name, c.Encoder.Name, c.Encoder.Width = "amdim", "amdim28", 8
+			c.Objective.Views, c.Objective.ScoreClip, c.Objective.Gamma, c.Augment = 2, 10, 0, "amdim"
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := smallConfig(t)
