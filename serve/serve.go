@@ -10,7 +10,13 @@
 //	POST /v1/neighbors?k=N      images -> {"k": N, "results": [{"neighbors": [{"index", "name", "similarity"}, ...]}, ...]}
 //	GET  /healthz               200 while the process runs
 //	GET  /readyz                200 when it takes requests, 503 while it starts or stops
-//	GET  /metrics               Prometheus text format
+//	GET  /metrics               Prometheus text format (or on a listener of its own: ServeMetrics)
+//
+// With Config.APIKeys, every route but /healthz and /readyz needs a key
+// ("Authorization: Bearer KEY"; 401 with a WWW-Authenticate challenge
+// without one); with Config.TLS, Serve speaks HTTPS. Both re-read their
+// files on Reload (`dimtorch serve` does it on SIGHUP) without dropping
+// a connection.
 //
 // Images come as a raw PNG or JPEG body, as the files of a multipart form,
 // or as JSON {"images": ["<base64 or data URL>", ...]}; each is converted
@@ -76,6 +82,13 @@ type Config struct {
 	WriteTimeout      time.Duration // [60s]
 	IdleTimeout       time.Duration // [120s]
 	ShutdownTimeout   time.Duration // in-flight requests get this long after SIGTERM [30s]
+
+	APIKeys *APIKeys     // when set, every route but /healthz and /readyz needs one of its keys [nil: open]
+	TLS     *Certificate // when set, Serve speaks HTTPS (TLS 1.2+, HTTP/2) with it [nil: plain HTTP]
+	// NoMetricsRoute leaves /metrics off the service's routes, for a
+	// program that serves MetricsHandler on a listener of its own
+	// (`dimtorch serve --metrics-addr`).
+	NoMetricsRoute bool
 
 	Log zerolog.Logger
 }
@@ -148,6 +161,8 @@ type Server struct {
 	ready   atomic.Bool
 	decode  chan struct{}
 	handler http.Handler
+
+	metricsHandler http.Handler
 }
 
 // New prepares a server; Serve runs it. gallery may be nil (then
@@ -165,24 +180,29 @@ func New(model Model, gallery *Gallery, cfg Config) (*Server, error) {
 	})
 	mux := http.NewServeMux()
 	route := func(path, method, name string, h func(http.ResponseWriter, *http.Request) error) {
-		mux.Handle(path, s.instrument(name, method, h))
+		mux.Handle(path, s.instrument(name, method, cfg.APIKeys, h))
+	}
+	open := func(path, method, name string, h func(http.ResponseWriter, *http.Request) error) {
+		mux.Handle(path, s.instrument(name, method, nil, h))
 	}
 	route("/v1/embed", http.MethodPost, "embed", s.handleEmbed)
 	route("/v1/neighbors", http.MethodPost, "neighbors", s.handleNeighbors)
-	route("/healthz", http.MethodGet, "healthz", func(w http.ResponseWriter, _ *http.Request) error {
+	open("/healthz", http.MethodGet, "healthz", func(w http.ResponseWriter, _ *http.Request) error {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	route("/readyz", http.MethodGet, "readyz", func(w http.ResponseWriter, _ *http.Request) error {
+	open("/readyz", http.MethodGet, "readyz", func(w http.ResponseWriter, _ *http.Request) error {
 		if !s.ready.Load() {
 			return errorf(http.StatusServiceUnavailable, "not ready")
 		}
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
-	metricsHandler := promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
-	route("/metrics", http.MethodGet, "metrics", func(w http.ResponseWriter, r *http.Request) error {
-		metricsHandler.ServeHTTP(w, r)
-		return nil
-	})
+	s.metricsHandler = promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
+	if !cfg.NoMetricsRoute {
+		route("/metrics", http.MethodGet, "metrics", func(w http.ResponseWriter, r *http.Request) error {
+			s.metricsHandler.ServeHTTP(w, r)
+			return nil
+		})
+	}
 	route("/", "", "other", func(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusNotFound, "no such endpoint: %s (see POST /v1/embed, POST /v1/neighbors, GET /healthz, /readyz, /metrics)", r.URL.Path)
 	})
@@ -193,6 +213,10 @@ func New(model Model, gallery *Gallery, cfg Config) (*Server, error) {
 // Handler returns the service's routes (for tests and for embedding the
 // service in another server).
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// MetricsHandler serves the service's Prometheus metrics (also at
+// /metrics of Handler unless Config.NoMetricsRoute).
+func (s *Server) MetricsHandler() http.Handler { return s.metricsHandler }
 
 // SetReady marks the service ready (Serve does it when it starts; a
 // program that mounts Handler in its own server calls it).
@@ -223,9 +247,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		ErrorLog:          log.New(zerologWriter{s.cfg.Log}, "", 0),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(l) }()
+	if s.cfg.TLS != nil {
+		hs.TLSConfig = s.cfg.TLS.TLSConfig()
+		go func() { errc <- hs.ServeTLS(l, "", "") }()
+	} else {
+		go func() { errc <- hs.Serve(l) }()
+	}
 	s.ready.Store(true)
-	s.cfg.Log.Info().Str("addr", l.Addr().String()).Bool("batching", s.cfg.Batching).Int("max_batch", s.cfg.MaxBatch).
+	s.cfg.Log.Info().Str("addr", l.Addr().String()).Bool("tls", s.cfg.TLS != nil).Bool("api_keys", s.cfg.APIKeys != nil).Bool("batching", s.cfg.Batching).Int("max_batch", s.cfg.MaxBatch).
 		Dur("max_wait", s.cfg.MaxWait).Msg("serving")
 	select {
 	case err := <-errc:
@@ -246,6 +275,29 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	s.cfg.Log.Info().Msg("stopped")
 	return nil
+}
+
+// ServeMetrics answers GET /metrics on l, plain HTTP and without keys (a
+// listener for the monitoring network: `dimtorch serve --metrics-addr`),
+// until ctx is cancelled.
+func (s *Server) ServeMetrics(ctx context.Context, l net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", s.metricsHandler)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, ReadTimeout: s.cfg.ReadTimeout,
+		WriteTimeout: s.cfg.WriteTimeout, IdleTimeout: s.cfg.IdleTimeout, ErrorLog: log.New(zerologWriter{s.cfg.Log}, "", 0)}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	s.cfg.Log.Info().Str("addr", l.Addr().String()).Msg("serving metrics")
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	<-errc
+	return err
 }
 
 // zerologWriter passes net/http's own messages (TLS, malformed requests)
@@ -286,12 +338,14 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // instrument checks the method, turns a handler's error into its JSON
 // answer, and records the request's status and latency.
-func (s *Server) instrument(route, method string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+func (s *Server) instrument(route, method string, keys *APIKeys, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		w := &statusWriter{ResponseWriter: rw}
 		var err error
-		if method != "" && r.Method != method {
+		if err = authenticate(keys, w, r); err != nil {
+			// before anything else: an unknown client learns nothing of the routes
+		} else if method != "" && r.Method != method {
 			w.Header().Set("Allow", method)
 			err = errorf(http.StatusMethodNotAllowed, "%s takes %s, not %s", r.URL.Path, method, r.Method)
 		} else {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dimtorch/dimtorch/embed"
 	"github.com/dimtorch/dimtorch/serve"
+	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 )
 
@@ -47,6 +48,10 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: d.ShutdownTimeout, Usage: "how long requests in flight may finish after SIGTERM"},
 			&cli.BoolFlag{Name: "spin", Usage: "let onnxruntime's threads spin between runs (faster back-to-back runs, less CPU left to the HTTP side)"},
 			&cli.StringFlag{Name: "onnxruntime-lib", Usage: "path of the onnxruntime library"},
+			&cli.StringFlag{Name: "api-key-file", Category: "access", Usage: "require one of the keys in FILE (one per line, # comments) as Authorization: Bearer KEY on every route but /healthz and /readyz; re-read on SIGHUP"},
+			&cli.StringFlag{Name: "tls-cert", Category: "access", Usage: "serve HTTPS with this PEM certificate (chain); re-read on SIGHUP"},
+			&cli.StringFlag{Name: "tls-key", Category: "access", Usage: "the PEM private key of --tls-cert"},
+			&cli.StringFlag{Name: "metrics-addr", Category: "access", Usage: "serve /metrics on this address instead (plain HTTP, no key: for the monitoring network)"},
 		},
 		Action: func(c *cli.Context) error {
 			log := logger(c)
@@ -62,6 +67,23 @@ func serveCommand() *cli.Command {
 			}
 			if c.Duration("max-wait") < 0 {
 				return fmt.Errorf("--max-wait %v: must not be negative", c.Duration("max-wait"))
+			}
+			if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
+				return errors.New("--tls-cert and --tls-key go together: give both, or neither for plain HTTP")
+			}
+			var keys *serve.APIKeys
+			if f := c.String("api-key-file"); f != "" {
+				var err error
+				if keys, err = serve.LoadAPIKeys(f); err != nil {
+					return fmt.Errorf("--api-key-file: %w", err)
+				}
+			}
+			var cert *serve.Certificate
+			if c.String("tls-cert") != "" {
+				var err error
+				if cert, err = serve.LoadCertificate(c.String("tls-cert"), c.String("tls-key")); err != nil {
+					return err
+				}
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -95,6 +117,7 @@ func serveCommand() *cli.Command {
 				ReadHeaderTimeout: c.Duration("read-header-timeout"), ReadTimeout: c.Duration("read-timeout"),
 				WriteTimeout: c.Duration("write-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"), Log: log,
+				APIKeys: keys, TLS: cert, NoMetricsRoute: c.String("metrics-addr") != "",
 			}
 			s, err := serve.New(m, g, cfg)
 			if err != nil {
@@ -113,15 +136,70 @@ func serveCommand() *cli.Command {
 				ev = ev.Int("gallery", g.Len())
 			}
 			ev.Msg("model loaded")
-			l, err := net.Listen("tcp", c.String("addr"))
+			l, err := listen("addr", c.String("addr"))
 			if err != nil {
-				var op *net.OpError
-				if errors.As(err, &op) && errors.Is(err, syscall.EADDRINUSE) {
-					return fmt.Errorf("--addr %s is in use: stop the other server or choose another port", c.String("addr"))
+				return err
+			}
+			if keys != nil {
+				log.Info().Int("keys", keys.Len()).Msg("API keys required")
+			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					reloadAccess(log, keys, cert)
 				}
-				return fmt.Errorf("--addr %s: %w", c.String("addr"), err)
+			}()
+			if a := c.String("metrics-addr"); a != "" {
+				ml, err := listen("metrics-addr", a)
+				if err != nil {
+					l.Close()
+					return err
+				}
+				mctx, mstop := context.WithCancel(ctx)
+				mdone := make(chan error, 1)
+				go func() { mdone <- s.ServeMetrics(mctx, ml) }()
+				err = s.Serve(ctx, l)
+				mstop()
+				if merr := <-mdone; err == nil && merr != nil {
+					err = fmt.Errorf("--metrics-addr: %w", merr)
+				}
+				return err
 			}
 			return s.Serve(ctx, l)
 		},
+	}
+}
+
+// listen opens the TCP address of --flag, saying so when it is taken.
+func listen(flag, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("--%s %s is in use: stop the other server or choose another port", flag, addr)
+		}
+		return nil, fmt.Errorf("--%s %s: %w", flag, addr, err)
+	}
+	return l, nil
+}
+
+// reloadAccess re-reads the API keys and the TLS certificate (SIGHUP); what
+// fails to load is logged and keeps what was in use.
+func reloadAccess(log zerolog.Logger, keys *serve.APIKeys, cert *serve.Certificate) {
+	if keys != nil {
+		if n, err := keys.Reload(); err != nil {
+			log.Error().Err(err).Msg("SIGHUP: the API keys were not reloaded; the previous keys stay in force")
+		} else {
+			log.Info().Int("keys", n).Msg("SIGHUP: API keys reloaded")
+		}
+	}
+	if cert != nil {
+		if err := cert.Reload(); err != nil {
+			log.Error().Err(err).Msg("SIGHUP: the TLS certificate was not reloaded; the previous one stays in use")
+		} else {
+			log.Info().Msg("SIGHUP: TLS certificate reloaded")
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dimtorch/dimtorch/export"
+	"github.com/dimtorch/dimtorch/internal/testcert"
 	"github.com/dimtorch/dimtorch/models"
 	"github.com/dimtorch/dimtorch/serve"
 	"github.com/dimtorch/dimtorch/torch"
@@ -30,21 +31,7 @@ import (
 // and neighbour requests, metrics, a taken port, and SIGTERM ending with 0.
 func TestServeCommand(t *testing.T) {
 	dir := t.TempDir()
-	_ = torch.ManualSeed(3)
-	enc, err := models.New(models.Config{Name: "basic28", InChannels: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc.Train(false)
-	m, err := export.Model(enc, export.Options{})
-	nn.Free(enc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	model := filepath.Join(dir, "enc.onnx")
-	if err := export.Write(model, m); err != nil {
-		t.Fatal(err)
-	}
+	model := exportBasic28(t, dir)
 	gallery := filepath.Join(dir, "gallery")
 	os.MkdirAll(filepath.Join(gallery, "shirts"), 0o755)
 	pngs := map[string][]byte{}
@@ -58,25 +45,8 @@ func TestServeCommand(t *testing.T) {
 		pngs[name] = b.Bytes()
 		os.WriteFile(filepath.Join(gallery, name), b.Bytes(), 0o644)
 	}
-	cmd := exec.Command(binary, "--log-format", "json", "serve", "--model", model, "--gallery", gallery, "--addr", "127.0.0.1:0", "--threads", "1")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, lines, addr, logged := startServe(t, "--model", model, "--gallery", gallery, "--addr", "127.0.0.1:0", "--threads", "1")
 	defer cmd.Process.Kill()
-	lines := bufio.NewScanner(stderr)
-	var addr string
-	var logged []string
-	for addr == "" && lines.Scan() {
-		logged = append(logged, lines.Text())
-		var rec map[string]any
-		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec["message"] == "serving" {
-			addr, _ = rec["addr"].(string)
-		}
-	}
-	if addr == "" {
-		t.Fatalf("no serving line:\n%s", strings.Join(logged, "\n"))
-	}
 	// The model's own preprocessing record is what feeds it.
 	loadedLine := false
 	for _, l := range logged {
@@ -179,6 +149,196 @@ func TestServeCommand(t *testing.T) {
 	if !strings.Contains(log, `"stopped"`) {
 		t.Errorf("no orderly stop in the log:\n%s", log)
 	}
+}
+
+// exportBasic28 writes a randomly initialised basic28 (seed 3) as
+// DIR/enc.onnx.
+func exportBasic28(t *testing.T, dir string) string {
+	t.Helper()
+	_ = torch.ManualSeed(3)
+	enc, err := models.New(models.Config{Name: "basic28", InChannels: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc.Train(false)
+	m, err := export.Model(enc, export.Options{})
+	nn.Free(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "enc.onnx")
+	if err := export.Write(model, m); err != nil {
+		t.Fatal(err)
+	}
+	return model
+}
+
+// startServe starts `dimtorch --log-format json serve ARGS...` and reads
+// its log up to the "serving" line: the process, the rest of its log, the
+// address it serves and the lines read.
+func startServe(t *testing.T, args ...string) (*exec.Cmd, *bufio.Scanner, string, []string) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"--log-format", "json", "serve"}, args...)...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stderr)
+	var addr string
+	var logged []string
+	for addr == "" && lines.Scan() {
+		logged = append(logged, lines.Text())
+		var rec map[string]any
+		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec["message"] == "serving" {
+			addr, _ = rec["addr"].(string)
+		}
+	}
+	if addr == "" {
+		cmd.Process.Kill()
+		t.Fatalf("no serving line:\n%s", strings.Join(logged, "\n"))
+	}
+	return cmd, lines, addr, logged
+}
+
+// waitLog reads log lines until one has message msg, and returns it.
+func waitLog(t *testing.T, lines *bufio.Scanner, msg string) map[string]any {
+	t.Helper()
+	var seen []string
+	for lines.Scan() {
+		seen = append(seen, lines.Text())
+		var rec map[string]any
+		if json.Unmarshal(lines.Bytes(), &rec) == nil && rec["message"] == msg {
+			return rec
+		}
+	}
+	t.Fatalf("no %q line in the log:\n%s", msg, strings.Join(seen, "\n"))
+	return nil
+}
+
+// dimtorch serve with an API key file, TLS and a metrics listener, as a
+// deployment runs it: keys and certificate rotated by SIGHUP without a
+// restart, a bad key file on SIGHUP logged and the old keys kept, no key
+// in the log, and the start-up errors of half-given or bad access flags.
+func TestServeAccess(t *testing.T) {
+	dir := t.TempDir()
+	model := exportBasic28(t, dir)
+	const key1, key2 = "first-key-0123456789abcdef", "second-key-0123456789abcdef"
+	keyFile := filepath.Join(dir, "keys")
+	os.WriteFile(keyFile, []byte(key1+"\n"), 0o600)
+	certFile, certKey, cert1 := testcert.Write(t, dir, 1)
+	ml, _ := net.Listen("tcp", "127.0.0.1:0") // a free port for the metrics
+	maddr := ml.Addr().String()
+	ml.Close()
+	cmd, lines, addr, _ := startServe(t, "--model", model, "--addr", "127.0.0.1:0", "--threads", "1",
+		"--api-key-file", keyFile, "--tls-cert", certFile, "--tls-key", certKey, "--metrics-addr", maddr)
+	defer cmd.Process.Kill()
+	var log strings.Builder
+	logLine := func(msg string) map[string]any {
+		rec := waitLog(t, lines, msg)
+		b, _ := json.Marshal(rec)
+		log.Write(b)
+		return rec
+	}
+	img := grayPNGBytes(t)
+	embed := func(c *http.Client, key string) int {
+		req, _ := http.NewRequest("POST", "https://"+addr+"/v1/embed", bytes.NewReader(img))
+		req.Header.Set("Content-Type", "image/png")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	c1 := testcert.Client(cert1, true)
+	if code := embed(c1, ""); code != 401 {
+		t.Fatalf("no key: %d", code)
+	}
+	if code := embed(c1, key1); code != 200 {
+		t.Fatalf("key1 over HTTPS: %d", code)
+	}
+	resp, err := c1.Get("https://" + addr + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz without a key: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `dimtorch_serve_requests_total{code="401",route="embed"} 1`) {
+		t.Fatalf("metrics listener: %.400s", body)
+	}
+
+	// Rotation by SIGHUP: key2 and a new certificate.
+	os.WriteFile(keyFile, []byte(key2+"\n"), 0o600)
+	_, _, cert2 := testcert.Write(t, dir, 2)
+	cmd.Process.Signal(syscall.SIGHUP)
+	logLine("SIGHUP: API keys reloaded")
+	logLine("SIGHUP: TLS certificate reloaded")
+	c2 := testcert.Client(cert2, true)
+	if code := embed(c2, key1); code != 401 {
+		t.Fatalf("key1 after rotation: %d", code)
+	}
+	if code := embed(c2, key2); code != 200 {
+		t.Fatalf("key2 after rotation: %d", code)
+	}
+	// A bad key file: logged, key2 stays.
+	os.WriteFile(keyFile, []byte("short\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	if rec := logLine("SIGHUP: the API keys were not reloaded; the previous keys stay in force"); !strings.Contains(fmt.Sprint(rec["error"]), "line 1") {
+		t.Fatalf("the reason: %v", rec)
+	}
+	if code := embed(c2, key2); code != 200 {
+		t.Fatalf("key2 after a failed reload: %d", code)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	logLine("stopped")
+	for lines.Scan() {
+		log.WriteString(lines.Text())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v", err)
+	}
+	for _, k := range []string{key1, key2} {
+		if strings.Contains(log.String(), k) {
+			t.Fatalf("a key in the log: %s", log.String())
+		}
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls-cert", certFile}, "--tls-cert and --tls-key go together"},
+		{[]string{"--api-key-file", keyFile}, "--api-key-file: API key file " + keyFile + ", line 1: a key of 5 bytes"},
+		{[]string{"--api-key-file", filepath.Join(dir, "none")}, "no such file"},
+		{[]string{"--tls-cert", keyFile, "--tls-key", certKey}, "TLS certificate " + keyFile},
+	} {
+		_, stderr, code := run(t, append([]string{"serve", "--model", model, "--addr", "127.0.0.1:0"}, tc.args...)...)
+		if code == 0 || !strings.Contains(stderr, tc.want) || strings.Contains(stderr, "panic") {
+			t.Errorf("%v: exit %d, %s", tc.args, code, stderr)
+		}
+	}
+}
+
+func grayPNGBytes(t *testing.T) []byte {
+	t.Helper()
+	img := image.NewGray(image.Rect(0, 0, 28, 28))
+	for p := range img.Pix {
+		img.Pix[p] = uint8(p % 256)
+	}
+	var b bytes.Buffer
+	if err := png.Encode(&b, img); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
 
 // dimtorch serve's flags default to the service's own defaults
