@@ -14,22 +14,32 @@
 # game), DIM's best recipe and multi-scale DIM (bench/recipes.sh), the
 # untrained encoder and raw pixels. The VAE, DIM's best and multi-scale DIM
 # (the headline rows) train once per seed of SEEDS, the others with seed 1.
-# Every method: batch 64, 2 threads, Adam betas (0.5, 0.999) at lr 1e-3
+# Every method: batch 64, THREADS threads, Adam betas (0.5, 0.999) at lr 1e-3
 # (BiGAN: 2e-4, the BiGAN and DCGAN papers'; the two DIM recipes: 2e-3), a
 # cosine schedule over its planned steps, bfloat16 autocast (BF16=0: off).
 #
 # Finished steps are skipped, so an interrupted run continues where it
-# stopped (an interrupted training resumes from its last epoch).
+# stopped (an interrupted training resumes from its last epoch). JOBS
+# trainings (each with its probes) run at once, THREADS threads each: on the
+# CPU the default is one single-threaded training per core, the cheapest way
+# in CPU time (no OpenMP threads spinning while they wait for each other), and
+# the calibration runs share the machine with them as the trainings do.
 #
 # Usage: bench/table1.sh [RUNS_DIR]     (default runs/table1-budget)
 #   environment (defaults): BUDGET=20 SEEDS="1 2 3" LABELS=10000 PER_CLASS=100 MLP_EPOCHS=50 MLP_LR=1e-3
-#   THREADS=2 BF16=1 DATA=fashion-mnist ENCODER=basic28 AMDIM_ENCODER=amdim28 MI_UNITS=256 DEVICE=cpu
+#   THREADS=1 JOBS=(CPU count; 1 on cuda) BF16=1 DATA=fashion-mnist ENCODER=basic28 AMDIM_ENCODER=amdim28 MI_UNITS=256 DEVICE=cpu
 #   TRAIN_IMAGES=60000 CALIBRATE=3200 (images of the longer calibration run)
 #   The CIFAR-10 table for a GPU (docs/evaluation.md): DATA=cifar10 ENCODER=dcgan32 AMDIM_ENCODER=amdim32
 #   MI_UNITS=2048 DEVICE=cuda TRAIN_IMAGES=50000 LABELS=50000 BUDGET=... bench/table1.sh runs/table1-cifar10
 #   ROWS="vae aae ..." (a subset, to run the table in parts; the default: all)
 #   LIMIT=N: train on the first N images (a smoke test; set TRAIN_IMAGES=N with it)
 #   EPOCHS=N: N epochs for every method instead of the budget (EPOCHS=1: the one-epoch table of before)
+#   PLAN_ONLY=1: plan every row (or ROWS) and stop: the plans then hold when the rest runs elsewhere
+# A table that runs in parts on different machines keeps the epochs of the
+# machine that planned it (NAME.plan.json); results/ in the repository holds
+# the records of the table in docs/evaluation.md (the small files of each run:
+# configuration, metrics, checkpoint.json, probes), from which this script
+# continues: bench/table1.sh results/table1-budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/recipes.sh
@@ -38,7 +48,7 @@ BUDGET=${BUDGET:-20}
 SEEDS=${SEEDS:-1 2 3}
 LABELS=${LABELS:-10000}
 PER_CLASS=${PER_CLASS:-100}
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1}
 DATA=${DATA:-fashion-mnist}
 ENCODER=${ENCODER:-basic28}
 AMDIM_ENCODER=${AMDIM_ENCODER:-amdim28}
@@ -48,6 +58,7 @@ TRAIN_IMAGES=${TRAIN_IMAGES:-60000}
 CALIBRATE=${CALIBRATE:-3200}
 MLP_EPOCHS=${MLP_EPOCHS:-50}
 MLP_LR=${MLP_LR:-1e-3}
+if [ "$DEVICE" = cpu ]; then JOBS=${JOBS:-$(nproc)}; else JOBS=${JOBS:-1}; fi
 B=bin/dimtorch
 [ -x $B ] || go build -o $B ./cmd/dimtorch
 mkdir -p "$R"
@@ -82,7 +93,9 @@ plan() {
 import json, sys
 base, budget, images, cal = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 cpu = [json.load(open(f"{base}-{n}/checkpoint/checkpoint.json"))["state"]["cpu_seconds"] for n in (cal // 2, cal)]
-per_image = max(cpu[1] - cpu[0], 1e-9) / (cal - cal // 2)
+per_image = (cpu[1] - cpu[0]) / (cal - cal // 2)
+if per_image < 0.25 * cpu[1] / cal:  # runs too short to tell the images' cost from noise:
+    per_image = cpu[1] / cal         # the longer run's whole cost over its images, an overestimate
 epochs = max(1, round(budget * 60 / (per_image * images)))
 print(json.dumps({"epochs": epochs, "budget_cpu_minutes": budget, "calibration_images": [cal // 2, cal],
                   "calibration_cpu_seconds": cpu, "cpu_seconds_per_image": per_image,
@@ -122,12 +135,18 @@ row() { # NAME HEADLINE(0/1) FLAGS...
   case " ${ROWS:-$name} " in *" $name "*) ;; *) return 0 ;; esac
   local epochs seeds=1
   epochs=$(plan "$name" "$@")
+  [ -n "${PLAN_ONLY:-}" ] && return 0
   [ "$headline" = 1 ] && seeds=$SEEDS
   for s in $seeds; do
-    train "$R/$name-s$s" "$epochs" "$s" "$@"
-    probe "$R/$name-s$s" --checkpoint "$R/$name-s$s" --features conv,fc,y
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || failed=1; done
+    (
+      train "$R/$name-s$s" "$epochs" "$s" "$@"
+      probe "$R/$name-s$s" --checkpoint "$R/$name-s$s" --features conv,fc,y
+    ) >>"$R/$name-s$s.log" 2>&1 &
+    pids+=($!)
   done
 }
+pids=() failed=0
 row vae 1 --method vae --encoder "$ENCODER" --lr 1e-3
 row aae 0 --method aae --encoder "$ENCODER" --lr 1e-3
 row bigan 0 --method bigan --encoder "$ENCODER" --lr 2e-4
@@ -139,6 +158,12 @@ row dim-l-nce 0 --encoder "$ENCODER" --mode local --estimator nce --mi-units "$M
 row dim-l-dv 0 --encoder "$ENCODER" --mode local --estimator dv --mi-units "$MI_UNITS" --lr 1e-3
 row dim-best 1 "${DIM_BEST[@]}" --encoder "$ENCODER" --mi-units "$MI_UNITS"
 row amdim 1 "${AMDIM[@]}" --encoder "$AMDIM_ENCODER" --mi-units "$MI_UNITS"
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
+[ -n "${PLAN_ONLY:-}" ] && exit 0
+if [ "$failed" != 0 ]; then
+  echo "bench/table1.sh: a training or probe failed; see $R/NAME-sSEED.log (run again to continue)" >&2
+  exit 1
+fi
 if [ -z "${ROWS:-}" ] || [[ " $ROWS " == *" untrained "* ]]; then
   probe "$R/untrained" --random-init --encoder "$ENCODER" --data "$DATA" --seed 1 --features conv,fc,y
   probe "$R/untrained-amdim" --random-init --encoder "$AMDIM_ENCODER" --data "$DATA" --seed 1 --features conv,fc,y

@@ -27,6 +27,16 @@ func TestBaselinesResumeExactly(t *testing.T) {
 	}
 }
 
+// Multi-scale DIM resumes exactly too: its 5-5 positions and AMDIM's
+// augmentation draw from generators the checkpoint must carry.
+func TestAMDIMResumesExactly(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Method.Name, cfg.Encoder.Name, cfg.Encoder.Width = "amdim", "amdim28", 8
+	cfg.Objective.Views, cfg.Objective.ScoreClip, cfg.Objective.Gamma, cfg.Augment = 2, 10, 0, "amdim"
+	a, b := interruptAndResume(t, cfg)
+	sameWeights(t, a, b)
+}
+
 // Each baseline's objective falls on a small dataset: the mean of its
 // first three records against its last three (for the AAE, the
 // reconstruction; BiGAN's two players are tested in objectives).

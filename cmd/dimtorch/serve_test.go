@@ -289,6 +289,11 @@ func TestServeAccess(t *testing.T) {
 	if code := embed(c2, key2); code != 200 {
 		t.Fatalf("key2 after rotation: %d", code)
 	}
+	// c1 trusts only the first certificate: it gets through only on the
+	// connection it opened before the rotation, which must still be up.
+	if code := embed(c1, key2); code != 200 {
+		t.Fatalf("key2 on the connection opened before the rotation: %d", code)
+	}
 	// A bad key file: logged, key2 stays.
 	os.WriteFile(keyFile, []byte("short\n"), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
