@@ -69,7 +69,7 @@ func TestAPIKeys(t *testing.T) {
 	var logged bytes.Buffer
 	var mu sync.Mutex
 	cfg := Config{APIKeys: keys}
-	s, err := New(&fakeModel{}, nil, cfg)
+	s, err := New(Deployment{Model: &fakeModel{}}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestAPIKeys(t *testing.T) {
 			t.Fatalf("%s without a key: %d, want 200 (probes stay open)", p, code)
 		}
 	}
-	for _, tc := range []struct{ method, path string }{{"POST", "/v1/embed"}, {"POST", "/v1/neighbors"}, {"GET", "/metrics"}, {"GET", "/no/such/route"}} {
+	for _, tc := range []struct{ method, path string }{{"POST", "/v1/embed"}, {"POST", "/v1/neighbors"}, {"GET", "/metrics"}, {"POST", "/v1/admin/reload"}, {"GET", "/no/such/route"}} {
 		code, challenge, body := request(t, c, tc.method, base+tc.path, "", img)
 		if code != 401 || challenge != `Bearer realm="dimtorch"` || !strings.Contains(body, "Authorization: Bearer") {
 			t.Fatalf("%s %s without a key: %d %q %s", tc.method, tc.path, code, challenge, body)
@@ -193,7 +193,7 @@ func TestTLSAndMetricsListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(&fakeModel{}, nil, Config{TLS: cert, NoMetricsRoute: true, Log: zerolog.Nop()})
+	s, err := New(Deployment{Model: &fakeModel{}}, Config{TLS: cert, NoMetricsRoute: true, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

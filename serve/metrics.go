@@ -14,6 +14,14 @@ type metrics struct {
 	batches   prometheus.Histogram
 	queue     prometheus.GaugeFunc
 	modelLoad prometheus.Gauge
+	reloads   *prometheus.CounterVec
+	modelInfo *prometheus.GaugeVec
+}
+
+// setVersion makes version the one model_info names.
+func (m *metrics) setVersion(version string) {
+	m.modelInfo.Reset()
+	m.modelInfo.WithLabelValues(version).Set(1)
 }
 
 func newMetrics(queued func() float64) *metrics {
@@ -36,9 +44,17 @@ func newMetrics(queued func() float64) *metrics {
 		Name: "dimtorch_serve_queue_images", Help: "Images accepted and not yet answered.",
 	}, queued)
 	m.modelLoad = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "dimtorch_serve_model_load_seconds", Help: "Time to load the model and the gallery at start-up.",
+		Name: "dimtorch_serve_model_load_seconds", Help: "Time to load the model and the gallery: at start-up, then of the last reload (with its warm-up).",
 	})
-	m.reg.MustRegister(m.requests, m.latency, m.images, m.batches, m.queue, m.modelLoad,
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dimtorch_serve_reloads_total", Help: "Model reloads by result (ok, failed: the previous model stayed).",
+	}, []string{"result"})
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("failed")
+	m.modelInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dimtorch_serve_model_info", Help: "1 for the version of the model being served (the Dimtorch-Model-Version header).",
+	}, []string{"version"})
+	m.reg.MustRegister(m.requests, m.latency, m.images, m.batches, m.queue, m.modelLoad, m.reloads, m.modelInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

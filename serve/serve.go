@@ -11,6 +11,14 @@
 //	GET  /healthz               200 while the process runs
 //	GET  /readyz                200 when it takes requests, 503 while it starts or stops
 //	GET  /metrics               Prometheus text format (or on a listener of its own: ServeMetrics)
+//	POST /v1/admin/reload       {"model": PATH, "gallery": PATH} (optional) -> Reloaded; needs API keys
+//
+// Every answer names the model that computed it in its
+// Dimtorch-Model-Version header (VersionHeader). Reload (POST
+// /v1/admin/reload, or SIGHUP in `dimtorch serve`) loads a new deployment
+// through Config.Load, warms it up and swaps it in without failing or
+// holding a request: those in flight finish on the old model, which is
+// closed after them; a reload that fails leaves the old model serving.
 //
 // With Config.APIKeys, every route but /healthz and /readyz needs a key
 // ("Authorization: Bearer KEY"; 401 with a WWW-Authenticate challenge
@@ -44,6 +52,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,6 +91,10 @@ type Config struct {
 	WriteTimeout      time.Duration // [60s]
 	IdleTimeout       time.Duration // [120s]
 	ShutdownTimeout   time.Duration // in-flight requests get this long after SIGTERM [30s]
+
+	// Load, when set, makes the deployment reloadable (Server.Reload,
+	// POST /v1/admin/reload): it loads the model and gallery a Source names.
+	Load Loader
 
 	APIKeys *APIKeys     // when set, every route but /healthz and /readyz needs one of its keys [nil: open]
 	TLS     *Certificate // when set, Serve speaks HTTPS (TLS 1.2+, HTTP/2) with it [nil: plain HTTP]
@@ -151,46 +164,51 @@ func (c *Config) defaults() {
 	setD(&c.ShutdownTimeout, d.ShutdownTimeout)
 }
 
-// Server answers the API for one model and an optional gallery.
+// Server answers the API for a deployment: a model and an optional gallery.
 type Server struct {
 	cfg     Config
-	model   Model
-	gallery *Gallery
-	b       *batcher
 	m       *metrics
 	ready   atomic.Bool
 	decode  chan struct{}
 	handler http.Handler
 
+	mu        sync.RWMutex // guards cur and closed
+	cur       *live
+	closed    bool
+	reloading sync.Mutex     // one reload at a time
+	draining  sync.WaitGroup // replaced deployments not yet closed
+
 	metricsHandler http.Handler
 }
 
-// New prepares a server; Serve runs it. gallery may be nil (then
+// New prepares a server for d; Serve runs it. d.Gallery may be nil (then
 // /v1/neighbors answers 404).
-func New(model Model, gallery *Gallery, cfg Config) (*Server, error) {
+func New(d Deployment, cfg Config) (*Server, error) {
 	cfg.defaults()
-	if gallery != nil && gallery.Dim() != model.Dim() {
-		return nil, errors.New("the gallery's vectors have " + strconv.Itoa(gallery.Dim()) + " values, the model's " + strconv.Itoa(model.Dim()))
+	if d.Model == nil {
+		return nil, errors.New("serve.New: no model")
 	}
-	s := &Server{cfg: cfg, model: model, gallery: gallery, decode: make(chan struct{}, cfg.Decoders)}
-	s.m = newMetrics(func() float64 { return float64(s.b.Queued()) })
-	s.b = newBatcher(model.EmbedBatchContext, cfg.Batching, cfg.Runners, cfg.MaxBatch, cfg.MaxWait, cfg.MaxQueue, func(n int) {
-		s.m.batches.Observe(float64(n))
-		s.m.images.Add(float64(n))
-	})
+	if d.Gallery != nil && d.Gallery.Dim() != d.Model.Dim() {
+		return nil, errors.New("the gallery's vectors have " + strconv.Itoa(d.Gallery.Dim()) + " values, the model's " + strconv.Itoa(d.Model.Dim()))
+	}
+	s := &Server{cfg: cfg, decode: make(chan struct{}, cfg.Decoders)}
+	s.m = newMetrics(func() float64 { return float64(s.current().b.Queued()) })
+	s.cur = s.newLive(d)
+	s.m.setVersion(d.Version)
 	mux := http.NewServeMux()
-	route := func(path, method, name string, h func(http.ResponseWriter, *http.Request) error) {
+	route := func(path, method, name string, h handler) {
 		mux.Handle(path, s.instrument(name, method, cfg.APIKeys, h))
 	}
-	open := func(path, method, name string, h func(http.ResponseWriter, *http.Request) error) {
+	open := func(path, method, name string, h handler) {
 		mux.Handle(path, s.instrument(name, method, nil, h))
 	}
 	route("/v1/embed", http.MethodPost, "embed", s.handleEmbed)
 	route("/v1/neighbors", http.MethodPost, "neighbors", s.handleNeighbors)
-	open("/healthz", http.MethodGet, "healthz", func(w http.ResponseWriter, _ *http.Request) error {
+	route("/v1/admin/reload", http.MethodPost, "reload", s.handleReload)
+	open("/healthz", http.MethodGet, "healthz", func(w http.ResponseWriter, _ *http.Request, _ *live) error {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	open("/readyz", http.MethodGet, "readyz", func(w http.ResponseWriter, _ *http.Request) error {
+	open("/readyz", http.MethodGet, "readyz", func(w http.ResponseWriter, _ *http.Request, _ *live) error {
 		if !s.ready.Load() {
 			return errorf(http.StatusServiceUnavailable, "not ready")
 		}
@@ -198,13 +216,13 @@ func New(model Model, gallery *Gallery, cfg Config) (*Server, error) {
 	})
 	s.metricsHandler = promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
 	if !cfg.NoMetricsRoute {
-		route("/metrics", http.MethodGet, "metrics", func(w http.ResponseWriter, r *http.Request) error {
+		route("/metrics", http.MethodGet, "metrics", func(w http.ResponseWriter, r *http.Request, _ *live) error {
 			s.metricsHandler.ServeHTTP(w, r)
 			return nil
 		})
 	}
-	route("/", "", "other", func(w http.ResponseWriter, r *http.Request) error {
-		return errorf(http.StatusNotFound, "no such endpoint: %s (see POST /v1/embed, POST /v1/neighbors, GET /healthz, /readyz, /metrics)", r.URL.Path)
+	route("/", "", "other", func(w http.ResponseWriter, r *http.Request, _ *live) error {
+		return errorf(http.StatusNotFound, "no such endpoint: %s (see POST /v1/embed, POST /v1/neighbors, POST /v1/admin/reload, GET /healthz, /readyz, /metrics)", r.URL.Path)
 	})
 	s.handler = mux
 	return s, nil
@@ -223,11 +241,29 @@ func (s *Server) MetricsHandler() http.Handler { return s.metricsHandler }
 func (s *Server) SetReady(ok bool) { s.ready.Store(ok) }
 
 // Close stops the batch runners once the requests they hold are answered,
-// for a program that mounts Handler in its own server (Serve does it
-// itself). Requests after Close get 503.
+// waits for replaced deployments to close, then closes the current one's
+// model (Deployment.Close): for a program that mounts Handler in its own
+// server (Serve does it itself). Requests after Close get 503; a reload
+// after it fails.
 func (s *Server) Close() {
 	s.ready.Store(false)
-	s.b.close()
+	s.reloading.Lock() // a reload in progress finishes first
+	s.mu.Lock()
+	already := s.closed
+	s.closed = true
+	d := s.cur
+	s.mu.Unlock()
+	s.reloading.Unlock()
+	if already {
+		return
+	}
+	d.b.close()
+	s.draining.Wait()
+	if d.Close != nil {
+		if err := d.Close(); err != nil {
+			s.cfg.Log.Warn().Err(err).Msg("closing the model")
+		}
+	}
 }
 
 // ObserveModelLoad records how long the model and gallery took to load.
@@ -253,13 +289,18 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	} else {
 		go func() { errc <- hs.Serve(l) }()
 	}
+	if err := s.WarmUp(ctx); err != nil {
+		hs.Close()
+		<-errc
+		s.Close()
+		return fmt.Errorf("the model failed its warm-up run: %w", err)
+	}
 	s.ready.Store(true)
 	s.cfg.Log.Info().Str("addr", l.Addr().String()).Bool("tls", s.cfg.TLS != nil).Bool("api_keys", s.cfg.APIKeys != nil).Bool("batching", s.cfg.Batching).Int("max_batch", s.cfg.MaxBatch).
 		Dur("max_wait", s.cfg.MaxWait).Msg("serving")
 	select {
 	case err := <-errc:
-		s.ready.Store(false)
-		s.b.close()
+		s.Close()
 		return err
 	case <-ctx.Done():
 	}
@@ -268,7 +309,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := hs.Shutdown(sctx)
-	s.b.close()
+	s.Close()
 	<-errc
 	if err != nil {
 		return errors.New("shutdown: requests still running after " + s.cfg.ShutdownTimeout.String())
@@ -336,20 +377,32 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// instrument checks the method, turns a handler's error into its JSON
-// answer, and records the request's status and latency.
-func (s *Server) instrument(route, method string, keys *APIKeys, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+// handler answers a request with the deployment it holds from start to
+// end.
+type handler func(w http.ResponseWriter, r *http.Request, d *live) error
+
+// instrument checks the key and the method, holds the current deployment
+// for the request (named in its VersionHeader), turns a handler's error
+// into its JSON answer, and records the request's status and latency.
+func (s *Server) instrument(route, method string, keys *APIKeys, h handler) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		dep := s.acquire()
+		defer dep.users.Done()
 		w := &statusWriter{ResponseWriter: rw}
 		var err error
 		if err = authenticate(keys, w, r); err != nil {
-			// before anything else: an unknown client learns nothing of the routes
-		} else if method != "" && r.Method != method {
-			w.Header().Set("Allow", method)
-			err = errorf(http.StatusMethodNotAllowed, "%s takes %s, not %s", r.URL.Path, method, r.Method)
+			// before anything else: an unknown client learns nothing of the routes or the model
 		} else {
-			err = h(w, r)
+			if dep.Version != "" {
+				w.Header().Set(VersionHeader, dep.Version)
+			}
+			if method != "" && r.Method != method {
+				w.Header().Set("Allow", method)
+				err = errorf(http.StatusMethodNotAllowed, "%s takes %s, not %s", r.URL.Path, method, r.Method)
+			} else {
+				err = h(w, r, dep)
+			}
 		}
 		if err != nil {
 			writeError(w, r, err)
@@ -426,13 +479,13 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // images reads, checks, decodes and preprocesses a request's images.
-func (s *Server) images(w http.ResponseWriter, r *http.Request) ([]float32, int, error) {
+func (s *Server) images(w http.ResponseWriter, r *http.Request, d *live) ([]float32, int, error) {
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	uploads, err := readUploads(r, s.cfg.MaxImages)
 	if err != nil {
 		return nil, 0, err
 	}
-	c, h, wd := s.model.InputShape()
+	c, h, wd := d.Model.InputShape()
 	pixels := make([]float32, 0, len(uploads)*c*h*wd)
 	for i, b := range uploads {
 		select {
@@ -443,7 +496,7 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request) ([]float32, int,
 		img, err := decode(b, s.cfg.MaxPixels)
 		var p []float32
 		if err == nil {
-			p, err = s.model.Preprocess(img)
+			p, err = d.Model.Preprocess(img)
 		}
 		<-s.decode
 		if err != nil {
@@ -459,26 +512,26 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request) ([]float32, int,
 
 // embedRequest reads a request's images and embeds them through the
 // batcher, counted as on their way to it from the start.
-func (s *Server) embedRequest(w http.ResponseWriter, r *http.Request) ([][]float32, error) {
-	s.b.inflight.Add(1)
-	defer s.b.inflight.Add(-1)
-	pixels, n, err := s.images(w, r)
+func (s *Server) embedRequest(w http.ResponseWriter, r *http.Request, d *live) ([][]float32, error) {
+	d.b.inflight.Add(1)
+	defer d.b.inflight.Add(-1)
+	pixels, n, err := s.images(w, r, d)
 	if err != nil {
 		return nil, err
 	}
-	return s.b.embed(r.Context(), pixels, n)
+	return d.b.embed(r.Context(), pixels, n)
 }
 
-func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) error {
-	vecs, err := s.embedRequest(w, r)
+func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request, d *live) error {
+	vecs, err := s.embedRequest(w, r, d)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"dim": s.model.Dim(), "embeddings": vecs})
+	return writeJSON(w, http.StatusOK, map[string]any{"dim": d.Model.Dim(), "embeddings": vecs})
 }
 
-func (s *Server) handleNeighbors(w http.ResponseWriter, r *http.Request) error {
-	if s.gallery == nil {
+func (s *Server) handleNeighbors(w http.ResponseWriter, r *http.Request, d *live) error {
+	if d.Gallery == nil {
 		return errorf(http.StatusNotFound, "no gallery: start the server with --gallery DIR or FILE.npy")
 	}
 	k := 5
@@ -488,7 +541,7 @@ func (s *Server) handleNeighbors(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusBadRequest, "k=%q: want a whole number from 1 to %d", v, s.cfg.MaxK)
 		}
 	}
-	vecs, err := s.embedRequest(w, r)
+	vecs, err := s.embedRequest(w, r, d)
 	if err != nil {
 		return err
 	}
@@ -497,7 +550,7 @@ func (s *Server) handleNeighbors(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make([]res, len(vecs))
 	for i, v := range vecs {
-		out[i].Neighbors = s.gallery.Nearest(v, k)
+		out[i].Neighbors = d.Gallery.Nearest(v, k)
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"k": min(k, s.gallery.Len()), "results": out})
+	return writeJSON(w, http.StatusOK, map[string]any{"k": min(k, d.Gallery.Len()), "results": out})
 }

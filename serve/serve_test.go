@@ -89,7 +89,7 @@ func grayPNG(t *testing.T, level uint8) []byte {
 func newTestServer(t *testing.T, m Model, g *Gallery, cfg Config) *httptest.Server {
 	t.Helper()
 	cfg.Log = zerolog.Nop()
-	s, err := New(m, g, cfg)
+	s, err := New(Deployment{Model: m, Gallery: g}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestHostileInputs(t *testing.T) {
 func serveOn(t *testing.T, m Model, cfg Config) (addr string, stop func() error) {
 	t.Helper()
 	cfg.Log = zerolog.Nop()
-	s, err := New(m, nil, cfg)
+	s, err := New(Deployment{Model: m}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,6 +271,18 @@ func serveOn(t *testing.T, m Model, cfg Config) (addr string, stop func() error)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, l) }()
+	// Ready once the model has had its warm-up runs.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if resp, err := http.Get("http://" + l.Addr().String() + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not ready after 10 s")
+		}
+	}
 	return l.Addr().String(), func() error { cancel(); return <-done }
 }
 

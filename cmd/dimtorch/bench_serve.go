@@ -130,7 +130,7 @@ func benchServe(c *cli.Context) error {
 		}
 	}()
 	for _, batching := range []bool{false, true} {
-		s, err := serve.New(m, nil, serve.Config{Batching: batching, Runners: c.Int("runners"), MaxBatch: c.Int("max-batch"), MaxWait: c.Duration("max-wait"),
+		s, err := serve.New(serve.Deployment{Model: m}, serve.Config{Batching: batching, Runners: c.Int("runners"), MaxBatch: c.Int("max-batch"), MaxWait: c.Duration("max-wait"),
 			MaxQueue: 1 << 16, Log: zerolog.Nop()})
 		if err != nil {
 			return err

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -25,8 +28,9 @@ func serveCommand() *cli.Command {
 		Name:  "serve",
 		Usage: "an HTTP service that embeds images with an exported encoder and finds their nearest neighbours in a gallery",
 		Description: "POST /v1/embed and POST /v1/neighbors?k=N take a PNG or JPEG body, a multipart form of images or JSON " +
-			"{\"images\": [base64, ...]}; GET /healthz, /readyz and /metrics (Prometheus). SIGTERM or Ctrl-C finish the " +
-			"requests in flight and exit 0. See docs/serving.md.",
+			"{\"images\": [base64, ...]}; GET /healthz, /readyz and /metrics (Prometheus). SIGHUP reloads the model and " +
+			"gallery from their files (and the keys and certificate) without failing a request, as POST /v1/admin/reload does " +
+			"(with --api-key-file); SIGTERM or Ctrl-C finish the requests in flight and exit 0. See docs/serving.md.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Required: true, Usage: "the exported encoder (.onnx, from dimtorch export)"},
 			&cli.StringFlag{Name: "gallery", Usage: "images to search: a directory of PNG/JPEG files (embedded at start-up) or FILE.npy of embeddings (dimtorch embed --out FILE.npy)"},
@@ -87,28 +91,14 @@ func serveCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			opts := embed.Options{Library: c.String("onnxruntime-lib"), Threads: c.Int("threads"), NoSpin: !c.Bool("spin")}
+			load := func(ctx context.Context, src serve.Source) (*serve.Deployment, error) {
+				return loadDeployment(ctx, log, src, opts, c.String("gallery"), c.String("gallery-names"), c.Int64("max-pixels"), c.Int("max-batch"))
+			}
 			start := time.Now()
-			m, err := embed.Open(c.String("model"), embed.Options{Library: c.String("onnxruntime-lib"), Threads: c.Int("threads"), NoSpin: !c.Bool("spin")})
+			dep, err := load(ctx, serve.Source{Model: c.String("model"), Gallery: c.String("gallery")})
 			if err != nil {
 				return err
-			}
-			defer m.Close()
-			var g *serve.Gallery
-			if p := c.String("gallery"); p != "" {
-				if st, err := os.Stat(p); err != nil {
-					return fmt.Errorf("--gallery: %w", err)
-				} else if st.IsDir() {
-					g, err = serve.GalleryFromDir(ctx, m, p, c.Int64("max-pixels"), c.Int("max-batch"))
-					if err != nil {
-						return err
-					}
-				} else if strings.EqualFold(filepath.Ext(p), ".npy") {
-					if g, err = serve.LoadGallery(p, c.String("gallery-names")); err != nil {
-						return err
-					}
-				} else {
-					return fmt.Errorf("--gallery %s: want a directory of images or a .npy file", p)
-				}
 			}
 			loaded := time.Since(start)
 			cfg := serve.Config{
@@ -117,25 +107,15 @@ func serveCommand() *cli.Command {
 				ReadHeaderTimeout: c.Duration("read-header-timeout"), ReadTimeout: c.Duration("read-timeout"),
 				WriteTimeout: c.Duration("write-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"), Log: log,
-				APIKeys: keys, TLS: cert, NoMetricsRoute: c.String("metrics-addr") != "",
+				APIKeys: keys, TLS: cert, NoMetricsRoute: c.String("metrics-addr") != "", Load: load,
 			}
-			s, err := serve.New(m, g, cfg)
+			s, err := serve.New(*dep, cfg)
 			if err != nil {
+				dep.Close()
 				return err
 			}
+			defer s.Close() // Serve closes it too: for a return before Serve
 			s.ObserveModelLoad(loaded)
-			prep, recorded := m.Preprocessing()
-			steps := make([]string, len(prep.Resize))
-			for i, r := range prep.Resize {
-				steps[i] = r.String()
-			}
-			// recorded false: an export older than the preprocessing record, fed by the rule for its "data".
-			ev := log.Info().Str("model", c.String("model")).Int("dim", m.Dim()).Dur("load", loaded).
-				Strs("resize", steps).Bool("preprocessing_recorded", recorded)
-			if g != nil {
-				ev = ev.Int("gallery", g.Len())
-			}
-			ev.Msg("model loaded")
 			l, err := listen("addr", c.String("addr"))
 			if err != nil {
 				return err
@@ -149,6 +129,9 @@ func serveCommand() *cli.Command {
 			go func() {
 				for range hup {
 					reloadAccess(log, keys, cert)
+					if _, err := s.Reload(ctx, serve.Source{}); err != nil {
+						log.Error().Err(err).Msg("SIGHUP: the model was not reloaded; the previous one stays in use")
+					}
 				}
 			}()
 			if a := c.String("metrics-addr"); a != "" {
@@ -160,7 +143,7 @@ func serveCommand() *cli.Command {
 				mctx, mstop := context.WithCancel(ctx)
 				mdone := make(chan error, 1)
 				go func() { mdone <- s.ServeMetrics(mctx, ml) }()
-				err = s.Serve(ctx, l)
+				err = s.Serve(ctx, l) // closes the model when it returns
 				mstop()
 				if merr := <-mdone; err == nil && merr != nil {
 					err = fmt.Errorf("--metrics-addr: %w", merr)
@@ -202,4 +185,70 @@ func reloadAccess(log zerolog.Logger, keys *serve.APIKeys, cert *serve.Certifica
 			log.Info().Msg("SIGHUP: TLS certificate reloaded")
 		}
 	}
+}
+
+// loadDeployment opens the model that src names and its gallery: a
+// directory of images (embedded with the model) or an .npy of embeddings
+// with their names (namesFlag when src names the --gallery file, else
+// FILE.names.txt beside it). The version is the first 16 hex digits of the
+// SHA-256 of the model's file. Each load is logged.
+func loadDeployment(ctx context.Context, log zerolog.Logger, src serve.Source, opts embed.Options, galleryFlag, namesFlag string,
+	maxPixels int64, batch int) (*serve.Deployment, error) {
+	start := time.Now()
+	sum, err := fileSHA256(src.Model)
+	if err != nil {
+		return nil, err
+	}
+	m, err := embed.Open(src.Model, opts)
+	if err != nil {
+		return nil, err
+	}
+	var g *serve.Gallery
+	if p := src.Gallery; p != "" {
+		if st, serr := os.Stat(p); serr != nil {
+			err = fmt.Errorf("gallery: %w", serr)
+		} else if st.IsDir() {
+			g, err = serve.GalleryFromDir(ctx, m, p, maxPixels, batch)
+		} else if strings.EqualFold(filepath.Ext(p), ".npy") {
+			names := ""
+			if p == galleryFlag {
+				names = namesFlag
+			}
+			g, err = serve.LoadGallery(p, names)
+		} else {
+			err = fmt.Errorf("gallery %s: want a directory of images or a .npy file", p)
+		}
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	d := &serve.Deployment{Model: m, Gallery: g, Version: sum[:16], Source: src, Close: m.Close}
+	prep, recorded := m.Preprocessing()
+	steps := make([]string, len(prep.Resize))
+	for i, r := range prep.Resize {
+		steps[i] = r.String()
+	}
+	// recorded false: an export older than the preprocessing record, fed by the rule for its "data".
+	ev := log.Info().Str("model", src.Model).Str("version", d.Version).Int("dim", m.Dim()).Dur("load", time.Since(start)).
+		Strs("resize", steps).Bool("preprocessing_recorded", recorded)
+	if g != nil {
+		ev = ev.Int("gallery", g.Len())
+	}
+	ev.Msg("model loaded")
+	return d, nil
+}
+
+// fileSHA256 is the hex SHA-256 of a file's bytes.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

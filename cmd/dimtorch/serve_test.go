@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -155,7 +157,14 @@ func TestServeCommand(t *testing.T) {
 // DIR/enc.onnx.
 func exportBasic28(t *testing.T, dir string) string {
 	t.Helper()
-	_ = torch.ManualSeed(3)
+	return exportBasic28Seed(t, filepath.Join(dir, "enc.onnx"), 3)
+}
+
+// exportBasic28Seed exports an untrained basic28 initialised from seed to
+// the file model.
+func exportBasic28Seed(t *testing.T, model string, seed uint64) string {
+	t.Helper()
+	_ = torch.ManualSeed(seed)
 	enc, err := models.New(models.Config{Name: "basic28", InChannels: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +175,6 @@ func exportBasic28(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	model := filepath.Join(dir, "enc.onnx")
 	if err := export.Write(model, m); err != nil {
 		t.Fatal(err)
 	}
@@ -381,5 +389,106 @@ func TestServeFlagDefaults(t *testing.T) {
 	}
 	if seen != len(want) {
 		t.Errorf("%d of the %d flags found", seen, len(want))
+	}
+}
+
+// Model reload in a real process: POST /v1/admin/reload to another file,
+// a damaged file refused with the model kept, and SIGHUP re-reading the
+// file in place. Every answer names the SHA-256 of the file that computed
+// it, and a gallery folder is embedded again with each new model.
+func TestServeReload(t *testing.T) {
+	dir := t.TempDir()
+	m1 := exportBasic28Seed(t, filepath.Join(dir, "one.onnx"), 3)
+	m2 := exportBasic28Seed(t, filepath.Join(dir, "two.onnx"), 4)
+	version := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		return hex.EncodeToString(sum[:])[:16]
+	}
+	v1, v2 := version(m1), version(m2)
+	gallery := filepath.Join(dir, "gallery")
+	os.MkdirAll(gallery, 0o755)
+	img := grayPNGBytes(t)
+	os.WriteFile(filepath.Join(gallery, "a.png"), img, 0o644)
+	const key = "reload-key-0123456789abcdef"
+	keyFile := filepath.Join(dir, "keys")
+	os.WriteFile(keyFile, []byte(key+"\n"), 0o600)
+	cmd, lines, addr, _ := startServe(t, "--model", m1, "--gallery", gallery, "--addr", "127.0.0.1:0", "--threads", "1", "--api-key-file", keyFile)
+	defer cmd.Process.Kill()
+	base := "http://" + addr
+	call := func(path string, body []byte, ct string) (int, string, []byte) {
+		req, _ := http.NewRequest("POST", base+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Dimtorch-Model-Version"), b
+	}
+	embedOnce := func(want string) string {
+		t.Helper()
+		code, v, body := call("/v1/embed", img, "image/png")
+		if code != 200 || v != want {
+			t.Fatalf("embed: %d, version %q, want %q: %s", code, v, want, body)
+		}
+		// The gallery holds this very image: its neighbour is itself, so the
+		// gallery was embedded by the model answering.
+		code, _, nb := call("/v1/neighbors?k=1", img, "image/png")
+		var n struct {
+			Results []struct {
+				Neighbors []struct {
+					Similarity float64 `json:"similarity"`
+				} `json:"neighbors"`
+			} `json:"results"`
+		}
+		if code != 200 || json.Unmarshal(nb, &n) != nil || len(n.Results) != 1 || len(n.Results[0].Neighbors) != 1 ||
+			n.Results[0].Neighbors[0].Similarity < 0.9999 {
+			t.Fatalf("neighbors under %s: %d %s", want, code, nb)
+		}
+		return string(body)
+	}
+	e1 := embedOnce(v1)
+
+	code, v, body := call("/v1/admin/reload", []byte(`{"model": "`+m2+`"}`), "application/json")
+	if code != 200 || v != v2 || !strings.Contains(string(body), `"previous":"`+v1+`"`) {
+		t.Fatalf("reload to %s: %d %q %s", m2, code, v, body)
+	}
+	waitLog(t, lines, "model reloaded")
+	if e2 := embedOnce(v2); e2 == e1 {
+		t.Fatal("the second model embeds as the first")
+	}
+
+	bad := filepath.Join(dir, "bad.onnx")
+	os.WriteFile(bad, []byte("not an onnx file"), 0o644)
+	code, _, body = call("/v1/admin/reload", []byte(`{"model": "`+bad+`"}`), "application/json")
+	if code != 422 || !strings.Contains(string(body), "previous model stays") {
+		t.Fatalf("reload of a damaged file: %d %s", code, body)
+	}
+	embedOnce(v2)
+
+	// SIGHUP reloads the files being served: two.onnx, now with one's bytes.
+	b1, _ := os.ReadFile(m1)
+	os.WriteFile(m2, b1, 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	if rec := waitLog(t, lines, "model reloaded"); rec["version"] != v1 || rec["previous"] != v2 {
+		t.Fatalf("SIGHUP: %v", rec)
+	}
+	if e := embedOnce(v1); e != e1 {
+		t.Fatal("the first model's bytes embed differently after the reload")
+	}
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after reloads: %v", err)
 	}
 }
