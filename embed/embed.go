@@ -343,6 +343,13 @@ func (m *Model) InputShape() (c, h, w int) { return int(m.c), int(m.h), int(m.w)
 // Dim returns the length of one embedding.
 func (m *Model) Dim() int { return int(m.dim) }
 
+// InputName is the name of the ONNX graph's image input.
+func (m *Model) InputName() string { return m.input }
+
+// OutputName is the name of the ONNX graph output the model returns
+// (Options.Output: "y" unless chosen otherwise).
+func (m *Model) OutputName() string { return m.output }
+
 // EmbedBatch embeds n images given as float32 NCHW values as the model
 // takes them (Preprocessing's range, [0, 1] for dimtorch's models) and
 // returns n vectors.

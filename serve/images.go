@@ -78,12 +78,9 @@ func readUploads(r *http.Request, maxImages int) ([][]byte, error) {
 			return nil, bodyError(err)
 		}
 		for i, s := range req.Images {
-			if k := strings.Index(s, ";base64,"); strings.HasPrefix(s, "data:") && k > 0 {
-				s = s[k+len(";base64,"):] // a data URL
-			}
-			b, err := base64.StdEncoding.DecodeString(s)
+			b, err := decodeBase64Image(s)
 			if err != nil {
-				return nil, errorf(http.StatusBadRequest, "images[%d]: not base64: %v", i, err)
+				return nil, errorf(http.StatusBadRequest, "images[%d]: %v", i, err)
 			}
 			if err := add(b); err != nil {
 				return nil, err
@@ -136,4 +133,17 @@ func decode(b []byte, maxPixels int64) (image.Image, error) {
 		return nil, errorf(http.StatusUnprocessableEntity, "the %s is damaged or truncated: %v", format, err)
 	}
 	return img, nil
+}
+
+// decodeBase64Image reads an image file given as base64 or as a data URL
+// ("data:image/png;base64,...").
+func decodeBase64Image(s string) ([]byte, error) {
+	if k := strings.Index(s, ";base64,"); strings.HasPrefix(s, "data:") && k > 0 {
+		s = s[k+len(";base64,"):]
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("not base64: %v", err)
+	}
+	return b, nil
 }

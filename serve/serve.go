@@ -12,6 +12,7 @@
 //	GET  /readyz                200 when it takes requests, 503 while it starts or stops
 //	GET  /metrics               Prometheus text format (or on a listener of its own: ServeMetrics)
 //	POST /v1/admin/reload       {"model": PATH, "gallery": PATH} (optional) -> Reloaded; needs API keys
+//	/v2/...                     the Open Inference Protocol (KServe v2) over HTTP: see kserve.go
 //
 // Every answer names the model that computed it in its
 // Dimtorch-Model-Version header (VersionHeader). Reload (POST
@@ -96,6 +97,12 @@ type Config struct {
 	// POST /v1/admin/reload): it loads the model and gallery a Source names.
 	Load Loader
 
+	// ModelName is the model's name in the Open Inference Protocol's
+	// /v2/models/NAME routes ["model"]; ServerVersion is the server's
+	// version in GET /v2 [""].
+	ModelName     string
+	ServerVersion string
+
 	APIKeys *APIKeys     // when set, every route but /healthz and /readyz needs one of its keys [nil: open]
 	TLS     *Certificate // when set, Serve speaks HTTPS (TLS 1.2+, HTTP/2) with it [nil: plain HTTP]
 	// NoMetricsRoute leaves /metrics off the service's routes, for a
@@ -123,6 +130,7 @@ func DefaultConfig() Config {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
+		ModelName:         "model",
 	}
 }
 
@@ -144,6 +152,9 @@ func (c *Config) defaults() {
 		if *p <= 0 {
 			*p = v
 		}
+	}
+	if c.ModelName == "" {
+		c.ModelName = d.ModelName
 	}
 	set(&c.Runners, d.Runners)
 	set(&c.MaxBatch, d.MaxBatch)
@@ -205,6 +216,7 @@ func New(d Deployment, cfg Config) (*Server, error) {
 	route("/v1/embed", http.MethodPost, "embed", s.handleEmbed)
 	route("/v1/neighbors", http.MethodPost, "neighbors", s.handleNeighbors)
 	route("/v1/admin/reload", http.MethodPost, "reload", s.handleReload)
+	s.v2Routes(route, open)
 	open("/healthz", http.MethodGet, "healthz", func(w http.ResponseWriter, _ *http.Request, _ *live) error {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -222,7 +234,7 @@ func New(d Deployment, cfg Config) (*Server, error) {
 		})
 	}
 	route("/", "", "other", func(w http.ResponseWriter, r *http.Request, _ *live) error {
-		return errorf(http.StatusNotFound, "no such endpoint: %s (see POST /v1/embed, POST /v1/neighbors, POST /v1/admin/reload, GET /healthz, /readyz, /metrics)", r.URL.Path)
+		return errorf(http.StatusNotFound, "no such endpoint: %s (see POST /v1/embed, POST /v1/neighbors, POST /v1/admin/reload, GET /healthz, /readyz, /metrics, and the Open Inference Protocol's /v2 routes)", r.URL.Path)
 	})
 	s.handler = mux
 	return s, nil
@@ -485,6 +497,12 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request, d *live) ([]floa
 	if err != nil {
 		return nil, 0, err
 	}
+	return s.preprocess(r, uploads, d)
+}
+
+// preprocess decodes image files and turns them into the model's input,
+// at most Config.Decoders at once.
+func (s *Server) preprocess(r *http.Request, uploads [][]byte, d *live) ([]float32, int, error) {
 	c, h, wd := d.Model.InputShape()
 	pixels := make([]float32, 0, len(uploads)*c*h*wd)
 	for i, b := range uploads {

@@ -51,6 +51,7 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "idle-timeout", Value: d.IdleTimeout},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: d.ShutdownTimeout, Usage: "how long requests in flight may finish after SIGTERM"},
 			&cli.BoolFlag{Name: "spin", Usage: "let onnxruntime's threads spin between runs (faster back-to-back runs, less CPU left to the HTTP side)"},
+			&cli.StringFlag{Name: "model-name", Usage: "the model's name in the Open Inference Protocol's /v2/models/NAME routes (default: the --model file's name without .onnx)"},
 			&cli.StringFlag{Name: "onnxruntime-lib", Usage: "path of the onnxruntime library"},
 			&cli.StringFlag{Name: "api-key-file", Category: "access", Usage: "require one of the keys in FILE (one per line, # comments) as Authorization: Bearer KEY on every route but /healthz and /readyz; re-read on SIGHUP"},
 			&cli.StringFlag{Name: "tls-cert", Category: "access", Usage: "serve HTTPS with this PEM certificate (chain); re-read on SIGHUP"},
@@ -108,6 +109,10 @@ func serveCommand() *cli.Command {
 				WriteTimeout: c.Duration("write-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"), Log: log,
 				APIKeys: keys, TLS: cert, NoMetricsRoute: c.String("metrics-addr") != "", Load: load,
+				ModelName: c.String("model-name"), ServerVersion: version,
+			}
+			if cfg.ModelName == "" {
+				cfg.ModelName = strings.TrimSuffix(filepath.Base(c.String("model")), filepath.Ext(c.String("model")))
 			}
 			s, err := serve.New(*dep, cfg)
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -102,6 +103,40 @@ func TestServeCommand(t *testing.T) {
 	if resp.StatusCode != 200 || len(n.Results) != 1 || len(n.Results[0].Neighbors) != 2 ||
 		n.Results[0].Neighbors[0].Name != "shirts/b.png" || n.Results[0].Neighbors[0].Similarity < 0.9999 {
 		t.Fatalf("neighbors: %d %+v", resp.StatusCode, n)
+	}
+	// The Open Inference Protocol: the ONNX graph's own tensor names, and
+	// the same vector for the same image as /v1/embed gave.
+	resp, err = http.Get(base + "/v2/models/enc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(md), `{"name":"image","datatype":"FP32","shape":[-1,1,28,28]}`) ||
+		!strings.Contains(string(md), `"outputs":[{"name":"y","datatype":"FP32","shape":[-1,64]}]`) {
+		t.Fatalf("v2 metadata: %d %s", resp.StatusCode, md)
+	}
+	v2req, _ := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": "encoded_image", "datatype": "BYTES", "shape": []int{1},
+		"data": []string{base64.StdEncoding.EncodeToString(pngs["c.png"])}}}})
+	resp, err = http.Post(base+"/v2/models/enc/infer", "application/json", bytes.NewReader(v2req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v2 struct {
+		Outputs []struct {
+			Shape []int     `json:"shape"`
+			Data  []float32 `json:"data"`
+		} `json:"outputs"`
+	}
+	json.NewDecoder(resp.Body).Decode(&v2)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(v2.Outputs) != 1 || len(v2.Outputs[0].Data) != 64 {
+		t.Fatalf("v2 infer: %d %+v", resp.StatusCode, v2)
+	}
+	for i, x := range v2.Outputs[0].Data {
+		if x != e.Embeddings[0][i] {
+			t.Fatalf("v2 infer value %d: %v, /v1/embed gave %v", i, x, e.Embeddings[0][i])
+		}
 	}
 	resp, err = http.Get(base + "/metrics")
 	if err != nil {
