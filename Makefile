@@ -5,7 +5,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 APT_PACKAGES := libtorch-dev libgloo-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx chromium
 ORT_VERSION := 1.24.3
 
-.PHONY: setup build demo test test-go test-shim test-isa mutants fuzz lint fmt-check bench-ops bench-train bench-epoch quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: proto setup build demo test test-go test-shim test-isa mutants fuzz lint fmt-check bench-ops bench-train bench-epoch quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
 
 ## setup: install what building and testing need (Debian packages, Go modules, the onnxruntime library); idempotent
 setup:
@@ -80,6 +80,14 @@ test-isa:
 ## a mutant that does not compile is an error of the script); CI runs it after make test
 mutants:
 	bench/mutants.sh
+
+## proto: regenerate serve/inferencepb from the Open Inference Protocol's .proto (the generated code is committed;
+## needs Debian's protobuf-compiler, and takes protoc-gen-go and protoc-gen-go-grpc from the Go module proxy)
+proto:
+	@command -v protoc >/dev/null || { echo "make proto needs protoc: apt-get install protobuf-compiler"; exit 1; }
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	cd serve/inferencepb && PATH=$(CURDIR)/bin:$$PATH $(GO) generate .
 
 ## fuzz: Go's coverage-guided fuzzing of every reader of outside bytes, FUZZTIME each (bench/fuzz.sh); the seed
 ## corpora in testdata/fuzz run with every go test

@@ -152,28 +152,26 @@ func (s *Server) handleV2Infer(w http.ResponseWriter, r *http.Request, d *live) 
 		}
 		return errorf(http.StatusBadRequest, "the inference request is not the protocol's JSON: %v", err)
 	}
-	in, out := names(d.Model)
-	for _, o := range req.Outputs {
-		if o.Name != out {
-			return errorf(http.StatusBadRequest, "no output %q: the model has one, %q", o.Name, out)
-		}
+	outputs := make([]string, len(req.Outputs))
+	for i, o := range req.Outputs {
+		outputs[i] = o.Name
+	}
+	if err := v2Outputs(d, outputs); err != nil {
+		return err
 	}
 	if len(req.Inputs) != 1 {
-		return errorf(http.StatusBadRequest, "%d inputs: give one, %q (FP32 [N, C, H, W]) or %q (BYTES [N], encoded images)", len(req.Inputs), in, ImageInput)
+		return s.v2Inputs(d, len(req.Inputs))
 	}
 	t := req.Inputs[0]
+	images, n, err := s.v2Resolve(d, t.Name, t.Datatype, t.Shape)
+	if err != nil {
+		return err
+	}
 	var pixels []float32
-	var n int
-	var err error
-	switch {
-	case t.Name == in && t.Datatype == "FP32":
-		pixels, n, err = s.v2Pixels(t, d)
-	case t.Name == ImageInput && t.Datatype == "BYTES":
-		pixels, n, err = s.v2Images(r, t, d)
-	case t.Name == in || t.Name == ImageInput:
-		return errorf(http.StatusBadRequest, "input %q is %s, not %s", t.Name, map[string]string{in: "FP32", ImageInput: "BYTES"}[t.Name], t.Datatype)
-	default:
-		return errorf(http.StatusBadRequest, "no input %q: the model takes %q (FP32 [N, C, H, W]) or %q (BYTES [N], encoded images)", t.Name, in, ImageInput)
+	if images {
+		pixels, n, err = s.v2Images(r, t, n, d)
+	} else {
+		pixels, err = v2Pixels(t, n, d)
 	}
 	if err != nil {
 		return err
@@ -182,6 +180,7 @@ func (s *Server) handleV2Infer(w http.ResponseWriter, r *http.Request, d *live) 
 	if err != nil {
 		return err
 	}
+	_, out := names(d.Model)
 	flat := make([]float32, 0, n*d.Model.Dim())
 	for _, v := range vecs {
 		flat = append(flat, v...)
@@ -190,39 +189,75 @@ func (s *Server) handleV2Infer(w http.ResponseWriter, r *http.Request, d *live) 
 		Outputs: []v2Output{{Name: out, Datatype: "FP32", Shape: []int64{int64(n), int64(d.Model.Dim())}, Data: flat}}})
 }
 
-// v2Count checks a tensor's batch dimension against the limits.
-func (s *Server) v2Count(t v2Tensor, rank int) (int, error) {
-	if len(t.Shape) != rank {
-		return 0, errorf(http.StatusBadRequest, "input %q has shape %v: want %d dimensions", t.Name, t.Shape, rank)
-	}
-	n := t.Shape[0]
-	if n < 1 {
-		return 0, errorf(http.StatusBadRequest, "input %q has shape %v: want at least one image", t.Name, t.Shape)
-	}
-	if n > int64(s.cfg.MaxImages) {
-		return 0, errorf(http.StatusRequestEntityTooLarge, "input %q holds %d images: at most %d a request", t.Name, n, s.cfg.MaxImages)
-	}
-	return int(n), nil
+// v2Inputs is the error for a request without exactly one input.
+func (s *Server) v2Inputs(d *live, got int) error {
+	in, _ := names(d.Model)
+	return errorf(http.StatusBadRequest, "%d inputs: give one, %q (FP32 [N, C, H, W]) or %q (BYTES [N], encoded images)", got, in, ImageInput)
 }
 
-func (s *Server) v2Pixels(t v2Tensor, d *live) ([]float32, int, error) {
-	n, err := s.v2Count(t, 4)
-	if err != nil {
-		return nil, 0, err
+// v2Outputs checks the outputs an inference request asks for.
+func v2Outputs(d *live, outputs []string) error {
+	_, out := names(d.Model)
+	for _, o := range outputs {
+		if o != out {
+			return errorf(http.StatusBadRequest, "no output %q: the model has one, %q", o, out)
+		}
 	}
+	return nil
+}
+
+// v2Resolve checks an inference request's one input, whatever the
+// transport: which input it is (images: the encoded images; else the
+// model's FP32 pixels) and its batch size.
+func (s *Server) v2Resolve(d *live, name, datatype string, shape []int64) (images bool, n int, err error) {
+	in, _ := names(d.Model)
+	rank := 4
+	switch {
+	case name == in && datatype == "FP32":
+	case name == ImageInput && datatype == "BYTES":
+		images, rank = true, 1
+	case name == in || name == ImageInput:
+		return false, 0, errorf(http.StatusBadRequest, "input %q is %s, not %s", name, map[string]string{in: "FP32", ImageInput: "BYTES"}[name], datatype)
+	default:
+		return false, 0, errorf(http.StatusBadRequest, "no input %q: the model takes %q (FP32 [N, C, H, W]) or %q (BYTES [N], encoded images)", name, in, ImageInput)
+	}
+	if len(shape) != rank {
+		return false, 0, errorf(http.StatusBadRequest, "input %q has shape %v: want %d dimensions", name, shape, rank)
+	}
+	if shape[0] < 1 {
+		return false, 0, errorf(http.StatusBadRequest, "input %q has shape %v: want at least one image", name, shape)
+	}
+	if shape[0] > int64(s.cfg.MaxImages) {
+		return false, 0, errorf(http.StatusRequestEntityTooLarge, "input %q holds %d images: at most %d a request", name, shape[0], s.cfg.MaxImages)
+	}
+	if !images {
+		c, h, w := d.Model.InputShape()
+		if shape[1] != int64(c) || shape[2] != int64(h) || shape[3] != int64(w) {
+			return false, 0, errorf(http.StatusBadRequest, "input %q has shape %v: the model takes [N, %d, %d, %d]", name, shape, c, h, w)
+		}
+	}
+	return images, int(shape[0]), nil
+}
+
+// finite checks that x is a value FP32 holds.
+func finite(x float64) error {
+	if math.IsNaN(x) || math.IsInf(x, 0) || math.Abs(x) > math.MaxFloat32 {
+		return fmt.Errorf("%v is not a finite FP32 value", x)
+	}
+	return nil
+}
+
+func v2Pixels(t v2Tensor, n int, d *live) ([]float32, error) {
 	c, h, w := d.Model.InputShape()
-	if t.Shape[1] != int64(c) || t.Shape[2] != int64(h) || t.Shape[3] != int64(w) {
-		return nil, 0, errorf(http.StatusBadRequest, "input %q has shape %v: the model takes [N, %d, %d, %d]", t.Name, t.Shape, c, h, w)
-	}
 	want := n * c * h * w
 	out := make([]float32, 0, want)
-	err = flatten(t.Data, func(raw json.RawMessage) error {
+	err := flatten(t.Data, func(raw json.RawMessage) error {
 		var x float64
 		if err := json.Unmarshal(raw, &x); err != nil {
 			return fmt.Errorf("want numbers, found %.20s", raw)
 		}
-		if math.IsNaN(x) || math.IsInf(x, 0) || math.Abs(x) > math.MaxFloat32 {
-			return fmt.Errorf("%v is not a finite FP32 value", x)
+		if err := finite(x); err != nil {
+			return err
 		}
 		if len(out) == want {
 			return fmt.Errorf("more than the %d values of shape %v", want, t.Shape)
@@ -231,21 +266,17 @@ func (s *Server) v2Pixels(t v2Tensor, d *live) ([]float32, int, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, 0, errorf(http.StatusBadRequest, "input %q: %v", t.Name, err)
+		return nil, errorf(http.StatusBadRequest, "input %q: %v", t.Name, err)
 	}
 	if len(out) != want {
-		return nil, 0, errorf(http.StatusBadRequest, "input %q: %d values for shape %v, which holds %d", t.Name, len(out), t.Shape, want)
+		return nil, errorf(http.StatusBadRequest, "input %q: %d values for shape %v, which holds %d", t.Name, len(out), t.Shape, want)
 	}
-	return out, n, nil
+	return out, nil
 }
 
-func (s *Server) v2Images(r *http.Request, t v2Tensor, d *live) ([]float32, int, error) {
-	n, err := s.v2Count(t, 1)
-	if err != nil {
-		return nil, 0, err
-	}
+func (s *Server) v2Images(r *http.Request, t v2Tensor, n int, d *live) ([]float32, int, error) {
 	var files [][]byte
-	err = flatten(t.Data, func(raw json.RawMessage) error {
+	err := flatten(t.Data, func(raw json.RawMessage) error {
 		var str string
 		if err := json.Unmarshal(raw, &str); err != nil {
 			return fmt.Errorf("want strings (base64 PNG or JPEG files), found %.20s", raw)
@@ -266,7 +297,7 @@ func (s *Server) v2Images(r *http.Request, t v2Tensor, d *live) ([]float32, int,
 	if len(files) != n {
 		return nil, 0, errorf(http.StatusBadRequest, "input %q: %d images for shape %v", t.Name, len(files), t.Shape)
 	}
-	return s.preprocess(r, files, d)
+	return s.preprocess(r.Context(), files, d)
 }
 
 // flatten calls f on every scalar of a JSON array, nested or flat, in

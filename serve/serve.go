@@ -188,6 +188,7 @@ type Server struct {
 	closed    bool
 	reloading sync.Mutex     // one reload at a time
 	draining  sync.WaitGroup // replaced deployments not yet closed
+	servers   sync.WaitGroup // ServeGRPC calls running: Serve closes the model after them
 
 	metricsHandler http.Handler
 }
@@ -321,6 +322,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err := hs.Shutdown(sctx)
+	others := make(chan struct{})
+	go func() { s.servers.Wait(); close(others) }()
+	select { // the gRPC listener, stopping on the same signal
+	case <-others:
+	case <-sctx.Done():
+	}
 	s.Close()
 	<-errc
 	if err != nil {
@@ -497,19 +504,19 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request, d *live) ([]floa
 	if err != nil {
 		return nil, 0, err
 	}
-	return s.preprocess(r, uploads, d)
+	return s.preprocess(r.Context(), uploads, d)
 }
 
 // preprocess decodes image files and turns them into the model's input,
 // at most Config.Decoders at once.
-func (s *Server) preprocess(r *http.Request, uploads [][]byte, d *live) ([]float32, int, error) {
+func (s *Server) preprocess(ctx context.Context, uploads [][]byte, d *live) ([]float32, int, error) {
 	c, h, wd := d.Model.InputShape()
 	pixels := make([]float32, 0, len(uploads)*c*h*wd)
 	for i, b := range uploads {
 		select {
 		case s.decode <- struct{}{}:
-		case <-r.Context().Done():
-			return nil, 0, r.Context().Err()
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
 		}
 		img, err := decode(b, s.cfg.MaxPixels)
 		var p []float32

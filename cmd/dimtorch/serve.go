@@ -56,6 +56,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "api-key-file", Category: "access", Usage: "require one of the keys in FILE (one per line, # comments) as Authorization: Bearer KEY on every route but /healthz and /readyz; re-read on SIGHUP"},
 			&cli.StringFlag{Name: "tls-cert", Category: "access", Usage: "serve HTTPS with this PEM certificate (chain); re-read on SIGHUP"},
 			&cli.StringFlag{Name: "tls-key", Category: "access", Usage: "the PEM private key of --tls-cert"},
+			&cli.StringFlag{Name: "grpc-addr", Usage: "also serve the Open Inference Protocol's gRPC form (KServe v2) on this address, with the same keys and TLS (port 0: any free port, logged)"},
 			&cli.StringFlag{Name: "metrics-addr", Category: "access", Usage: "serve /metrics on this address instead (plain HTTP, no key: for the monitoring network)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -139,23 +140,44 @@ func serveCommand() *cli.Command {
 					}
 				}
 			}()
-			if a := c.String("metrics-addr"); a != "" {
-				ml, err := listen("metrics-addr", a)
-				if err != nil {
-					l.Close()
-					return err
-				}
-				mctx, mstop := context.WithCancel(ctx)
-				mdone := make(chan error, 1)
-				go func() { mdone <- s.ServeMetrics(mctx, ml) }()
-				err = s.Serve(ctx, l) // closes the model when it returns
-				mstop()
-				if merr := <-mdone; err == nil && merr != nil {
-					err = fmt.Errorf("--metrics-addr: %w", merr)
-				}
-				return err
+			// Listeners beside the main one, stopped with it.
+			type side struct {
+				flag  string
+				l     net.Listener
+				serve func(context.Context, net.Listener) error
 			}
-			return s.Serve(ctx, l)
+			var sides []side
+			for _, sd := range []side{{flag: "metrics-addr", serve: s.ServeMetrics}, {flag: "grpc-addr", serve: s.ServeGRPC}} {
+				if a := c.String(sd.flag); a != "" {
+					if sd.l, err = listen(sd.flag, a); err != nil {
+						l.Close()
+						for _, o := range sides {
+							o.l.Close()
+						}
+						return err
+					}
+					sides = append(sides, sd)
+				}
+			}
+			sctx, sstop := context.WithCancel(ctx)
+			errs := make(chan error, len(sides))
+			for _, sd := range sides {
+				go func() {
+					if err := sd.serve(sctx, sd.l); err != nil {
+						errs <- fmt.Errorf("--%s: %w", sd.flag, err)
+						return
+					}
+					errs <- nil
+				}()
+			}
+			err = s.Serve(ctx, l) // waits for the gRPC calls in flight, then closes the model
+			sstop()
+			for range sides {
+				if e := <-errs; err == nil && e != nil {
+					err = e
+				}
+			}
+			return err
 		},
 	}
 }

@@ -3,11 +3,16 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/dimtorch/dimtorch/serve/inferencepb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"image"
 	"image/png"
 	"io"
@@ -451,8 +456,43 @@ func TestServeReload(t *testing.T) {
 	const key = "reload-key-0123456789abcdef"
 	keyFile := filepath.Join(dir, "keys")
 	os.WriteFile(keyFile, []byte(key+"\n"), 0o600)
-	cmd, lines, addr, _ := startServe(t, "--model", m1, "--gallery", gallery, "--addr", "127.0.0.1:0", "--threads", "1", "--api-key-file", keyFile)
+	cmd, lines, addr, logged := startServe(t, "--model", m1, "--gallery", gallery, "--addr", "127.0.0.1:0", "--threads", "1", "--api-key-file", keyFile,
+		"--grpc-addr", "127.0.0.1:0")
 	defer cmd.Process.Kill()
+	const grpcLine = "serving gRPC (Open Inference Protocol)"
+	var grpcAddr string
+	for _, l := range logged {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["message"] == grpcLine {
+			grpcAddr, _ = rec["addr"].(string)
+		}
+	}
+	if grpcAddr == "" {
+		grpcAddr, _ = waitLog(t, lines, grpcLine)["addr"].(string)
+	}
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	oip := inferencepb.NewGRPCInferenceServiceClient(conn)
+	// inferGRPC embeds img over gRPC: the vector as JSON, and the version.
+	inferGRPC := func() (string, string) {
+		t.Helper()
+		var header metadata.MD
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+key)
+		r, err := oip.ModelInfer(ctx, &inferencepb.ModelInferRequest{ModelName: "one", Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{
+			{Name: "encoded_image", Datatype: "BYTES", Shape: []int64{1}, Contents: &inferencepb.InferTensorContents{BytesContents: [][]byte{img}}}}},
+			grpc.Header(&header))
+		if err != nil || len(r.GetOutputs()) != 1 {
+			t.Fatalf("gRPC ModelInfer: %v %v", r, err)
+		}
+		b, _ := json.Marshal(map[string]any{"dim": 64, "embeddings": [][]float32{r.GetOutputs()[0].GetContents().GetFp32Contents()}})
+		if v := header.Get("dimtorch-model-version"); len(v) != 1 || v[0] != r.GetModelVersion() {
+			t.Fatalf("gRPC version %v in the header, %q in the answer", v, r.GetModelVersion())
+		}
+		return string(b), r.GetModelVersion()
+	}
 	base := "http://" + addr
 	call := func(path string, body []byte, ct string) (int, string, []byte) {
 		req, _ := http.NewRequest("POST", base+path, bytes.NewReader(body))
@@ -489,14 +529,21 @@ func TestServeReload(t *testing.T) {
 		return string(body)
 	}
 	e1 := embedOnce(v1)
+	if g, v := inferGRPC(); strings.TrimSpace(g) != strings.TrimSpace(e1) || v != v1 {
+		t.Fatalf("gRPC (version %s): %s\n/v1/embed: %s", v, g, e1)
+	}
 
 	code, v, body := call("/v1/admin/reload", []byte(`{"model": "`+m2+`"}`), "application/json")
 	if code != 200 || v != v2 || !strings.Contains(string(body), `"previous":"`+v1+`"`) {
 		t.Fatalf("reload to %s: %d %q %s", m2, code, v, body)
 	}
 	waitLog(t, lines, "model reloaded")
-	if e2 := embedOnce(v2); e2 == e1 {
+	e2 := embedOnce(v2)
+	if e2 == e1 {
 		t.Fatal("the second model embeds as the first")
+	}
+	if g, v := inferGRPC(); strings.TrimSpace(g) != strings.TrimSpace(e2) || v != v2 {
+		t.Fatalf("gRPC after the reload (version %s): %s\n/v1/embed: %s", v, g, e2)
 	}
 
 	bad := filepath.Join(dir, "bad.onnx")
