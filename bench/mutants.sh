@@ -7,7 +7,7 @@
 # passed), if an edit no longer applies or matches more than once, or if a
 # mutant does not compile (BROKEN: a mutant that does not build proves
 # nothing about the tests, so it is an error of this script, never "caught").
-# All 39 take about 8 minutes on 2 cores (the go build cache warm).
+# All 40 take about 8 minutes on 2 cores (the go build cache warm).
 #
 #   bench/mutants.sh            # all mutants
 #   bench/mutants.sh penalty    # those whose name contains "penalty"
@@ -112,6 +112,7 @@ mutants=(
   "dim-beta-ignored|objectives/dim.go|s/total\.Add\(t\.Local\.MulScalar\(d\.Cfg\.Beta\)\)/total.Add(t.Local)/|./objectives|TestDIMLossComposition"
   "dim-gamma-applied-twice|objectives/dim.go|s/t\.Prior\.MulScalar\(d\.Cfg\.Gamma\)/t.Prior.MulScalar(d.Cfg.Gamma * d.Cfg.Gamma)/|./objectives|TestDIMLossComposition"
   "serve-keys-not-checked|serve/serve.go|s/if err = authenticate\(keys, w, r\); err != nil/if err = authenticate(nil, w, r); err != nil/|./serve|TestAPIKeys"
+  "trace-context-ignored|serve/tracing.go|s/ctx := traceContext\.Extract\(r\.Context\(\), propagation\.HeaderCarrier\(r\.Header\)\)/ctx := r.Context()/|./serve|TestTracing"
   "reload-closes-the-old-model-under-its-requests|serve/reload.go|s/\t\td\.users\.Wait\(\)\n//|./serve|TestReloadUnderLoad"
 )
 

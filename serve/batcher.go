@@ -29,6 +29,14 @@ type job struct {
 type result struct {
 	vecs [][]float32
 	err  error
+	run  runTiming
+}
+
+// runTiming is when a job's images ran, and with how many others, for
+// the request's trace.
+type runTiming struct {
+	start, end time.Time
+	batch      int // images in the run
 }
 
 // batcher turns concurrent requests into model runs: with batching on,
@@ -69,23 +77,27 @@ func newBatcher(run runner, batching bool, runners, maxBatch int, maxWait time.D
 // Queued returns the images accepted and not yet answered.
 func (b *batcher) Queued() int64 { return b.queued.Load() }
 
-// embed submits n images and waits for their vectors, or for ctx.
-func (b *batcher) embed(ctx context.Context, pixels []float32, n int) ([][]float32, error) {
+// embed submits n images and waits for their vectors, or for ctx; it
+// says when they ran (zero when they did not).
+func (b *batcher) embed(ctx context.Context, pixels []float32, n int) ([][]float32, runTiming, error) {
 	if q := b.queued.Add(int64(n)); q > b.maxQueue {
 		b.queued.Add(int64(-n))
-		return nil, ErrOverloaded
+		return nil, runTiming{}, ErrOverloaded
 	}
 	if !b.batching {
 		defer b.queued.Add(int64(-n))
 		b.onBatch(n)
-		return b.run(ctx, pixels, n)
+		t := runTiming{start: time.Now(), batch: n}
+		vecs, err := b.run(ctx, pixels, n)
+		t.end = time.Now()
+		return vecs, t, err
 	}
 	j := &job{ctx: ctx, pixels: pixels, n: n, done: make(chan result, 1)}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
 		b.queued.Add(int64(-n))
-		return nil, errClosed
+		return nil, runTiming{}, errClosed
 	}
 	// Never blocks: a job leaves the count only when a runner has answered
 	// it (even if its client left), so the channel, which holds maxQueue
@@ -94,9 +106,9 @@ func (b *batcher) embed(ctx context.Context, pixels []float32, n int) ([][]float
 	b.mu.RUnlock()
 	select {
 	case r := <-j.done:
-		return r.vecs, r.err
+		return r.vecs, r.run, r.err
 	case <-ctx.Done():
-		return nil, ctx.Err() // the batcher skips or discards the job
+		return nil, runTiming{}, ctx.Err() // the batcher skips or discards the job
 	}
 }
 
@@ -203,13 +215,15 @@ func (b *batcher) runBatch(batch []*job) {
 		}
 	}
 	b.onBatch(n)
+	t := runTiming{start: time.Now(), batch: n}
 	vecs, err := b.run(context.Background(), pixels, n)
+	t.end = time.Now()
 	at := 0
 	for _, j := range live {
 		if err != nil {
-			j.done <- result{err: err}
+			j.done <- result{err: err, run: t}
 		} else {
-			j.done <- result{vecs: vecs[at : at+j.n]}
+			j.done <- result{vecs: vecs[at : at+j.n], run: t}
 			at += j.n
 		}
 		b.queued.Add(int64(-j.n))

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/dimtorch/dimtorch/serve/inferencepb"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -86,6 +89,10 @@ func (s *Server) grpcIntercept(ctx context.Context, req any, info *grpc.UnarySer
 	method := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
 	dep := s.acquire()
 	defer dep.users.Done()
+	md, _ := metadata.FromIncomingContext(ctx)
+	ctx = traceContext.Extract(ctx, mdCarrier(md))
+	ctx, span := s.tracer.Start(ctx, info.FullMethod, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.method", method)))
 	var resp any
 	err := s.grpcAuthenticate(ctx, method)
 	if err == nil {
@@ -99,6 +106,11 @@ func (s *Server) grpcIntercept(ctx context.Context, req any, info *grpc.UnarySer
 		err = grpcStatus(ctx, err)
 		code = status.Code(err)
 	}
+	span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(code)), attribute.String("dimtorch.model_version", dep.Version))
+	if code == codes.Internal || code == codes.Unknown || code == codes.Unavailable {
+		span.SetStatus(otelcodes.Error, status.Convert(err).Message())
+	}
+	span.End()
 	d := time.Since(start)
 	route := "grpc_" + method
 	s.m.requests.WithLabelValues(route, strconv.Itoa(int(code))).Inc()
@@ -270,7 +282,7 @@ func (g *grpcService) ModelInfer(ctx context.Context, r *inferencepb.ModelInferR
 			}
 		}
 	}
-	vecs, err := d.b.embed(ctx, pixels, n)
+	vecs, err := s.run(ctx, d, pixels, n)
 	if err != nil {
 		return nil, err
 	}

@@ -144,8 +144,10 @@ func (s *Server) handleV2Infer(w http.ResponseWriter, r *http.Request, d *live) 
 	defer d.b.inflight.Add(-1)
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	var req v2Request
-	dec := json.NewDecoder(r.Body)
-	if err := dec.Decode(&req); err != nil {
+	_, span := s.step(r.Context(), "read")
+	err := json.NewDecoder(r.Body).Decode(&req)
+	span.End()
+	if err != nil {
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
 			return errorf(http.StatusRequestEntityTooLarge, "the request is over %d bytes", s.cfg.MaxBody)
@@ -176,7 +178,7 @@ func (s *Server) handleV2Infer(w http.ResponseWriter, r *http.Request, d *live) 
 	if err != nil {
 		return err
 	}
-	vecs, err := d.b.embed(r.Context(), pixels, n)
+	vecs, err := s.run(r.Context(), d, pixels, n)
 	if err != nil {
 		return err
 	}

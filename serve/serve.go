@@ -60,6 +60,8 @@ import (
 	"github.com/dimtorch/dimtorch/embed"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Model is what the service needs of an encoder; *embed.Model has it.
@@ -102,6 +104,10 @@ type Config struct {
 	// version in GET /v2 [""].
 	ModelName     string
 	ServerVersion string
+
+	// TracerProvider, when set, traces every request (OpenTelemetry: see
+	// tracing.go) [nil: none].
+	TracerProvider trace.TracerProvider
 
 	APIKeys *APIKeys     // when set, every route but /healthz and /readyz needs one of its keys [nil: open]
 	TLS     *Certificate // when set, Serve speaks HTTPS (TLS 1.2+, HTTP/2) with it [nil: plain HTTP]
@@ -178,6 +184,7 @@ func (c *Config) defaults() {
 // Server answers the API for a deployment: a model and an optional gallery.
 type Server struct {
 	cfg     Config
+	tracer  trace.Tracer
 	m       *metrics
 	ready   atomic.Bool
 	decode  chan struct{}
@@ -203,7 +210,7 @@ func New(d Deployment, cfg Config) (*Server, error) {
 	if d.Gallery != nil && d.Gallery.Dim() != d.Model.Dim() {
 		return nil, errors.New("the gallery's vectors have " + strconv.Itoa(d.Gallery.Dim()) + " values, the model's " + strconv.Itoa(d.Model.Dim()))
 	}
-	s := &Server{cfg: cfg, decode: make(chan struct{}, cfg.Decoders)}
+	s := &Server{cfg: cfg, decode: make(chan struct{}, cfg.Decoders), tracer: newTracer(cfg.TracerProvider)}
 	s.m = newMetrics(func() float64 { return float64(s.current().b.Queued()) })
 	s.cur = s.newLive(d)
 	s.m.setVersion(d.Version)
@@ -408,6 +415,7 @@ func (s *Server) instrument(route, method string, keys *APIKeys, h handler) http
 		start := time.Now()
 		dep := s.acquire()
 		defer dep.users.Done()
+		r, span := s.startRequest(r, route)
 		w := &statusWriter{ResponseWriter: rw}
 		var err error
 		if err = authenticate(keys, w, r); err != nil {
@@ -430,6 +438,7 @@ func (s *Server) instrument(route, method string, keys *APIKeys, h handler) http
 		if code == 0 {
 			code = http.StatusOK
 		}
+		endRequest(span, code, dep.Version, err)
 		d := time.Since(start)
 		s.m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 		s.m.latency.WithLabelValues(route).Observe(d.Seconds())
@@ -500,7 +509,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 // images reads, checks, decodes and preprocesses a request's images.
 func (s *Server) images(w http.ResponseWriter, r *http.Request, d *live) ([]float32, int, error) {
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	_, span := s.step(r.Context(), "read")
 	uploads, err := readUploads(r, s.cfg.MaxImages)
+	span.End()
 	if err != nil {
 		return nil, 0, err
 	}
@@ -510,6 +521,8 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request, d *live) ([]floa
 // preprocess decodes image files and turns them into the model's input,
 // at most Config.Decoders at once.
 func (s *Server) preprocess(ctx context.Context, uploads [][]byte, d *live) ([]float32, int, error) {
+	ctx, span := s.step(ctx, "decode", attribute.Int("images", len(uploads)))
+	defer span.End()
 	c, h, wd := d.Model.InputShape()
 	pixels := make([]float32, 0, len(uploads)*c*h*wd)
 	for i, b := range uploads {
@@ -544,7 +557,7 @@ func (s *Server) embedRequest(w http.ResponseWriter, r *http.Request, d *live) (
 	if err != nil {
 		return nil, err
 	}
-	return d.b.embed(r.Context(), pixels, n)
+	return s.run(r.Context(), d, pixels, n)
 }
 
 func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request, d *live) error {
@@ -573,9 +586,11 @@ func (s *Server) handleNeighbors(w http.ResponseWriter, r *http.Request, d *live
 	type res struct {
 		Neighbors []Neighbor `json:"neighbors"`
 	}
+	_, span := s.step(r.Context(), "search", attribute.Int("k", k), attribute.Int("dimtorch.gallery_size", d.Gallery.Len()))
 	out := make([]res, len(vecs))
 	for i, v := range vecs {
 		out[i].Neighbors = d.Gallery.Nearest(v, k)
 	}
+	span.End()
 	return writeJSON(w, http.StatusOK, map[string]any{"k": min(k, d.Gallery.Len()), "results": out})
 }

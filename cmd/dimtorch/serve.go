@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -20,6 +21,10 @@ import (
 	"github.com/dimtorch/dimtorch/serve"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 func serveCommand() *cli.Command {
@@ -56,6 +61,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "api-key-file", Category: "access", Usage: "require one of the keys in FILE (one per line, # comments) as Authorization: Bearer KEY on every route but /healthz and /readyz; re-read on SIGHUP"},
 			&cli.StringFlag{Name: "tls-cert", Category: "access", Usage: "serve HTTPS with this PEM certificate (chain); re-read on SIGHUP"},
 			&cli.StringFlag{Name: "tls-key", Category: "access", Usage: "the PEM private key of --tls-cert"},
+			&cli.StringFlag{Name: "otlp-endpoint", Usage: "export a trace of every request (OpenTelemetry, OTLP/HTTP) to this collector URL, e.g. http://localhost:4318 (OTEL_EXPORTER_OTLP_* variables add headers, timeouts)"},
 			&cli.StringFlag{Name: "grpc-addr", Usage: "also serve the Open Inference Protocol's gRPC form (KServe v2) on this address, with the same keys and TLS (port 0: any free port, logged)"},
 			&cli.StringFlag{Name: "metrics-addr", Category: "access", Usage: "serve /metrics on this address instead (plain HTTP, no key: for the monitoring network)"},
 		},
@@ -111,6 +117,22 @@ func serveCommand() *cli.Command {
 				ShutdownTimeout: c.Duration("shutdown-timeout"), Log: log,
 				APIKeys: keys, TLS: cert, NoMetricsRoute: c.String("metrics-addr") != "", Load: load,
 				ModelName: c.String("model-name"), ServerVersion: version,
+			}
+			if ep := c.String("otlp-endpoint"); ep != "" {
+				tp, err := tracerProvider(ctx, ep)
+				if err != nil {
+					dep.Close()
+					return fmt.Errorf("--otlp-endpoint: %w", err)
+				}
+				defer func() { // sends the spans still buffered
+					sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					if err := tp.Shutdown(sctx); err != nil {
+						log.Warn().Err(err).Msg("exporting the last traces")
+					}
+				}()
+				cfg.TracerProvider = tp
+				log.Info().Str("endpoint", ep).Msg("exporting traces (OTLP/HTTP)")
 			}
 			if cfg.ModelName == "" {
 				cfg.ModelName = strings.TrimSuffix(filepath.Base(c.String("model")), filepath.Ext(c.String("model")))
@@ -278,4 +300,22 @@ func fileSHA256(path string) (string, error) {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// tracerProvider exports spans in batches over OTLP/HTTP to endpoint (a
+// URL; without a path, the collector's /v1/traces).
+func tracerProvider(ctx context.Context, endpoint string) (*sdktrace.TracerProvider, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q: want a URL such as http://localhost:4318", endpoint)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/v1/traces"
+	}
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(u.String()))
+	if err != nil {
+		return nil, err
+	}
+	res := resource.NewSchemaless(attribute.String("service.name", "dimtorch-serve"), attribute.String("service.version", version))
+	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), nil
 }

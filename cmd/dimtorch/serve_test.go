@@ -10,14 +10,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/dimtorch/dimtorch/serve/inferencepb"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 	"image"
 	"image/png"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -572,5 +575,67 @@ func TestServeReload(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit after reloads: %v", err)
+	}
+}
+
+// --otlp-endpoint: a real process exports its request spans over
+// OTLP/HTTP to a collector (here a test server decoding the protocol's
+// protobuf), continuing the client's trace, and flushes them on SIGTERM.
+func TestServeExportsTraces(t *testing.T) {
+	dir := t.TempDir()
+	model := exportBasic28(t, dir)
+	got := make(chan *coltracepb.ExportTraceServiceRequest, 16)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req coltracepb.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" || proto.Unmarshal(body, &req) != nil {
+			t.Errorf("the collector got %s %s (%s)", r.Method, r.URL.Path, r.Header.Get("Content-Type"))
+		}
+		got <- &req
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		b, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+		w.Write(b)
+	}))
+	defer collector.Close()
+	cmd, _, addr, _ := startServe(t, "--model", model, "--addr", "127.0.0.1:0", "--threads", "1", "--otlp-endpoint", collector.URL)
+	defer cmd.Process.Kill()
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/embed", bytes.NewReader(grayPNGBytes(t)))
+	req.Header.Set("Content-Type", "image/png")
+	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	names := map[string]bool{}
+	service := ""
+	for len(got) > 0 {
+		for _, rs := range (<-got).GetResourceSpans() {
+			for _, a := range rs.GetResource().GetAttributes() {
+				if a.GetKey() == "service.name" {
+					service = a.GetValue().GetStringValue()
+				}
+			}
+			for _, ss := range rs.GetScopeSpans() {
+				for _, sp := range ss.GetSpans() {
+					if hex.EncodeToString(sp.GetTraceId()) == traceID {
+						names[sp.GetName()] = true
+					}
+				}
+			}
+		}
+	}
+	for _, want := range []string{"POST embed", "read", "decode", "queue", "model run"} {
+		if !names[want] {
+			t.Errorf("no %q span of the client's trace reached the collector (got %v)", want, names)
+		}
+	}
+	if service != "dimtorch-serve" {
+		t.Errorf("service.name %q", service)
 	}
 }
