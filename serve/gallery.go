@@ -20,6 +20,16 @@ type Gallery struct {
 	Names []string
 	dim   int
 	vecs  []float32 // len(Names) x dim, each row unit-length (or zero)
+	root  string    // the folder of images it was embedded from ("": none)
+}
+
+// File returns the path of image i when the gallery was embedded from a
+// folder (GalleryFromDir).
+func (g *Gallery) File(i int) (string, bool) {
+	if g.root == "" || i < 0 || i >= len(g.Names) {
+		return "", false
+	}
+	return filepath.Join(g.root, g.Names[i]), true
 }
 
 // NewGallery takes rows of equal length with their names.
@@ -211,5 +221,10 @@ func GalleryFromDir(ctx context.Context, m Model, dir string, maxPixels int64, b
 	if err := flush(); err != nil {
 		return nil, err
 	}
-	return NewGallery(names, rows)
+	g, err := NewGallery(names, rows)
+	if err != nil {
+		return nil, err
+	}
+	g.root = dir
+	return g, nil
 }

@@ -115,6 +115,8 @@ type Config struct {
 	// program that serves MetricsHandler on a listener of its own
 	// (`dimtorch serve --metrics-addr`).
 	NoMetricsRoute bool
+	// NoUI leaves out the page to try the service (GET /, ui.go).
+	NoUI bool
 
 	Log zerolog.Logger
 }
@@ -225,6 +227,9 @@ func New(d Deployment, cfg Config) (*Server, error) {
 	route("/v1/neighbors", http.MethodPost, "neighbors", s.handleNeighbors)
 	route("/v1/admin/reload", http.MethodPost, "reload", s.handleReload)
 	s.v2Routes(route, open)
+	if !cfg.NoUI {
+		s.uiRoutes(route, open)
+	}
 	open("/healthz", http.MethodGet, "healthz", func(w http.ResponseWriter, _ *http.Request, _ *live) error {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -61,6 +61,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "api-key-file", Category: "access", Usage: "require one of the keys in FILE (one per line, # comments) as Authorization: Bearer KEY on every route but /healthz and /readyz; re-read on SIGHUP"},
 			&cli.StringFlag{Name: "tls-cert", Category: "access", Usage: "serve HTTPS with this PEM certificate (chain); re-read on SIGHUP"},
 			&cli.StringFlag{Name: "tls-key", Category: "access", Usage: "the PEM private key of --tls-cert"},
+			&cli.BoolFlag{Name: "ui", Value: true, Usage: "serve a page to try the service at / (--ui=false: no page)"},
 			&cli.StringFlag{Name: "otlp-endpoint", Usage: "export a trace of every request (OpenTelemetry, OTLP/HTTP) to this collector URL, e.g. http://localhost:4318 (OTEL_EXPORTER_OTLP_* variables add headers, timeouts)"},
 			&cli.StringFlag{Name: "grpc-addr", Usage: "also serve the Open Inference Protocol's gRPC form (KServe v2) on this address, with the same keys and TLS (port 0: any free port, logged)"},
 			&cli.StringFlag{Name: "metrics-addr", Category: "access", Usage: "serve /metrics on this address instead (plain HTTP, no key: for the monitoring network)"},
@@ -116,7 +117,7 @@ func serveCommand() *cli.Command {
 				WriteTimeout: c.Duration("write-timeout"), IdleTimeout: c.Duration("idle-timeout"),
 				ShutdownTimeout: c.Duration("shutdown-timeout"), Log: log,
 				APIKeys: keys, TLS: cert, NoMetricsRoute: c.String("metrics-addr") != "", Load: load,
-				ModelName: c.String("model-name"), ServerVersion: version,
+				ModelName: c.String("model-name"), ServerVersion: version, NoUI: !c.Bool("ui"),
 			}
 			if ep := c.String("otlp-endpoint"); ep != "" {
 				tp, err := tracerProvider(ctx, ep)
