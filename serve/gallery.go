@@ -2,25 +2,35 @@ package serve
 
 import (
 	"bufio"
+	"container/heap"
 	"context"
 	"fmt"
 	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/dimtorch/dimtorch/internal/npy"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 )
 
-// Gallery is a set of named vectors that neighbour queries search, kept
-// unit-length so that a dot product is the cosine similarity.
+// Gallery is a set of named vectors that neighbour queries search by
+// cosine similarity, exactly: every query is scored against every vector
+// (a matrix-vector product on gonum's assembly kernels, split across the
+// cores for large galleries) and the k best are kept. A gallery loaded
+// from .npy is memory-mapped, not copied; Close releases it.
 type Gallery struct {
-	Names []string
-	dim   int
-	vecs  []float32 // len(Names) x dim, each row unit-length (or zero)
-	root  string    // the folder of images it was embedded from ("": none)
+	Names   []string
+	dim     int
+	vecs    []float32 // len(Names) x dim, as given
+	inv     []float32 // 1 / |row| (0 for a zero row)
+	root    string    // the folder of images it was embedded from ("": none)
+	release func() error
 }
 
 // File returns the path of image i when the gallery was embedded from a
@@ -45,21 +55,61 @@ func NewGallery(names []string, rows [][]float32) (*Gallery, error) {
 		if len(r) != g.dim {
 			return nil, fmt.Errorf("gallery: vector %d has %d values, the first has %d", i, len(r), g.dim)
 		}
-		g.vecs = append(g.vecs, unit(r)...)
+		g.vecs = append(g.vecs, r...)
+	}
+	if err := g.norms(); err != nil {
+		return nil, err
 	}
 	return g, nil
+}
+
+// norms computes the rows' inverse lengths and refuses values that are
+// not finite (a damaged file would otherwise poison every answer).
+func (g *Gallery) norms() error {
+	n := len(g.vecs) / g.dim
+	g.inv = make([]float32, n)
+	for i := range n {
+		var s float64
+		for _, x := range g.vecs[i*g.dim : (i+1)*g.dim] {
+			s += float64(x) * float64(x)
+		}
+		if math.IsNaN(s) || math.IsInf(s, 0) {
+			return fmt.Errorf("gallery: vector %d (%s) has values that are not finite", i, g.Names[i])
+		}
+		if s > 0 {
+			g.inv[i] = float32(1 / math.Sqrt(s))
+		}
+	}
+	return nil
+}
+
+// Close releases a memory-mapped gallery; searching it afterwards is an
+// error of the caller.
+func (g *Gallery) Close() error {
+	if g == nil || g.release == nil {
+		return nil
+	}
+	r := g.release
+	g.release = nil
+	return r()
 }
 
 // LoadGallery reads an [N, D] float32 .npy file (as `dimtorch embed --out
 // FILE.npy` writes) and its names: one per line in namesPath, or, when
 // namesPath is empty, in FILE.names.txt if it exists, else the row numbers.
 func LoadGallery(path, namesPath string) (*Gallery, error) {
-	data, shape, err := npy.ReadFloat32(path)
+	data, shape, release, err := npy.MapFloat32(path)
 	if err != nil {
 		return nil, err
 	}
-	if len(shape) != 2 {
-		return nil, fmt.Errorf("%s: want an [N, D] array of embeddings, got shape %v", path, shape)
+	ok := false
+	defer func() {
+		if !ok {
+			release()
+		}
+	}()
+	if len(shape) != 2 || shape[0] == 0 || shape[1] == 0 {
+		return nil, fmt.Errorf("%s: want an [N, D] array of embeddings (N, D > 0), got shape %v", path, shape)
 	}
 	n, d := shape[0], shape[1]
 	if namesPath == "" {
@@ -89,11 +139,12 @@ func LoadGallery(path, namesPath string) (*Gallery, error) {
 			names = append(names, fmt.Sprint(i))
 		}
 	}
-	rows := make([][]float32, n)
-	for i := range rows {
-		rows[i] = data[i*d : (i+1)*d]
+	g := &Gallery{Names: names, dim: d, vecs: data, release: release}
+	if err := g.norms(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return NewGallery(names, rows)
+	ok = true
+	return g, nil
 }
 
 func fileExists(p string) bool {
@@ -112,46 +163,100 @@ type Neighbor struct {
 	Similarity float64 `json:"similarity"` // cosine
 }
 
-// Nearest returns the k vectors most similar to q, most similar first.
+// Nearest returns the k vectors most similar to q, most similar first
+// (ties: the lower index first).
 func (g *Gallery) Nearest(q []float32, k int) []Neighbor {
-	u := unit(q)
 	k = min(k, g.Len())
-	// A bounded selection: keep the k best seen so far, sorted.
-	best := make([]Neighbor, 0, k+1)
-	for i := 0; i < g.Len(); i++ {
-		row := g.vecs[i*g.dim : (i+1)*g.dim]
-		var s float32
-		for j, x := range row {
-			s += x * u[j]
-		}
-		if len(best) == k && float64(s) <= best[k-1].Similarity {
-			continue
-		}
-		at := sort.Search(len(best), func(j int) bool { return best[j].Similarity < float64(s) })
-		best = append(best, Neighbor{})
-		copy(best[at+1:], best[at:])
-		best[at] = Neighbor{Index: i, Name: g.Names[i], Similarity: float64(s)}
-		if len(best) > k {
-			best = best[:k]
-		}
+	if k <= 0 {
+		return nil
 	}
-	return best
+	u := unit(q)
+	n := g.Len()
+	// Chunks of rows scored and selected on their own: on every core for a
+	// large gallery, then merged.
+	parts := 1
+	if n >= parallelRows {
+		parts = min(runtime.GOMAXPROCS(0), n/(parallelRows/2))
+	}
+	per := (n + parts - 1) / parts
+	found := make([][]Neighbor, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := p*per, min(n, (p+1)*per)
+		score := func() { found[p] = g.best(u, lo, hi, k) }
+		if parts == 1 {
+			score()
+			break
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); score() }()
+	}
+	wg.Wait()
+	all := found[0]
+	for _, f := range found[1:] {
+		all = append(all, f...)
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].Similarity != all[j].Similarity {
+			return all[i].Similarity > all[j].Similarity
+		}
+		return all[i].Index < all[j].Index
+	})
+	all = all[:min(k, len(all))]
+	for i := range all {
+		all[i].Name = g.Names[all[i].Index]
+	}
+	return all
 }
 
-func unit(v []float32) []float32 {
-	var s float64
-	for _, x := range v {
-		s += float64(x) * float64(x)
+// parallelRows is the gallery size from which a query is split across the
+// cores (below it, the goroutines cost more than they save).
+const parallelRows = 1 << 15
+
+// scoreBlock is the rows scored by one matrix-vector product.
+const scoreBlock = 4096
+
+// best scores rows lo to hi against the unit query u and keeps the k best
+// in a min-heap.
+func (g *Gallery) best(u []float32, lo, hi, k int) []Neighbor {
+	h := make(neighborHeap, 0, k)
+	scores := make([]float32, scoreBlock)
+	for b := lo; b < hi; b += scoreBlock {
+		m := min(scoreBlock, hi-b)
+		blas32.Gemv(blas.NoTrans, 1, blas32.General{Rows: m, Cols: g.dim, Stride: g.dim, Data: g.vecs[b*g.dim : (b+m)*g.dim]},
+			blas32.Vector{N: g.dim, Inc: 1, Data: u}, 0, blas32.Vector{N: m, Inc: 1, Data: scores[:m]})
+		for i, s := range scores[:m] {
+			sim := float64(s * g.inv[b+i])
+			if len(h) == k && !h.better(sim, b+i, 0) {
+				continue
+			}
+			if len(h) == k {
+				h[0] = Neighbor{Index: b + i, Similarity: sim}
+				heap.Fix(&h, 0)
+			} else {
+				heap.Push(&h, Neighbor{Index: b + i, Similarity: sim})
+			}
+		}
 	}
-	out := make([]float32, len(v))
-	if s == 0 {
-		return out
-	}
-	inv := 1 / math.Sqrt(s)
-	for i, x := range v {
-		out[i] = float32(float64(x) * inv)
-	}
-	return out
+	return h
+}
+
+// neighborHeap keeps the worst of the best at its root.
+type neighborHeap []Neighbor
+
+// better reports whether (sim, index) ranks above element i.
+func (h neighborHeap) better(sim float64, index, i int) bool {
+	return sim > h[i].Similarity || sim == h[i].Similarity && index < h[i].Index
+}
+func (h neighborHeap) Len() int           { return len(h) }
+func (h neighborHeap) Less(i, j int) bool { return h.better(h[j].Similarity, h[j].Index, i) }
+func (h neighborHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *neighborHeap) Push(x any)        { *h = append(*h, x.(Neighbor)) }
+func (h *neighborHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // GalleryFromDir embeds every PNG and JPEG under dir (named by their paths
@@ -227,4 +332,20 @@ func GalleryFromDir(ctx context.Context, m Model, dir string, maxPixels int64, b
 	}
 	g.root = dir
 	return g, nil
+}
+
+func unit(v []float32) []float32 {
+	var s float64
+	for _, x := range v {
+		s += float64(x) * float64(x)
+	}
+	out := make([]float32, len(v))
+	if s == 0 {
+		return out
+	}
+	inv := 1 / math.Sqrt(s)
+	for i, x := range v {
+		out[i] = float32(float64(x) * inv)
+	}
+	return out
 }

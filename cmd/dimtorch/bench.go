@@ -21,6 +21,7 @@ func benchCommand() *cli.Command {
 			benchEmbedCommand(),
 			benchAllreduceCommand(),
 			benchServeCommand(),
+			benchGalleryCommand(),
 			{
 				Name:  "ops",
 				Usage: "the binding's per-op overhead (a one-element add) and a DIM-sized conv2d forward+backward",

@@ -273,7 +273,10 @@ func loadDeployment(ctx context.Context, log zerolog.Logger, src serve.Source, o
 			return nil, err
 		}
 	}
-	d := &serve.Deployment{Model: m, Gallery: g, Version: sum[:16], Source: src, Close: m.Close}
+	d := &serve.Deployment{Model: m, Gallery: g, Version: sum[:16], Source: src, Close: func() error {
+		gerr := g.Close() // a memory-mapped .npy
+		return errors.Join(m.Close(), gerr)
+	}}
 	prep, recorded := m.Preprocessing()
 	steps := make([]string, len(prep.Resize))
 	for i, r := range prep.Resize {

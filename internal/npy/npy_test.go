@@ -46,3 +46,33 @@ func TestFloat32RoundTripAndDamage(t *testing.T) {
 		t.Errorf("int64 file: %v", err)
 	}
 }
+
+// MapFloat32 gives the values ReadFloat32 reads, and refuses what it
+// refuses.
+func TestMapFloat32(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.npy")
+	want := []float32{1, -2.5, 3e-7, 4, 5, 6}
+	if err := WriteFloat32(path, want, 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	got, shape, release, err := MapFloat32(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shape) != 2 || shape[0] != 2 || shape[1] != 3 || len(got) != 6 {
+		t.Fatalf("shape %v, %d values", shape, len(got))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("value %d: %v, want %v", i, got[i], want[i])
+		}
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, b[:len(b)-2], 0o644)
+	if _, _, _, err := MapFloat32(path); err == nil || !strings.Contains(err.Error(), "needs 24 bytes of data") {
+		t.Fatalf("a truncated file: %v", err)
+	}
+}

@@ -26,12 +26,31 @@ func ReadFloat32(path string) ([]float32, []int, error) {
 		return nil, nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
+	shape, n, err := readHeader(f, path)
 	if err != nil {
 		return nil, nil, err
 	}
-	bad := func(format string, args ...any) ([]float32, []int, error) {
-		return nil, nil, fmt.Errorf("%s: not a float32 .npy array: "+format, append([]any{path}, args...)...)
+	raw := make([]byte, 4*n)
+	if _, err := io.ReadFull(f, raw); err != nil {
+		return nil, nil, fmt.Errorf("%s: not a float32 .npy array: truncated data", path)
+	}
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	return out, shape, nil
+}
+
+// readHeader checks f's .npy header, leaves f at the first value and
+// returns the shape and the number of values, which the rest of the file
+// holds exactly.
+func readHeader(f *os.File, path string) ([]int, int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	bad := func(format string, args ...any) ([]int, int64, error) {
+		return nil, 0, fmt.Errorf("%s: not a float32 .npy array: "+format, append([]any{path}, args...)...)
 	}
 	var pre [10]byte
 	if _, err := io.ReadFull(f, pre[:8]); err != nil || string(pre[:6]) != "\x93NUMPY" {
@@ -93,13 +112,5 @@ func ReadFloat32(path string) ([]float32, []int, error) {
 	if want := here + 4*n; st.Size() != want {
 		return bad("shape %v needs %d bytes of data, the file has %d", shape, 4*n, st.Size()-here)
 	}
-	raw := make([]byte, 4*n)
-	if _, err := io.ReadFull(f, raw); err != nil {
-		return bad("truncated data")
-	}
-	out := make([]float32, n)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
-	return out, shape, nil
+	return shape, n, nil
 }
