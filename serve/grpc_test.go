@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -86,8 +87,8 @@ func TestOpenInferenceProtocolGRPC(t *testing.T) {
 	}
 	md, err := c.ModelMetadata(withKey(keyA), &inferencepb.ModelMetadataRequest{Name: "mymodel"})
 	if err != nil || md.GetName() != "mymodel" || len(md.GetInputs()) != 2 || md.GetInputs()[0].GetName() != "input" ||
-		!equalInts(md.GetInputs()[0].GetShape(), []int64{-1, 1, 8, 8}) || md.GetInputs()[1].GetDatatype() != "BYTES" ||
-		len(md.GetOutputs()) != 1 || !equalInts(md.GetOutputs()[0].GetShape(), []int64{-1, 2}) || len(md.GetVersions()) != 1 {
+		!slices.Equal(md.GetInputs()[0].GetShape(), []int64{-1, 1, 8, 8}) || md.GetInputs()[1].GetDatatype() != "BYTES" ||
+		len(md.GetOutputs()) != 1 || !slices.Equal(md.GetOutputs()[0].GetShape(), []int64{-1, 2}) || len(md.GetVersions()) != 1 {
 		t.Fatalf("ModelMetadata: %v %v", md, err)
 	}
 	sm, err := c.ServerMetadata(withKey(keyA), &inferencepb.ServerMetadataRequest{})
@@ -111,7 +112,7 @@ func TestOpenInferenceProtocolGRPC(t *testing.T) {
 	var header metadata.MD
 	r, err := c.ModelInfer(withKey(keyA), fp32([]int64{2, 1, 8, 8}, pix), grpc.Header(&header))
 	if err != nil || r.GetId() != "42" || r.GetModelName() != "mymodel" || r.GetModelVersion() != "v7" || len(r.GetOutputs()) != 1 ||
-		!equalInts(r.GetOutputs()[0].GetShape(), []int64{2, 2}) || !equalFloats(f64(r.GetOutputs()[0].GetContents().GetFp32Contents()), want) {
+		!slices.Equal(r.GetOutputs()[0].GetShape(), []int64{2, 2}) || !equalFloats(f64(r.GetOutputs()[0].GetContents().GetFp32Contents()), want) {
 		t.Fatalf("ModelInfer: %v %v", r, err)
 	}
 	if v := header.Get(grpcVersionKey); len(v) != 1 || v[0] != "v7" {

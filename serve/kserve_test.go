@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -153,8 +154,8 @@ func TestOpenInferenceProtocolREST(t *testing.T) {
 	dec.DisallowUnknownFields()
 	if code != 200 || dec.Decode(&md) != nil || md.Name != "mymodel" || len(md.Versions) != 1 || md.Versions[0] != "v7" ||
 		len(md.Inputs) != 2 || md.Inputs[0].Name != "input" || md.Inputs[0].Datatype != "FP32" ||
-		!equalInts(md.Inputs[0].Shape, []int64{-1, 1, 8, 8}) || md.Inputs[1].Name != "encoded_image" || md.Inputs[1].Datatype != "BYTES" ||
-		len(md.Outputs) != 1 || md.Outputs[0].Name != "y" || !equalInts(md.Outputs[0].Shape, []int64{-1, 2}) {
+		!slices.Equal(md.Inputs[0].Shape, []int64{-1, 1, 8, 8}) || md.Inputs[1].Name != "encoded_image" || md.Inputs[1].Datatype != "BYTES" ||
+		len(md.Outputs) != 1 || md.Outputs[0].Name != "y" || !slices.Equal(md.Outputs[0].Shape, []int64{-1, 2}) {
 		t.Fatalf("metadata: %d %s", code, body)
 	}
 	for url, want := range map[string]string{
@@ -203,18 +204,6 @@ func equalFloats(a, b []float64) bool {
 	}
 	for i := range a {
 		if math.Abs(a[i]-b[i]) > 1e-6 {
-			return false
-		}
-	}
-	return true
-}
-
-func equalInts(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
 			return false
 		}
 	}
