@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,9 +61,9 @@ func benchGalleryCommand() *cli.Command {
 					return err
 				}
 				data = nil
-				runtime.GC()
+				debug.FreeOSMemory() // the generated vectors' memory back to the system before the baseline
 			}
-			rss0 := residentMiB()
+			anon0, file0 := residentMiB()
 			start := time.Now()
 			g, err := serve.LoadGallery(path, "")
 			if err != nil {
@@ -87,31 +88,42 @@ func benchGalleryCommand() *cli.Command {
 				lat[i] = time.Since(t0)
 			}
 			total := time.Since(all)
-			rss1 := residentMiB()
+			anon1, file1 := residentMiB()
 			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 			pct := func(p float64) float64 {
 				return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
 			}
 			fmt.Printf("exact search, %d x %d gallery (%s), k=%d, %d queries one at a time, GOMAXPROCS %d\n",
 				g.Len(), g.Dim(), path, c.Int("k"), len(queries), runtime.GOMAXPROCS(0))
-			fmt.Printf("load (map + norms) %.0f ms, resident memory %+.0f MiB (the mapped vectors are page cache, shared)\n",
-				float64(load.Microseconds())/1000, rss1-rss0)
+			fmt.Printf("load (map + norms) %.0f ms; resident memory: %+.0f MiB of the process's own, %+.0f MiB of the mapped file (page cache, shared)\n",
+				float64(load.Microseconds())/1000, anon1-anon0, file1-file0)
 			fmt.Printf("p50 %.2f ms, p99 %.2f ms, %.0f queries/s\n", pct(0.5), pct(0.99), float64(len(queries))/total.Seconds())
 			return nil
 		},
 	}
 }
 
-// residentMiB is the process's resident set size (/proc/self/statm).
-func residentMiB() float64 {
-	b, err := os.ReadFile("/proc/self/statm")
+// residentMiB returns the process's resident anonymous memory (its own
+// heap and stacks) and resident file-backed memory (mapped files, shared
+// with the page cache), from /proc/self/status.
+func residentMiB() (anon, file float64) {
+	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return math.NaN()
+		return math.NaN(), math.NaN()
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return math.NaN()
+	anon, file = math.NaN(), math.NaN()
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "RssAnon:":
+			anon = kb / 1024
+		case "RssFile:":
+			file = kb / 1024
+		}
 	}
-	pages, _ := strconv.ParseFloat(f[1], 64)
-	return pages * float64(os.Getpagesize()) / (1 << 20)
+	return anon, file
 }
