@@ -94,7 +94,7 @@ func (s *Server) grpcIntercept(ctx context.Context, req any, info *grpc.UnarySer
 	ctx, span := s.tracer.Start(ctx, info.FullMethod, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.method", method)))
 	var resp any
-	err := s.grpcAuthenticate(ctx, method)
+	err := s.grpcAuthenticate(md, method)
 	if err == nil {
 		if dep.Version != "" {
 			_ = grpc.SetHeader(ctx, metadata.Pairs(grpcVersionKey, dep.Version))
@@ -126,12 +126,11 @@ func (s *Server) grpcIntercept(ctx context.Context, req any, info *grpc.UnarySer
 	return resp, err
 }
 
-func (s *Server) grpcAuthenticate(ctx context.Context, method string) error {
+func (s *Server) grpcAuthenticate(md metadata.MD, method string) error {
 	keys := s.cfg.APIKeys
 	if keys == nil || method == "ServerLive" || method == "ServerReady" {
 		return nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
 	v := md.Get("authorization")
 	if len(v) == 0 {
 		return status.Error(codes.Unauthenticated, "an API key is required: send the metadata authorization: Bearer KEY")
