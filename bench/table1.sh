@@ -28,7 +28,7 @@
 # Usage: bench/table1.sh [RUNS_DIR]     (default runs/table1-budget)
 #   environment (defaults): BUDGET=20 SEEDS="1 2 3" LABELS=10000 PER_CLASS=100 MLP_EPOCHS=50 MLP_LR=1e-3
 #   THREADS=1 JOBS=(CPU count; 1 on cuda) BF16=1 DATA=fashion-mnist ENCODER=basic28 AMDIM_ENCODER=amdim28 MI_UNITS=256 DEVICE=cpu
-#   TRAIN_IMAGES=60000 CALIBRATE=3200 (images of the longer calibration run)
+#   TRAIN_IMAGES=60000 CALIBRATE=12800 (images of the longer calibration run)
 #   The CIFAR-10 table for a GPU (docs/evaluation.md): DATA=cifar10 ENCODER=dcgan32 AMDIM_ENCODER=amdim32
 #   MI_UNITS=2048 DEVICE=cuda TRAIN_IMAGES=50000 LABELS=50000 BUDGET=... bench/table1.sh runs/table1-cifar10
 #   ROWS="vae aae ..." (a subset, to run the table in parts; the default: all)
@@ -55,7 +55,7 @@ AMDIM_ENCODER=${AMDIM_ENCODER:-amdim28}
 MI_UNITS=${MI_UNITS:-256}
 DEVICE=${DEVICE:-cpu}
 TRAIN_IMAGES=${TRAIN_IMAGES:-60000}
-CALIBRATE=${CALIBRATE:-3200}
+CALIBRATE=${CALIBRATE:-12800}
 MLP_EPOCHS=${MLP_EPOCHS:-50}
 MLP_LR=${MLP_LR:-1e-3}
 if [ "$DEVICE" = cpu ]; then JOBS=${JOBS:-$(nproc)}; else JOBS=${JOBS:-1}; fi
@@ -69,7 +69,9 @@ common=(--data "$DATA" --batch-size 64 --threads "$THREADS" --device "$DEVICE" -
 # in NAME.plan.json. The cost of an image is measured on the method's real
 # training: the CPU time of a run on CALIBRATE images less that of a run on
 # half as many, over the difference (which cancels what a run spends once:
-# start-up, loading the data, the first steps' allocations).
+# start-up, loading the data, the first steps' allocations); the cost of an
+# epoch besides its images (the online probe's pass over the test set, the
+# checkpoint) from a third run, two epochs of the half.
 plan() {
   local name=$1
   shift
@@ -80,11 +82,12 @@ plan() {
   fi
   if [ ! -f "$f" ]; then
     mkdir -p "$R/calibrate"
-    local n
-    for n in $((CALIBRATE / 2)) "$CALIBRATE"; do
-      local cal=$R/calibrate/$name-$n
+    local n e half=$((CALIBRATE / 2))
+    for run in "1 $half" "1 $CALIBRATE" "2 $half"; do
+      read -r e n <<<"$run"
+      local cal=$R/calibrate/$name-$e-$n
       rm -rf "$cal"
-      $B train "${common[@]}" "$@" --seed 1 --epochs 1 --limit "$n" --out "$cal" >/dev/null 2>"$cal.log" || {
+      $B train "${common[@]}" "$@" --seed 1 --epochs "$e" --limit "$n" --out "$cal" >/dev/null 2>"$cal.log" || {
         cat "$cal.log" >&2
         return 1
       }
@@ -92,14 +95,20 @@ plan() {
     /usr/bin/python3 - "$R/calibrate/$name" "$BUDGET" "$TRAIN_IMAGES" "$CALIBRATE" >"$f.tmp" <<'PY'
 import json, sys
 base, budget, images, cal = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-cpu = [json.load(open(f"{base}-{n}/checkpoint/checkpoint.json"))["state"]["cpu_seconds"] for n in (cal // 2, cal)]
-per_image = (cpu[1] - cpu[0]) / (cal - cal // 2)
-if per_image < 0.25 * cpu[1] / cal:  # runs too short to tell the images' cost from noise:
-    per_image = cpu[1] / cal         # the longer run's whole cost over its images, an overestimate
-epochs = max(1, round(budget * 60 / (per_image * images)))
-print(json.dumps({"epochs": epochs, "budget_cpu_minutes": budget, "calibration_images": [cal // 2, cal],
-                  "calibration_cpu_seconds": cpu, "cpu_seconds_per_image": per_image,
-                  "planned_cpu_minutes": round(epochs * per_image * images / 60, 1)}))
+half = cal // 2
+cpu = {run: json.load(open(f"{base}-{run}/checkpoint/checkpoint.json"))["state"]["cpu_seconds"]
+       for run in (f"1-{half}", f"1-{cal}", f"2-{half}")}
+a, b, c = cpu[f"1-{half}"], cpu[f"1-{cal}"], cpu[f"2-{half}"]
+per_image = (b - a) / (cal - half)
+if per_image < 0.25 * b / cal:  # runs too short to tell the images' cost from noise:
+    per_image = b / cal         # the longer run's whole cost over its images, an overestimate
+per_epoch = max(0.0, c - a - half * per_image)  # the epoch's own work: the online probe's test pass, the checkpoint
+epoch_cost = per_image * images + per_epoch
+epochs = max(1, round(budget * 60 / epoch_cost))
+print(json.dumps({"epochs": epochs, "budget_cpu_minutes": budget, "calibration_images": [half, cal],
+                  "calibration_cpu_seconds": {"1 epoch of %d" % half: a, "1 epoch of %d" % cal: b, "2 epochs of %d" % half: c},
+                  "cpu_seconds_per_image": per_image, "cpu_seconds_per_epoch_besides_images": per_epoch,
+                  "planned_cpu_minutes": round(epochs * epoch_cost / 60, 1)}))
 PY
     mv "$f.tmp" "$f"
   fi

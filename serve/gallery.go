@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/dimtorch/dimtorch/ann"
 	"github.com/dimtorch/dimtorch/internal/npy"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -27,9 +28,11 @@ import (
 type Gallery struct {
 	Names   []string
 	dim     int
-	vecs    []float32 // len(Names) x dim, as given
-	inv     []float32 // 1 / |row| (0 for a zero row)
-	root    string    // the folder of images it was embedded from ("": none)
+	vecs    []float32  // len(Names) x dim, as given
+	inv     []float32  // 1 / |row| (0 for a zero row)
+	root    string     // the folder of images it was embedded from ("": none)
+	path    string     // the .npy it was loaded from ("": none)
+	index   *ann.Index // searched instead of every vector when set (UseIndex)
 	release func() error
 }
 
@@ -86,7 +89,14 @@ func (g *Gallery) norms() error {
 // Close releases a memory-mapped gallery; searching it afterwards is an
 // error of the caller.
 func (g *Gallery) Close() error {
-	if g == nil || g.release == nil {
+	if g == nil {
+		return nil
+	}
+	if g.index != nil {
+		g.index.Close()
+		g.index = nil
+	}
+	if g.release == nil {
 		return nil
 	}
 	r := g.release
@@ -139,7 +149,7 @@ func LoadGallery(path, namesPath string) (*Gallery, error) {
 			names = append(names, fmt.Sprint(i))
 		}
 	}
-	g := &Gallery{Names: names, dim: d, vecs: data, release: release}
+	g := &Gallery{Names: names, dim: d, vecs: data, path: path, release: release}
 	if err := g.norms(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -164,11 +174,21 @@ type Neighbor struct {
 }
 
 // Nearest returns the k vectors most similar to q, most similar first
-// (ties: the lower index first).
+// (ties: the lower index first); with an index (UseIndex), the ones it
+// finds, with their exact similarities.
 func (g *Gallery) Nearest(q []float32, k int) []Neighbor {
 	k = min(k, g.Len())
 	if k <= 0 {
 		return nil
+	}
+	if g.index != nil {
+		if hits, err := g.index.Search(q, k); err == nil { // a zero query: every similarity 0, as exact search says
+			out := make([]Neighbor, len(hits))
+			for i, h := range hits {
+				out[i] = Neighbor{Index: h.Row, Name: g.Names[h.Row], Similarity: h.Similarity}
+			}
+			return out
+		}
 	}
 	u := unit(q)
 	n := g.Len()

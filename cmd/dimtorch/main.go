@@ -61,6 +61,7 @@ func newApp() *cli.App {
 			exportCommand(),
 			embedCommand(),
 			serveCommand(),
+			indexCommand(),
 			dataCommand(),
 			benchCommand(),
 		},

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +40,9 @@ func serveCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Required: true, Usage: "the exported encoder (.onnx, from dimtorch export)"},
 			&cli.StringFlag{Name: "gallery", Usage: "images to search: a directory of PNG/JPEG files (embedded at start-up) or FILE.npy of embeddings (dimtorch embed --out FILE.npy)"},
+			&cli.StringFlag{Name: "index", Value: "exact", Usage: "how to search the gallery: exact (every vector), hnsw or ivf (the approximate index beside a .npy gallery, from dimtorch index build; built at start-up for a folder)"},
+			&cli.IntFlag{Name: "ef-search", Usage: "--index hnsw: candidates a query (default: the index's saved value)"},
+			&cli.IntFlag{Name: "nprobe", Usage: "--index ivf: cells scanned a query (default: the index's saved value)"},
 			&cli.StringFlag{Name: "gallery-names", Usage: "names of a .npy gallery's rows, one per line (default FILE.names.txt beside it, else row numbers)"},
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "address to listen on (port 0: any free port, logged)"},
 			&cli.IntFlag{Name: "threads", Value: runtime.NumCPU(), Usage: "onnxruntime intra-op threads"},
@@ -100,9 +104,20 @@ func serveCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			index := serve.IndexOptions{Kind: c.String("index"), EfSearch: c.Int("ef-search"), Nprobe: c.Int("nprobe")}
+			switch {
+			case !slices.Contains(serve.IndexKinds, index.Kind):
+				return fmt.Errorf("--index %q: want one of %s", index.Kind, strings.Join(serve.IndexKinds, ", "))
+			case index.EfSearch < 0 || index.Nprobe < 0:
+				return errors.New("--ef-search and --nprobe must not be negative")
+			case index.EfSearch > 0 && index.Kind != "hnsw", index.Nprobe > 0 && index.Kind != "ivf":
+				return errors.New("--ef-search goes with --index hnsw, --nprobe with --index ivf")
+			case index.Kind != "exact" && c.String("gallery") == "":
+				return fmt.Errorf("--index %s: there is no --gallery to index", index.Kind)
+			}
 			opts := embed.Options{Library: c.String("onnxruntime-lib"), Threads: c.Int("threads"), NoSpin: !c.Bool("spin")}
 			load := func(ctx context.Context, src serve.Source) (*serve.Deployment, error) {
-				return loadDeployment(ctx, log, src, opts, c.String("gallery"), c.String("gallery-names"), c.Int64("max-pixels"), c.Int("max-batch"))
+				return loadDeployment(ctx, log, src, opts, c.String("gallery"), c.String("gallery-names"), c.Int64("max-pixels"), c.Int("max-batch"), index)
 			}
 			start := time.Now()
 			dep, err := load(ctx, serve.Source{Model: c.String("model"), Gallery: c.String("gallery")})
@@ -243,7 +258,7 @@ func reloadAccess(log zerolog.Logger, keys *serve.APIKeys, cert *serve.Certifica
 // FILE.names.txt beside it). The version is the first 16 hex digits of the
 // SHA-256 of the model's file. Each load is logged.
 func loadDeployment(ctx context.Context, log zerolog.Logger, src serve.Source, opts embed.Options, galleryFlag, namesFlag string,
-	maxPixels int64, batch int) (*serve.Deployment, error) {
+	maxPixels int64, batch int, index serve.IndexOptions) (*serve.Deployment, error) {
 	start := time.Now()
 	sum, err := fileSHA256(src.Model)
 	if err != nil {
@@ -268,6 +283,11 @@ func loadDeployment(ctx context.Context, log zerolog.Logger, src serve.Source, o
 		} else {
 			err = fmt.Errorf("gallery %s: want a directory of images or a .npy file", p)
 		}
+		if err == nil {
+			if err = g.UseIndex(ctx, index); err != nil {
+				g.Close()
+			}
+		}
 		if err != nil {
 			m.Close()
 			return nil, err
@@ -286,7 +306,7 @@ func loadDeployment(ctx context.Context, log zerolog.Logger, src serve.Source, o
 	ev := log.Info().Str("model", src.Model).Str("version", d.Version).Int("dim", m.Dim()).Dur("load", time.Since(start)).
 		Strs("resize", steps).Bool("preprocessing_recorded", recorded)
 	if g != nil {
-		ev = ev.Int("gallery", g.Len())
+		ev = ev.Int("gallery", g.Len()).Str("index", index.Kind)
 	}
 	ev.Msg("model loaded")
 	return d, nil
