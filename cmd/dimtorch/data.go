@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,6 +22,7 @@ func dataCommand() *cli.Command {
 		Name:  "data",
 		Usage: "inspect and download datasets",
 		Subcommands: []*cli.Command{
+			dataShardCommand(dataDir),
 			{
 				Name:      "info",
 				Usage:     "split sizes, image shape and classes of a dataset",
@@ -99,4 +101,89 @@ func dataCommand() *cli.Command {
 			},
 		},
 	}
+}
+
+func dataShardCommand(dataDir cli.Flag) *cli.Command {
+	return &cli.Command{
+		Name:  "shard",
+		Usage: "write a dataset's split as WebDataset-style tar shards (KEY.jpg or KEY.png, KEY.cls) with a manifest of counts and checksums",
+		Description: "A folder's images go in as their own files (JPEG stays JPEG), a built-in dataset's as PNG; keys are the images' " +
+			"numbers. Shards are named PREFIX-000000.tar, ... and listed in OUT/manifest.json with their samples, bytes and SHA-256; " +
+			"each is written to a temporary file and renamed when complete, the manifest last.",
+		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "from", Required: true, Usage: "a built-in dataset (fashion-mnist, cifar10, ...) or a folder of images, one subfolder a class (folder:PATH or a path)"},
+			&cli.StringFlag{Name: "split", Value: "train"},
+			&cli.StringFlag{Name: "out", Required: true, Usage: "the directory to write the shards to (created; must hold no manifest yet)"},
+			&cli.StringFlag{Name: "prefix", Usage: "shard names: PREFIX-000000.tar (default: the split)"},
+			&cli.StringFlag{Name: "shard-size", Value: "1GB", Usage: "the most bytes a shard holds (B, KB, MB, GB: powers of 1000; KiB, MiB, GiB: of 1024)"},
+			dataDir,
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return fmt.Errorf("unexpected arguments %v", c.Args().Slice())
+			}
+			size, err := parseBytes(c.String("shard-size"))
+			if err != nil {
+				return fmt.Errorf("--shard-size: %w", err)
+			}
+			split, err := datasets.ParseSplit(c.String("split"))
+			if err != nil {
+				return err
+			}
+			from := c.String("from")
+			if st, err := os.Stat(from); err == nil && st.IsDir() && !strings.HasPrefix(from, "folder:") {
+				from = "folder:" + from
+			}
+			ds, err := datasets.Open(from, split, c.String("data-dir"))
+			if err != nil {
+				return err
+			}
+			out := c.String("out")
+			if _, err := os.Stat(filepath.Join(out, datasets.ShardManifestName)); err == nil {
+				return fmt.Errorf("%s already holds shards (%s): give an empty directory", out, datasets.ShardManifestName)
+			}
+			prefix := c.String("prefix")
+			if prefix == "" {
+				prefix = string(split)
+			}
+			log := logger(c)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			start := time.Now()
+			m, err := datasets.ShardsFromDataset(ctx, ds, datasets.ShardWriterOptions{Dir: out, Prefix: prefix, MaxBytes: size,
+				Source:   fmt.Sprintf("%s (%s)", from, split),
+				Progress: func(done, total int) { log.Info().Int("samples", done).Int("of", total).Msg("sharding") }})
+			if err != nil {
+				return err
+			}
+			var bytes int64
+			for _, s := range m.Shards {
+				bytes += s.Bytes
+			}
+			log.Info().Str("out", out).Str("shards", m.Pattern).Int("samples", m.Samples).Int64("bytes", bytes).
+				Dur("took", time.Since(start)).Msg("sharded")
+			return nil
+		},
+	}
+}
+
+// parseBytes reads sizes such as 1GB, 64MiB or 1000000.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if v, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(v), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f <= 0 || f*float64(mult) > 1<<50 {
+		return 0, fmt.Errorf("%q: want a positive size such as 1GB, 256MiB or 1000000", s)
+	}
+	return int64(f * float64(mult)), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"github.com/dimtorch/dimtorch/internal/testref"
 	"image"
 	"image/png"
@@ -110,6 +111,50 @@ func TestDataInfoFolder(t *testing.T) {
 	}
 	if info.Train != 5 || len(info.Classes) != 2 || info.Shape.C != 3 || info.Shape.H != 4 {
 		t.Fatalf("%+v", info)
+	}
+}
+
+// dimtorch data shard writes a folder's images as shards with a manifest,
+// refuses to write over shards and reads sizes as documented.
+func TestDataShard(t *testing.T) {
+	root := t.TempDir()
+	for class, n := range map[string]int{"a": 2, "b": 3} {
+		_ = os.MkdirAll(filepath.Join(root, class), 0o755)
+		for i := 0; i < n; i++ {
+			f, _ := os.Create(filepath.Join(root, class, string(rune('0'+i))+".png"))
+			_ = png.Encode(f, image.NewRGBA(image.Rect(0, 0, 5, 4)))
+			f.Close()
+		}
+	}
+	out := filepath.Join(t.TempDir(), "shards")
+	if _, stderr, code := run(t, "data", "shard", "--from", root, "--out", out, "--shard-size", "2KiB"); code != 0 {
+		t.Fatalf("data shard: code %d, %s", code, stderr)
+	}
+	var m struct {
+		Pattern string   `json:"pattern"`
+		Samples int      `json:"samples"`
+		Classes []string `json:"classes"`
+		Shards  []struct {
+			Name    string `json:"name"`
+			Samples int    `json:"samples"`
+		} `json:"shards"`
+	}
+	b, _ := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err := json.Unmarshal(b, &m); err != nil || m.Samples != 5 || len(m.Classes) != 2 || len(m.Shards) < 2 ||
+		m.Pattern != fmt.Sprintf("train-{000000..%06d}.tar", len(m.Shards)-1) {
+		t.Fatalf("manifest %s (%v)", b, err)
+	}
+	if st, err := os.Stat(filepath.Join(out, m.Shards[0].Name)); err != nil || st.Mode().Perm() != 0o644 {
+		t.Fatalf("shard %v %v", st, err)
+	}
+	for _, bad := range [][]string{
+		{"data", "shard", "--from", root, "--out", out},
+		{"data", "shard", "--from", root, "--out", t.TempDir(), "--shard-size", "lots"},
+		{"data", "shard", "--from", filepath.Join(root, "missing"), "--out", t.TempDir()},
+	} {
+		if _, stderr, code := run(t, bad...); code == 0 || stderr == "" {
+			t.Errorf("%v: code %d", bad, code)
+		}
 	}
 }
 
