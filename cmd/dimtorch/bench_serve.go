@@ -13,8 +13,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,12 +54,15 @@ func benchServeCommand() *cli.Command {
 			&cli.DurationFlag{Name: "max-wait", Value: d.MaxWait},
 			&cli.StringFlag{Name: "onnxruntime-lib"},
 			&cli.BoolFlag{Name: "json", Usage: "one JSON object per measurement"},
+			&cli.StringFlag{Name: "variants", Value: "plain", Usage: "comma-separated service configurations to measure: plain, key (an API key on every request), " +
+				"trace (every request traced and exported over OTLP/HTTP to a collector on loopback), key+trace"},
 		},
 		Action: benchServe,
 	}
 }
 
 type benchServeRow struct {
+	Variant     string  `json:"variant"`
 	Batching    bool    `json:"batching"`
 	Concurrency int     `json:"concurrency"`
 	Requests    int     `json:"requests"`
@@ -122,53 +129,106 @@ func benchServe(c *cli.Context) error {
 	body := testImage(ch, h, w)
 	// Both services run at once on their own ports, sharing the model (one
 	// is loaded at a time); each concurrency alternates between them.
-	urls := map[bool]string{}
+	variants := strings.Split(c.String("variants"), ",")
+	for _, v := range variants {
+		if !slices.Contains([]string{"plain", "key", "trace", "key+trace"}, v) {
+			return fmt.Errorf("--variants: %q is not plain, key, trace or key+trace", v)
+		}
+	}
+	type target struct{ url, key string }
+	targets := map[string]target{} // variant/batching
+	var spanBytes atomic.Int64 // what the collector received: tracing really exports
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		spanBytes.Add(n)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer collector.Close()
 	var stops []func() error
+	var flush []func(context.Context) error // the tracer providers'
 	defer func() {
 		for _, stop := range stops {
 			_ = stop()
 		}
 	}()
-	for _, batching := range []bool{false, true} {
-		s, err := serve.New(serve.Deployment{Model: m}, serve.Config{Batching: batching, Runners: c.Int("runners"), MaxBatch: c.Int("max-batch"), MaxWait: c.Duration("max-wait"),
-			MaxQueue: 1 << 16, Log: zerolog.Nop()})
-		if err != nil {
-			return err
+	keyDir, err := os.MkdirTemp("", "dimtorch-bench-keys")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(keyDir)
+	const key = "bench-key-0123456789abcdef0123456789abcdef"
+	keyFile := filepath.Join(keyDir, "keys")
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		return err
+	}
+	for _, v := range variants {
+		for _, batching := range []bool{false, true} {
+			cfg := serve.Config{Batching: batching, Runners: c.Int("runners"), MaxBatch: c.Int("max-batch"), MaxWait: c.Duration("max-wait"),
+				MaxQueue: 1 << 16, Log: zerolog.Nop()}
+			t := target{}
+			if strings.Contains(v, "key") {
+				if cfg.APIKeys, err = serve.LoadAPIKeys(keyFile); err != nil {
+					return err
+				}
+				t.key = key
+			}
+			if strings.Contains(v, "trace") {
+				tp, err := tracerProvider(context.Background(), collector.URL)
+				if err != nil {
+					return err
+				}
+				stops = append(stops, func() error { return tp.Shutdown(context.Background()) })
+				flush = append(flush, tp.ForceFlush)
+				cfg.TracerProvider = tp
+			}
+			s, err := serve.New(serve.Deployment{Model: m}, cfg)
+			if err != nil {
+				return err
+			}
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(ctx, l) }()
+			stops = append(stops, func() error { cancel(); return <-done })
+			t.url = "http://" + l.Addr().String() + "/v1/embed"
+			targets[fmt.Sprint(v, batching)] = t
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Serve(ctx, l) }()
-		stops = append(stops, func() error { cancel(); return <-done })
-		urls[batching] = "http://" + l.Addr().String() + "/v1/embed"
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}, Timeout: time.Minute}
 	defer client.CloseIdleConnections()
 	rounds := max(1, c.Int("rounds"))
 	type cell struct {
+		variant string
+		conc    int
 		off, on []benchServeRow
 	}
-	cells := make([]cell, len(concs))
-	for i, conc := range concs {
-		for _, b := range []bool{false, true} {
-			load(client, urls[b], body, conc, conc*2, time.Minute) // warm-up
-		}
-		for r := 0; r < rounds; r++ {
+	var cells []cell
+	for _, v := range variants {
+		for _, conc := range concs {
+			cl := cell{variant: v, conc: conc}
 			for _, b := range []bool{false, true} {
-				row := load(client, urls[b], body, conc, c.Int("requests"), c.Duration("duration"))
-				row.Batching = b
-				if b {
-					cells[i].on = append(cells[i].on, row)
-				} else {
-					cells[i].off = append(cells[i].off, row)
-				}
-				if c.Bool("json") {
-					_ = json.NewEncoder(os.Stdout).Encode(row)
+				t := targets[fmt.Sprint(v, b)]
+				load(client, t.url, t.key, body, conc, conc*2, time.Minute) // warm-up
+			}
+			for r := 0; r < rounds; r++ {
+				for _, b := range []bool{false, true} {
+					t := targets[fmt.Sprint(v, b)]
+					row := load(client, t.url, t.key, body, conc, c.Int("requests"), c.Duration("duration"))
+					row.Batching, row.Variant = b, v
+					if b {
+						cl.on = append(cl.on, row)
+					} else {
+						cl.off = append(cl.off, row)
+					}
+					if c.Bool("json") {
+						_ = json.NewEncoder(os.Stdout).Encode(row)
+					}
 				}
 			}
+			cells = append(cells, cl)
 		}
 	}
 	if c.Bool("json") {
@@ -176,7 +236,13 @@ func benchServe(c *cli.Context) error {
 	}
 	fmt.Printf("POST /v1/embed, one %dx%dx%d PNG per request, %d onnxruntime threads, %d batch runners, loopback; %d alternating rounds, medians\n",
 		ch, h, w, c.Int("threads"), c.Int("runners"), rounds)
-	fmt.Printf("%-11s %-9s %11s %9s %9s %7s\n", "concurrency", "batching", "requests/s", "p50 ms", "p99 ms", "errors")
+	if slices.ContainsFunc(variants, func(v string) bool { return strings.Contains(v, "trace") }) {
+		for _, f := range flush {
+			_ = f(context.Background())
+		}
+		fmt.Printf("the collector received %.0f KiB of exported spans\n", float64(spanBytes.Load())/(1<<10))
+	}
+	fmt.Printf("%-10s %-11s %-9s %11s %9s %9s %7s\n", "variant", "concurrency", "batching", "requests/s", "p50 ms", "p99 ms", "errors")
 	median := func(rows []benchServeRow, f func(benchServeRow) float64) float64 {
 		v := make([]float64, len(rows))
 		for i, r := range rows {
@@ -185,28 +251,28 @@ func benchServe(c *cli.Context) error {
 		sort.Float64s(v)
 		return v[len(v)/2]
 	}
-	for i, conc := range concs {
+	for _, cl := range cells {
 		var ratios []float64
-		for r := range cells[i].on {
-			ratios = append(ratios, cells[i].on[r].PerSec/cells[i].off[r].PerSec)
+		for r := range cl.on {
+			ratios = append(ratios, cl.on[r].PerSec/cl.off[r].PerSec)
 		}
 		sort.Float64s(ratios)
-		for _, rows := range [][]benchServeRow{cells[i].off, cells[i].on} {
+		for _, rows := range [][]benchServeRow{cl.off, cl.on} {
 			errs := 0
 			for _, r := range rows {
 				errs += r.Errors
 			}
-			fmt.Printf("%-11d %-9v %11.0f %9.2f %9.2f %7d\n", conc, rows[0].Batching, median(rows, func(r benchServeRow) float64 { return r.PerSec }),
+			fmt.Printf("%-10s %-11d %-9v %11.0f %9.2f %9.2f %7d\n", cl.variant, cl.conc, rows[0].Batching, median(rows, func(r benchServeRow) float64 { return r.PerSec }),
 				median(rows, func(r benchServeRow) float64 { return r.P50MS }), median(rows, func(r benchServeRow) float64 { return r.P99MS }), errs)
 		}
-		fmt.Printf("concurrency %d: micro-batching gives %.2fx the throughput (median of %d pairs; %.2fx to %.2fx)\n",
-			conc, ratios[len(ratios)/2], len(ratios), ratios[0], ratios[len(ratios)-1])
+		fmt.Printf("%s, concurrency %d: micro-batching gives %.2fx the throughput (median of %d pairs; %.2fx to %.2fx)\n",
+			cl.variant, cl.conc, ratios[len(ratios)/2], len(ratios), ratios[0], ratios[len(ratios)-1])
 	}
 	return nil
 }
 
 // load runs conc clients until n requests are done or d has passed.
-func load(client *http.Client, url string, body []byte, conc, n int, d time.Duration) benchServeRow {
+func load(client *http.Client, url, key string, body []byte, conc, n int, d time.Duration) benchServeRow {
 	var next, errs atomic.Int64
 	lat := make([][]float64, conc)
 	deadline := time.Now().Add(d)
@@ -218,7 +284,12 @@ func load(client *http.Client, url string, body []byte, conc, n int, d time.Dura
 			defer wg.Done()
 			for next.Add(1) <= int64(n) && time.Now().Before(deadline) {
 				t0 := time.Now()
-				resp, err := client.Post(url, "image/png", bytes.NewReader(body))
+				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "image/png")
+				if key != "" {
+					req.Header.Set("Authorization", "Bearer "+key)
+				}
+				resp, err := client.Do(req)
 				if err == nil {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()

@@ -114,3 +114,39 @@ func TestIndexBuildAndServe(t *testing.T) {
 		}
 	}
 }
+
+// bench gallery --index measures recall against exact search: a wide
+// search over a small gallery finds every true neighbour, a one-candidate
+// search does not.
+func TestBenchGalleryIndex(t *testing.T) {
+	out, stderr, code := run(t, "bench", "gallery", "--n", "3000", "--dim", "16", "--n-queries", "50", "--index", "hnsw", "--ef-search", "1,400")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	if !strings.Contains(out, "| 400 | 1.000 |") || strings.Contains(out, "| 1 | 1.000 |") || !strings.Contains(out, "| exact | 1.000 |") {
+		t.Fatalf("recall table:\n%s", out)
+	}
+}
+
+// bench serve --variants: with an API key and tracing on, every request
+// succeeds and the collector receives spans.
+func TestBenchServeVariants(t *testing.T) {
+	out, stderr, code := run(t, "bench", "serve", "--encoder", "basic28", "--channels", "1", "--variants", "key+trace,plain",
+		"--concurrency", "2", "--rounds", "1", "--requests", "20", "--duration", "5s", "--threads", "1")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	lines := 0
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 7 && (f[0] == "plain" || f[0] == "key+trace") {
+			lines++
+			if f[6] != "0" || f[3] == "0" {
+				t.Errorf("errors or no requests: %s", l)
+			}
+		}
+	}
+	if lines != 4 || strings.Contains(out, "received 0 KiB") || !strings.Contains(out, "the collector received") {
+		t.Fatalf("output:\n%s", out)
+	}
+}
