@@ -137,7 +137,7 @@ func benchServe(c *cli.Context) error {
 	}
 	type target struct{ url, key string }
 	targets := map[string]target{} // variant/batching
-	var spanBytes atomic.Int64 // what the collector received: tracing really exports
+	var spanBytes atomic.Int64     // what the collector received: tracing really exports
 	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		spanBytes.Add(n)
