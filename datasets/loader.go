@@ -167,7 +167,11 @@ func (l *Loader) Order(epoch int) []int {
 // imageRNG is the random source of one view of one image's augmentation in
 // one epoch.
 func (l *Loader) imageRNG(epoch, index, view int) *rand.Rand {
-	return rand.New(rand.NewPCG(l.o.Seed^(uint64(epoch)*0xbf58476d1ce4e5b9), uint64(index)^(uint64(view)<<48)))
+	return imageRNG(l.o.Seed, epoch, index, view)
+}
+
+func imageRNG(seed uint64, epoch, index, view int) *rand.Rand {
+	return rand.New(rand.NewPCG(seed^(uint64(epoch)*0xbf58476d1ce4e5b9), uint64(index)^(uint64(view)<<48)))
 }
 
 type result struct {
