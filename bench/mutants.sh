@@ -7,7 +7,7 @@
 # passed), if an edit no longer applies or matches more than once, or if a
 # mutant does not compile (BROKEN: a mutant that does not build proves
 # nothing about the tests, so it is an error of this script, never "caught").
-# All 43 take about 8 minutes on 2 cores (the go build cache warm).
+# All 45 take about 8 minutes on 2 cores (the go build cache warm).
 #
 #   bench/mutants.sh            # all mutants
 #   bench/mutants.sh penalty    # those whose name contains "penalty"
@@ -116,6 +116,8 @@ mutants=(
   "reload-closes-the-old-model-under-its-requests|serve/reload.go|s/\t\td\.users\.Wait\(\)\n//|./serve|TestReloadUnderLoad"
   "ann-similarity-from-distance|ann/ann.go|s/Similarity: 1 - float64\(dist\[i\]\)\/2/Similarity: 1 - float64(dist[i])/|./ann|TestHNSWRecallAndExactSimilarities"
   "ann-nprobe-not-set|ann/shim.cc|s/v->nprobe = static_cast<size_t>\(value\);/(void)value;/|./ann|TestIVFScanningEveryCellIsExact"
+  "shard-loader-resumes-from-the-epoch-start|datasets/shardloader.go|s/start = max\(0, min\(start, nb\)\)/start = 0/|./datasets|TestShardLoaderResumesExactly"
+  "shard-ranks-overlap|datasets/shardloader.go|s/for i := l\.o\.Rank; i < len\(shards\); i \+= l\.o\.World \{/for i := l.o.Rank; i < len(shards); i++ {/|./datasets|TestShardLoaderRanksAndShuffle"
   "gallery-index-of-another-gallery-accepted|serve/gallery_index.go|s/if gsum != meta\.GallerySHA256 \{/if false \&\& gsum != meta.GallerySHA256 {/|./serve|TestGalleryIndexRefused"
 )
 

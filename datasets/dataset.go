@@ -102,7 +102,7 @@ func lookup(name string) (*spec, error) {
 	if s, ok := registry[strings.ToLower(name)]; ok {
 		return s, nil
 	}
-	return nil, fmt.Errorf("unknown dataset %q (known: %s, or folder:PATH)", name, strings.Join(Names(), ", "))
+	return nil, fmt.Errorf("unknown dataset %q (known: %s, or folder:PATH, shards:DIR)", name, strings.Join(Names(), ", "))
 }
 
 // Splits returns the splits a dataset offers. For folder:PATH it looks at
@@ -110,6 +110,9 @@ func lookup(name string) (*spec, error) {
 func Splits(name, dataDir string) ([]Split, error) {
 	if path, ok := strings.CutPrefix(name, "folder:"); ok {
 		return folderSplits(path)
+	}
+	if dir, ok := strings.CutPrefix(name, ShardsPrefix); ok {
+		return shardSplits(dir)
 	}
 	s, err := lookup(name)
 	if err != nil {
@@ -123,6 +126,9 @@ func Splits(name, dataDir string) ([]Split, error) {
 func Open(name string, split Split, dataDir string) (Dataset, error) {
 	if path, ok := strings.CutPrefix(name, "folder:"); ok {
 		return OpenFolder(path, split)
+	}
+	if dir, ok := strings.CutPrefix(name, ShardsPrefix); ok {
+		return OpenShardDataset(dir, split)
 	}
 	s, err := lookup(name)
 	if err != nil {

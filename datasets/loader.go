@@ -100,6 +100,9 @@ func NewLoader(ds Dataset, o LoaderOptions) (*Loader, error) {
 // Shape returns the shape of each image in a batch.
 func (l *Loader) Shape() Shape { return l.shape }
 
+// Len is the number of images in the dataset (all ranks').
+func (l *Loader) Len() int { return l.ds.Len() }
+
 // Dataset returns the dataset the loader reads.
 func (l *Loader) Dataset() Dataset { return l.ds }
 

@@ -123,14 +123,11 @@ func NewShardLoader(set *ShardSet, o ShardLoaderOptions) (*ShardLoader, error) {
 	for _, c := range counts[:len(counts)/lo.World] {
 		l.perRank += c
 	}
-	first, err := l.firstSample()
+	img, err := set.FirstImage()
 	if err != nil {
 		return nil, err
 	}
-	img, _, err := ShardImage(first, l.channels)
-	if err != nil {
-		return nil, err
-	}
+	l.channels = img.C
 	if lo.Transform != nil {
 		img = lo.Transform.Apply(img, rand.New(rand.NewPCG(0, 0)))
 	}
@@ -141,34 +138,35 @@ func NewShardLoader(set *ShardSet, o ShardLoaderOptions) (*ShardLoader, error) {
 	return l, nil
 }
 
-// firstSample reads the first shard's first sample and sets the channels
-// from its image (1 for grayscale, else 3), unless the manifest records
-// them.
-func (l *ShardLoader) firstSample() (ShardSample, error) {
-	name := l.set.Manifest.Shards[0].Name
-	f, err := os.Open(filepath.Join(l.set.Dir, name))
+// FirstImage decodes the first shard's first sample: the shards' images
+// have its channels (1 when it is grayscale, else 3, unless the manifest
+// records them).
+func (s *ShardSet) FirstImage() (Image, error) {
+	name := s.Manifest.Shards[0].Name
+	f, err := os.Open(filepath.Join(s.Dir, name))
 	if err != nil {
-		return ShardSample{}, err
+		return Image{}, err
 	}
 	defer f.Close()
-	s, err := NewShardReader(name, f).Next()
+	first, err := NewShardReader(name, f).Next()
 	if err != nil {
-		return s, err
+		return Image{}, err
 	}
-	if sh := l.set.Manifest.Shape; sh != nil {
-		l.channels = sh.C
-		return s, nil
-	}
-	l.channels = 3
-	for _, ext := range []string{"jpg", "jpeg", "png"} {
-		if b, ok := s.Field(ext); ok {
-			if cfg, _, err := image.DecodeConfig(bytes.NewReader(b)); err == nil && isGray(cfg.ColorModel) {
-				l.channels = 1
+	channels := 3
+	if sh := s.Manifest.Shape; sh != nil {
+		channels = sh.C
+	} else {
+		for _, ext := range []string{"jpg", "jpeg", "png"} {
+			if b, ok := first.Field(ext); ok {
+				if cfg, _, err := image.DecodeConfig(bytes.NewReader(b)); err == nil && isGray(cfg.ColorModel) {
+					channels = 1
+				}
+				break
 			}
-			break
 		}
 	}
-	return s, nil
+	img, _, err := ShardImage(first, channels)
+	return img, err
 }
 
 // Shape returns the shape of each image in a batch.
@@ -176,6 +174,9 @@ func (l *ShardLoader) Shape() Shape { return l.shape }
 
 // Len is the number of samples in all shards.
 func (l *ShardLoader) Len() int { return l.set.Len() }
+
+// Views returns the number of transformed copies of each image in a batch.
+func (l *ShardLoader) Views() int { return l.o.Views }
 
 // Classes are the manifest's.
 func (l *ShardLoader) Classes() []string { return l.set.Manifest.Classes }

@@ -270,3 +270,43 @@ func pngBytes(t *testing.T, img Image) []byte {
 	}
 	return []byte(b.String())
 }
+
+// shards:DIR opens as a random-access dataset: the training split from DIR,
+// the test split from DIR/test, every image and label as written.
+func TestShardDataset(t *testing.T) {
+	set, m := shardedSynthetic(t, 120)
+	test := filepath.Join(set.Dir, "test")
+	if _, err := ShardsFromDataset(context.Background(), Subset(m, 30), ShardWriterOptions{Dir: test, Prefix: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	splits, err := Splits(ShardsPrefix+set.Dir, "")
+	if err != nil || fmt.Sprint(splits) != "[train test]" {
+		t.Fatalf("splits %v %v", splits, err)
+	}
+	for split, n := range map[Split]int{Train: 120, Test: 30} {
+		d, err := Open(ShardsPrefix+set.Dir, split, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Len() != n || d.Shape() != m.shape || len(d.Classes()) != 10 {
+			t.Fatalf("%s: %d images of %v, %d classes", split, d.Len(), d.Shape(), len(d.Classes()))
+		}
+		for _, i := range []int{0, n / 2, n - 1} {
+			img, label, err := d.Image(i)
+			want, wl, _ := m.Image(i)
+			if err != nil || label != wl || fmt.Sprint(img.Pix) != fmt.Sprint(want.Pix) {
+				t.Fatalf("%s image %d: label %d (want %d), %v", split, i, label, wl, err)
+			}
+		}
+		Close(d)
+	}
+	// A shard whose samples are not the manifest's count.
+	b, _ := os.ReadFile(filepath.Join(test, ShardManifestName))
+	os.WriteFile(filepath.Join(test, ShardManifestName), []byte(strings.Replace(string(b), `"samples": 30,`, `"samples": 31,`, 2)), 0o644)
+	if _, err := Open(ShardsPrefix+set.Dir, Test, ""); err == nil {
+		t.Fatal("a manifest that miscounts opened")
+	}
+	if _, err := Open(ShardsPrefix+filepath.Join(set.Dir, "missing"), Train, ""); err == nil || !strings.Contains(err.Error(), "dimtorch data shard writes it") {
+		t.Fatalf("missing shards: %v", err)
+	}
+}

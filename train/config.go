@@ -28,8 +28,10 @@ type Config struct {
 // Recipe is what one training step computes: the ranks of a data-parallel
 // job must agree on every field, and a resumed run cannot change one.
 type Recipe struct {
-	Data  string `json:"data" flag:"data" default:"fashion-mnist" help:"dataset name or folder:PATH"`
+	Data  string `json:"data" flag:"data" default:"fashion-mnist" help:"dataset name, folder:PATH (a folder of images, one subfolder a class) or shards:DIR (tar shards from dimtorch data shard)"`
 	Limit int    `json:"limit" flag:"limit" help:"train on the first N training images (0: all)"`
+	// Shards (--data shards:DIR).
+	ShuffleBuffer int `json:"shuffle_buffer,omitempty" flag:"shuffle-buffer" default:"1000" help:"--data shards:DIR: samples in the shuffle buffer (how far apart in the shards a batch's samples may come from)"`
 	// Augment is the training augmentation's policy (datasets.Policies);
 	// "auto" is resolved when a run starts (derive): resized-crops with
 	// --crop-scale, crops with several views, none otherwise.
@@ -61,11 +63,12 @@ type Recipe struct {
 // change and which may differ between ranks; the others are fixed like the
 // recipe (bf16 and the layout change the last bits of a step).
 type Execution struct {
-	Epochs  int    `json:"epochs" flag:"epochs" default:"1" change:"resume" help:"passes over the training images (on --resume: the new total, to train longer)"`
-	DataDir string `json:"data_dir,omitempty" flag:"data-dir" change:"resume,ranks" help:"directory holding the dataset"`
-	Threads int    `json:"threads" flag:"threads" default:"2" change:"resume,ranks" help:"libtorch intra-op threads"`
-	Workers int    `json:"workers" flag:"workers" default:"2" change:"resume,ranks" help:"data-loading goroutines"`
-	Device  string `json:"device" flag:"device" default:"cpu" help:"cpu, cuda or cuda:N"`
+	Epochs      int    `json:"epochs" flag:"epochs" default:"1" change:"resume" help:"passes over the training images (on --resume: the new total, to train longer)"`
+	DataDir     string `json:"data_dir,omitempty" flag:"data-dir" change:"resume,ranks" help:"directory holding the dataset"`
+	Threads     int    `json:"threads" flag:"threads" default:"2" change:"resume,ranks" help:"libtorch intra-op threads"`
+	Workers     int    `json:"workers" flag:"workers" default:"2" change:"resume,ranks" help:"data-loading goroutines"`
+	SkipCorrupt bool   `json:"skip_corrupt,omitempty" flag:"skip-corrupt" change:"resume" help:"--data shards:DIR: leave out (and log) samples that do not decode and the rest of a damaged shard, instead of stopping"`
+	Device      string `json:"device" flag:"device" default:"cpu" help:"cpu, cuda or cuda:N"`
 	// ChannelsLast lays images and convolution weights out as NHWC, oneDNN's
 	// and cuDNN's preferred layout (the same values; docs/performance.md,
 	// "What each change bought", gives the measured gain). Checkpoints written before it existed
@@ -136,9 +139,21 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--probe-lr must be positive")
 	case c.Limit < 0:
 		return fmt.Errorf("--limit must be non-negative")
+	case c.ShuffleBuffer < 1:
+		return fmt.Errorf("--shuffle-buffer must be at least 1")
+	}
+	if err := c.validateShardsLimit(); err != nil {
+		return err
 	}
 	if _, err := torch.ParseDevice(c.Device); err != nil {
 		return err
+	}
+	return nil
+}
+
+func (c *Config) validateShardsLimit() error {
+	if strings.HasPrefix(c.Data, datasets.ShardsPrefix) && c.Limit > 0 {
+		return fmt.Errorf("--limit takes the first images of a dataset; shards are read whole (write a smaller set with dimtorch data shard)")
 	}
 	return nil
 }

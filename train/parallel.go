@@ -128,7 +128,7 @@ func (t *Trainer) reseed() error {
 func (t *Trainer) sameSettings() error {
 	fields := rankFields(t.cfg)
 	fields["position (epoch, batch, step)"] = []any{t.state.Epoch, t.state.Batch, t.state.Step}
-	fields["images in the training set"] = t.train.Dataset().Len()
+	fields["images in the training set"] = t.train.Len()
 	fields["test split"] = t.test != nil
 	names := make([]string, 0, len(fields))
 	for k := range fields {

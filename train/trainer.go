@@ -44,7 +44,7 @@ type Trainer struct {
 	critic  objectives.Critic // the method's second player; nil when it has none
 	opt     *optim.Adam
 	probe   *probe // nil for unlabeled data
-	train   *datasets.Loader
+	train   trainingData
 	test    *datasets.Loader // nil without a labeled test split
 	classes []string
 	state   State
@@ -260,25 +260,46 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	}()
 
 	// Data.
-	trainSet, err := datasets.Open(cfg.Data, datasets.Train, cfg.DataDir)
-	if err != nil {
-		return nil, err
+	// The training split: a dataset read in any order, or shards streamed.
+	var trainSet datasets.Dataset
+	var shards *datasets.ShardSet
+	var trainShape datasets.Shape
+	if dir, ok := strings.CutPrefix(cfg.Data, datasets.ShardsPrefix); ok {
+		if shards, err = datasets.OpenShards(dir); err != nil {
+			return nil, err
+		}
+		first, err := shards.FirstImage()
+		if err != nil {
+			return nil, err
+		}
+		t.classes, trainShape = shards.Manifest.Classes, datasets.Shape{C: first.C, H: first.H, W: first.W}
+	} else {
+		if trainSet, err = datasets.Open(cfg.Data, datasets.Train, cfg.DataDir); err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, func() { datasets.Close(trainSet) })
+		t.classes, trainShape = trainSet.Classes(), trainSet.Shape()
 	}
-	t.closers = append(t.closers, func() { datasets.Close(trainSet) })
-	t.classes = trainSet.Classes()
 	if cfg.Encoder.InChannels == 0 {
-		cfg.Encoder.InChannels = trainSet.Shape().C
+		cfg.Encoder.InChannels = trainShape.C
 		t.cfg.Encoder.InChannels = cfg.Encoder.InChannels
 	}
 	cfg.Method.Resolve(cfg.Encoder.InChannels) // and saved resolved
 	t.cfg.Method = cfg.Method
-	trainT, testT := cfg.transforms(trainSet.Shape())
+	trainT, testT := cfg.transforms(trainShape)
 	workers := cfg.Workers // Validate gave it a value
 	rank, world := o.Group.Rank(), o.Group.World()
-	t.train, err = datasets.NewLoader(datasets.Subset(trainSet, cfg.Limit), datasets.LoaderOptions{
+	lo := datasets.LoaderOptions{
 		BatchSize: cfg.BatchSize, Shuffle: true, Seed: cfg.Seed, Workers: workers, DropLast: true, Transform: trainT,
 		Views: cfg.Objective.Views, Device: dev, Rank: rank, World: world,
-	})
+	}
+	if shards != nil {
+		log := o.Log
+		t.train, err = datasets.NewShardLoader(shards, datasets.ShardLoaderOptions{LoaderOptions: lo, Buffer: cfg.ShuffleBuffer,
+			SkipCorrupt: cfg.SkipCorrupt, OnCorrupt: func(err error) { log.Warn().Err(err).Msg("sample skipped") }})
+	} else {
+		t.train, err = datasets.NewLoader(datasets.Subset(trainSet, cfg.Limit), lo)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("training data: %w", err)
 	}
@@ -295,7 +316,7 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	if s := t.train.Shape(); s.C != cfg.Encoder.InChannels {
 		return nil, fmt.Errorf("%s has %d-channel images but the encoder takes %d", cfg.Data, s.C, cfg.Encoder.InChannels)
 	}
-	if err := t.buildNetworks(t.train.Dataset().Len(), world, len(t.classes)); err != nil {
+	if err := t.buildNetworks(t.train.Len(), world, len(t.classes)); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -755,7 +776,7 @@ func (t *Trainer) steps(r *run, hooks []hook) (stop bool, err error) {
 
 // logStart logs what the run trains.
 func (t *Trainer) logStart() {
-	ev := t.o.Log.Info().Str("data", t.cfg.Data).Int("images", t.train.Dataset().Len()).Str("encoder", t.cfg.Encoder.Name).Str("method", t.cfg.Method.Name)
+	ev := t.o.Log.Info().Str("data", t.cfg.Data).Int("images", t.train.Len()).Str("encoder", t.cfg.Encoder.Name).Str("method", t.cfg.Method.Name)
 	if t.cfg.Method.Name == "dim" {
 		ev = ev.Str("mode", t.cfg.Objective.Mode).Str("estimator", t.cfg.Objective.Estimator).Int("mi_units", t.cfg.Objective.MIUnits)
 	}
@@ -834,4 +855,14 @@ func (a *stepAccumulator) record(epoch int, step int64, rate float64) Record {
 		}
 	}
 	return r
+}
+
+// trainingData is what the trainer takes its batches from: a Loader over a
+// dataset read in any order, or a ShardLoader streaming shards.
+type trainingData interface {
+	NumBatches() int
+	EpochFrom(ctx context.Context, epoch, start int) *datasets.EpochIter
+	Shape() datasets.Shape
+	Views() int
+	Len() int // images in the training set, all ranks'
 }

@@ -47,10 +47,10 @@ const DataSide = 64
 
 // DataSize returns the size every image of the named training data is first
 // brought to, when the data has one: 64 x 64 for STL-10 (its 96 x 96 images)
-// and for folder:PATH (images of any size); ok is false for datasets used
+// and for folder:PATH and shards:DIR (images of any size); ok is false for datasets used
 // at their native size (MNIST, Fashion-MNIST, CIFAR).
 func DataSize(data string) (h, w int, ok bool) {
-	if strings.EqualFold(data, "stl10") || strings.HasPrefix(data, "folder:") {
+	if strings.EqualFold(data, "stl10") || strings.HasPrefix(data, "folder:") || strings.HasPrefix(data, "shards:") {
 		return DataSide, DataSide, true
 	}
 	return 0, 0, false
