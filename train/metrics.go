@@ -32,6 +32,10 @@ type Record struct {
 	ProbeTrainAcc *float64           `json:"probe_train_acc,omitempty"`
 	ProbeTestAcc  *float64           `json:"probe_test_acc,omitempty"`
 	Seconds       float64            `json:"seconds,omitempty"`
+	// An epoch's wall time (this session's part of it) and how much of it
+	// the step waited for the loader's next batch.
+	EpochSeconds    float64 `json:"epoch_seconds,omitempty"`
+	DataWaitSeconds float64 `json:"data_wait_seconds,omitempty"`
 }
 
 // Term is the record's value of a loss part (nil when the step had none).

@@ -108,6 +108,9 @@ func TestTrainWritesRunDirectory(t *testing.T) {
 			}
 		case "epoch":
 			epochs++
+			if !(r.EpochSeconds > 0) || r.DataWaitSeconds < 0 || r.DataWaitSeconds > r.EpochSeconds {
+				t.Fatalf("epoch record's time split: %+v", r)
+			}
 		}
 	}
 	if steps != 8 || epochs != 2 {

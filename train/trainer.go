@@ -687,6 +687,8 @@ type run struct {
 	start  time.Time
 	images int64
 	sum    *Summary
+	// wait is the time this epoch's steps waited for their batches.
+	wait time.Duration
 }
 
 // epoch trains the rest of the current epoch and ends it; stop reports an
@@ -700,10 +702,14 @@ func (t *Trainer) epoch(r *run, hooks []hook) (stop bool, err error) {
 			return false, err
 		}
 	}
+	began := time.Now()
+	r.wait = 0
 	if stop, err := t.steps(r, hooks); stop || err != nil {
 		return stop, err
 	}
-	rec := Record{Kind: "epoch", Epoch: epoch, Step: t.state.Step, Loss: r.sum.Loss, Seconds: time.Since(r.start).Seconds()}
+	took := time.Since(began)
+	rec := Record{Kind: "epoch", Epoch: epoch, Step: t.state.Step, Loss: r.sum.Loss, Seconds: time.Since(r.start).Seconds(),
+		EpochSeconds: took.Seconds(), DataWaitSeconds: r.wait.Seconds()}
 	t.state.Epoch++
 	t.state.Batch = 0
 	t.state.Completed = t.state.Epoch >= t.cfg.Epochs
@@ -712,7 +718,10 @@ func (t *Trainer) epoch(r *run, hooks []hook) (stop bool, err error) {
 			return false, err
 		}
 	}
-	ev := t.o.Log.Info().Int("epoch", epoch+1).Float64("loss", r.sum.Loss).Str("checkpoint", filepath.Join(t.o.Out, CheckpointDir))
+	// The epoch's time split: waiting for data (the loader is the bottleneck when it is large) and the rest (steps, probe).
+	ev := t.o.Log.Info().Int("epoch", epoch+1).Float64("loss", r.sum.Loss).Str("checkpoint", filepath.Join(t.o.Out, CheckpointDir)).
+		Str("took", took.Round(time.Millisecond).String()).Str("waiting_for_data", r.wait.Round(time.Millisecond).String()).
+		Str("stepping", (took - r.wait).Round(time.Millisecond).String())
 	if rec.ProbeTrainAcc != nil {
 		ev = ev.Float64("probe_train_acc", *rec.ProbeTrainAcc)
 	}
@@ -730,7 +739,9 @@ func (t *Trainer) steps(r *run, hooks []hook) (stop bool, err error) {
 	it := t.train.EpochFrom(r.data, t.state.Epoch, t.state.Batch)
 	defer it.Close()
 	for {
+		t0 := time.Now()
 		b, err := it.Next()
+		r.wait += time.Since(t0)
 		if err == io.EOF {
 			return false, nil
 		}
