@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-APT_PACKAGES := libtorch-dev libgloo-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx chromium libfaiss-dev
+APT_PACKAGES := libtorch-dev libgloo-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx chromium libfaiss-dev libturbojpeg0-dev
 ORT_VERSION := 1.24.3
 
 .PHONY: proto setup build demo test test-go test-shim test-isa mutants fuzz lint fmt-check bench-ops bench-train bench-epoch quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean

@@ -194,12 +194,11 @@ func (f *folder) Image(i int) (Image, int, error) {
 		return Image{}, 0, fmt.Errorf("image index %d out of range [0, %d)", i, len(f.files))
 	}
 	p := f.files[i]
-	r, err := os.Open(p)
+	b, err := os.ReadFile(p)
 	if err != nil {
 		return Image{}, 0, err
 	}
-	defer r.Close()
-	src, _, err := image.Decode(r)
+	img, err := decodeImage(b, f.shape.C, reducedSide)
 	if err != nil {
 		return Image{}, 0, fmt.Errorf("%s: unreadable image: %v", p, err)
 	}
@@ -207,7 +206,7 @@ func (f *folder) Image(i int) (Image, int, error) {
 	if f.labels != nil {
 		label = f.labels[i]
 	}
-	return FromGoImage(src, f.shape.C), label, nil
+	return img, label, nil
 }
 
 // FromGoImage converts an image.Image to channels (1 = luminance, 3 = RGB)

@@ -3,6 +3,7 @@ package datasets
 import (
 	"context"
 	"fmt"
+	"image/jpeg"
 	"image/png"
 	"io"
 	"math/rand/v2"
@@ -308,5 +309,47 @@ func TestShardDataset(t *testing.T) {
 	}
 	if _, err := Open(ShardsPrefix+filepath.Join(set.Dir, "missing"), Train, ""); err == nil || !strings.Contains(err.Error(), "dimtorch data shard writes it") {
 		t.Fatalf("missing shards: %v", err)
+	}
+}
+
+// Large JPEGs of folders and shards decode at libjpeg-turbo's smallest
+// scale that keeps both sides at least twice the 64 pixels they are
+// brought to (512x384: 3/8, 192x144); PNGs at full size.
+func TestLargeJPEGsDecodeReduced(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "a"), 0o755)
+	img := NewImage(3, 384, 512)
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i / 7)
+	}
+	var b strings.Builder
+	if err := jpeg.Encode(&b, img.ToGoImage(), nil); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "a", "big.jpg"), []byte(b.String()), 0o644)
+	os.WriteFile(filepath.Join(root, "a", "big.png"), pngBytes(t, img), 0o644)
+	ds, err := OpenFolder(root, Train)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := ShardsFromDataset(context.Background(), ds, ShardWriterOptions{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	sd, err := Open(ShardsPrefix+dir, Train, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(sd)
+	for _, d := range []Dataset{ds, sd} {
+		if d.Shape() != (Shape{3, 384, 512}) {
+			t.Fatalf("shape %v", d.Shape())
+		}
+		for i, want := range []Shape{{3, 144, 192}, {3, 384, 512}} { // big.jpg, big.png
+			got, _, err := d.Image(i)
+			if err != nil || (Shape{got.C, got.H, got.W}) != want {
+				t.Fatalf("image %d: %dx%dx%d, want %v (%v)", i, got.C, got.H, got.W, want, err)
+			}
+		}
 	}
 }

@@ -391,7 +391,7 @@ func ShardImage(s ShardSample, channels int) (Image, int, error) {
 	if b == nil {
 		return Image{}, 0, fmt.Errorf("shard %s: sample %s (byte %d) has no jpg or png field", s.Shard, s.Key, s.Offset)
 	}
-	img, _, err := image.Decode(bytes.NewReader(b))
+	img, err := decodeImage(b, channels, reducedSide)
 	if err != nil {
 		return Image{}, 0, fmt.Errorf("shard %s: sample %s (byte %d): unreadable image: %v", s.Shard, s.Key, s.Offset, err)
 	}
@@ -401,7 +401,7 @@ func ShardImage(s ShardSample, channels int) (Image, int, error) {
 			return Image{}, 0, fmt.Errorf("shard %s: sample %s (byte %d): class %q is not a number from 0", s.Shard, s.Key, s.Offset, c)
 		}
 	}
-	return FromGoImage(img, channels), label, nil
+	return img, label, nil
 }
 
 // ShardsFromDataset writes every image of ds as shards: the files

@@ -97,18 +97,22 @@ func OpenShardDataset(dir string, split Split) (Dataset, error) {
 			return nil, fmt.Errorf("shard %s: %d samples, the manifest says %d", e.Name, got, e.Samples)
 		}
 	}
-	img, _, err := d.decode(0, 0)
+	b, err := d.raw(0)
 	if err != nil {
 		return nil, err
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
+	if err != nil {
+		s := d.samples[0]
+		return nil, fmt.Errorf("shard %s: sample %s (byte %d): unreadable image: %v", d.names[s.shard], s.key, s.hdrOffs, err)
 	}
 	d.channels = 3
 	if sh := set.Manifest.Shape; sh != nil {
 		d.channels = sh.C
-	} else if isGray(img.ColorModel()) {
+	} else if isGray(cfg.ColorModel) {
 		d.channels = 1
 	}
-	b := img.Bounds()
-	d.shape = Shape{d.channels, b.Dy(), b.Dx()}
+	d.shape = Shape{d.channels, cfg.Height, cfg.Width}
 	ok = true
 	return d, nil
 }
@@ -158,20 +162,17 @@ func (d *shardDataset) scan(i int, f *os.File) error {
 	return nil
 }
 
-func (d *shardDataset) decode(i int, _ int) (image.Image, int, error) {
+// raw reads sample i's image bytes.
+func (d *shardDataset) raw(i int) ([]byte, error) {
 	s := d.samples[i]
 	if s.off < 0 {
-		return nil, 0, fmt.Errorf("shard %s: sample %s (byte %d) has no jpg or png field", d.names[s.shard], s.key, s.hdrOffs)
+		return nil, fmt.Errorf("shard %s: sample %s (byte %d) has no jpg or png field", d.names[s.shard], s.key, s.hdrOffs)
 	}
 	b := make([]byte, s.n)
 	if _, err := d.files[s.shard].ReadAt(b, s.off); err != nil {
-		return nil, 0, fmt.Errorf("shard %s: sample %s (byte %d): %v", d.names[s.shard], s.key, s.hdrOffs, err)
+		return nil, fmt.Errorf("shard %s: sample %s (byte %d): %v", d.names[s.shard], s.key, s.hdrOffs, err)
 	}
-	img, _, err := image.Decode(bytes.NewReader(b))
-	if err != nil {
-		return nil, 0, fmt.Errorf("shard %s: sample %s (byte %d): unreadable image: %v", d.names[s.shard], s.key, s.hdrOffs, err)
-	}
-	return img, int(s.label), nil
+	return b, nil
 }
 
 func (d *shardDataset) Len() int          { return len(d.samples) }
@@ -182,11 +183,16 @@ func (d *shardDataset) Image(i int) (Image, int, error) {
 	if i < 0 || i >= len(d.samples) {
 		return Image{}, 0, fmt.Errorf("image index %d out of range [0, %d)", i, len(d.samples))
 	}
-	img, label, err := d.decode(i, 0)
+	b, err := d.raw(i)
 	if err != nil {
 		return Image{}, 0, err
 	}
-	return FromGoImage(img, d.channels), label, nil
+	img, err := decodeImage(b, d.channels, reducedSide)
+	if err != nil {
+		s := d.samples[i]
+		return Image{}, 0, fmt.Errorf("shard %s: sample %s (byte %d): unreadable image: %v", d.names[s.shard], s.key, s.hdrOffs, err)
+	}
+	return img, int(d.samples[i].label), nil
 }
 
 // Close implements io.Closer.
