@@ -54,6 +54,10 @@ type ShardLoaderOptions struct {
 	// smaller), telling OnCorrupt; without it they are errors.
 	SkipCorrupt bool
 	OnCorrupt   func(error)
+	// DecodeSide is the least side a JPEG is decoded to, at the smallest
+	// of libjpeg-turbo's scales that keeps it (0: 128, twice the 64 that
+	// training brings shards to; -1: full size).
+	DecodeSide int
 }
 
 // ShardLoader turns shards into batches as Loader turns a Dataset into
@@ -177,6 +181,16 @@ func (l *ShardLoader) Len() int { return l.set.Len() }
 
 // Views returns the number of transformed copies of each image in a batch.
 func (l *ShardLoader) Views() int { return l.o.Views }
+
+func (l *ShardLoader) decodeSide() int {
+	switch {
+	case l.o.DecodeSide < 0:
+		return 0
+	case l.o.DecodeSide == 0:
+		return reducedSide
+	}
+	return l.o.DecodeSide
+}
 
 // Classes are the manifest's.
 func (l *ShardLoader) Classes() []string { return l.set.Manifest.Classes }
@@ -334,7 +348,7 @@ func (l *ShardLoader) build(epoch, index int, samples []rawSample) (*Batch, erro
 		var img Image
 		var label int
 		if err == nil {
-			img, label, err = ShardImage(r.s, l.channels)
+			img, label, err = ShardImageAt(r.s, l.channels, l.decodeSide())
 		}
 		if err != nil {
 			if !l.o.SkipCorrupt {

@@ -379,8 +379,16 @@ func splitMember(name string) (key, ext string) {
 }
 
 // ShardImage decodes a sample's image (jpg, jpeg or png field) and its
-// label (cls field, -1 without one) into channels (1 or 3).
+// label (cls field, -1 without one) into channels (1 or 3); a JPEG at the
+// smallest of libjpeg-turbo's scales keeping both sides at least 128
+// pixels (ShardImageAt chooses).
 func ShardImage(s ShardSample, channels int) (Image, int, error) {
+	return ShardImageAt(s, channels, reducedSide)
+}
+
+// ShardImageAt is ShardImage decoding a JPEG to sides of at least minSide
+// (0: full size).
+func ShardImageAt(s ShardSample, channels, minSide int) (Image, int, error) {
 	var b []byte
 	for _, ext := range []string{"jpg", "jpeg", "png"} {
 		if d, ok := s.Field(ext); ok {
@@ -391,7 +399,7 @@ func ShardImage(s ShardSample, channels int) (Image, int, error) {
 	if b == nil {
 		return Image{}, 0, fmt.Errorf("shard %s: sample %s (byte %d) has no jpg or png field", s.Shard, s.Key, s.Offset)
 	}
-	img, err := decodeImage(b, channels, reducedSide)
+	img, err := decodeImage(b, channels, minSide)
 	if err != nil {
 		return Image{}, 0, fmt.Errorf("shard %s: sample %s (byte %d): unreadable image: %v", s.Shard, s.Key, s.Offset, err)
 	}

@@ -22,6 +22,7 @@ func benchCommand() *cli.Command {
 			benchAllreduceCommand(),
 			benchServeCommand(),
 			benchGalleryCommand(),
+			benchDataCommand(),
 			{
 				Name:  "ops",
 				Usage: "the binding's per-op overhead (a one-element add) and a DIM-sized conv2d forward+backward",

@@ -147,6 +147,13 @@ func TestDataShard(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(out, m.Shards[0].Name)); err != nil || st.Mode().Perm() != 0o644 {
 		t.Fatalf("shard %v %v", st, err)
 	}
+	bench, stderr, code := run(t, "bench", "data", "--shards", out, "--size", "8,16", "--workers", "1,2", "--batches", "1", "--batch-size", "2")
+	if code != 0 || strings.Count(bench, "\n| 8 | ") != 2 || strings.Count(bench, "\n| 16 | ") != 2 {
+		t.Fatalf("bench data: code %d\n%s%s", code, bench, stderr)
+	}
+	if _, stderr, code := run(t, "bench", "data", "--shards", out, "--batches", "10", "--batch-size", "2"); code == 0 || !strings.Contains(stderr, "fewer than the 11 asked for") {
+		t.Fatalf("bench data past the end: code %d, %s", code, stderr)
+	}
 	for _, bad := range [][]string{
 		{"data", "shard", "--from", root, "--out", out},
 		{"data", "shard", "--from", root, "--out", t.TempDir(), "--shard-size", "lots"},
