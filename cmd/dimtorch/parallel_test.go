@@ -146,6 +146,9 @@ func TestLauncherInterruptAndResume(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("resume: %s", errOut)
 	}
+	if strings.Contains(errOut, "interrupt") {
+		t.Fatalf("a run that finished speaks of an interrupt:\n%s", errOut)
+	}
 	var sum struct {
 		Steps int64 `json:"steps"`
 	}

@@ -130,8 +130,19 @@ func launch(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	finished := make(chan struct{})
+	defer close(finished) // before stop: the context's end is then no interrupt
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-finished:
+			return
+		}
+		select {
+		case <-finished:
+			return
+		default:
+		}
 		// The workers finish their step and rank 0 saves; a second
 		// interrupt ends the launcher, and its workers die with it.
 		fmt.Fprintln(os.Stderr, "dimtorch: interrupt: the workers finish the step and save a checkpoint (interrupt again to quit at once)")
