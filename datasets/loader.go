@@ -169,10 +169,6 @@ func (l *Loader) Order(epoch int) []int {
 
 // imageRNG is the random source of one view of one image's augmentation in
 // one epoch.
-func (l *Loader) imageRNG(epoch, index, view int) *rand.Rand {
-	return imageRNG(l.o.Seed, epoch, index, view)
-}
-
 func imageRNG(seed uint64, epoch, index, view int) *rand.Rand {
 	return rand.New(rand.NewPCG(seed^(uint64(epoch)*0xbf58476d1ce4e5b9), uint64(index)^(uint64(view)<<48)))
 }
@@ -237,38 +233,49 @@ func (l *Loader) EpochFrom(ctx context.Context, epoch, start int) *EpochIter {
 
 // build assembles one batch.
 func (l *Loader) build(epoch, index int, indices []int) (*Batch, error) {
-	s := l.shape
-	per := s.C * s.H * s.W
-	nv := len(indices)
-	xs := make([]float32, l.o.Views*nv*per)
-	ys := make([]int64, nv)
+	imgs := make([]Image, len(indices))
+	labels := make([]int, len(indices))
 	for k, i := range indices {
-		orig, label, err := l.ds.Image(i)
-		if err != nil {
+		var err error
+		if imgs[k], labels[k], err = l.ds.Image(i); err != nil {
 			return nil, err
 		}
-		for v := 0; v < l.o.Views; v++ {
+	}
+	return assemble(l.o, l.shape, epoch, index, imgs, labels, indices)
+}
+
+// assemble stacks images with their labels and dataset numbers into a
+// batch: o.Views copies of each, transformed with the image's own random
+// source for the epoch and the view, normalised to [-1, 1], every one of
+// shape s.
+func assemble(o LoaderOptions, s Shape, epoch, index int, imgs []Image, labels, ids []int) (*Batch, error) {
+	per := s.C * s.H * s.W
+	nv := len(imgs)
+	xs := make([]float32, o.Views*nv*per)
+	ys := make([]int64, nv)
+	for k, orig := range imgs {
+		for v := 0; v < o.Views; v++ {
 			img := orig
-			if l.o.Transform != nil {
-				img = l.o.Transform.Apply(orig, l.imageRNG(epoch, i, v))
+			if o.Transform != nil {
+				img = o.Transform.Apply(orig, imageRNG(o.Seed, epoch, ids[k], v))
 			}
 			if img.C != s.C || img.H != s.H || img.W != s.W {
-				return nil, fmt.Errorf("image %d is %dx%dx%d after the transform, not %v like the first: add a Resize or crop to a fixed size", i, img.C, img.H, img.W, s)
+				return nil, fmt.Errorf("image %d is %dx%dx%d after the transform, not %v like the first: add a Resize or crop to a fixed size", ids[k], img.C, img.H, img.W, s)
 			}
 			row := v*nv + k
 			Normalize(img, xs[row*per:(row+1)*per])
 		}
-		ys[k] = int64(label)
+		ys[k] = int64(labels[k])
 	}
-	n := int64(l.o.Views * nv)
-	x := torch.FromSlice(xs, []int64{n, int64(s.C), int64(s.H), int64(s.W)}, l.o.Device)
-	y := torch.FromSlice(ys, []int64{int64(nv)}, l.o.Device)
+	n := int64(o.Views * nv)
+	x := torch.FromSlice(xs, []int64{n, int64(s.C), int64(s.H), int64(s.W)}, o.Device)
+	y := torch.FromSlice(ys, []int64{int64(nv)}, o.Device)
 	if err := firstError(x, y); err != nil {
 		x.Free()
 		y.Free()
 		return nil, err
 	}
-	return &Batch{X: x, Y: y, Index: index, Indices: append([]int(nil), indices...)}, nil
+	return &Batch{X: x, Y: y, Index: index, Indices: append([]int(nil), ids...)}, nil
 }
 
 func firstError(ts ...*torch.Tensor) error {

@@ -12,8 +12,6 @@ import (
 	"runtime"
 	"slices"
 	"sync/atomic"
-
-	"github.com/dimtorch/dimtorch/torch"
 )
 
 // ShardSet is a directory of shards with its manifest.
@@ -335,14 +333,9 @@ func (l *ShardLoader) EpochFrom(ctx context.Context, epoch, start int) *EpochIte
 
 // build decodes, augments and stacks one batch's samples.
 func (l *ShardLoader) build(epoch, index int, samples []rawSample) (*Batch, error) {
-	s := l.shape
-	per := s.C * s.H * s.W
-	type decoded struct {
-		img   Image
-		label int
-		id    int
-	}
-	var ok []decoded
+	imgs := make([]Image, 0, len(samples))
+	labels := make([]int, 0, len(samples))
+	ids := make([]int, 0, len(samples))
 	for _, r := range samples {
 		err := r.err
 		var img Image
@@ -360,38 +353,12 @@ func (l *ShardLoader) build(epoch, index int, samples []rawSample) (*Batch, erro
 			}
 			continue
 		}
-		ok = append(ok, decoded{img, label, r.id})
+		imgs, labels, ids = append(imgs, img), append(labels, label), append(ids, r.id)
 	}
-	if len(ok) == 0 {
+	if len(imgs) == 0 {
 		return nil, fmt.Errorf("shards %s: every sample of batch %d is unreadable", l.set.Dir, index)
 	}
-	nv := len(ok)
-	xs := make([]float32, l.o.Views*nv*per)
-	ys := make([]int64, nv)
-	ids := make([]int, nv)
-	for k, d := range ok {
-		for v := 0; v < l.o.Views; v++ {
-			img := d.img
-			if l.o.Transform != nil {
-				img = l.o.Transform.Apply(d.img, imageRNG(l.o.Seed, epoch, d.id, v))
-			}
-			if img.C != s.C || img.H != s.H || img.W != s.W {
-				return nil, fmt.Errorf("sample %d is %dx%dx%d after the transform, not %v like the first: add a Resize or crop to a fixed size", d.id, img.C, img.H, img.W, s)
-			}
-			row := v*nv + k
-			Normalize(img, xs[row*per:(row+1)*per])
-		}
-		ys[k], ids[k] = int64(d.label), d.id
-	}
-	n := int64(l.o.Views * nv)
-	x := torch.FromSlice(xs, []int64{n, int64(s.C), int64(s.H), int64(s.W)}, l.o.Device)
-	y := torch.FromSlice(ys, []int64{int64(nv)}, l.o.Device)
-	if err := firstError(x, y); err != nil {
-		x.Free()
-		y.Free()
-		return nil, err
-	}
-	return &Batch{X: x, Y: y, Index: index, Indices: ids}, nil
+	return assemble(l.o.LoaderOptions, l.shape, epoch, index, imgs, labels, ids)
 }
 
 // seqReader reads an epoch's samples in their reading order, one shard
