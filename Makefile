@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-APT_PACKAGES := libtorch-dev libgloo-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx chromium libfaiss-dev libturbojpeg0-dev
+APT_PACKAGES := libtorch-dev libgloo-dev cmake dataset-fashion-mnist python3-torch python3-sklearn python3-onnx chromium libfaiss-dev libturbojpeg0-dev python3-torchvision
 ORT_VERSION := 1.24.3
 
-.PHONY: proto setup build demo test test-go test-shim test-isa mutants fuzz lint fmt-check bench-ops bench-train bench-epoch quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: proto setup build demo test test-go test-shim test-isa mutants fuzz lint fmt-check bench-ops bench-train bench-epoch bench-data quality table1 shim gpu-bundle gpu-check gpu-check-cpu clean
 
 ## setup: install what building and testing need (Debian packages, Go modules, the onnxruntime library); idempotent
 setup:
@@ -143,6 +143,14 @@ bench-train: build
 ## bench/train_epoch.py, a plain PyTorch script with a DataLoader training the same networks, in turns, wall and CPU time
 bench-epoch: build
 	cd bench && /usr/bin/python3 compare_epoch.py --repeats 2 --threads 2 --workers 2
+
+## bench-data: the shard loader against the PyTorch DataLoader a user would write (bench/loader_torch.py), side by side
+## on the same shards of generated JPEGs of 256x256 and of 500x375 (made once in runs/loader by bench/make_jpegs.py)
+bench-data: build
+	@for s in 256x256 500x375; do d=runs/loader/$$s; \
+	  [ -f $$d/shards/manifest.json ] || { /usr/bin/python3 bench/make_jpegs.py $$d/images 3000 --sizes $$s && \
+	    bin/dimtorch data shard --from $$d/images --out $$d/shards --shard-size 20MB; } || exit 1; \
+	  echo "JPEGs of $$s:"; /usr/bin/python3 bench/compare_loader.py $$d/shards --rounds 2 || exit 1; done
 
 ## quality: the best representation recipe from scratch (bench/recipes.sh; docs/evaluation.md, "Representation
 ## quality"), once per seed (SEEDS, default 1 2 3): trains it on Fashion-MNIST, probes conv, fc and Y on all 60,000
