@@ -261,12 +261,18 @@ func TestConcurrentSearchesAndClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
+	var wg, started sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
+		started.Add(1)
 		go func() {
 			defer wg.Done()
+			ready := sync.OnceFunc(started.Done)
+			defer ready() // a goroutine that stops early does not hold the Close back
 			for i := range 200 {
+				if i == 50 {
+					ready() // 50 searches checked, the rest race the Close
+				}
 				r := (g*200 + i) % 2000
 				h, err := ix.Search(rows[r*8:(r+1)*8], 1)
 				if err != nil {
@@ -279,6 +285,7 @@ func TestConcurrentSearchesAndClose(t *testing.T) {
 			}
 		}()
 	}
+	started.Wait()
 	ix.Close()
 	wg.Wait()
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dimtorch/dimtorch/torch"
 )
@@ -351,5 +352,27 @@ func TestLargeJPEGsDecodeReduced(t *testing.T) {
 				t.Fatalf("image %d: %dx%dx%d, want %v (%v)", i, got.C, got.H, got.W, want, err)
 			}
 		}
+	}
+}
+
+// Whole epochs, resumed ones and one closed after its first batch leave no
+// tensor alive: batches made ahead are freed by Close.
+func TestShardLoaderFreesBatches(t *testing.T) {
+	set, _ := shardedSynthetic(t, 300)
+	before := torch.LiveTensors()
+	l := newShardLoader(t, set, ShardLoaderOptions{LoaderOptions: LoaderOptions{BatchSize: 10, Shuffle: true, Workers: 3, Prefetch: 8}, Buffer: 30})
+	for epoch := range 3 {
+		collectShards(t, l, epoch, epoch)
+	}
+	it := l.Epoch(context.Background(), 0)
+	b, err := it.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Free()
+	time.Sleep(20 * time.Millisecond) // let the workers fill the prefetch queue
+	it.Close()
+	if live := torch.LiveTensors() - before; live != 0 {
+		t.Fatalf("%d tensors alive after the epochs", live)
 	}
 }
