@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 )
 
@@ -51,7 +52,9 @@ type ShardLoaderOptions struct {
 	// of a shard whose tar is damaged, from its batch (the batch is then
 	// smaller), telling OnCorrupt; without it they are errors.
 	SkipCorrupt bool
-	OnCorrupt   func(error)
+	// OnCorrupt is told of each sample skipped; the loader's workers call
+	// it one at a time, so it needs no lock of its own.
+	OnCorrupt func(error)
 	// DecodeSide is the least side a JPEG is decoded to, at the smallest
 	// of libjpeg-turbo's scales that keeps it (0: 128, twice the 64 that
 	// training brings shards to; -1: full size).
@@ -82,6 +85,8 @@ type ShardLoader struct {
 	channels int   // of the decoded images
 	perRank  int   // samples a rank serves an epoch
 	skipped  atomic.Int64
+	// corruptMu serialises the calls to OnCorrupt from the workers.
+	corruptMu sync.Mutex
 }
 
 // NewShardLoader checks the options against the shards and reads the
@@ -349,7 +354,9 @@ func (l *ShardLoader) build(epoch, index int, samples []rawSample) (*Batch, erro
 			}
 			l.skipped.Add(1)
 			if l.o.OnCorrupt != nil {
+				l.corruptMu.Lock()
 				l.o.OnCorrupt(err)
+				l.corruptMu.Unlock()
 			}
 			continue
 		}

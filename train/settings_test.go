@@ -76,7 +76,7 @@ func TestEveryFieldIsASetting(t *testing.T) {
 			t.Errorf("%s should be an execution setting", name)
 		}
 	}
-	if got := strings.Join(Resumable(), " "); got != "epochs data-dir threads workers log-every" {
+	if got := strings.Join(Resumable(), " "); got != "epochs data-dir threads workers skip-corrupt log-every" {
 		t.Errorf("resumable: %s", got)
 	}
 }
