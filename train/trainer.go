@@ -74,6 +74,7 @@ type Summary struct {
 	Steps        int64    `json:"steps"`
 	Seconds      float64  `json:"seconds"`               // this session's wall-clock time
 	CPUSeconds   float64  `json:"cpu_seconds,omitempty"` // the run's processor time over all its sessions (this process's)
+	Images       int64    `json:"images"`                // the images this session trained on (0: the run was already complete)
 	ImagesPerSec float64  `json:"images_per_sec"`
 	Loss         float64  `json:"loss"`
 	ProbeTestAcc *float64 `json:"probe_test_acc,omitempty"`
@@ -672,6 +673,7 @@ func (t *Trainer) Run(ctx context.Context) (*Summary, error) {
 	}
 	r.sum.Steps = t.state.Step
 	r.sum.Seconds = time.Since(r.start).Seconds()
+	r.sum.Images = r.images
 	r.sum.CPUSeconds = t.baseCPU + sysinfo.CPUSeconds() - t.runCPU
 	if r.sum.Seconds > 0 {
 		r.sum.ImagesPerSec = float64(r.images) / r.sum.Seconds

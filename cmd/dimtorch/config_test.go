@@ -99,6 +99,10 @@ func TestConfigFileRepeatsRunAndResumeFlags(t *testing.T) {
 	if s := settingsOf(t, a); !strings.Contains(s, "epochs: 2\n") || !strings.Contains(s, "log-every: 3\n") {
 		t.Fatalf("config.yaml after extending the run: %s", s)
 	}
+	// Resuming a finished run trains nothing and says so.
+	if stdout, stderr, code := run(t, "train", "--resume", "--out", a); code != 0 || !strings.Contains(stdout, "nothing to train") || !strings.Contains(stdout, "its 2 epochs") {
+		t.Fatalf("--resume of a finished run: %d %q %s", code, stdout, stderr)
+	}
 }
 
 // A configuration file with a mistake is an error naming the file, the line

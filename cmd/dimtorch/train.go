@@ -264,6 +264,10 @@ func trainRun(c *cli.Context, g *dist.Group) error {
 	if c.Bool("json") {
 		return json.NewEncoder(os.Stdout).Encode(sum)
 	}
+	if sum.Images == 0 {
+		fmt.Printf("nothing to train: %s has finished its %d epochs (resume with a larger --epochs to train on)\n", sum.Out, sum.Epochs)
+		return nil
+	}
 	fmt.Printf("trained %d epochs (%d steps) in %.1fs, %.0f images/s; final loss %.4f\n", sum.Epochs, sum.Steps, sum.Seconds, sum.ImagesPerSec, sum.Loss)
 	if sum.ProbeTestAcc != nil {
 		fmt.Printf("online probe (linear on Y, trained during pretraining): %.2f%% test accuracy\n", 100**sum.ProbeTestAcc)
