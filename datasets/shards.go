@@ -14,6 +14,7 @@ import (
 	"image"
 	"image/png"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
@@ -69,6 +70,7 @@ type ShardManifest struct {
 	Classes []string     `json:"classes,omitempty"`
 	Shape   *Shape       `json:"shape,omitempty"` // of the source's images, when they share one
 	Source  string       `json:"source"`
+	Order   string       `json:"order,omitempty"` // "shuffled (seed N)" when ShardsFromDataset shuffled the source
 	Shards  []ShardEntry `json:"shards"`
 	Created time.Time    `json:"created"`
 }
@@ -94,11 +96,18 @@ type ShardWriterOptions struct {
 	Classes  []string
 	Shape    *Shape
 	Source   string // recorded in the manifest
+	// Shuffle writes the samples in an order drawn from
+	// Seed instead of the dataset's. A loader's shuffle buffer only mixes
+	// samples within its size, so data stored class by class, written in its
+	// order, trains on one class at a time: write it shuffled.
+	Shuffle bool
+	Seed    uint64
 	// Progress, when set, is told the samples written so far.
 	Progress func(done, total int)
 }
 
-// WriteShards writes n samples, sample(i) for i in order, into shards of
+// WriteShards writes n samples, sample(i) for i in order (or in the
+// order o.Shuffle draws from o.Seed), into shards of
 // at most MaxBytes and the manifest. Each shard is written to a temporary
 // file and renamed when complete, the manifest last: an interrupted run
 // leaves no manifest and no partial shard. The output is the same bytes
@@ -117,6 +126,11 @@ func WriteShards(ctx context.Context, n int, sample func(i int) (ShardSample, er
 		return ShardManifest{}, err
 	}
 	m := ShardManifest{Format: shardFormat, Classes: o.Classes, Shape: o.Shape, Source: o.Source, Samples: n}
+	var order []int
+	if o.Shuffle {
+		order = rand.New(rand.NewPCG(o.Seed, 0x5348415244)).Perm(n)
+		m.Order = fmt.Sprintf("shuffled (seed %d)", o.Seed)
+	}
 	var (
 		f     *os.File
 		bw    *bufio.Writer
@@ -153,9 +167,13 @@ func WriteShards(ctx context.Context, n int, sample func(i int) (ShardSample, er
 			os.Remove(tmp)
 		}
 	}()
-	for i := range n {
+	for j := range n {
 		if err := ctx.Err(); err != nil {
 			return ShardManifest{}, err
+		}
+		i := j
+		if order != nil {
+			i = order[j]
 		}
 		s, err := sample(i)
 		if err != nil {
@@ -195,8 +213,8 @@ func WriteShards(ctx context.Context, n int, sample func(i int) (ShardSample, er
 			}
 		}
 		cur.Samples++
-		if o.Progress != nil && (time.Since(since) > 5*time.Second || i == n-1) {
-			o.Progress(i+1, n)
+		if o.Progress != nil && (time.Since(since) > 5*time.Second || j == n-1) {
+			o.Progress(j+1, n)
 			since = time.Now()
 		}
 	}
@@ -415,7 +433,8 @@ func ShardImageAt(s ShardSample, channels, minSide int) (Image, int, error) {
 // ShardsFromDataset writes every image of ds as shards: the files
 // themselves for a folder of images (JPEG bytes stay JPEG), PNG for the
 // built-in datasets, with KEY.cls when labelled. Keys are the images'
-// numbers in the dataset's order, zero-padded.
+// numbers in the dataset's order, zero-padded, whatever order o.Shuffle
+// writes the samples in.
 func ShardsFromDataset(ctx context.Context, ds Dataset, o ShardWriterOptions) (ShardManifest, error) {
 	fold, _ := ds.(*folder)
 	if o.Classes == nil {

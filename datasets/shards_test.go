@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -199,6 +200,66 @@ func TestShardsFromDatasets(t *testing.T) {
 		if !ok || !bytes.Equal(b, files[p]) || string(cls) != fmt.Sprint(map[bool]int{true: 0, false: 1}[i < 2]) {
 			t.Fatalf("sample %d (%s): jpg %v, equal %v, cls %q", i, p, ok, bytes.Equal(b, files[p]), cls)
 		}
+	}
+}
+
+// Written shuffled, a dataset stored class by class comes back as every
+// sample once, each with its own key, label and pixels, in an order that
+// depends on the seed alone, with the classes mixed from the first shard.
+func TestShardsShuffled(t *testing.T) {
+	const n = 200
+	pix := make([]uint8, n*4)
+	labels := make([]int, n)
+	for i := range labels {
+		labels[i] = i * 4 / n // four classes, one after another
+		pix[4*i], pix[4*i+1] = uint8(i), uint8(i>>8)
+	}
+	ds := &memory{shape: Shape{C: 1, H: 2, W: 2}, pix: pix, labels: labels, classes: []string{"a", "b", "c", "d"}}
+	write := func(seed uint64) (ShardManifest, []ShardSample) {
+		dir := t.TempDir()
+		m, err := ShardsFromDataset(context.Background(), ds, ShardWriterOptions{Dir: dir, MaxBytes: 16 << 10, Shuffle: true, Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, readAllShards(t, dir, m)
+	}
+	m, got := write(7)
+	if m.Order != "shuffled (seed 7)" || len(got) != n || len(m.Shards) < 2 {
+		t.Fatalf("manifest order %q, %d samples in %d shards", m.Order, len(got), len(m.Shards))
+	}
+	seen := map[int]bool{}
+	inFirst := map[int]bool{}
+	moved := 0
+	for j, s := range got {
+		i, err := strconv.Atoi(s.Key)
+		if err != nil || seen[i] {
+			t.Fatalf("sample %d: key %q (repeated: %v)", j, s.Key, seen[i])
+		}
+		seen[i] = true
+		img, label, err := ShardImage(s, 1)
+		want, wl, _ := ds.Image(i)
+		if err != nil || label != wl || !bytes.Equal(img.Pix, want.Pix) {
+			t.Fatalf("sample %d (key %d): label %d want %d, pixels equal %v, %v", j, i, label, wl, bytes.Equal(img.Pix, want.Pix), err)
+		}
+		if i != j {
+			moved++
+		}
+		if j < m.Shards[0].Samples {
+			inFirst[label] = true
+		}
+	}
+	if moved < n/2 || len(inFirst) != 4 {
+		t.Fatalf("%d of %d samples moved, classes in the first shard %v", moved, n, inFirst)
+	}
+	_, again := write(7)
+	_, other := write(8)
+	same, differ := true, false
+	for j := range got {
+		same = same && again[j].Key == got[j].Key
+		differ = differ || other[j].Key != got[j].Key
+	}
+	if !same || !differ {
+		t.Fatalf("the same seed gives the same order: %v; another seed another: %v", same, differ)
 	}
 }
 

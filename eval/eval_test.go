@@ -72,6 +72,21 @@ func probeTestOptions(name string) ProbeOptions {
 	return o
 }
 
+// Training labels of one class are refused by every probe with a message
+// that says so: fitted, they score chance and pass for a collapsed encoder
+// (the first 10,000 images of data stored class by class are one class).
+func TestProbesRefuseOneClass(t *testing.T) {
+	xTr, two, xTe, yTe := blobs(50, 2, 4, 5)
+	yTr := torch.Zeros([]int64{100}, torch.Int64)
+	defer freeAll(xTr, two, yTr, xTe, yTe)
+	for name, p := range allProbes {
+		_, err := p(xTr, yTr, xTe, yTe, probeTestOptions(name))
+		if err == nil || !strings.Contains(err.Error(), "all have label 0") {
+			t.Errorf("%s on one class: %v, want an error naming the single label", name, err)
+		}
+	}
+}
+
 // With labels independent of the features, every probe scores chance (1/4)
 // on the 1,000 test points, within 4 standard deviations of a binomial
 // (+-0.055): a probe that saw the test labels, or scored itself on its

@@ -94,19 +94,29 @@ func moments(x *torch.Tensor, s *torch.Scope) (mean, istd *torch.Tensor) {
 	return mean, istd
 }
 
+// checkLabels returns the number of classes a probe predicts (the largest
+// label plus one) and refuses unlabeled data and a single class.
 func checkLabels(y *torch.Tensor) (int64, error) {
-	s := torch.NewScope() // y may live long: its reductions must not join its scope
-	defer s.Close()
-	y = y.Ref(s)
-	lo, err := y.Min().Item()
+	labels, err := y.Int64s()
 	if err != nil {
 		return 0, err
 	}
-	if lo < 0 {
-		return 0, fmt.Errorf("the data is unlabeled: probes need class labels")
+	hi := int64(-1)
+	seen := map[int64]bool{}
+	for _, l := range labels {
+		if l < 0 {
+			return 0, fmt.Errorf("the data is unlabeled: probes need class labels")
+		}
+		seen[l] = true
+		hi = max(hi, l)
 	}
-	hi, err := y.Max().Item()
-	return int64(hi) + 1, err
+	if len(seen) < 2 {
+		// A probe fitted to one class scores chance on the test split and
+		// looks like a collapsed encoder: say what it is instead.
+		return 0, fmt.Errorf("the probe's %d training images all have label %d: a probe needs at least two classes "+
+			"(--limit-train takes the first images, which in data stored class by class are one class: shuffle the data, or use --labels-per-class)", len(labels), hi)
+	}
+	return hi + 1, nil
 }
 
 // scaler standardises minibatches with the training split's moments, so

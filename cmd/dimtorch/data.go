@@ -108,7 +108,7 @@ func dataShardCommand(dataDir cli.Flag) *cli.Command {
 		Name:  "shard",
 		Usage: "write a dataset's split as WebDataset-style tar shards (KEY.jpg or KEY.png, KEY.cls) with a manifest of counts and checksums",
 		Description: "A folder's images go in as their own files (JPEG stays JPEG), a built-in dataset's as PNG; keys are the images' " +
-			"numbers. Shards are named PREFIX-000000.tar, ... and listed in OUT/manifest.json with their samples, bytes and SHA-256; " +
+			"numbers, written in an order drawn from --seed unless --shuffle=false. Shards are named PREFIX-000000.tar, ... and listed in OUT/manifest.json with their samples, bytes and SHA-256; " +
 			"each is written to a temporary file and renamed when complete, the manifest last.",
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
@@ -117,6 +117,9 @@ func dataShardCommand(dataDir cli.Flag) *cli.Command {
 			&cli.StringFlag{Name: "out", Required: true, Usage: "the directory to write the shards to (created; must hold no manifest yet)"},
 			&cli.StringFlag{Name: "prefix", Usage: "shard names: PREFIX-000000.tar (default: the split)"},
 			&cli.StringFlag{Name: "shard-size", Value: "1GB", Usage: "the most bytes a shard holds (B, KB, MB, GB: powers of 1000; KiB, MiB, GiB: of 1024)"},
+			&cli.BoolFlag{Name: "shuffle", Value: true, Usage: "write the samples in an order drawn from --seed (keys stay the images' numbers); --shuffle=false keeps the source's order, " +
+				"which for a class-per-folder tree is one class after another: a training shuffle buffer cannot mix that"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "the seed of --shuffle's order"},
 			dataDir,
 		},
 		Action: func(c *cli.Context) error {
@@ -152,6 +155,7 @@ func dataShardCommand(dataDir cli.Flag) *cli.Command {
 			defer stop()
 			start := time.Now()
 			m, err := datasets.ShardsFromDataset(ctx, ds, datasets.ShardWriterOptions{Dir: out, Prefix: prefix, MaxBytes: size,
+				Shuffle: c.Bool("shuffle"), Seed: c.Uint64("seed"),
 				Source:   fmt.Sprintf("%s (%s)", from, split),
 				Progress: func(done, total int) { log.Info().Int("samples", done).Int("of", total).Msg("sharding") }})
 			if err != nil {
@@ -162,7 +166,7 @@ func dataShardCommand(dataDir cli.Flag) *cli.Command {
 				bytes += s.Bytes
 			}
 			log.Info().Str("out", out).Str("shards", m.Pattern).Int("samples", m.Samples).Int64("bytes", bytes).
-				Dur("took", time.Since(start)).Msg("sharded")
+				Str("took", time.Since(start).Round(time.Millisecond).String()).Msg("sharded")
 			return nil
 		},
 	}
