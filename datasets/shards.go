@@ -70,7 +70,7 @@ type ShardManifest struct {
 	Classes []string     `json:"classes,omitempty"`
 	Shape   *Shape       `json:"shape,omitempty"` // of the source's images, when they share one
 	Source  string       `json:"source"`
-	Order   string       `json:"order,omitempty"` // "shuffled (seed N)" when ShardsFromDataset shuffled the source
+	Order   string       `json:"order,omitempty"` // "shuffled (seed N)" when written with ShardWriterOptions.Shuffle
 	Shards  []ShardEntry `json:"shards"`
 	Created time.Time    `json:"created"`
 }
@@ -96,8 +96,8 @@ type ShardWriterOptions struct {
 	Classes  []string
 	Shape    *Shape
 	Source   string // recorded in the manifest
-	// Shuffle writes the samples in an order drawn from
-	// Seed instead of the dataset's. A loader's shuffle buffer only mixes
+	// Shuffle writes the samples in an order drawn from Seed instead of
+	// the source's. A loader's shuffle buffer only mixes
 	// samples within its size, so data stored class by class, written in its
 	// order, trains on one class at a time: write it shuffled.
 	Shuffle bool

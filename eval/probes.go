@@ -101,16 +101,18 @@ func checkLabels(y *torch.Tensor) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	hi := int64(-1)
-	seen := map[int64]bool{}
+	if len(labels) == 0 {
+		return 0, fmt.Errorf("a probe needs training images: there are none")
+	}
+	hi, two := int64(-1), false
 	for _, l := range labels {
 		if l < 0 {
 			return 0, fmt.Errorf("the data is unlabeled: probes need class labels")
 		}
-		seen[l] = true
+		two = two || l != labels[0]
 		hi = max(hi, l)
 	}
-	if len(seen) < 2 {
+	if !two {
 		// A probe fitted to one class scores chance on the test split and
 		// looks like a collapsed encoder: say what it is instead.
 		return 0, fmt.Errorf("the probe's %d training images all have label %d: a probe needs at least two classes "+
