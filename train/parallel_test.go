@@ -371,8 +371,8 @@ func TestDataParallelSyncBN(t *testing.T) {
 
 // TestDataParallelDoesNotLeak: with every reducer at work (the prior game,
 // two views, negatives from both ranks, synchronised BatchNorm, the online
-// probe), each rank's count
-// of live tensors is the same at each step of epochs 2 to 4: the per-step
+// probe), each rank's count of live tensors is the same at the last step of
+// epochs 2 to 4 (see flatAcrossEpochs): the per-step
 // collectives (gradient buckets, loss and stop-flag all-reduces, gathered
 // features) free what they create.
 func TestDataParallelDoesNotLeak(t *testing.T) {
