@@ -304,6 +304,9 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("training data: %w", err)
 	}
+	if shards != nil {
+		warnUnserved(o.Log, t.train.NumBatches()*cfg.BatchSize*world, t.train.Len(), world)
+	}
 	if t.classes != nil {
 		if testSet, err := datasets.Open(cfg.Data, datasets.Test, cfg.DataDir); err == nil && testSet.Classes() != nil {
 			t.closers = append(t.closers, func() { datasets.Close(testSet) })
@@ -322,6 +325,20 @@ func build(cfg Config, o Options) (*Trainer, error) {
 	}
 	ok = true
 	return t, nil
+}
+
+// warnUnserved warns when an epoch over shards leaves out more than 5% of
+// the samples: every process takes as many batches as its fewest samples
+// fill, so a few large shards dealt to several processes leave the rest of
+// the larger processes' samples for later epochs.
+func warnUnserved(log zerolog.Logger, served, samples, world int) {
+	if samples == 0 || float64(served) >= 0.95*float64(samples) {
+		return
+	}
+	log.Warn().Int("samples", samples).Int("trained_each_epoch", served).Int("processes", world).
+		Msgf("an epoch trains %.0f%% of the samples (each process takes the batches its fewest samples fill): "+
+			"write smaller shards, many more than processes (dimtorch data shard --shard-size), to train on more of them",
+			100*float64(served)/float64(samples))
 }
 
 // buildNetworks builds the encoder, the method's networks, the online
