@@ -15,7 +15,7 @@ import (
 const reducedSide = 2 * preproc.DataSide
 
 // decodeImage decodes a PNG or JPEG into channels (1 or 3): JPEGs through
-// libjpeg-turbo at the smallest of its scales (1/8 to 1) that keeps both
+// libjpeg-turbo at the smallest of its fast scales (1/8, 1/4, 1/2, 1) that keeps both
 // sides at least minSide (0: full size), which skips most of the work for
 // large photos; the rest through Go's decoders.
 func decodeImage(b []byte, channels, minSide int) (Image, error) {

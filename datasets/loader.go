@@ -194,7 +194,8 @@ func (l *Loader) Epoch(ctx context.Context, epoch int) *EpochIter { return l.Epo
 func (l *Loader) EpochFrom(ctx context.Context, epoch, start int) *EpochIter {
 	ctx, cancel := context.WithCancel(ctx)
 	start = max(0, min(start, l.NumBatches()))
-	it := &EpochIter{order: make(chan chan result, l.o.Prefetch), cancel: cancel, ctx: ctx, want: l.NumBatches() - start}
+	it := &EpochIter{order: make(chan chan result, l.o.Prefetch), cancel: cancel, ctx: ctx, want: l.NumBatches() - start,
+		pool: newBatchPool(l.o, l.shape)}
 	order := l.Order(epoch)
 	jobs := make(chan job)
 	it.wg.Add(1)
@@ -223,7 +224,7 @@ func (l *Loader) EpochFrom(ctx context.Context, epoch, start int) *EpochIter {
 		go func() {
 			defer it.wg.Done()
 			for j := range jobs {
-				b, err := l.build(epoch, j.index, j.indices)
+				b, err := l.build(epoch, j.index, j.indices, it.pool)
 				j.out <- result{b, err}
 			}
 		}()
@@ -232,7 +233,7 @@ func (l *Loader) EpochFrom(ctx context.Context, epoch, start int) *EpochIter {
 }
 
 // build assembles one batch.
-func (l *Loader) build(epoch, index int, indices []int) (*Batch, error) {
+func (l *Loader) build(epoch, index int, indices []int, pool *torch.HostPool[float32]) (*Batch, error) {
 	imgs := make([]Image, len(indices))
 	labels := make([]int, len(indices))
 	for k, i := range indices {
@@ -241,17 +242,21 @@ func (l *Loader) build(epoch, index int, indices []int) (*Batch, error) {
 			return nil, err
 		}
 	}
-	return assemble(l.o, l.shape, epoch, index, imgs, labels, indices)
+	return assemble(l.o, l.shape, epoch, index, imgs, labels, indices, pool)
 }
 
 // assemble stacks images with their labels and dataset numbers into a
 // batch: o.Views copies of each, transformed with the image's own random
 // source for the epoch and the view, normalised to [-1, 1], every one of
-// shape s.
-func assemble(o LoaderOptions, s Shape, epoch, index int, imgs []Image, labels, ids []int) (*Batch, error) {
+// shape s. The images are written straight into a tensor from pool.
+func assemble(o LoaderOptions, s Shape, epoch, index int, imgs []Image, labels, ids []int, pool *torch.HostPool[float32]) (*Batch, error) {
 	per := s.C * s.H * s.W
 	nv := len(imgs)
-	xs := make([]float32, o.Views*nv*per)
+	n := int64(o.Views * nv)
+	x, xs, err := pool.Get([]int64{n, int64(s.C), int64(s.H), int64(s.W)})
+	if err != nil {
+		return nil, err
+	}
 	ys := make([]int64, nv)
 	for k, orig := range imgs {
 		for v := 0; v < o.Views; v++ {
@@ -260,6 +265,7 @@ func assemble(o LoaderOptions, s Shape, epoch, index int, imgs []Image, labels, 
 				img = o.Transform.Apply(orig, imageRNG(o.Seed, epoch, ids[k], v))
 			}
 			if img.C != s.C || img.H != s.H || img.W != s.W {
+				x.Free()
 				return nil, fmt.Errorf("image %d is %dx%dx%d after the transform, not %v like the first: add a Resize or crop to a fixed size", ids[k], img.C, img.H, img.W, s)
 			}
 			row := v*nv + k
@@ -267,8 +273,11 @@ func assemble(o LoaderOptions, s Shape, epoch, index int, imgs []Image, labels, 
 		}
 		ys[k] = int64(labels[k])
 	}
-	n := int64(o.Views * nv)
-	x := torch.FromSlice(xs, []int64{n, int64(s.C), int64(s.H), int64(s.W)}, o.Device)
+	if o.Device.Type != torch.CPUDevice {
+		host := x
+		x = host.To(o.Device)
+		host.Free()
+	}
 	y := torch.FromSlice(ys, []int64{int64(nv)}, o.Device)
 	if err := firstError(x, y); err != nil {
 		x.Free()
@@ -296,6 +305,7 @@ type EpochIter struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	err    error
+	pool   *torch.HostPool[float32] // the batches' memory, reused
 }
 
 // Next returns the next batch, io.EOF after the last one, or the first error
@@ -322,7 +332,8 @@ func (it *EpochIter) Next() (*Batch, error) {
 	return r.b, nil
 }
 
-// Close stops the workers and frees batches produced but not taken. Every
+// Close stops the workers, frees batches produced but not taken and the
+// pool's references to batch memory (batches taken stay valid). Every
 // result channel in the queue holds exactly one result once the goroutines
 // have finished (workers send to buffered channels; the feeder answers a job
 // it could not hand out with the context's error), so the drain never blocks.
@@ -334,4 +345,13 @@ func (it *EpochIter) Close() {
 			r.b.Free()
 		}
 	}
+	it.pool.Close()
+}
+
+// newBatchPool returns the pool of an epoch's batch tensors: as many as
+// may be alive at once (those queued, those being built, and two held by
+// the consumer), each of a full batch's shape.
+func newBatchPool(o LoaderOptions, s Shape) *torch.HostPool[float32] {
+	shape := []int64{int64(o.Views * o.BatchSize), int64(s.C), int64(s.H), int64(s.W)}
+	return torch.NewHostPool[float32](shape, o.Prefetch+o.Workers+2)
 }

@@ -549,7 +549,7 @@ func TestShardedLoaders(t *testing.T) {
 	}
 	defer b.Free()
 	got, _ := b.X.Narrow(0, 0, 1).Float64s()
-	want, err := un.build(0, 0, b.Indices[:1])
+	want, err := un.build(0, 0, b.Indices[:1], nil)
 	if err != nil {
 		t.Fatal(err)
 	}

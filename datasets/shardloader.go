@@ -13,6 +13,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/dimtorch/dimtorch/torch"
 )
 
 // ShardSet is a directory of shards with its manifest.
@@ -272,7 +274,8 @@ func (l *ShardLoader) EpochFrom(ctx context.Context, epoch, start int) *EpochIte
 	ctx, cancel := context.WithCancel(ctx)
 	nb := l.NumBatches()
 	start = max(0, min(start, nb))
-	it := &EpochIter{order: make(chan chan result, l.o.Prefetch), cancel: cancel, ctx: ctx, want: nb - start}
+	it := &EpochIter{order: make(chan chan result, l.o.Prefetch), cancel: cancel, ctx: ctx, want: nb - start,
+		pool: newBatchPool(l.o.LoaderOptions, l.shape)}
 	read, served := l.plan(epoch)
 	batchOf := make([]int, len(read)) // the batch that serves each read position (-1: none)
 	for i := range batchOf {
@@ -328,7 +331,7 @@ func (l *ShardLoader) EpochFrom(ctx context.Context, epoch, start int) *EpochIte
 		go func() {
 			defer it.wg.Done()
 			for j := range jobs {
-				b, err := l.build(epoch, j.index, j.samples)
+				b, err := l.build(epoch, j.index, j.samples, it.pool)
 				j.out <- result{b, err}
 			}
 		}()
@@ -337,7 +340,7 @@ func (l *ShardLoader) EpochFrom(ctx context.Context, epoch, start int) *EpochIte
 }
 
 // build decodes, augments and stacks one batch's samples.
-func (l *ShardLoader) build(epoch, index int, samples []rawSample) (*Batch, error) {
+func (l *ShardLoader) build(epoch, index int, samples []rawSample, pool *torch.HostPool[float32]) (*Batch, error) {
 	imgs := make([]Image, 0, len(samples))
 	labels := make([]int, 0, len(samples))
 	ids := make([]int, 0, len(samples))
@@ -365,7 +368,7 @@ func (l *ShardLoader) build(epoch, index int, samples []rawSample) (*Batch, erro
 	if len(imgs) == 0 {
 		return nil, fmt.Errorf("shards %s: every sample of batch %d is unreadable", l.set.Dir, index)
 	}
-	return assemble(l.o.LoaderOptions, l.shape, epoch, index, imgs, labels, ids)
+	return assemble(l.o.LoaderOptions, l.shape, epoch, index, imgs, labels, ids, pool)
 }
 
 // seqReader reads an epoch's samples in their reading order, one shard

@@ -34,3 +34,34 @@ func BenchmarkAddScoped(b *testing.B) {
 		}
 	}
 }
+
+// batchShape is a batch of 64 224x224 colour images: 38 MB of float32, over
+// glibc's largest mmap threshold (32 MB), so each fresh one is mapped anew.
+var batchShape = []int64{64, 3, 224, 224}
+
+// BenchmarkBatchFresh copies a filled batch into a new tensor, as a loader
+// that allocates each batch does (the kernel faults in every page).
+func BenchmarkBatchFresh(b *testing.B) {
+	xs := make([]float32, 64*3*224*224)
+	b.SetBytes(int64(4 * len(xs)))
+	for range b.N {
+		torch.FromSlice(xs, batchShape).Free()
+	}
+}
+
+// BenchmarkBatchPooled writes a batch into a tensor from a HostPool, as the
+// loaders do: its pages are faulted in once.
+func BenchmarkBatchPooled(b *testing.B) {
+	xs := make([]float32, 64*3*224*224)
+	p := torch.NewHostPool[float32](batchShape, 2)
+	defer p.Close()
+	b.SetBytes(int64(4 * len(xs)))
+	for range b.N {
+		x, mem, err := p.Get(batchShape)
+		if err != nil {
+			b.Fatal(err)
+		}
+		copy(mem, xs)
+		x.Free()
+	}
+}

@@ -362,6 +362,18 @@ dt_err dt_shallow_clone(dt_tensor t, dt_tensor *out) {
   CATCH
 }
 
+dt_err dt_host_memory(dt_tensor t, void **data, int *sole) {
+  TRY
+  const at::Tensor &x = T(t);
+  if (!x.device().is_cpu() || !x.is_contiguous() || x.is_view())
+    throw std::runtime_error("host_memory: needs a contiguous CPU tensor that is not a view");
+  *data = x.data_ptr();
+  // One reference to the tensor (this handle's) and one to its storage (the
+  // tensor's): no other handle, view or saved-for-backward copy can read it.
+  *sole = x.use_count() == 1 && x.storage().use_count() == 1;
+  CATCH
+}
+
 // ---- generic operators ----------------------------------------------------------
 // The cases come from ops.def through shim_ops.h (go generate ./torch), as do
 // the Go constants that choose them (ops_gen.go).

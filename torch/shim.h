@@ -96,6 +96,9 @@ dt_err dt_arange(double start, double end, double step, int dtype, int dev_type,
 dt_err dt_eye(int64_t n, int64_t m, int dtype, int dev_type, int dev_index, dt_tensor *out);
 dt_err dt_to(dt_tensor t, int dtype, int dev_type, int dev_index, dt_tensor *out);
 dt_err dt_shallow_clone(dt_tensor t, dt_tensor *out);
+/* The memory of a contiguous CPU tensor, and whether this handle is the only
+   reference to the tensor and the tensor the only one to its storage. */
+dt_err dt_host_memory(dt_tensor t, void **data, int *sole);
 
 /* ---- generic operators ---------------------------------------------------
  * dt_unary, dt_binary, dt_scalar_op, dt_reduce, dt_dim_op, dt_shape_op,

@@ -13,14 +13,17 @@ import "math"
 func ResizeRegion(pix []uint8, c, h, w int, top, left, rh, rw float64, oh, ow int) []uint8 {
 	out := make([]uint8, c*oh*ow)
 	sy, sx := rh/float64(oh), rw/float64(ow)
-	x0s := make([]int, ow)
-	x1s := make([]int, ow)
-	fxs := make([]float64, ow)
-	for x := 0; x < ow; x++ {
+	// Each output column's two source columns and weights, computed once.
+	type tap struct {
+		x0, x1 int
+		w0, w1 float64
+	}
+	taps := make([]tap, ow)
+	for x := range taps {
 		fx := left + (float64(x)+0.5)*sx - 0.5
 		fx = math.Max(0, math.Min(fx, float64(w-1)))
 		x0 := int(fx)
-		x0s[x], x1s[x], fxs[x] = x0, min(x0+1, w-1), fx-float64(x0)
+		taps[x] = tap{x0, min(x0+1, w-1), 1 - (fx - float64(x0)), fx - float64(x0)}
 	}
 	for y := 0; y < oh; y++ {
 		fy := top + (float64(y)+0.5)*sy - 0.5
@@ -29,13 +32,13 @@ func ResizeRegion(pix []uint8, c, h, w int, top, left, rh, rw float64, oh, ow in
 		y1 := min(y0+1, h-1)
 		wy := fy - float64(y0)
 		for ch := 0; ch < c; ch++ {
-			r0 := pix[(ch*h+y0)*w:]
-			r1 := pix[(ch*h+y1)*w:]
-			dst := out[(ch*oh+y)*ow:]
-			for x := 0; x < ow; x++ {
-				a := float64(r0[x0s[x]])*(1-fxs[x]) + float64(r0[x1s[x]])*fxs[x]
-				b := float64(r1[x0s[x]])*(1-fxs[x]) + float64(r1[x1s[x]])*fxs[x]
-				dst[x] = uint8(math.Round(a*(1-wy) + b*wy))
+			r0 := pix[(ch*h+y0)*w : (ch*h+y0+1)*w]
+			r1 := pix[(ch*h+y1)*w : (ch*h+y1+1)*w]
+			dst := out[(ch*oh+y)*ow : (ch*oh+y+1)*ow]
+			for x, t := range taps[:len(dst)] {
+				a := float64(r0[t.x0])*t.w0 + float64(r0[t.x1])*t.w1
+				b := float64(r1[t.x0])*t.w0 + float64(r1[t.x1])*t.w1
+				dst[x] = uint8(a*(1-wy) + b*wy + 0.5) // rounds half up: every value is >= 0
 			}
 		}
 	}

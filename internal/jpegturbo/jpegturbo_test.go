@@ -100,11 +100,18 @@ func TestDecodeAgreesWithGo(t *testing.T) {
 	}
 }
 
-// A reduced scale is the smallest that keeps the asked size, and is the
+// A reduced scale is the smallest fast one that keeps the asked size, and is the
 // full image averaged down (within the DCT's approximation).
 func TestDecodeReducedScale(t *testing.T) {
 	if w, h := Scale(500, 375, 64, 64); w != 125 || h != 94 {
 		t.Fatalf("500x375 for at least 64x64: %dx%d, want 1/4: 125x94", w, h)
+	}
+	// The scales between (3/8 here: 188x141) are slower to decode than 1/2.
+	if w, h := Scale(500, 375, 128, 128); w != 250 || h != 188 {
+		t.Fatalf("500x375 for at least 128x128: %dx%d, want 1/2: 250x188", w, h)
+	}
+	if w, h := Scale(500, 375, 192, 192); w != 500 || h != 375 {
+		t.Fatalf("500x375 for at least 192x192: %dx%d, want full size", w, h)
 	}
 	if w, h := Scale(256, 256, 32, 32); w != 32 || h != 32 {
 		t.Fatalf("256x256 for 32x32: %dx%d", w, h)
