@@ -18,10 +18,10 @@ import (
 // It is for data loaders. A fresh tensor's pages cost the kernel a fault
 // each on first touch, and libtorch maps every allocation over 32 MB afresh
 // (glibc's largest mmap threshold): in the shard loader at 224x224 (38 MB
-// batches of 64 colour images) on a 2-core AMD EPYC VM, copying each batch
-// into a new tensor took 136 ms, more than decoding its 64 JPEGs, and with
-// pooled tensors the loader ran 2.3 times as fast (docs/data.md). A reused
-// tensor pays for its pages once.
+// batches of 64 colour images) on a 2-core AMD EPYC VM, a CPU profile had
+// copying each batch into a new tensor at 136 ms, more than decoding its 64
+// JPEGs, and with pooled tensors the loader ran 2.3 times as fast
+// (docs/data.md). A reused tensor pays for its pages once.
 //
 // Get and Close may be called from several goroutines. Memory handed out
 // stays valid while the caller's tensor or the pool holds it; Close frees

@@ -51,10 +51,8 @@ func Header(b []byte) (w, h int, gray bool, err error) {
 // scales 1/2, 1/4 and 1/8 that keeps both sides at least minW x minH (full
 // size when none of them does, or when minW or minH is 0). These are the
 // scales libjpeg-turbo decodes with SIMD; its others (7/8 to 3/8) run a
-// plain C inverse DCT and cost as much as the next larger of these or more:
-// on 300 of make bench-data's 500x375 JPEGs, 7/8 took 1.18 ms an image, 3/4
-// 0.94, 5/8 0.79 and full size 0.78; 3/8 0.52 and 1/2 0.46 (one thread,
-// 2-core AMD EPYC, 2026-12-06).
+// plain C inverse DCT and cost as much as the next larger of these or more
+// (BenchmarkDecodeAtEachScale; docs/data.md has the figures).
 func Scale(w, h, minW, minH int) (sw, sh int) {
 	sw, sh = w, h
 	if minW <= 0 || minH <= 0 {
@@ -77,6 +75,12 @@ func Scale(w, h, minW, minH int) (sw, sh int) {
 // Decode decodes b into channels (1: luminance, 3: RGB) of 8-bit CHW
 // pixels, at the size Scale gives for minW x minH.
 func Decode(b []byte, channels, minW, minH int) (pix []uint8, w, h int, err error) {
+	return decode(b, channels, func(fw, fh int) (int, int) { return Scale(fw, fh, minW, minH) })
+}
+
+// decode is Decode at the size size gives for the image's full size (one
+// the library can scale to).
+func decode(b []byte, channels int, size func(fw, fh int) (int, int)) (pix []uint8, w, h int, err error) {
 	if channels != 1 && channels != 3 {
 		return nil, 0, 0, fmt.Errorf("jpeg: %d channels: want 1 or 3", channels)
 	}
@@ -97,7 +101,7 @@ func Decode(b []byte, channels, minW, minH int) (pix []uint8, w, h int, err erro
 	if fw <= 0 || fh <= 0 || int64(fw)*int64(fh) > 1<<28 {
 		return nil, 0, 0, fmt.Errorf("jpeg: %d x %d pixels: out of range", fw, fh)
 	}
-	w, h = Scale(fw, fh, minW, minH)
+	w, h = size(fw, fh)
 	pix = make([]uint8, w*h*channels)
 	// Grey decodes straight into pix; colour into an interleaved buffer,
 	// split into planes in C. Neither buffer holds Go pointers, so C may

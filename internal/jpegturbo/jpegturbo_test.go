@@ -2,6 +2,7 @@ package jpegturbo
 
 import (
 	"bytes"
+	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -183,3 +184,21 @@ func BenchmarkTurbo256For32(b *testing.B)     { benchmarkDecode(b, 256, 256, 32,
 func BenchmarkGo500x375(b *testing.B)         { benchmarkDecode(b, 500, 375, 0, false) }
 func BenchmarkTurbo500x375(b *testing.B)      { benchmarkDecode(b, 500, 375, 0, true) }
 func BenchmarkTurbo500x375For64(b *testing.B) { benchmarkDecode(b, 500, 375, 64, true) }
+
+// BenchmarkDecodeAtEachScale decodes a 500x375 photo at each of the
+// library's scales n/8: the ones without SIMD (7/8 to 5/8, 3/8) cost as much
+// as the next larger fast one (full size, 1/2) or more, which is why Scale
+// leaves them out.
+func BenchmarkDecodeAtEachScale(b *testing.B) {
+	data := photo(b, 500, 375, false)
+	for n := 8; n >= 1; n-- {
+		b.Run(fmt.Sprintf("%d_8", n), func(b *testing.B) {
+			size := func(fw, fh int) (int, int) { return (fw*n + 7) / 8, (fh*n + 7) / 8 }
+			for range b.N {
+				if _, _, _, err := decode(data, 3, size); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
